@@ -1,0 +1,406 @@
+//! The [`Gater`] trait: the API contract every store, transport client and proxy honours.
+//!
+//! Its doc comments are the contract. An implementation that differs from
+//! them is wrong; the conformance suite in `gater-store` checks them through
+//! every implementation.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Error;
+use crate::event::{
+    AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamPage,
+    Version,
+};
+use crate::id::{StoreId, StreamId};
+use crate::snapshot::{Snapshot, SnapshotKey};
+use crate::store::{StoreConfig, StoreInfo, StoreStatus, WorkerInfo};
+use crate::subscription::{
+    ConsumerId, NackAction, SubscribeOptions, Subscription, SubscriptionInfo, SubscriptionKey,
+    SubscriptionSpec,
+};
+
+/// A shared, type-erased [`Gater`].
+pub type BoxGater = Arc<dyn Gater>;
+
+/// The Gater API: an event store's operations, the same whether the answer
+/// comes from an embedded store, over a transport, or through a proxy.
+///
+/// Every method returns a typed [`Error`]; nothing is fire-and-forget. Errors
+/// common to all store-scoped methods: an unknown store gives
+/// [`Error::NotFound`] with [`Resource::Store`](crate::Resource::Store), a store
+/// being removed gives [`Error::StoreStopping`], a path failure gives a
+/// retryable [`Error::Unavailable`] or [`Error::DeadlineExceeded`]. Bad input
+/// never changes anything.
+#[async_trait]
+pub trait Gater: Send + Sync + 'static {
+    /// Appends `events` to `stream` atomically (all or none) if `expected` holds.
+    ///
+    /// Returns the last event's version and global position. Events get
+    /// consecutive versions after the stream's current one and consecutive,
+    /// gapless global positions in commit order. Returns only once the events
+    /// are durable (per the store's `fsync` setting).
+    ///
+    /// Idempotent retry: if the ids of `events` are already stored in
+    /// `stream`, consecutively and in the same order, the append was applied
+    /// before: the original result is returned and nothing is written, whatever
+    /// `expected` says now. If only some of them are stored, or they are stored
+    /// in another stream or at another place: [`Error::DuplicateEventId`].
+    ///
+    /// Errors: empty `events` or an event type empty or over 256 bytes →
+    /// [`Error::InvalidArgument`]; more events than the limit or an event over
+    /// the size limit → [`Error::LimitExceeded`]; the same id twice in `events` →
+    /// [`Error::DuplicateEventId`]; `expected` not met →
+    /// [`Error::WrongExpectedVersion`] with the stream's current version.
+    /// Concurrent appends to one stream never overwrite each other: for one
+    /// expected version exactly one wins.
+    async fn append_events(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, Error>;
+
+    /// Reads up to `count` events of `stream`.
+    ///
+    /// Forward: versions `start, start+1, …` ascending. Backward: versions
+    /// `start, start-1, …` descending; `start = u64::MAX` (or any start past the
+    /// end) means from the last event. Clipped to what exists: a missing stream
+    /// or a forward start past the end gives an empty list. `count` of 0 or over
+    /// the read limit → [`Error::InvalidArgument`].
+    async fn get_events(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        start: Version,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error>;
+
+    /// Reads up to `count` events of the store's global log, in commit order.
+    ///
+    /// Forward from position `from` ascending; backward from `from` descending
+    /// (`Position::END` means from the last event). Positions are gapless, so a
+    /// reader can resume at `last.position + 1`. Same `count` rules as `get_events`.
+    async fn read_all(
+        &self,
+        store: &StoreId,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error>;
+
+    /// Lists streams with their versions in stream id order, `limit` at a time,
+    /// starting after `after` (exclusive). `limit` 0 or over the page limit →
+    /// [`Error::InvalidArgument`].
+    async fn get_streams(
+        &self,
+        store: &StoreId,
+        after: Option<StreamId>,
+        limit: u32,
+    ) -> Result<StreamPage, Error>;
+
+    /// The version of `stream`'s last event, or `None` if it has no events.
+    async fn get_version(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+    ) -> Result<Option<Version>, Error>;
+
+    /// Creates or updates the subscription `spec.key` (identity: type, selector, name).
+    ///
+    /// A persistent subscription (name other than `"transient"`) is stored
+    /// durably with a checkpoint that starts at `spec.start_from`; saving again
+    /// updates its settings and keeps its checkpoint. A transient one only
+    /// records the settings its next consumer uses. `ack_timeout_ms` of 0 →
+    /// [`Error::InvalidArgument`].
+    async fn save_subscription(&self, store: &StoreId, spec: SubscriptionSpec)
+        -> Result<(), Error>;
+
+    /// Attaches a consumer to subscription `key` and returns its deliveries.
+    ///
+    /// A transient key need not have been saved (defaults apply); a persistent
+    /// one must exist ([`Error::NotFound`]). Delivery starts at the stored
+    /// checkpoint (persistent), else `options.start_from`, else the spec's
+    /// `start_from`; history is read from the store (catch-up), then live
+    /// events follow with no gap and no duplicate at the switch
+    /// ([`SubscriptionItem::CaughtUp`](crate::SubscriptionItem::CaughtUp) marks it).
+    /// At most `options.window` deliveries are unacked at once; `window` of 0
+    /// or over the limit → [`Error::InvalidArgument`]. A slow consumer is never
+    /// dropped and never makes the server buffer without bound. The stream's
+    /// last item is [`SubscriptionItem::End`](crate::SubscriptionItem::End).
+    async fn subscribe(
+        &self,
+        store: &StoreId,
+        key: SubscriptionKey,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error>;
+
+    /// Removes the subscription and ends its consumers with
+    /// [`SubscriptionEnd::Removed`](crate::SubscriptionEnd::Removed). Unknown → [`Error::NotFound`].
+    async fn remove_subscription(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+    ) -> Result<(), Error>;
+
+    /// Lists subscriptions with checkpoint, consumers, in-flight, parked count and lag.
+    async fn get_subscriptions(&self, store: &StoreId) -> Result<Vec<SubscriptionInfo>, Error>;
+
+    /// Acknowledges the delivery of the event at `position` to `consumer`.
+    ///
+    /// The checkpoint advances over the contiguous prefix of handled events.
+    /// An event not in flight for that consumer → [`Error::NotFound`]
+    /// ([`Resource::Delivery`](crate::Resource::Delivery)); an unknown consumer →
+    /// [`Error::NotFound`] ([`Resource::Consumer`](crate::Resource::Consumer)).
+    async fn ack_event(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+    ) -> Result<(), Error>;
+
+    /// Refuses a delivery: `Retry` sends it again (counting towards
+    /// `max_retries`, after which it is parked), `Park` sets it aside, `Skip`
+    /// handles it as acked. Same errors as `ack_event`.
+    async fn nack_event(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+        action: NackAction,
+    ) -> Result<(), Error>;
+
+    /// The events parked for a persistent subscription, in position order.
+    async fn list_parked(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+    ) -> Result<Vec<RecordedEvent>, Error>;
+
+    /// Moves every parked event back to delivery; returns how many.
+    async fn replay_parked(&self, store: &StoreId, key: &SubscriptionKey) -> Result<u64, Error>;
+
+    /// Stores `data` under `key`, overwriting any snapshot with the same key.
+    /// Empty or over-long source or stream → [`Error::InvalidArgument`]; data
+    /// over the snapshot limit → [`Error::LimitExceeded`].
+    async fn record_snapshot(
+        &self,
+        store: &StoreId,
+        key: SnapshotKey,
+        data: Vec<u8>,
+    ) -> Result<(), Error>;
+
+    /// Reads the snapshot of `(source, stream)` at `version`, or the one with
+    /// the highest version when `version` is `None`. Missing → [`Error::NotFound`].
+    async fn read_snapshot(
+        &self,
+        store: &StoreId,
+        source: &str,
+        stream: &str,
+        version: Option<Version>,
+    ) -> Result<Snapshot, Error>;
+
+    /// Lists snapshot keys in key order: all, those of a source, or of a source and stream.
+    async fn list_snapshots(
+        &self,
+        store: &StoreId,
+        source: Option<&str>,
+        stream: Option<&str>,
+    ) -> Result<Vec<SnapshotKey>, Error>;
+
+    /// Deletes a snapshot. Missing → [`Error::NotFound`].
+    async fn delete_snapshot(&self, store: &StoreId, key: &SnapshotKey) -> Result<(), Error>;
+
+    /// Creates a store and returns once it serves requests. Creating an
+    /// existing store with the same config is Ok; with another config →
+    /// [`Error::StoreConfigConflict`].
+    async fn create_store(&self, store: &StoreId, config: StoreConfig) -> Result<(), Error>;
+
+    /// Stops a store (its consumers end with `StoreRemoved`, new requests get
+    /// `StoreStopping`), then deletes its data. Unknown → [`Error::NotFound`].
+    async fn remove_store(&self, store: &StoreId) -> Result<(), Error>;
+
+    /// Lists stores, with the workers serving each.
+    async fn list_stores(&self) -> Result<Vec<StoreInfo>, Error>;
+
+    /// A store's status: state, stream and event counts, head, disk bytes, workers.
+    async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error>;
+
+    /// A store's configuration.
+    async fn get_store_config(&self, store: &StoreId) -> Result<StoreConfig, Error>;
+
+    /// The gateway workers behind this endpoint (the seed's `gateway_worker_pids`).
+    /// A worker lists itself; a proxy lists its pool.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, Error>;
+
+    /// A worker announces itself (and heartbeats) to a proxy. Implementations
+    /// that keep no membership answer [`Error::Unsupported`].
+    async fn heartbeat(&self, worker: WorkerInfo) -> Result<(), Error> {
+        let _ = worker;
+        Err(Error::Unsupported(
+            "heartbeat: this endpoint keeps no membership".into(),
+        ))
+    }
+}
+
+/// A shared [`Gater`] is a [`Gater`]: proxies and transports hold workers as `Arc<dyn Gater>`.
+#[async_trait]
+impl<G: Gater + ?Sized> Gater for Arc<G> {
+    async fn append_events(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, Error> {
+        (**self)
+            .append_events(store, stream, expected, events)
+            .await
+    }
+    async fn get_events(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        start: Version,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        (**self)
+            .get_events(store, stream, start, count, direction)
+            .await
+    }
+    async fn read_all(
+        &self,
+        store: &StoreId,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        (**self).read_all(store, from, count, direction).await
+    }
+    async fn get_streams(
+        &self,
+        store: &StoreId,
+        after: Option<StreamId>,
+        limit: u32,
+    ) -> Result<StreamPage, Error> {
+        (**self).get_streams(store, after, limit).await
+    }
+    async fn get_version(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+    ) -> Result<Option<Version>, Error> {
+        (**self).get_version(store, stream).await
+    }
+    async fn save_subscription(
+        &self,
+        store: &StoreId,
+        spec: SubscriptionSpec,
+    ) -> Result<(), Error> {
+        (**self).save_subscription(store, spec).await
+    }
+    async fn subscribe(
+        &self,
+        store: &StoreId,
+        key: SubscriptionKey,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        (**self).subscribe(store, key, options).await
+    }
+    async fn remove_subscription(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+    ) -> Result<(), Error> {
+        (**self).remove_subscription(store, key).await
+    }
+    async fn get_subscriptions(&self, store: &StoreId) -> Result<Vec<SubscriptionInfo>, Error> {
+        (**self).get_subscriptions(store).await
+    }
+    async fn ack_event(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+    ) -> Result<(), Error> {
+        (**self).ack_event(store, key, consumer, position).await
+    }
+    async fn nack_event(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+        action: NackAction,
+    ) -> Result<(), Error> {
+        (**self)
+            .nack_event(store, key, consumer, position, action)
+            .await
+    }
+    async fn list_parked(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        (**self).list_parked(store, key).await
+    }
+    async fn replay_parked(&self, store: &StoreId, key: &SubscriptionKey) -> Result<u64, Error> {
+        (**self).replay_parked(store, key).await
+    }
+    async fn record_snapshot(
+        &self,
+        store: &StoreId,
+        key: SnapshotKey,
+        data: Vec<u8>,
+    ) -> Result<(), Error> {
+        (**self).record_snapshot(store, key, data).await
+    }
+    async fn read_snapshot(
+        &self,
+        store: &StoreId,
+        source: &str,
+        stream: &str,
+        version: Option<Version>,
+    ) -> Result<Snapshot, Error> {
+        (**self).read_snapshot(store, source, stream, version).await
+    }
+    async fn list_snapshots(
+        &self,
+        store: &StoreId,
+        source: Option<&str>,
+        stream: Option<&str>,
+    ) -> Result<Vec<SnapshotKey>, Error> {
+        (**self).list_snapshots(store, source, stream).await
+    }
+    async fn delete_snapshot(&self, store: &StoreId, key: &SnapshotKey) -> Result<(), Error> {
+        (**self).delete_snapshot(store, key).await
+    }
+    async fn create_store(&self, store: &StoreId, config: StoreConfig) -> Result<(), Error> {
+        (**self).create_store(store, config).await
+    }
+    async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
+        (**self).remove_store(store).await
+    }
+    async fn list_stores(&self) -> Result<Vec<StoreInfo>, Error> {
+        (**self).list_stores().await
+    }
+    async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error> {
+        (**self).get_store_status(store).await
+    }
+    async fn get_store_config(&self, store: &StoreId) -> Result<StoreConfig, Error> {
+        (**self).get_store_config(store).await
+    }
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
+        (**self).workers().await
+    }
+    async fn heartbeat(&self, worker: WorkerInfo) -> Result<(), Error> {
+        (**self).heartbeat(worker).await
+    }
+}

@@ -1,0 +1,190 @@
+//! Events, versions, positions and the shapes of append and read results.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{EventId, StreamId};
+
+/// A stream version: 0-based, the version of a stream is that of its last event.
+pub type Version = u64;
+
+/// A position in a store's global log: 0-based, gapless, in commit order.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Position(pub u64);
+
+impl Position {
+    /// The first position of every log.
+    pub const START: Position = Position(0);
+    /// Reading backward from here means "from the end of the log".
+    pub const END: Position = Position(u64::MAX);
+
+    /// The position after this one.
+    pub fn next(self) -> Position {
+        Position(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An event as the writer hands it in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventData {
+    /// Writer-chosen id; the key of idempotent retries.
+    pub id: EventId,
+    /// The event's type, e.g. `"OrderPlaced"`; 1 to 256 bytes.
+    pub event_type: String,
+    /// The payload; JSON when `content_type` says so, opaque bytes otherwise.
+    pub data: Vec<u8>,
+    /// Free-form metadata; JSON objects are matched by `ByEventPattern` subscriptions.
+    pub metadata: Vec<u8>,
+    /// MIME type of `data`, e.g. `application/json`.
+    pub content_type: String,
+}
+
+/// The content type of JSON payloads.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+impl EventData {
+    /// A JSON event: `data` and `metadata` are serialised JSON text.
+    pub fn json(
+        id: EventId,
+        event_type: impl Into<String>,
+        data: Vec<u8>,
+        metadata: Vec<u8>,
+    ) -> Self {
+        EventData {
+            id,
+            event_type: event_type.into(),
+            data,
+            metadata,
+            content_type: CONTENT_TYPE_JSON.to_owned(),
+        }
+    }
+
+    /// Bytes this event occupies against the per-event size limit.
+    pub fn size_bytes(&self) -> usize {
+        self.event_type.len() + self.data.len() + self.metadata.len() + self.content_type.len()
+    }
+}
+
+/// An event as stored: the writer's data plus where and when it was stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// The stream it belongs to.
+    pub stream: StreamId,
+    /// Its version in that stream.
+    pub version: Version,
+    /// Its position in the store's global log.
+    pub position: Position,
+    /// Commit time, microseconds since the Unix epoch (stamped by the store).
+    pub created_us: u64,
+    /// What the writer sent.
+    pub data: EventData,
+}
+
+/// The condition an append places on the stream's current version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// No condition.
+    Any,
+    /// The stream must not exist.
+    NoStream,
+    /// The stream must exist (have at least one event).
+    StreamExists,
+    /// The stream's last event must have exactly this version.
+    Exact(Version),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream whose current version is `current` satisfies this condition.
+    pub fn is_satisfied_by(self, current: Option<Version>) -> bool {
+        match (self, current) {
+            (ExpectedVersion::Any, _) => true,
+            (ExpectedVersion::NoStream, None) => true,
+            (ExpectedVersion::StreamExists, Some(_)) => true,
+            (ExpectedVersion::Exact(v), Some(c)) => v == c,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("stream exists"),
+            ExpectedVersion::Exact(v) => v.fmt(f),
+        }
+    }
+}
+
+/// Reading direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    /// Ascending versions or positions.
+    Forward,
+    /// Descending versions or positions.
+    Backward,
+}
+
+/// What a successful append returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendResult {
+    /// The version of the last appended event (the stream's new version).
+    pub version: Version,
+    /// The global position of the last appended event.
+    pub position: Position,
+}
+
+/// A stream and its current version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// The stream.
+    pub stream: StreamId,
+    /// Its version (that of its last event).
+    pub version: Version,
+}
+
+/// One page of `get_streams`, in stream id order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPage {
+    /// Streams on this page.
+    pub streams: Vec<StreamInfo>,
+    /// Pass as `after` to get the next page; `None` when this is the last page.
+    pub next_after: Option<StreamId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(expected: ExpectedVersion, current: Option<u64>, ok: bool) {
+        assert_eq!(
+            expected.is_satisfied_by(current),
+            ok,
+            "{expected:?} vs {current:?}"
+        );
+    }
+
+    #[test]
+    fn expected_version_conditions_match_the_contract() {
+        use ExpectedVersion::*;
+        check(Any, None, true);
+        check(Any, Some(3), true);
+        check(NoStream, None, true);
+        check(NoStream, Some(0), false);
+        check(StreamExists, None, false);
+        check(StreamExists, Some(0), true);
+        check(Exact(0), None, false);
+        check(Exact(0), Some(0), true);
+        check(Exact(2), Some(3), false);
+    }
+}

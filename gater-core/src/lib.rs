@@ -1,0 +1,43 @@
+//! Gater's pure core: the vocabulary every other crate speaks.
+//!
+//! It holds the domain model ([`StoreId`], [`StreamId`], [`EventData`],
+//! [`RecordedEvent`], subscriptions, snapshots, store administration), the
+//! [`Gater`] trait whose doc comments are the API contract, the typed
+//! [`Error`], the [`wire`] messages with their frame codec, and the pure
+//! [`routing`] policy the proxy uses to pick workers.
+//!
+//! What it does not do: no I/O of any kind. There is no async runtime, no
+//! socket, no file, no clock and no OS entropy in this crate; time and
+//! randomness are arguments. That keeps every piece here deterministic and
+//! testable with property tests, and lets transports, stores and the proxy
+//! share one definition of every message.
+
+#![warn(missing_docs)]
+
+mod api;
+mod error;
+mod event;
+mod id;
+mod limits;
+pub mod routing;
+pub mod selector;
+mod snapshot;
+mod store;
+mod subscription;
+pub mod wire;
+
+pub use api::{BoxGater, Gater};
+pub use error::{Error, IdError, Resource, Side};
+pub use event::{
+    AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamInfo,
+    StreamPage, Version, CONTENT_TYPE_JSON,
+};
+pub use id::{EventId, StoreId, StreamId, ALL_STREAM, STORE_ID_LEN_MAX, STREAM_ID_LEN_MAX};
+pub use limits::Limits;
+pub use snapshot::{Snapshot, SnapshotKey};
+pub use store::{StoreConfig, StoreInfo, StoreState, StoreStatus, WorkerHealth, WorkerInfo};
+pub use subscription::{
+    ConsumerId, ConsumerStrategy, Delivery, NackAction, SubscribeOptions, Subscription,
+    SubscriptionEnd, SubscriptionInfo, SubscriptionItem, SubscriptionKey, SubscriptionSpec,
+    SubscriptionType, SELECTOR_LEN_MAX, SUBSCRIPTION_NAME_LEN_MAX, TRANSIENT,
+};

@@ -1,0 +1,484 @@
+//! Wire messages and the frame codec shared by every transport.
+//!
+//! A frame is a big-endian `u32` body length followed by a postcard body. A
+//! request stream starts with a [`RequestEnvelope`] that carries the protocol
+//! version; the answer is one [`ResponseEnvelope`]. A subscription stream
+//! starts with a `Subscribe` request, then carries [`SubscriptionDown`] frames
+//! to the consumer and [`SubscriptionUp`] frames (credit, acks, nacks) back.
+//!
+//! Decoding never panics: arbitrary bytes give a [`FrameError`].
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::event::{
+    AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamPage,
+    Version,
+};
+use crate::id::{StoreId, StreamId};
+use crate::routing::RequestClass;
+use crate::snapshot::{Snapshot, SnapshotKey};
+use crate::store::{StoreConfig, StoreInfo, StoreStatus, WorkerInfo};
+use crate::subscription::{
+    ConsumerId, NackAction, SubscribeOptions, SubscriptionInfo, SubscriptionItem, SubscriptionKey,
+    SubscriptionSpec,
+};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The QUIC ALPN of the protocol.
+pub const ALPN: &[u8] = b"gater/1";
+/// Bytes of the length prefix.
+pub const FRAME_HEADER_LEN: usize = 4;
+/// Default largest frame body, in bytes (16 MiB).
+pub const FRAME_BYTES_MAX_DEFAULT: u32 = crate::Limits::DEFAULT.frame_bytes_max;
+
+/// Every request, one variant per [`Gater`](crate::Gater) method.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)] // fields mirror the Gater methods' arguments
+pub enum Request {
+    AppendEvents {
+        store: StoreId,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    },
+    GetEvents {
+        store: StoreId,
+        stream: StreamId,
+        start: Version,
+        count: u32,
+        direction: Direction,
+    },
+    ReadAll {
+        store: StoreId,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    },
+    GetStreams {
+        store: StoreId,
+        after: Option<StreamId>,
+        limit: u32,
+    },
+    GetVersion {
+        store: StoreId,
+        stream: StreamId,
+    },
+    SaveSubscription {
+        store: StoreId,
+        spec: SubscriptionSpec,
+    },
+    Subscribe {
+        store: StoreId,
+        key: SubscriptionKey,
+        options: SubscribeOptions,
+    },
+    RemoveSubscription {
+        store: StoreId,
+        key: SubscriptionKey,
+    },
+    GetSubscriptions {
+        store: StoreId,
+    },
+    AckEvent {
+        store: StoreId,
+        key: SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+    },
+    NackEvent {
+        store: StoreId,
+        key: SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+        action: NackAction,
+    },
+    ListParked {
+        store: StoreId,
+        key: SubscriptionKey,
+    },
+    ReplayParked {
+        store: StoreId,
+        key: SubscriptionKey,
+    },
+    RecordSnapshot {
+        store: StoreId,
+        key: SnapshotKey,
+        data: Vec<u8>,
+    },
+    ReadSnapshot {
+        store: StoreId,
+        source: String,
+        stream: String,
+        version: Option<Version>,
+    },
+    ListSnapshots {
+        store: StoreId,
+        source: Option<String>,
+        stream: Option<String>,
+    },
+    DeleteSnapshot {
+        store: StoreId,
+        key: SnapshotKey,
+    },
+    CreateStore {
+        store: StoreId,
+        config: StoreConfig,
+    },
+    RemoveStore {
+        store: StoreId,
+    },
+    ListStores,
+    GetStoreStatus {
+        store: StoreId,
+    },
+    GetStoreConfig {
+        store: StoreId,
+    },
+    Workers,
+    Heartbeat {
+        worker: WorkerInfo,
+    },
+}
+
+impl Request {
+    /// The method's name, for logs and metrics.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Request::AppendEvents { .. } => "append_events",
+            Request::GetEvents { .. } => "get_events",
+            Request::ReadAll { .. } => "read_all",
+            Request::GetStreams { .. } => "get_streams",
+            Request::GetVersion { .. } => "get_version",
+            Request::SaveSubscription { .. } => "save_subscription",
+            Request::Subscribe { .. } => "subscribe",
+            Request::RemoveSubscription { .. } => "remove_subscription",
+            Request::GetSubscriptions { .. } => "get_subscriptions",
+            Request::AckEvent { .. } => "ack_event",
+            Request::NackEvent { .. } => "nack_event",
+            Request::ListParked { .. } => "list_parked",
+            Request::ReplayParked { .. } => "replay_parked",
+            Request::RecordSnapshot { .. } => "record_snapshot",
+            Request::ReadSnapshot { .. } => "read_snapshot",
+            Request::ListSnapshots { .. } => "list_snapshots",
+            Request::DeleteSnapshot { .. } => "delete_snapshot",
+            Request::CreateStore { .. } => "create_store",
+            Request::RemoveStore { .. } => "remove_store",
+            Request::ListStores => "list_stores",
+            Request::GetStoreStatus { .. } => "get_store_status",
+            Request::GetStoreConfig { .. } => "get_store_config",
+            Request::Workers => "workers",
+            Request::Heartbeat { .. } => "heartbeat",
+        }
+    }
+
+    /// The store the request is about, if any.
+    pub fn store(&self) -> Option<&StoreId> {
+        match self {
+            Request::AppendEvents { store, .. }
+            | Request::GetEvents { store, .. }
+            | Request::ReadAll { store, .. }
+            | Request::GetStreams { store, .. }
+            | Request::GetVersion { store, .. }
+            | Request::SaveSubscription { store, .. }
+            | Request::Subscribe { store, .. }
+            | Request::RemoveSubscription { store, .. }
+            | Request::GetSubscriptions { store }
+            | Request::AckEvent { store, .. }
+            | Request::NackEvent { store, .. }
+            | Request::ListParked { store, .. }
+            | Request::ReplayParked { store, .. }
+            | Request::RecordSnapshot { store, .. }
+            | Request::ReadSnapshot { store, .. }
+            | Request::ListSnapshots { store, .. }
+            | Request::DeleteSnapshot { store, .. }
+            | Request::CreateStore { store, .. }
+            | Request::RemoveStore { store }
+            | Request::GetStoreStatus { store }
+            | Request::GetStoreConfig { store } => Some(store),
+            Request::ListStores | Request::Workers | Request::Heartbeat { .. } => None,
+        }
+    }
+
+    /// The routing class: decides where it may go and whether a retry is safe.
+    pub fn class(&self) -> RequestClass {
+        match self {
+            Request::GetEvents { .. }
+            | Request::ReadAll { .. }
+            | Request::GetStreams { .. }
+            | Request::GetVersion { .. }
+            | Request::GetSubscriptions { .. }
+            | Request::ListParked { .. }
+            | Request::ReadSnapshot { .. }
+            | Request::ListSnapshots { .. }
+            | Request::GetStoreStatus { .. }
+            | Request::GetStoreConfig { .. } => RequestClass::Read,
+            Request::AppendEvents { .. } => RequestClass::Append,
+            Request::SaveSubscription { .. }
+            | Request::RecordSnapshot { .. }
+            | Request::CreateStore { .. }
+            | Request::AckEvent { .. } => RequestClass::IdempotentWrite,
+            Request::RemoveSubscription { .. }
+            | Request::NackEvent { .. }
+            | Request::ReplayParked { .. }
+            | Request::DeleteSnapshot { .. }
+            | Request::RemoveStore { .. } => RequestClass::Write,
+            Request::Subscribe { .. } => RequestClass::Subscribe,
+            Request::ListStores | Request::Workers | Request::Heartbeat { .. } => {
+                RequestClass::Cluster
+            }
+        }
+    }
+}
+
+/// Every successful answer, one variant per result shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)] // each variant carries the result of the methods that return it
+pub enum Response {
+    Appended(AppendResult),
+    Events(Vec<RecordedEvent>),
+    Streams(StreamPage),
+    Version(Option<Version>),
+    /// Methods that return `()`.
+    Done,
+    /// A consumer attached; deliveries follow on the same stream.
+    Subscribed(ConsumerId),
+    Subscriptions(Vec<SubscriptionInfo>),
+    Replayed(u64),
+    Snapshot(Snapshot),
+    SnapshotKeys(Vec<SnapshotKey>),
+    Stores(Vec<StoreInfo>),
+    StoreStatus(StoreStatus),
+    StoreConfig(StoreConfig),
+    Workers(Vec<WorkerInfo>),
+}
+
+/// The first frame of every request stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    /// The sender's protocol version; must be [`PROTOCOL_VERSION`]. Encoded first,
+    /// so [`peek_version`] can read it even when the rest does not decode.
+    pub version: u16,
+    /// Milliseconds the sender will wait; the server may drop work past it.
+    pub deadline_ms: Option<u32>,
+    /// The request.
+    pub request: Request,
+}
+
+impl RequestEnvelope {
+    /// An envelope of this build's version.
+    pub fn new(request: Request, deadline_ms: Option<u32>) -> Self {
+        RequestEnvelope {
+            version: PROTOCOL_VERSION,
+            deadline_ms,
+            request,
+        }
+    }
+}
+
+/// The answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseEnvelope {
+    /// The result.
+    pub result: Result<Response, Error>,
+}
+
+/// From consumer to server on a subscription stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubscriptionUp {
+    /// The consumer has read this many more items; the server may send as many.
+    Credit(u32),
+    /// Ack the delivery at this position.
+    Ack(Position),
+    /// Nack the delivery at this position.
+    Nack(Position, NackAction),
+    /// The consumer detaches.
+    Close,
+}
+
+/// From server to consumer on a subscription stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubscriptionDown {
+    /// A subscription item.
+    Item(SubscriptionItem),
+    /// The outcome of an ack or nack sent up the stream, in the order they were sent.
+    AckResult(Position, Result<(), Error>),
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix announces a body over the limit.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    Oversize {
+        /// The announced or encoded length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// The body is not a valid message.
+    #[error("frame does not decode: {0}")]
+    Decode(String),
+    /// The message could not be serialised.
+    #[error("frame does not encode: {0}")]
+    Encode(String),
+    /// The peer speaks another protocol version.
+    #[error("unsupported protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u16),
+}
+
+impl From<FrameError> for Error {
+    fn from(e: FrameError) -> Error {
+        match e {
+            FrameError::Oversize { len, max } => Error::limit("frame_bytes_max", max.into(), len),
+            other => Error::Protocol(other.to_string()),
+        }
+    }
+}
+
+/// Appends one frame holding `msg` to `out`. A body over `max` bytes is refused
+/// and `out` is left as it was.
+pub fn encode_into<T: Serialize>(msg: &T, out: &mut Vec<u8>, max: u32) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    let mut buf = std::mem::take(out);
+    buf = match postcard::to_extend(msg, buf) {
+        Ok(buf) => buf,
+        Err(e) => return Err(FrameError::Encode(e.to_string())),
+    };
+    *out = buf;
+    let len = out.len() - start - FRAME_HEADER_LEN;
+    if len > max as usize {
+        out.truncate(start);
+        return Err(FrameError::Oversize {
+            len: len as u64,
+            max,
+        });
+    }
+    // `len <= max`, a u32, so the cast is lossless.
+    out[start..start + FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// One frame holding `msg`.
+pub fn encode<T: Serialize>(msg: &T, max: u32) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::new();
+    encode_into(msg, &mut out, max)?;
+    Ok(out)
+}
+
+/// The body length announced by a frame header, checked against `max`.
+pub fn body_len(header: [u8; FRAME_HEADER_LEN], max: u32) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header);
+    if len > max {
+        return Err(FrameError::Oversize {
+            len: len.into(),
+            max,
+        });
+    }
+    Ok(len as usize)
+}
+
+/// Decodes a frame body (without its header). Trailing bytes are an error.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((msg, [])) => Ok(msg),
+        Ok((_, rest)) => Err(FrameError::Decode(format!(
+            "{} trailing bytes after the message",
+            rest.len()
+        ))),
+        Err(e) => Err(FrameError::Decode(e.to_string())),
+    }
+}
+
+/// Decodes the first frame of `buf`: `Ok(None)` when `buf` does not yet hold a
+/// whole frame, else the message and the number of bytes it used.
+pub fn decode<T: DeserializeOwned>(buf: &[u8], max: u32) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(header) = buf.get(..FRAME_HEADER_LEN) else {
+        return Ok(None);
+    };
+    let mut h = [0; FRAME_HEADER_LEN];
+    h.copy_from_slice(header);
+    let len = body_len(h, max)?;
+    let Some(body) = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
+        return Ok(None);
+    };
+    Ok(Some((decode_body(body)?, FRAME_HEADER_LEN + len)))
+}
+
+/// Reads the protocol version at the start of a [`RequestEnvelope`] body, even
+/// when the rest is from an unknown version.
+pub fn peek_version(body: &[u8]) -> Result<u16, FrameError> {
+    postcard::take_from_bytes::<u16>(body)
+        .map(|(v, _)| v)
+        .map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+/// Decodes a request envelope body, checking the version first.
+pub fn decode_request(body: &[u8]) -> Result<RequestEnvelope, FrameError> {
+    let version = peek_version(body)?;
+    if version != PROTOCOL_VERSION {
+        return Err(FrameError::UnsupportedVersion(version));
+    }
+    decode_body(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_report_their_length() {
+        let env = RequestEnvelope::new(Request::ListStores, Some(500));
+        let frame = encode(&env, 1024).unwrap();
+        let (back, used) = decode::<RequestEnvelope>(&frame, 1024).unwrap().unwrap();
+        assert_eq!(back, env);
+        assert_eq!(used, frame.len());
+        assert_eq!(
+            decode::<RequestEnvelope>(&frame[..frame.len() - 1], 1024),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn oversize_length_prefix_is_refused_before_reading_the_body() {
+        let header = (2048u32).to_be_bytes();
+        assert_eq!(
+            decode::<Request>(&header, 1024),
+            Err(FrameError::Oversize {
+                len: 2048,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn encoding_over_the_limit_leaves_the_buffer_unchanged() {
+        let mut out = vec![9];
+        let big = Response::Replayed(u64::MAX);
+        assert!(encode_into(&big, &mut out, 2).is_err());
+        assert_eq!(out, vec![9]);
+    }
+
+    #[test]
+    fn unknown_versions_are_named_even_if_the_body_is_foreign() {
+        let mut body = postcard::to_stdvec(&7u16).unwrap();
+        body.extend_from_slice(&[0xff, 0xff, 0xff]);
+        assert_eq!(
+            decode_request(&body),
+            Err(FrameError::UnsupportedVersion(7))
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_do_not_decode() {
+        let mut body = postcard::to_stdvec(&Response::Done).unwrap();
+        body.push(0);
+        assert!(matches!(
+            decode_body::<Response>(&body),
+            Err(FrameError::Decode(_))
+        ));
+    }
+}
