@@ -1,0 +1,6 @@
+//! The `gater` command line: arguments, client commands, input and output.
+
+pub(crate) mod args;
+pub(crate) mod client;
+pub(crate) mod input;
+pub(crate) mod output;
