@@ -2,5 +2,6 @@
 
 pub(crate) mod args;
 pub(crate) mod client;
+pub(crate) mod config;
 pub(crate) mod input;
 pub(crate) mod output;
