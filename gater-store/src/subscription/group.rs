@@ -576,7 +576,9 @@ impl Group {
     /// A consumer that would take more if its channel had room: the task
     /// waits for that room (the consumer reading) instead of polling.
     fn blocked_consumer(&self) -> Option<&ConsumerLink> {
-        let work = !self.ready.is_empty() || !self.retry.is_empty() || self.caught_up_due();
+        let unread = !self.at_head() && self.read_retry_at.is_none();
+        let work =
+            unread || !self.ready.is_empty() || !self.retry.is_empty() || self.caught_up_due();
         if !work {
             return None;
         }
