@@ -1,4 +1,5 @@
-//! Unit tests of the subscription engine over an in-memory log, in paused tokio time.
+//! Unit tests of the subscription engine over an in-memory log, in paused tokio time,
+//! and (with the `conformance` feature) the conformance cases over the engine.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,6 +20,9 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::group::READ_BATCH_MAX;
+
+#[cfg(feature = "conformance")]
+mod conformance;
 use super::{SubscriptionLog, SubscriptionRecord, Subscriptions};
 
 /// A store's log in memory: events, a head watch and subscription records.
@@ -42,24 +46,28 @@ impl FakeLog {
     }
 
     fn append(&self, stream: &str, event_type: &str, data: Value, metadata: Value) -> Position {
-        let mut events = self.events.lock().unwrap();
-        let position = Position(events.len() as u64);
-        let stream = StreamId::new(stream).unwrap();
-        let version = events.iter().filter(|e| e.stream == stream).count() as u64;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&id.to_be_bytes());
+        let data = EventData::json(
+            EventId::from_bytes(bytes),
+            event_type,
+            data.to_string().into_bytes(),
+            metadata.to_string().into_bytes(),
+        );
+        self.append_data(StreamId::new(stream).unwrap(), data)
+    }
+
+    fn append_data(&self, stream: StreamId, data: EventData) -> Position {
+        let mut events = self.events.lock().unwrap();
+        let position = Position(events.len() as u64);
+        let version = events.iter().filter(|e| e.stream == stream).count() as u64;
         events.push(RecordedEvent {
             stream,
             version,
             position,
             created_us: 0,
-            data: EventData::json(
-                EventId::from_bytes(bytes),
-                event_type,
-                data.to_string().into_bytes(),
-                metadata.to_string().into_bytes(),
-            ),
+            data,
         });
         self.head.send_replace(Some(position));
         position
