@@ -17,13 +17,16 @@ use gater_core::{
 use super::{FakeLog, Subscriptions};
 use crate::subscription::SubscriptionLog;
 
+/// One store of the double: its log and its subscriptions.
+type FakeStore = (Arc<FakeLog>, Arc<Subscriptions>);
+
 #[derive(Default)]
 struct FakeGater {
-    stores: Mutex<HashMap<StoreId, (Arc<FakeLog>, Arc<Subscriptions>)>>,
+    stores: Mutex<HashMap<StoreId, FakeStore>>,
 }
 
 impl FakeGater {
-    fn store(&self, store: &StoreId) -> Result<(Arc<FakeLog>, Arc<Subscriptions>), Error> {
+    fn store(&self, store: &StoreId) -> Result<FakeStore, Error> {
         let stores = self.stores.lock().unwrap();
         stores
             .get(store)
