@@ -234,8 +234,8 @@ impl Group {
         let blocked = self.blocked_sender();
         let wait_room = blocked.is_some();
         let detached = Arc::clone(&inputs.detached);
+        // Unbiased: a flood of acks must not starve reading, nor reading the acks.
         tokio::select! {
-            biased;
             changed = inputs.stop.changed() => {
                 let end = match changed {
                     Ok(()) => inputs.stop.borrow().clone(),

@@ -196,6 +196,10 @@ impl Subscriptions {
     }
 
     /// `Gater::subscribe`.
+    ///
+    /// A persistent subscription always has a stored checkpoint (saving one
+    /// stores `spec.start_from` as its first checkpoint), so its consumers
+    /// start there and `options.start_from` applies to transient ones only.
     pub(crate) async fn subscribe(
         &self,
         key: SubscriptionKey,

@@ -169,7 +169,10 @@ impl Group {
     }
 
     /// The consumer a stream is pinned to: rendezvous hashing, so a consumer
-    /// joining or leaving moves only the streams it gains or loses.
+    /// joining or leaving moves only the streams it gains or loses. While the
+    /// consumers stay the same, a stream's events go to one consumer in order;
+    /// when a stream moves, events still in flight on its old consumer may be
+    /// handled after newer ones on the new consumer.
     fn pinned(&self, stream: &StreamId) -> Option<ConsumerId> {
         self.consumers
             .keys()
