@@ -213,7 +213,7 @@ proptest! {
         };
         match (s.pick(), expected) {
             (Pick::Worker(_), None) => {}
-            (Pick::None(reason), Some(want)) => prop_assert_eq!(reason, want),
+            (Pick::NoWorker(reason), Some(want)) => prop_assert_eq!(reason, want),
             (got, want) => prop_assert!(false, "pick {got:?}, expected {want:?}"),
         }
     }
@@ -474,7 +474,7 @@ fn check(case: Case, expected: Result<&str, NoWorker>) {
         for seed in 0..8 {
             let got = match router(balance, seed).pick(&request, &views) {
                 Pick::Worker(i) => Ok(specs[i].id.as_str()),
-                Pick::None(reason) => Err(reason),
+                Pick::NoWorker(reason) => Err(reason),
             };
             assert_eq!(got, expected, "{balance:?} seed {seed}");
         }

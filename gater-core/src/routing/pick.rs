@@ -155,7 +155,7 @@ pub enum Pick {
     /// Send the request to the worker at this index of the snapshot.
     Worker(usize),
     /// No worker can take it, and why.
-    None(NoWorker),
+    NoWorker(NoWorker),
 }
 
 impl Pick {
@@ -163,7 +163,7 @@ impl Pick {
     pub fn worker(self) -> Option<usize> {
         match self {
             Pick::Worker(i) => Some(i),
-            Pick::None(_) => None,
+            Pick::NoWorker(_) => None,
         }
     }
 }
@@ -240,13 +240,13 @@ impl Router {
         let config = self.config;
         let census = census(&config, request, workers, sticky);
         if census.serving == 0 {
-            return Pick::None(NoWorker::NoneServesStore);
+            return Pick::NoWorker(NoWorker::NoneServesStore);
         }
         if census.available == 0 {
-            return Pick::None(NoWorker::AllEjected);
+            return Pick::NoWorker(NoWorker::AllEjected);
         }
         let (tier, n) = match (census.preferred, census.fallback) {
-            (0, 0) => return Pick::None(NoWorker::AllTried),
+            (0, 0) => return Pick::NoWorker(NoWorker::AllTried),
             (0, n) => (Tier::Fallback, n),
             (n, _) => (Tier::Preferred, n),
         };
@@ -268,7 +268,7 @@ impl Router {
         // `n > 0` candidates exist in the tier, so every strategy finds one.
         match chosen {
             Some(i) => Pick::Worker(i),
-            None => Pick::None(NoWorker::AllTried),
+            None => Pick::NoWorker(NoWorker::AllTried),
         }
     }
 
