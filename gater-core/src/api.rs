@@ -128,7 +128,10 @@ pub trait Gater: Send + Sync + 'static {
     /// events follow with no gap and no duplicate at the switch
     /// ([`SubscriptionItem::CaughtUp`](crate::SubscriptionItem::CaughtUp) marks it).
     /// At most `options.window` deliveries are unacked at once; `window` of 0
-    /// or over the limit → [`Error::InvalidArgument`]. A slow consumer is never
+    /// or over the limit → [`Error::InvalidArgument`]. Transient subscriptions
+    /// are at-most-once and need no acks: the window only bounds what waits
+    /// for the consumer, and acks or nacks of its deliveries are accepted and
+    /// change nothing. A slow consumer is never
     /// dropped and never makes the server buffer without bound. The stream's
     /// last item is [`SubscriptionItem::End`](crate::SubscriptionItem::End).
     async fn subscribe(

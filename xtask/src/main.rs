@@ -1,3 +1,70 @@
-//! Project automation: `cargo xtask <command>`.
+//! Project automation: `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
+//!
+//! Every workflow is plain Rust here, no shell scripts. `ci` runs the same
+//! steps as `.ci/run`, which only installs what a fresh machine lacks and then
+//! calls `cargo xtask ci`: one definition of the steps.
 
-fn main() {}
+mod ci;
+mod fuzz;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "Gater's project workflows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Format check, clippy with warnings denied, then the test suite (as CI runs it).
+    Ci {
+        /// Also run slow tests (sets RUN_SLOW_TESTS=1, as CI does).
+        #[arg(long)]
+        slow: bool,
+    },
+    /// Run the frame-decoder fuzz target for a while (needs cargo-fuzz and a nightly toolchain).
+    Fuzz {
+        /// Seconds to fuzz.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Ci { slow } => ci::run(slow),
+        Cmd::Fuzz { seconds } => fuzz::run(seconds),
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs `program args` in the project root, echoing it first; fails on a non-zero exit.
+pub(crate) fn run_step(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(project_root())
+        .status()
+        .with_context(|| format!("cannot start {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! Command-line arguments of the `gater` binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default address of a development server.
+pub(crate) const DEFAULT_SERVER: &str = "127.0.0.1:7400";
+/// Default certificates directory (the one `gater dev` writes).
+pub(crate) const DEFAULT_CERTS: &str = "./.gater/certs";
+
+/// Gater: an event-store gateway. Start a server with `gater dev`, then talk to it.
+#[derive(Parser, Debug)]
+#[command(name = "gater", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command accepts (before the subcommand).
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Global {
+    /// Server address (`host:port`); repeat for failover across proxies.
+    #[arg(long = "server", global = true, env = "GATER_SERVER", value_delimiter = ',', default_value = DEFAULT_SERVER)]
+    pub(crate) servers: Vec<String>,
+    /// Directory holding ca.crt, client.crt and client.key (servers: also server.crt/.key).
+    #[arg(long, global = true, env = "GATER_CERTS", default_value = DEFAULT_CERTS)]
+    pub(crate) certs: PathBuf,
+    /// Print one JSON object per line instead of tables; errors as JSON on stderr.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Seconds to wait for each request.
+    #[arg(long, global = true, default_value_t = 30)]
+    pub(crate) timeout: u64,
+}
+
+/// A `gater` command.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run a development server: an embedded store worker behind the proxy, on QUIC.
+    Dev(DevArgs),
+    /// Run a worker holding stores.
+    Worker(WorkerArgs),
+    /// Run a proxy in front of workers.
+    Proxy(ProxyArgs),
+    /// Manage stores.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Append events (JSON lines on stdin) to a stream.
+    Append(AppendArgs),
+    /// Read events of a stream.
+    Read(ReadArgs),
+    /// Read the store's global log.
+    ReadAll(ReadAllArgs),
+    /// List streams with their versions.
+    Streams(StreamsArgs),
+    /// Print a stream's version (-1 when it does not exist).
+    Version(VersionArgs),
+    /// Follow events as they come; acks each after printing.
+    Subscribe(SubscribeArgs),
+    /// List subscriptions with checkpoint, consumers and lag.
+    Subscriptions(StoreArg),
+    /// Remove a subscription.
+    Unsubscribe(UnsubscribeArgs),
+    /// List the parked events of a persistent subscription.
+    Parked(ParkedArgs),
+    /// Move parked events back to delivery.
+    ReplayParked(ParkedArgs),
+    /// Record, read, list and delete snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// List the gateway workers behind the server.
+    Workers,
+}
+
+/// `gater dev`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct DevArgs {
+    /// Data directory (stores, certificates).
+    #[arg(long, default_value = "./.gater")]
+    pub(crate) data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub(crate) listen: String,
+    /// Log as JSON.
+    #[arg(long)]
+    pub(crate) log_json: bool,
+}
+
+/// Storage engine of a worker.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackendKind {
+    /// Embedded fjall storage under the data directory.
+    Embedded,
+    /// A shared PostgreSQL database.
+    Postgres,
+}
+
+/// `gater worker`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct WorkerArgs {
+    /// Data directory.
+    #[arg(long, env = "GATER_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "GATER_LISTEN")]
+    pub(crate) listen: Option<String>,
+    /// A proxy to announce this worker to (heartbeats).
+    #[arg(long, env = "GATER_JOIN")]
+    pub(crate) join: Option<String>,
+    /// Address the proxy should use to reach this worker (defaults to --listen).
+    #[arg(long, env = "GATER_ADVERTISE")]
+    pub(crate) advertise: Option<String>,
+    /// Worker id (defaults to the advertised address).
+    #[arg(long, env = "GATER_WORKER_ID")]
+    pub(crate) id: Option<String>,
+    /// Storage engine.
+    #[arg(long, value_enum, env = "GATER_BACKEND")]
+    pub(crate) backend: Option<BackendKind>,
+    /// PostgreSQL connection URL (with --backend postgres).
+    #[arg(long, env = "GATER_POSTGRES_URL")]
+    pub(crate) postgres_url: Option<String>,
+    /// TOML configuration file; flags and GATER_* variables win over it.
+    #[arg(long, env = "GATER_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Log as JSON.
+    #[arg(long)]
+    pub(crate) log_json: bool,
+}
+
+/// `gater proxy`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ProxyArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GATER_LISTEN")]
+    pub(crate) listen: Option<String>,
+    /// A worker address; repeat for several.
+    #[arg(long = "worker", env = "GATER_WORKERS", value_delimiter = ',')]
+    pub(crate) workers: Vec<String>,
+    /// TOML configuration file; flags and GATER_* variables win over it.
+    #[arg(long, env = "GATER_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Log as JSON.
+    #[arg(long)]
+    pub(crate) log_json: bool,
+}
+
+/// `gater store ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum StoreCommand {
+    /// Create a store (idempotent).
+    Create {
+        /// Store id: [a-z0-9_-]{1,64}.
+        id: String,
+        /// Acknowledge appends before they reach stable storage.
+        #[arg(long)]
+        no_fsync: bool,
+    },
+    /// Remove a store and delete its data.
+    Remove {
+        /// Store id.
+        id: String,
+    },
+    /// List stores and the workers serving them.
+    List,
+    /// Show a store's status.
+    Status {
+        /// Store id.
+        id: String,
+    },
+    /// Show a store's configuration.
+    Config {
+        /// Store id.
+        id: String,
+    },
+}
+
+/// A store argument alone.
+#[derive(Args, Debug)]
+pub(crate) struct StoreArg {
+    /// Store id.
+    pub(crate) store: String,
+}
+
+/// `gater append`.
+#[derive(Args, Debug)]
+pub(crate) struct AppendArgs {
+    /// Store id.
+    pub(crate) store: String,
+    /// Stream id.
+    pub(crate) stream: String,
+    /// Expected version: any, no-stream, exists or a number.
+    #[arg(long, default_value = "any")]
+    pub(crate) expected: String,
+}
+
+/// `gater read`.
+#[derive(Args, Debug)]
+pub(crate) struct ReadArgs {
+    /// Store id.
+    pub(crate) store: String,
+    /// Stream id.
+    pub(crate) stream: String,
+    /// First version to read (backward: default the last one).
+    #[arg(long)]
+    pub(crate) from: Option<u64>,
+    /// Most events to read.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) count: u32,
+    /// Read newest first.
+    #[arg(long)]
+    pub(crate) backward: bool,
+}
+
+/// `gater read-all`.
+#[derive(Args, Debug)]
+pub(crate) struct ReadAllArgs {
+    /// Store id.
+    pub(crate) store: String,
+    /// First position to read (backward: default the last one).
+    #[arg(long)]
+    pub(crate) from: Option<u64>,
+    /// Most events to read.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) count: u32,
+    /// Read newest first.
+    #[arg(long)]
+    pub(crate) backward: bool,
+}
+
+/// `gater streams`.
+#[derive(Args, Debug)]
+pub(crate) struct StreamsArgs {
+    /// Store id.
+    pub(crate) store: String,
+    /// Start after this stream id.
+    #[arg(long)]
+    pub(crate) after: Option<String>,
+    /// Most streams to list (all when absent).
+    #[arg(long)]
+    pub(crate) limit: Option<u32>,
+}
+
+/// `gater version`.
+#[derive(Args, Debug)]
+pub(crate) struct VersionArgs {
+    /// Store id.
+    pub(crate) store: String,
+    /// Stream id.
+    pub(crate) stream: String,
+}
+
+/// The selector flags shared by subscribe and unsubscribe: exactly one is required.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub(crate) struct SelectorArgs {
+    /// Follow one stream.
+    #[arg(long)]
+    pub(crate) stream: Option<String>,
+    /// Follow every stream.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Follow events of one type.
+    #[arg(long)]
+    pub(crate) event_type: Option<String>,
+    /// Follow events whose envelope matches a JSON object (globs with *).
+    #[arg(long)]
+    pub(crate) pattern: Option<String>,
+    /// Follow events whose JSON data contains a JSON object.
+    #[arg(long)]
+    pub(crate) payload: Option<String>,
+}
+
+/// `gater subscribe`.
+#[derive(Args, Debug)]
+pub(crate) struct SubscribeArgs {
+    /// Store id.
+    pub(crate) store: String,
+    #[command(flatten)]
+    pub(crate) selector: SelectorArgs,
+    /// Subscription name; any name but "transient" is a persistent consumer group.
+    #[arg(long, default_value = gater_core::TRANSIENT)]
+    pub(crate) name: String,
+    /// Global position to start from (when no checkpoint is stored).
+    #[arg(long)]
+    pub(crate) from: Option<u64>,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub(crate) limit: Option<u64>,
+    /// Do not acknowledge deliveries.
+    #[arg(long)]
+    pub(crate) no_ack: bool,
+}
+
+/// `gater unsubscribe`.
+#[derive(Args, Debug)]
+pub(crate) struct UnsubscribeArgs {
+    /// Store id.
+    pub(crate) store: String,
+    #[command(flatten)]
+    pub(crate) selector: SelectorArgs,
+    /// Subscription name.
+    #[arg(long, default_value = gater_core::TRANSIENT)]
+    pub(crate) name: String,
+}
+
+/// `gater parked` and `gater replay-parked`.
+#[derive(Args, Debug)]
+pub(crate) struct ParkedArgs {
+    /// Store id.
+    pub(crate) store: String,
+    /// Subscription name.
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) selector: OptionalSelectorArgs,
+}
+
+/// Selector flags where none means `--all`.
+#[derive(Args, Debug, Clone)]
+#[group(required = false, multiple = false)]
+pub(crate) struct OptionalSelectorArgs {
+    /// The subscription follows one stream.
+    #[arg(long)]
+    pub(crate) stream: Option<String>,
+    /// The subscription follows events of one type.
+    #[arg(long)]
+    pub(crate) event_type: Option<String>,
+    /// The subscription's envelope pattern.
+    #[arg(long)]
+    pub(crate) pattern: Option<String>,
+    /// The subscription's payload selector.
+    #[arg(long)]
+    pub(crate) payload: Option<String>,
+}
+
+/// `gater snapshot ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum SnapshotCommand {
+    /// Record a snapshot (JSON on stdin), overwriting the same key.
+    Record {
+        /// Store id.
+        store: String,
+        /// Source (e.g. an aggregate type).
+        source: String,
+        /// Stream the snapshot summarises.
+        stream: String,
+        /// Stream version it was taken at.
+        version: u64,
+    },
+    /// Read a snapshot: at VERSION, or the latest.
+    Read {
+        /// Store id.
+        store: String,
+        /// Source.
+        source: String,
+        /// Stream.
+        stream: String,
+        /// Version (latest when absent).
+        version: Option<u64>,
+    },
+    /// List snapshot keys.
+    List {
+        /// Store id.
+        store: String,
+        /// Only this source.
+        source: Option<String>,
+        /// Only this stream (of the source).
+        stream: Option<String>,
+    },
+    /// Delete a snapshot.
+    Delete {
+        /// Store id.
+        store: String,
+        /// Source.
+        source: String,
+        /// Stream.
+        stream: String,
+        /// Version.
+        version: u64,
+    },
+}

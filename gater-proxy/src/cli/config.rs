@@ -1,0 +1,217 @@
+//! Server configuration: a TOML file can set everything the flags set; flags
+//! (and their `GATER_*` environment variables, which clap reads) win over it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use super::args::{BackendKind, ProxyArgs, WorkerArgs};
+
+/// Explicit certificate files; each falls back to the `--certs DIR` layout.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsFiles {
+    /// CA certificate that signs peers (PEM).
+    pub(crate) ca: Option<PathBuf>,
+    /// This server's certificate (PEM).
+    pub(crate) server_cert: Option<PathBuf>,
+    /// This server's key (PEM).
+    pub(crate) server_key: Option<PathBuf>,
+    /// Client certificate used to reach other servers (PEM).
+    pub(crate) client_cert: Option<PathBuf>,
+    /// Client key (PEM).
+    pub(crate) client_key: Option<PathBuf>,
+}
+
+/// `gater worker` settings as a TOML file writes them.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkerFile {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    join: Option<String>,
+    advertise: Option<String>,
+    id: Option<String>,
+    backend: Option<String>,
+    postgres_url: Option<String>,
+    #[serde(default)]
+    tls: TlsFiles,
+}
+
+/// `gater proxy` settings as a TOML file writes them.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProxyFile {
+    listen: Option<String>,
+    #[serde(default)]
+    workers: Vec<String>,
+    #[serde(default)]
+    tls: TlsFiles,
+}
+
+/// A worker's settings after merging file and flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkerConfig {
+    /// Data directory.
+    pub(crate) data_dir: PathBuf,
+    /// Listen address.
+    pub(crate) listen: String,
+    /// Proxy to announce to.
+    pub(crate) join: Option<String>,
+    /// Address proxies reach this worker at.
+    pub(crate) advertise: String,
+    /// Worker id.
+    pub(crate) id: String,
+    /// Storage engine.
+    pub(crate) backend: BackendKind,
+    /// PostgreSQL URL.
+    pub(crate) postgres_url: Option<String>,
+    /// Explicit certificate files.
+    pub(crate) tls: TlsFiles,
+}
+
+/// A proxy's settings after merging file and flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProxyConfig {
+    /// Listen address.
+    pub(crate) listen: String,
+    /// Static workers.
+    pub(crate) workers: Vec<String>,
+    /// Explicit certificate files.
+    pub(crate) tls: TlsFiles,
+}
+
+/// Default worker listen address.
+pub(crate) const WORKER_LISTEN_DEFAULT: &str = "127.0.0.1:7401";
+/// Default proxy listen address.
+pub(crate) const PROXY_LISTEN_DEFAULT: &str = "127.0.0.1:7400";
+
+fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+impl WorkerConfig {
+    /// Merges the config file (if any) under the flags.
+    pub(crate) fn load(args: &WorkerArgs) -> Result<Self> {
+        let file: WorkerFile = read_toml(args.config.as_deref())?;
+        let listen = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| WORKER_LISTEN_DEFAULT.to_owned());
+        let advertise = args
+            .advertise
+            .clone()
+            .or(file.advertise)
+            .unwrap_or_else(|| listen.clone());
+        let backend = match (args.backend, file.backend.as_deref()) {
+            (Some(b), _) => b,
+            (None, None | Some("embedded")) => BackendKind::Embedded,
+            (None, Some("postgres")) => BackendKind::Postgres,
+            (None, Some(other)) => {
+                anyhow::bail!("backend must be embedded or postgres, got {other:?}")
+            }
+        };
+        Ok(WorkerConfig {
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .context("--data-dir (or data_dir in the config file) is required")?,
+            id: args
+                .id
+                .clone()
+                .or(file.id)
+                .unwrap_or_else(|| advertise.clone()),
+            join: args.join.clone().or(file.join),
+            postgres_url: args.postgres_url.clone().or(file.postgres_url),
+            listen,
+            advertise,
+            backend,
+            tls: file.tls,
+        })
+    }
+}
+
+impl ProxyConfig {
+    /// Merges the config file (if any) under the flags.
+    pub(crate) fn load(args: &ProxyArgs) -> Result<Self> {
+        let file: ProxyFile = read_toml(args.config.as_deref())?;
+        Ok(ProxyConfig {
+            listen: args
+                .listen
+                .clone()
+                .or(file.listen)
+                .unwrap_or_else(|| PROXY_LISTEN_DEFAULT.to_owned()),
+            workers: if args.workers.is_empty() {
+                file.workers
+            } else {
+                args.workers.clone()
+            },
+            tls: file.tls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    use crate::cli::args::{Cli, Command};
+
+    fn worker_args(argv: &[&str]) -> WorkerArgs {
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Worker(w) => w,
+            other => panic!("not a worker command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn worker_flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.toml");
+        fs::write(
+            &path,
+            "data_dir = \"/from/file\"\nlisten = \"127.0.0.1:9000\"\nid = \"w-file\"\n[tls]\nca = \"/x/ca.crt\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let from_file =
+            WorkerConfig::load(&worker_args(&["gater", "worker", "--config", p])).unwrap();
+        assert_eq!(from_file.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(from_file.listen, "127.0.0.1:9000");
+        assert_eq!(from_file.id, "w-file");
+        assert_eq!(from_file.tls.ca, Some(PathBuf::from("/x/ca.crt")));
+        let flags = [
+            "gater",
+            "worker",
+            "--config",
+            p,
+            "--listen",
+            "127.0.0.1:9100",
+            "--data-dir",
+            "/d",
+        ];
+        let merged = WorkerConfig::load(&worker_args(&flags)).unwrap();
+        assert_eq!(merged.listen, "127.0.0.1:9100");
+        assert_eq!(merged.data_dir, PathBuf::from("/d"));
+        assert_eq!(merged.advertise, "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.toml");
+        fs::write(&path, "data_dri = \"/typo\"\n").unwrap();
+        let args = worker_args(&["gater", "worker", "--config", path.to_str().unwrap()]);
+        assert!(WorkerConfig::load(&args).is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! Repository rules, checked as tests: `cargo test --workspace` enforces them.
+//!
+//! - every Rust source file opens with a `//!` doc;
+//! - gater-core stays pure: no runtime, network, TLS, file or clock crate among
+//!   its normal dependencies (read from `cargo metadata`);
+//! - dependency arrows between the workspace crates follow DESIGN.md §2;
+//! - the code is formatted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::project_root;
+
+/// Crates gater-core must never depend on, directly or not.
+const IMPURE_CRATES: &[&str] = &[
+    "tokio",
+    "quinn",
+    "quinn-proto",
+    "rustls",
+    "socket2",
+    "mio",
+    "fjall",
+    "tokio-postgres",
+    "chrono",
+    "time",
+    "getrandom",
+    "rand",
+];
+
+/// Workspace crates each workspace crate may depend on (normal dependencies).
+const ALLOWED_ARROWS: &[(&str, &[&str])] = &[
+    ("gater-core", &[]),
+    ("gater-store", &["gater-core"]),
+    ("gater-transport-mem", &["gater-core"]),
+    ("gater-transport-quic", &["gater-core"]),
+    (
+        "gater-proxy",
+        &[
+            "gater-core",
+            "gater-store",
+            "gater-transport-mem",
+            "gater-transport-quic",
+        ],
+    ),
+];
+
+fn metadata() -> Value {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(project_root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "cargo metadata failed");
+    serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
+}
+
+/// Package id → (name, normal dependency ids), from the resolve graph.
+fn normal_graph(meta: &Value) -> BTreeMap<String, (String, Vec<String>)> {
+    let names: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap_or(""),
+                p["name"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let mut graph = BTreeMap::new();
+    for node in meta["resolve"]["nodes"].as_array().expect("resolve nodes") {
+        let id = node["id"].as_str().unwrap_or("").to_owned();
+        let deps = node["deps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| {
+                d["dep_kinds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|k| k["kind"].is_null())
+            })
+            .filter_map(|d| d["pkg"].as_str().map(str::to_owned))
+            .collect();
+        let name = names.get(id.as_str()).copied().unwrap_or("").to_owned();
+        graph.insert(id, (name, deps));
+    }
+    graph
+}
+
+fn id_of<'a>(graph: &'a BTreeMap<String, (String, Vec<String>)>, name: &str) -> &'a str {
+    graph
+        .iter()
+        .find(|(_, (n, _))| n == name)
+        .map(|(id, _)| id.as_str())
+        .unwrap_or_else(|| panic!("{name} is in the workspace"))
+}
+
+#[test]
+fn gater_core_has_no_runtime_network_file_or_clock_dependency() {
+    let graph = normal_graph(&metadata());
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![id_of(&graph, "gater-core").to_owned()];
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Some((_, deps)) = graph.get(&id) {
+            stack.extend(deps.iter().cloned());
+        }
+    }
+    let impure: Vec<&str> = seen
+        .iter()
+        .filter_map(|id| graph.get(id).map(|(n, _)| n.as_str()))
+        .filter(|n| IMPURE_CRATES.contains(n))
+        .collect();
+    assert!(impure.is_empty(), "gater-core depends on {impure:?}");
+}
+
+#[test]
+fn workspace_dependency_arrows_follow_the_design() {
+    let graph = normal_graph(&metadata());
+    let workspace: BTreeSet<&str> = ALLOWED_ARROWS.iter().map(|(n, _)| *n).collect();
+    for (name, allowed) in ALLOWED_ARROWS {
+        let (_, deps) = &graph[id_of(&graph, name)];
+        for dep in deps {
+            let dep_name = graph[dep].0.as_str();
+            assert!(
+                !workspace.contains(dep_name) || allowed.contains(&dep_name),
+                "{name} must not depend on {dep_name} (DESIGN.md §2)"
+            );
+        }
+    }
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if path.is_dir() {
+            if name != "target" && !name.to_string_lossy().starts_with('.') {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_opens_with_a_module_doc() {
+    let root = project_root();
+    let mut files = Vec::new();
+    for dir in [
+        "gater-core",
+        "gater-store",
+        "gater-transport-mem",
+        "gater-transport-quic",
+        "gater-proxy",
+        "xtask",
+        "fuzz",
+    ] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(!files.is_empty());
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let text = fs::read_to_string(f).unwrap_or_default();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            !first.starts_with("//!")
+        })
+        .map(|f| f.strip_prefix(&root).unwrap_or(f).display().to_string())
+        .collect();
+    assert!(missing.is_empty(), "files without a //! doc: {missing:?}");
+}
+
+#[test]
+fn code_is_formatted() {
+    let status = Command::new(env!("CARGO"))
+        .args(["fmt", "--all", "--", "--check"])
+        .current_dir(project_root())
+        .status()
+        .expect("cargo fmt runs");
+    assert!(status.success(), "run `cargo fmt --all`");
+}
