@@ -3,8 +3,9 @@
 //! It holds the domain model ([`StoreId`], [`StreamId`], [`EventData`],
 //! [`RecordedEvent`], subscriptions, snapshots, store administration), the
 //! [`Gater`] trait whose doc comments are the API contract, the typed
-//! [`Error`], the [`wire`] messages with their frame codec, and the pure
-//! [`routing`] policy the proxy uses to pick workers.
+//! [`Error`], the [`wire`] messages with their frame codec, the [`dispatch`]
+//! ends every transport shares, and the pure [`routing`] policy the proxy
+//! uses to pick workers.
 //!
 //! What it does not do: no I/O of any kind. There is no async runtime, no
 //! socket, no file, no clock and no OS entropy in this crate; time and
@@ -15,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod api;
+pub mod dispatch;
 mod error;
 mod event;
 mod id;

@@ -1,2 +1,66 @@
-//! QUIC transport: serve any `Gater` over quinn with mutual TLS, and connect to it as a `Gater`.
+//! QUIC transport: serve any [`Gater`](gater_core::Gater) over quinn with
+//! mutual TLS, and connect to it as a `Gater`.
+//!
+//! The server ([`serve`], or [`Server::bind`] then [`Server::run`]) answers
+//! one request per bidirectional stream: the client writes one
+//! [`RequestEnvelope`](gater_core::wire::RequestEnvelope) frame and finishes,
+//! the server answers one [`ResponseEnvelope`](gater_core::wire::ResponseEnvelope)
+//! frame. A subscription is one long stream with credit-based flow control
+//! (see the `subscription` module docs). Bad input (a foreign protocol
+//! version, an oversize frame, bytes that do not decode, a truncated frame)
+//! gets a typed error on its stream; the connection and the server keep
+//! serving. ALPN is `gater/1`; TLS is rustls with the ring provider, TLS 1.3
+//! only, and the server requires a client certificate signed by its CA.
+//!
+//! The client ([`connect`]) is a [`QuicClient`]: a `Gater` that keeps one
+//! connection, fails over across the addresses it was given and reconnects
+//! with back-off. A call in flight when the connection drops fails with a
+//! retryable `Unavailable { side: Worker }`; every call has a deadline.
+//! Acks and nacks travel as unary requests.
+//!
+//! [`certs`] generates development certificates in the layout the `gater`
+//! binary uses.
+//!
+//! What it does not do: no retries of failed calls (the proxy decides those,
+//! knowing which are safe), no load balancing across addresses (they are
+//! fail-over targets), and no certificate management beyond development
+//! certificates.
+
 #![warn(missing_docs)]
+
+pub mod certs;
+mod client;
+mod frame;
+mod server;
+mod subscription;
+mod tls;
+
+use std::time::Duration;
+
+pub use client::{
+    connect, ClientOptions, QuicClient, QuicLink, BACKOFF_MAX_MS_DEFAULT, BACKOFF_MIN_MS_DEFAULT,
+    CONNECT_TIMEOUT_MS_DEFAULT, DEADLINE_MS_DEFAULT, SUBSCRIPTION_CREDIT_DEFAULT,
+};
+pub use server::{
+    serve, ServeError, Server, ServerConfig, IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_MS_DEFAULT,
+    SHUTDOWN_GRACE_MS_DEFAULT, SUBSCRIPTION_CREDIT_MAX_DEFAULT,
+};
+pub use tls::{load_certs, load_key, ClientTls, ServerTls, TlsError};
+
+/// quinn transport settings, every one explicit: idle timeout, keep-alive,
+/// and how many bidirectional streams the peer may open at once.
+fn transport_config(
+    idle_timeout_ms: u64,
+    keep_alive_ms: u64,
+    peer_streams_max: u32,
+) -> Result<quinn::TransportConfig, String> {
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(idle_timeout_ms))
+        .map_err(|e| format!("idle timeout {idle_timeout_ms} ms: {e}"))?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(Duration::from_millis(keep_alive_ms)))
+        .max_concurrent_bidi_streams(peer_streams_max.into())
+        .max_concurrent_uni_streams(0u32.into());
+    Ok(transport)
+}

@@ -1,0 +1,642 @@
+//! The two ends of a transport, written once for all transports.
+//!
+//! On the server side, [`dispatch`] turns a wire [`Request`] into a call on a
+//! [`Gater`] and its result into a [`Response`]. On the client side,
+//! [`RemoteGater`] implements [`Gater`] over any [`Link`] (something that
+//! carries one request and brings back one response, and opens subscription
+//! streams), turning each method into a [`Request`] and each [`Response`] back
+//! into the method's result.
+//!
+//! What it does not do: no I/O. Framing, connections, deadlines and retries
+//! belong to the transports; subscriptions need a long-lived stream, so
+//! `Subscribe` is not dispatched here but handed to [`Link::subscribe`].
+
+use async_trait::async_trait;
+
+use crate::api::Gater;
+use crate::error::Error;
+use crate::event::{
+    AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamPage,
+    Version,
+};
+use crate::id::{StoreId, StreamId};
+use crate::snapshot::{Snapshot, SnapshotKey};
+use crate::store::{StoreConfig, StoreInfo, StoreStatus, WorkerInfo};
+use crate::subscription::{
+    ConsumerId, NackAction, SubscribeOptions, Subscription, SubscriptionInfo, SubscriptionKey,
+    SubscriptionSpec,
+};
+use crate::wire::{Request, Response};
+
+/// Calls `gater` with a request that arrived over the wire.
+///
+/// `Subscribe` is refused with [`Error::Protocol`]: a subscription needs a
+/// stream of its own, which the transport opens and serves itself.
+pub async fn dispatch(gater: &dyn Gater, request: Request) -> Result<Response, Error> {
+    use Request as R;
+    Ok(match request {
+        R::AppendEvents {
+            store,
+            stream,
+            expected,
+            events,
+        } => Response::Appended(
+            gater
+                .append_events(&store, &stream, expected, events)
+                .await?,
+        ),
+        R::GetEvents {
+            store,
+            stream,
+            start,
+            count,
+            direction,
+        } => Response::Events(
+            gater
+                .get_events(&store, &stream, start, count, direction)
+                .await?,
+        ),
+        R::ReadAll {
+            store,
+            from,
+            count,
+            direction,
+        } => Response::Events(gater.read_all(&store, from, count, direction).await?),
+        R::GetStreams {
+            store,
+            after,
+            limit,
+        } => Response::Streams(gater.get_streams(&store, after, limit).await?),
+        R::GetVersion { store, stream } => {
+            Response::Version(gater.get_version(&store, &stream).await?)
+        }
+        R::Subscribe { .. } => {
+            return Err(Error::Protocol(
+                "subscribe needs a subscription stream, not a unary request".into(),
+            ))
+        }
+        other => return dispatch_subscriptions_and_admin(gater, other).await,
+    })
+}
+
+/// The second half of [`dispatch`]: subscriptions, snapshots, administration.
+async fn dispatch_subscriptions_and_admin(
+    gater: &dyn Gater,
+    request: Request,
+) -> Result<Response, Error> {
+    use Request as R;
+    Ok(match request {
+        R::SaveSubscription { store, spec } => {
+            gater.save_subscription(&store, spec).await?;
+            Response::Done
+        }
+        R::RemoveSubscription { store, key } => {
+            gater.remove_subscription(&store, &key).await?;
+            Response::Done
+        }
+        R::GetSubscriptions { store } => {
+            Response::Subscriptions(gater.get_subscriptions(&store).await?)
+        }
+        R::AckEvent {
+            store,
+            key,
+            consumer,
+            position,
+        } => {
+            gater.ack_event(&store, &key, consumer, position).await?;
+            Response::Done
+        }
+        R::NackEvent {
+            store,
+            key,
+            consumer,
+            position,
+            action,
+        } => {
+            gater
+                .nack_event(&store, &key, consumer, position, action)
+                .await?;
+            Response::Done
+        }
+        R::ListParked { store, key } => Response::Events(gater.list_parked(&store, &key).await?),
+        R::ReplayParked { store, key } => {
+            Response::Replayed(gater.replay_parked(&store, &key).await?)
+        }
+        other => return dispatch_snapshots_and_admin(gater, other).await,
+    })
+}
+
+/// The last part of [`dispatch`]: snapshots and administration.
+async fn dispatch_snapshots_and_admin(
+    gater: &dyn Gater,
+    request: Request,
+) -> Result<Response, Error> {
+    use Request as R;
+    Ok(match request {
+        R::RecordSnapshot { store, key, data } => {
+            gater.record_snapshot(&store, key, data).await?;
+            Response::Done
+        }
+        R::ReadSnapshot {
+            store,
+            source,
+            stream,
+            version,
+        } => Response::Snapshot(
+            gater
+                .read_snapshot(&store, &source, &stream, version)
+                .await?,
+        ),
+        R::ListSnapshots {
+            store,
+            source,
+            stream,
+        } => Response::SnapshotKeys(
+            gater
+                .list_snapshots(&store, source.as_deref(), stream.as_deref())
+                .await?,
+        ),
+        R::DeleteSnapshot { store, key } => {
+            gater.delete_snapshot(&store, &key).await?;
+            Response::Done
+        }
+        R::CreateStore { store, config } => {
+            gater.create_store(&store, config).await?;
+            Response::Done
+        }
+        R::RemoveStore { store } => {
+            gater.remove_store(&store).await?;
+            Response::Done
+        }
+        R::ListStores => Response::Stores(gater.list_stores().await?),
+        R::GetStoreStatus { store } => Response::StoreStatus(gater.get_store_status(&store).await?),
+        R::GetStoreConfig { store } => Response::StoreConfig(gater.get_store_config(&store).await?),
+        R::Workers => Response::Workers(gater.workers().await?),
+        R::Heartbeat { worker } => {
+            gater.heartbeat(worker).await?;
+            Response::Done
+        }
+        // The first two parts handled every other variant before delegating here.
+        other => {
+            return Err(Error::Protocol(format!(
+                "{} is not a unary request",
+                other.method()
+            )))
+        }
+    })
+}
+
+/// What a transport's client side provides: one request out, one response
+/// back; and subscription streams.
+#[async_trait]
+pub trait Link: Send + Sync + 'static {
+    /// Carries `request` to the server and returns its answer.
+    ///
+    /// Failures of the path (connection lost, deadline) are the transport's
+    /// own retryable errors; failures of the request are the server's.
+    async fn call(&self, request: Request) -> Result<Response, Error>;
+
+    /// Opens a subscription stream for `Request::Subscribe { store, key, options }`.
+    async fn subscribe(
+        &self,
+        store: &StoreId,
+        key: SubscriptionKey,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error>;
+}
+
+/// A [`Gater`] whose every method travels over a [`Link`].
+#[derive(Debug)]
+pub struct RemoteGater<L> {
+    link: L,
+}
+
+impl<L: Link> RemoteGater<L> {
+    /// A client over `link`.
+    pub fn new(link: L) -> Self {
+        RemoteGater { link }
+    }
+
+    /// The link, for transport-specific controls.
+    pub fn link(&self) -> &L {
+        &self.link
+    }
+}
+
+/// The error for an answer of the wrong shape: a server bug or a foreign peer.
+fn unexpected(method: &str, response: Response) -> Error {
+    Error::Protocol(format!(
+        "{method}: unexpected response {}",
+        response_name(&response)
+    ))
+}
+
+fn response_name(response: &Response) -> &'static str {
+    match response {
+        Response::Appended(_) => "Appended",
+        Response::Events(_) => "Events",
+        Response::Streams(_) => "Streams",
+        Response::Version(_) => "Version",
+        Response::Done => "Done",
+        Response::Subscribed(_) => "Subscribed",
+        Response::Subscriptions(_) => "Subscriptions",
+        Response::Replayed(_) => "Replayed",
+        Response::Snapshot(_) => "Snapshot",
+        Response::SnapshotKeys(_) => "SnapshotKeys",
+        Response::Stores(_) => "Stores",
+        Response::StoreStatus(_) => "StoreStatus",
+        Response::StoreConfig(_) => "StoreConfig",
+        Response::Workers(_) => "Workers",
+    }
+}
+
+/// Calls the link and extracts the expected response variant.
+macro_rules! call {
+    ($link:expr, $request:expr, $variant:ident) => {{
+        let request = $request;
+        let method = request.method();
+        match $link.call(request).await? {
+            Response::$variant(value) => Ok(value),
+            other => Err(unexpected(method, other)),
+        }
+    }};
+    ($link:expr, $request:expr) => {{
+        let request = $request;
+        let method = request.method();
+        match $link.call(request).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(method, other)),
+        }
+    }};
+}
+
+#[async_trait]
+impl<L: Link> Gater for RemoteGater<L> {
+    async fn append_events(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, Error> {
+        let request = Request::AppendEvents {
+            store: store.clone(),
+            stream: stream.clone(),
+            expected,
+            events,
+        };
+        call!(self.link, request, Appended)
+    }
+
+    async fn get_events(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        start: Version,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let request = Request::GetEvents {
+            store: store.clone(),
+            stream: stream.clone(),
+            start,
+            count,
+            direction,
+        };
+        call!(self.link, request, Events)
+    }
+
+    async fn read_all(
+        &self,
+        store: &StoreId,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let request = Request::ReadAll {
+            store: store.clone(),
+            from,
+            count,
+            direction,
+        };
+        call!(self.link, request, Events)
+    }
+
+    async fn get_streams(
+        &self,
+        store: &StoreId,
+        after: Option<StreamId>,
+        limit: u32,
+    ) -> Result<StreamPage, Error> {
+        let request = Request::GetStreams {
+            store: store.clone(),
+            after,
+            limit,
+        };
+        call!(self.link, request, Streams)
+    }
+
+    async fn get_version(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+    ) -> Result<Option<Version>, Error> {
+        let request = Request::GetVersion {
+            store: store.clone(),
+            stream: stream.clone(),
+        };
+        call!(self.link, request, Version)
+    }
+
+    async fn save_subscription(
+        &self,
+        store: &StoreId,
+        spec: SubscriptionSpec,
+    ) -> Result<(), Error> {
+        let request = Request::SaveSubscription {
+            store: store.clone(),
+            spec,
+        };
+        call!(self.link, request)
+    }
+
+    async fn subscribe(
+        &self,
+        store: &StoreId,
+        key: SubscriptionKey,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        self.link.subscribe(store, key, options).await
+    }
+
+    async fn remove_subscription(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+    ) -> Result<(), Error> {
+        let request = Request::RemoveSubscription {
+            store: store.clone(),
+            key: key.clone(),
+        };
+        call!(self.link, request)
+    }
+
+    async fn get_subscriptions(&self, store: &StoreId) -> Result<Vec<SubscriptionInfo>, Error> {
+        let request = Request::GetSubscriptions {
+            store: store.clone(),
+        };
+        call!(self.link, request, Subscriptions)
+    }
+
+    async fn ack_event(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+    ) -> Result<(), Error> {
+        let request = Request::AckEvent {
+            store: store.clone(),
+            key: key.clone(),
+            consumer,
+            position,
+        };
+        call!(self.link, request)
+    }
+
+    async fn nack_event(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+        action: NackAction,
+    ) -> Result<(), Error> {
+        let request = Request::NackEvent {
+            store: store.clone(),
+            key: key.clone(),
+            consumer,
+            position,
+            action,
+        };
+        call!(self.link, request)
+    }
+
+    async fn list_parked(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let request = Request::ListParked {
+            store: store.clone(),
+            key: key.clone(),
+        };
+        call!(self.link, request, Events)
+    }
+
+    async fn replay_parked(&self, store: &StoreId, key: &SubscriptionKey) -> Result<u64, Error> {
+        let request = Request::ReplayParked {
+            store: store.clone(),
+            key: key.clone(),
+        };
+        call!(self.link, request, Replayed)
+    }
+
+    async fn record_snapshot(
+        &self,
+        store: &StoreId,
+        key: SnapshotKey,
+        data: Vec<u8>,
+    ) -> Result<(), Error> {
+        let request = Request::RecordSnapshot {
+            store: store.clone(),
+            key,
+            data,
+        };
+        call!(self.link, request)
+    }
+
+    async fn read_snapshot(
+        &self,
+        store: &StoreId,
+        source: &str,
+        stream: &str,
+        version: Option<Version>,
+    ) -> Result<Snapshot, Error> {
+        let request = Request::ReadSnapshot {
+            store: store.clone(),
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            version,
+        };
+        call!(self.link, request, Snapshot)
+    }
+
+    async fn list_snapshots(
+        &self,
+        store: &StoreId,
+        source: Option<&str>,
+        stream: Option<&str>,
+    ) -> Result<Vec<SnapshotKey>, Error> {
+        let request = Request::ListSnapshots {
+            store: store.clone(),
+            source: source.map(str::to_owned),
+            stream: stream.map(str::to_owned),
+        };
+        call!(self.link, request, SnapshotKeys)
+    }
+
+    async fn delete_snapshot(&self, store: &StoreId, key: &SnapshotKey) -> Result<(), Error> {
+        let request = Request::DeleteSnapshot {
+            store: store.clone(),
+            key: key.clone(),
+        };
+        call!(self.link, request)
+    }
+
+    async fn create_store(&self, store: &StoreId, config: StoreConfig) -> Result<(), Error> {
+        let request = Request::CreateStore {
+            store: store.clone(),
+            config,
+        };
+        call!(self.link, request)
+    }
+
+    async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
+        let request = Request::RemoveStore {
+            store: store.clone(),
+        };
+        call!(self.link, request)
+    }
+
+    async fn list_stores(&self) -> Result<Vec<StoreInfo>, Error> {
+        call!(self.link, Request::ListStores, Stores)
+    }
+
+    async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error> {
+        let request = Request::GetStoreStatus {
+            store: store.clone(),
+        };
+        call!(self.link, request, StoreStatus)
+    }
+
+    async fn get_store_config(&self, store: &StoreId) -> Result<StoreConfig, Error> {
+        let request = Request::GetStoreConfig {
+            store: store.clone(),
+        };
+        call!(self.link, request, StoreConfig)
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
+        call!(self.link, Request::Workers, Workers)
+    }
+
+    async fn heartbeat(&self, worker: WorkerInfo) -> Result<(), Error> {
+        call!(self.link, Request::Heartbeat { worker })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::WorkerHealth;
+
+    /// A link that answers every call with a fixed response and records the request.
+    struct Canned {
+        answer: Response,
+        seen: Mutex<Vec<Request>>,
+    }
+
+    #[async_trait]
+    impl Link for Canned {
+        async fn call(&self, request: Request) -> Result<Response, Error> {
+            self.seen.lock().unwrap().push(request);
+            Ok(self.answer.clone())
+        }
+        async fn subscribe(
+            &self,
+            _store: &StoreId,
+            _key: SubscriptionKey,
+            _options: SubscribeOptions,
+        ) -> Result<Subscription, Error> {
+            Err(Error::Unsupported("no subscriptions here".into()))
+        }
+    }
+
+    fn remote(answer: Response) -> RemoteGater<Canned> {
+        RemoteGater::new(Canned {
+            answer,
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Polls a future that never waits (the canned link answers at once).
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("the canned link never waits"),
+        }
+    }
+
+    #[test]
+    fn remote_methods_send_their_request_and_unwrap_the_matching_response() {
+        let store = StoreId::new("s").unwrap();
+        let stream = StreamId::new("orders-1").unwrap();
+        let gater = remote(Response::Version(Some(4)));
+        let version = block_on(gater.get_version(&store, &stream)).unwrap();
+        assert_eq!(version, Some(4));
+        assert_eq!(
+            gater.link().seen.lock().unwrap().as_slice(),
+            &[Request::GetVersion { store, stream }]
+        );
+    }
+
+    #[test]
+    fn a_response_of_the_wrong_shape_is_a_protocol_error() {
+        let gater = remote(Response::Done);
+        let err = block_on(gater.list_stores()).unwrap_err();
+        assert!(matches!(err, Error::Protocol(m) if m.contains("list_stores")));
+    }
+
+    #[test]
+    fn dispatch_refuses_subscribe_as_a_unary_request() {
+        let gater = remote(Response::Done);
+        let key = SubscriptionKey::stream(&StreamId::all());
+        let request = Request::Subscribe {
+            store: StoreId::new("s").unwrap(),
+            key,
+            options: SubscribeOptions::default(),
+        };
+        let err = block_on(dispatch(&gater, request)).unwrap_err();
+        assert_eq!(err.kind(), "protocol");
+        assert!(gater.link().seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn dispatch_through_a_remote_gater_round_trips_each_request() {
+        let worker = WorkerInfo {
+            id: "w1".into(),
+            address: "mem".into(),
+            health: WorkerHealth::Healthy,
+            in_flight: 0,
+            latency_us: 0,
+            stores: Vec::new(),
+            shared_storage: false,
+        };
+        let requests = [
+            (Request::Workers, Response::Workers(vec![worker.clone()])),
+            (Request::Heartbeat { worker }, Response::Done),
+            (Request::ListStores, Response::Stores(Vec::new())),
+        ];
+        for (request, answer) in requests {
+            let inner = remote(answer.clone());
+            let got = block_on(dispatch(&inner, request.clone())).unwrap();
+            assert_eq!(got, answer);
+            assert_eq!(inner.link().seen.lock().unwrap().as_slice(), &[request]);
+        }
+    }
+}

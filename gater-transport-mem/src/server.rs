@@ -1,0 +1,233 @@
+//! The server side: a [`Gater`] behind the in-process link.
+
+use std::fmt;
+use std::sync::Arc;
+
+use gater_core::dispatch::dispatch;
+use gater_core::wire::{
+    FrameError, Request, RequestEnvelope, Response, ResponseEnvelope, SubscriptionDown,
+    SubscriptionUp, FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION,
+};
+use gater_core::{BoxGater, Error, Gater, Limits, Side};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::breaker::Breaker;
+use crate::carry::Codec;
+use crate::client::{MemClient, MemClientOptions, MemLink};
+use crate::subscription::{self, UP_CHANNEL_LEN};
+
+/// Items a consumer may have in transit by default (its credit).
+pub const SUBSCRIPTION_CREDIT_DEFAULT: u32 = 256;
+
+/// How a [`MemServer`] behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemOptions {
+    /// Round-trip every message through postcard frames, as the wire would.
+    pub codec: bool,
+    /// Largest frame body in codec mode, bytes.
+    pub frame_bytes_max: u32,
+    /// Requests the server works on at once; more wait for a slot.
+    pub in_flight_max: u32,
+    /// Items a consumer may have in transit (granted credit and channel length).
+    pub subscription_credit: u32,
+}
+
+impl Default for MemOptions {
+    fn default() -> Self {
+        MemOptions {
+            codec: false,
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            in_flight_max: Limits::DEFAULT.connection_in_flight_max,
+            subscription_credit: SUBSCRIPTION_CREDIT_DEFAULT,
+        }
+    }
+}
+
+/// A [`Gater`] served in process. Cloning shares the server.
+#[derive(Clone)]
+pub struct MemServer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) gater: BoxGater,
+    pub(crate) options: MemOptions,
+    pub(crate) codec: Codec,
+    in_flight: Arc<Semaphore>,
+    pub(crate) breaker: Breaker,
+}
+
+/// A subscription opened on the server: the consumer's ends of its two channels.
+pub(crate) struct Channels {
+    pub(crate) down: mpsc::Receiver<SubscriptionDown>,
+    pub(crate) up: mpsc::Sender<SubscriptionUp>,
+}
+
+/// Serves `gater` in process with the default [`MemOptions`].
+pub fn serve(gater: impl Gater) -> MemServer {
+    serve_with(gater, MemOptions::default())
+}
+
+/// Serves `gater` in process.
+pub fn serve_with(gater: impl Gater, options: MemOptions) -> MemServer {
+    let options = MemOptions {
+        in_flight_max: options.in_flight_max.max(1),
+        subscription_credit: options.subscription_credit.max(1),
+        ..options
+    };
+    MemServer {
+        inner: Arc::new(Inner {
+            gater: Arc::new(gater),
+            codec: Codec {
+                enabled: options.codec,
+                frame_bytes_max: options.frame_bytes_max,
+            },
+            in_flight: Arc::new(Semaphore::new(options.in_flight_max as usize)),
+            options,
+            breaker: Breaker::new(),
+        }),
+    }
+}
+
+impl MemServer {
+    /// A new client with default options: no deadline, no faults.
+    pub fn client(&self) -> MemClient {
+        self.client_with(MemClientOptions::default())
+    }
+
+    /// A new client with its own connection, deadline and fault knobs.
+    pub fn client_with(&self, options: MemClientOptions) -> MemClient {
+        MemClient::new(MemLink::new(self.clone(), options))
+    }
+
+    /// Crashes (`true`) or restores (`false`) the server. While down, requests
+    /// in flight and new ones fail with a retryable
+    /// [`Error::Unavailable`] and subscriptions end with `Failed`; the
+    /// `Gater` behind keeps its state, as a restarted worker keeps its disk.
+    pub fn set_down(&self, down: bool) {
+        if down {
+            tracing::debug!("mem server down");
+        }
+        self.inner.breaker.set_down(down);
+    }
+
+    /// Whether the server is down.
+    pub fn is_down(&self) -> bool {
+        self.inner.breaker.is_down()
+    }
+
+    /// The options it was served with.
+    pub fn options(&self) -> &MemOptions {
+        &self.inner.options
+    }
+
+    /// Answers one request, as a server answers a request stream.
+    pub(crate) async fn handle(
+        &self,
+        envelope: RequestEnvelope,
+    ) -> Result<ResponseEnvelope, Error> {
+        let result = self.answer(envelope).await;
+        self.inner.codec.carry_response(ResponseEnvelope { result })
+    }
+
+    async fn answer(&self, envelope: RequestEnvelope) -> Result<Response, Error> {
+        let epoch = self.inner.breaker.epoch().ok_or_else(down)?;
+        check_version(&envelope)?;
+        let inner = Arc::clone(&self.inner);
+        let work = async move {
+            // The semaphore lives in `inner` and is never closed.
+            let permit = Arc::clone(&inner.in_flight).acquire_owned().await;
+            let (tx, rx) = oneshot::channel();
+            // Spawned: a caller that gives up does not cancel what the server started.
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = tx.send(dispatch(&*inner.gater, envelope.request).await);
+            });
+            rx.await
+                .unwrap_or_else(|_| Err(Error::unavailable(Side::Worker, "request task failed")))
+        };
+        tokio::select! {
+            result = work => result,
+            () = self.inner.breaker.tripped(epoch) => Err(down()),
+        }
+    }
+
+    /// Attaches a consumer, as a server answers a subscription stream's first frame.
+    pub(crate) async fn open_subscription(
+        &self,
+        envelope: RequestEnvelope,
+    ) -> (Result<ResponseEnvelope, Error>, Option<Channels>) {
+        let (result, channels) = match self.attach(envelope).await {
+            Ok((consumer, channels)) => (Ok(Response::Subscribed(consumer)), Some(channels)),
+            Err(e) => (Err(e), None),
+        };
+        (
+            self.inner.codec.carry_response(ResponseEnvelope { result }),
+            channels,
+        )
+    }
+
+    async fn attach(
+        &self,
+        envelope: RequestEnvelope,
+    ) -> Result<(gater_core::ConsumerId, Channels), Error> {
+        let epoch = self.inner.breaker.epoch().ok_or_else(down)?;
+        check_version(&envelope)?;
+        let Request::Subscribe {
+            store,
+            key,
+            options,
+        } = envelope.request
+        else {
+            return Err(Error::Protocol(format!(
+                "a subscription stream must start with subscribe, not {}",
+                envelope.request.method()
+            )));
+        };
+        let attach = self.inner.gater.subscribe(&store, key.clone(), options);
+        let sub = tokio::select! {
+            sub = attach => sub?,
+            () = self.inner.breaker.tripped(epoch) => return Err(down()),
+        };
+        let consumer = sub.consumer();
+        let credit = self.inner.options.subscription_credit as usize;
+        let (down_tx, down_rx) = mpsc::channel(credit);
+        let (up_tx, up_rx) = mpsc::channel(UP_CHANNEL_LEN);
+        let pump = subscription::Pump {
+            server: Arc::clone(&self.inner),
+            store,
+            key,
+            consumer,
+            epoch,
+        };
+        tokio::spawn(pump.run(sub, down_tx, up_rx));
+        Ok((
+            consumer,
+            Channels {
+                down: down_rx,
+                up: up_tx,
+            },
+        ))
+    }
+}
+
+impl fmt::Debug for MemServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemServer")
+            .field("options", &self.inner.options)
+            .field("down", &self.is_down())
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_version(envelope: &RequestEnvelope) -> Result<(), Error> {
+    if envelope.version != PROTOCOL_VERSION {
+        return Err(FrameError::UnsupportedVersion(envelope.version).into());
+    }
+    Ok(())
+}
+
+/// The error of a crashed server.
+pub(crate) fn down() -> Error {
+    Error::unavailable(Side::Worker, "server down")
+}

@@ -1,0 +1,279 @@
+//! The QUIC client: a [`Link`] that keeps one connection to one of several
+//! server addresses, reconnecting with back-off when it is lost.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gater_core::dispatch::{Link, RemoteGater};
+use gater_core::wire::{self, Request, RequestEnvelope, Response, ResponseEnvelope};
+use gater_core::{Error, Limits, Side, StoreId, SubscribeOptions, Subscription, SubscriptionKey};
+use tokio::time::Instant;
+
+use crate::frame::{lost, FrameReader};
+use crate::server::{IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_MS_DEFAULT};
+use crate::tls::ClientTls;
+use crate::{subscription, transport_config};
+
+/// Default deadline of a call, milliseconds.
+pub const DEADLINE_MS_DEFAULT: u32 = 30_000;
+/// Default time a connection attempt may take, milliseconds.
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default first back-off after every address failed, milliseconds.
+pub const BACKOFF_MIN_MS_DEFAULT: u64 = 50;
+/// Default longest back-off, milliseconds.
+pub const BACKOFF_MAX_MS_DEFAULT: u64 = 2_000;
+/// Default credit of a consumer: items in transit to it.
+pub const SUBSCRIPTION_CREDIT_DEFAULT: u32 = 256;
+/// Streams a client lets the server open (it opens none).
+const PEER_STREAMS_MAX: u32 = 0;
+
+/// A [`Gater`](gater_core::Gater) reached over QUIC. Transport controls are on [`QuicClient::link`].
+pub type QuicClient = RemoteGater<QuicLink>;
+
+/// How a client connects and waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// The name the server's certificate must carry.
+    pub server_name: String,
+    /// Milliseconds a call waits for its answer (connecting included) before
+    /// [`Error::DeadlineExceeded`]; `None` waits as long as it takes.
+    pub deadline_ms: Option<u32>,
+    /// Time one connection attempt may take, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// First wait after every address failed, doubled per failed round, milliseconds.
+    pub backoff_min_ms: u64,
+    /// Longest wait between rounds of connection attempts, milliseconds.
+    pub backoff_max_ms: u64,
+    /// Largest frame body, bytes.
+    pub frame_bytes_max: u32,
+    /// A connection without traffic for this long is closed, milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Keep-alive interval, milliseconds.
+    pub keep_alive_ms: u64,
+    /// Items a consumer may have in transit (its credit).
+    pub subscription_credit: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            server_name: "localhost".into(),
+            deadline_ms: Some(DEADLINE_MS_DEFAULT),
+            connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
+            backoff_min_ms: BACKOFF_MIN_MS_DEFAULT,
+            backoff_max_ms: BACKOFF_MAX_MS_DEFAULT,
+            frame_bytes_max: Limits::DEFAULT.frame_bytes_max,
+            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            keep_alive_ms: KEEP_ALIVE_MS_DEFAULT,
+            subscription_credit: SUBSCRIPTION_CREDIT_DEFAULT,
+        }
+    }
+}
+
+/// Connects to the first reachable of `addresses` and returns a client.
+/// No address reachable → a retryable [`Error::Unavailable`].
+pub async fn connect(
+    addresses: &[SocketAddr],
+    tls: ClientTls,
+    options: ClientOptions,
+) -> Result<QuicClient, Error> {
+    let link = QuicLink::new(addresses, tls, options)?;
+    link.connection().await?;
+    Ok(RemoteGater::new(link))
+}
+
+/// A client's connection to a server (or its fail-over addresses).
+#[derive(Debug)]
+pub struct QuicLink {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addresses: Vec<SocketAddr>,
+    options: ClientOptions,
+    /// The connection in use; read on every call, so a plain mutex held briefly.
+    current: Mutex<Option<quinn::Connection>>,
+    /// Serialises dialling, and remembers where and when to dial next.
+    dialer: tokio::sync::Mutex<Dialer>,
+}
+
+#[derive(Debug, Default)]
+struct Dialer {
+    next_address: usize,
+    failed_rounds: u32,
+    retry_at: Option<Instant>,
+}
+
+impl QuicLink {
+    /// A link that connects on first use. Needs a tokio runtime.
+    pub fn new(
+        addresses: &[SocketAddr],
+        tls: ClientTls,
+        options: ClientOptions,
+    ) -> Result<Self, Error> {
+        if addresses.is_empty() {
+            return Err(Error::invalid("no server address given"));
+        }
+        let transport = transport_config(
+            options.idle_timeout_ms,
+            options.keep_alive_ms,
+            PEER_STREAMS_MAX,
+        )
+        .map_err(Error::InvalidArgument)?;
+        let config = tls
+            .quinn_config(Arc::new(transport))
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        let bind: SocketAddr = if addresses.iter().all(SocketAddr::is_ipv4) {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| Error::unavailable(Side::Client, format!("cannot open a socket: {e}")))?;
+        Ok(QuicLink {
+            endpoint,
+            config,
+            addresses: addresses.to_vec(),
+            options,
+            current: Mutex::new(None),
+            dialer: tokio::sync::Mutex::new(Dialer::default()),
+        })
+    }
+
+    /// The address of the connection in use, if one is up.
+    pub fn connected_to(&self) -> Option<SocketAddr> {
+        self.live().map(|c| c.remote_address())
+    }
+
+    /// Closes the connection and the local socket; later calls fail.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"client closed");
+    }
+
+    fn live(&self) -> Option<quinn::Connection> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current
+            .as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    /// The live connection, dialling (with back-off, over every address) if there is none.
+    async fn connection(&self) -> Result<quinn::Connection, Error> {
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        let mut dialer = self.dialer.lock().await;
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        if let Some(at) = dialer.retry_at {
+            tokio::time::sleep_until(at).await;
+        }
+        let mut last_error = String::new();
+        for i in 0..self.addresses.len() {
+            let index = (dialer.next_address + i) % self.addresses.len();
+            match self.dial(self.addresses[index]).await {
+                Ok(connection) => {
+                    *dialer = Dialer {
+                        next_address: index,
+                        ..Dialer::default()
+                    };
+                    *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(connection.clone());
+                    return Ok(connection);
+                }
+                Err(e) => last_error = format!("{}: {e}", self.addresses[index]),
+            }
+        }
+        dialer.failed_rounds = dialer.failed_rounds.saturating_add(1);
+        let backoff = self.backoff(dialer.failed_rounds);
+        dialer.retry_at = Some(Instant::now() + backoff);
+        Err(Error::unavailable(
+            Side::Worker,
+            format!("no server reachable (last: {last_error}); next attempt in {backoff:?}"),
+        ))
+    }
+
+    async fn dial(&self, address: SocketAddr) -> Result<quinn::Connection, String> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.config.clone(), address, &self.options.server_name)
+            .map_err(|e| e.to_string())?;
+        let timeout = Duration::from_millis(self.options.connect_timeout_ms);
+        match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no handshake within {timeout:?}")),
+        }
+    }
+
+    fn backoff(&self, failed_rounds: u32) -> Duration {
+        let factor = 1u64 << failed_rounds.saturating_sub(1).min(20);
+        let ms = self.options.backoff_min_ms.saturating_mul(factor);
+        Duration::from_millis(ms.min(self.options.backoff_max_ms))
+    }
+
+    async fn within_deadline<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let Some(ms) = self.options.deadline_ms else {
+            return work.await;
+        };
+        tokio::time::timeout(Duration::from_millis(ms.into()), work)
+            .await
+            .unwrap_or(Err(Error::DeadlineExceeded { side: Side::Client }))
+    }
+
+    async fn exchange(&self, frame: &[u8]) -> Result<Response, Error> {
+        let connection = self.connection().await?;
+        let (mut send, mut recv) = connection.open_bi().await.map_err(lost)?;
+        match send.write_all(frame).await {
+            // The server stopped reading (it refused the request): its answer says why.
+            Ok(()) | Err(quinn::WriteError::Stopped(_)) => {}
+            Err(e) => return Err(lost(e)),
+        }
+        let _ = send.finish();
+        let mut reader = FrameReader::new(self.options.frame_bytes_max);
+        match reader
+            .next(&mut recv, wire::decode_body::<ResponseEnvelope>)
+            .await?
+        {
+            Some(envelope) => envelope.result,
+            None => Err(Error::unavailable(
+                Side::Worker,
+                "stream ended without an answer",
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Link for QuicLink {
+    async fn call(&self, request: Request) -> Result<Response, Error> {
+        let envelope = RequestEnvelope::new(request, self.options.deadline_ms);
+        let frame = wire::encode(&envelope, self.options.frame_bytes_max)?;
+        self.within_deadline(self.exchange(&frame)).await
+    }
+
+    async fn subscribe(
+        &self,
+        store: &StoreId,
+        key: SubscriptionKey,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        let request = Request::Subscribe {
+            store: store.clone(),
+            key,
+            options,
+        };
+        let envelope = RequestEnvelope::new(request, self.options.deadline_ms);
+        let open = async {
+            let connection = self.connection().await?;
+            let credit = self.options.subscription_credit.max(1);
+            subscription::open(&connection, envelope, self.options.frame_bytes_max, credit).await
+        };
+        self.within_deadline(open).await
+    }
+}

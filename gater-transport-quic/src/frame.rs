@@ -1,0 +1,101 @@
+//! Frames on QUIC streams: a cancel-safe reader that never holds more than
+//! one frame, and a writer.
+
+use gater_core::wire::{self, FrameError, FRAME_HEADER_LEN};
+use gater_core::{Error, Side};
+use serde::Serialize;
+
+/// Why no frame could be read.
+#[derive(Debug)]
+pub(crate) enum ReadFailure {
+    /// The bytes are not a valid frame (oversize, undecodable, foreign version).
+    Frame(FrameError),
+    /// The stream ended in the middle of a frame.
+    Truncated,
+    /// The stream or its connection failed.
+    Stream(quinn::ReadError),
+}
+
+impl From<ReadFailure> for Error {
+    fn from(failure: ReadFailure) -> Error {
+        match failure {
+            ReadFailure::Frame(e) => e.into(),
+            ReadFailure::Truncated => Error::Protocol("stream ended inside a frame".into()),
+            ReadFailure::Stream(e) => lost(e),
+        }
+    }
+}
+
+/// The error of a stream or connection that failed under a request.
+pub(crate) fn lost(e: impl std::fmt::Display) -> Error {
+    Error::unavailable(Side::Worker, format!("connection lost: {e}"))
+}
+
+/// Reads frames from one stream.
+///
+/// Cancel-safe: the bytes of a partly read frame stay in the reader, so
+/// `next` may lose a `select!` and be called again. It asks the stream for no
+/// more than the rest of the current frame, so it never holds more than
+/// `FRAME_HEADER_LEN + max` bytes, and it checks the length prefix against
+/// `max` before reading the body.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    buf: Vec<u8>,
+    max: u32,
+}
+
+impl FrameReader {
+    pub(crate) fn new(max: u32) -> Self {
+        FrameReader {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// The next frame decoded by `decode`; `None` when the stream ended cleanly between frames.
+    pub(crate) async fn next<T>(
+        &mut self,
+        recv: &mut quinn::RecvStream,
+        decode: impl Fn(&[u8]) -> Result<T, FrameError>,
+    ) -> Result<Option<T>, ReadFailure> {
+        loop {
+            let wanted = match self.body_len()? {
+                Some(len) if self.buf.len() == FRAME_HEADER_LEN + len => {
+                    let msg = decode(&self.buf[FRAME_HEADER_LEN..]);
+                    self.buf.clear();
+                    return msg.map(Some).map_err(ReadFailure::Frame);
+                }
+                Some(len) => FRAME_HEADER_LEN + len - self.buf.len(),
+                None => FRAME_HEADER_LEN - self.buf.len(),
+            };
+            match recv.read_chunk(wanted, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.buf.is_empty() => return Ok(None),
+                Ok(None) => return Err(ReadFailure::Truncated),
+                Err(e) => return Err(ReadFailure::Stream(e)),
+            }
+        }
+    }
+
+    /// The announced body length once the header is in.
+    fn body_len(&self) -> Result<Option<usize>, ReadFailure> {
+        let Some(header) = self.buf.get(..FRAME_HEADER_LEN) else {
+            return Ok(None);
+        };
+        let mut h = [0; FRAME_HEADER_LEN];
+        h.copy_from_slice(header);
+        wire::body_len(h, self.max)
+            .map(Some)
+            .map_err(ReadFailure::Frame)
+    }
+}
+
+/// Writes one frame holding `msg`.
+pub(crate) async fn write_frame<T: Serialize>(
+    send: &mut quinn::SendStream,
+    msg: &T,
+    max: u32,
+) -> Result<(), Error> {
+    let frame = wire::encode(msg, max)?;
+    send.write_all(&frame).await.map_err(lost)
+}

@@ -1,0 +1,329 @@
+//! The QUIC server: accepts connections, serves one request per
+//! bidirectional stream and one subscription per long stream, and shuts down
+//! gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gater_core::dispatch::dispatch;
+use gater_core::wire::{self, Request, RequestEnvelope, Response, ResponseEnvelope};
+use gater_core::{BoxGater, Error, Gater, Limits};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::frame::{FrameReader, ReadFailure};
+use crate::subscription;
+use crate::tls::{ServerTls, TlsError};
+use crate::transport_config;
+
+/// Default time a shutdown waits for requests in flight, milliseconds.
+pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 10_000;
+/// Default idle timeout of a connection, milliseconds.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default keep-alive interval, milliseconds (well under the idle timeout).
+pub const KEEP_ALIVE_MS_DEFAULT: u64 = 5_000;
+/// Default most credit a consumer may hold (items the server may send unasked).
+pub const SUBSCRIPTION_CREDIT_MAX_DEFAULT: u32 = 10_000;
+/// Largest frame a consumer sends up a subscription stream (credit, ack, nack, close).
+pub(crate) const UP_FRAME_BYTES_MAX: u32 = 1024;
+/// QUIC application error code of a refused stream.
+const STREAM_REFUSED: u32 = 1;
+/// QUIC application error code of a server shutdown.
+const SHUTDOWN_CODE: u32 = 0;
+
+/// How a [`Server`] listens and what it bounds.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where to listen; port 0 picks a free port ([`Server::local_addr`] tells which).
+    pub listen: SocketAddr,
+    /// Identity and client CA.
+    pub tls: ServerTls,
+    /// Largest frame body, bytes.
+    pub frame_bytes_max: u32,
+    /// Streams (requests and subscriptions) one connection may have open at once.
+    pub streams_per_connection_max: u32,
+    /// Connections served at once; more are refused.
+    pub connections_max: u32,
+    /// A connection without traffic for this long is closed, milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Keep-alive interval, milliseconds.
+    pub keep_alive_ms: u64,
+    /// Time a shutdown waits for requests in flight, milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// Most credit a consumer may hold; grants past it are capped.
+    pub subscription_credit_max: u32,
+}
+
+impl ServerConfig {
+    /// The shipped limits, listening on `listen`.
+    pub fn new(listen: SocketAddr, tls: ServerTls) -> Self {
+        let limits = Limits::DEFAULT;
+        ServerConfig {
+            listen,
+            tls,
+            frame_bytes_max: limits.frame_bytes_max,
+            streams_per_connection_max: limits.connection_in_flight_max,
+            connections_max: limits.connections_max,
+            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            keep_alive_ms: KEEP_ALIVE_MS_DEFAULT,
+            shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
+            subscription_credit_max: SUBSCRIPTION_CREDIT_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The TLS configuration was refused.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A limit of the configuration is out of range.
+    #[error("invalid server configuration: {0}")]
+    Config(String),
+}
+
+/// A bound server, not yet serving. [`Server::run`] serves it.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    connections_max: u32,
+    shutdown_grace: Duration,
+}
+
+/// What every connection and stream task of a server reads.
+pub(crate) struct Shared {
+    pub(crate) gater: BoxGater,
+    pub(crate) frame_bytes_max: u32,
+    pub(crate) subscription_credit_max: u32,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("frame_bytes_max", &self.frame_bytes_max)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves `gater` on `config.listen` until `shutdown` resolves, then shuts down gracefully.
+pub async fn serve(
+    config: ServerConfig,
+    gater: impl Gater,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    Server::bind(config, gater)?.run(shutdown).await;
+    Ok(())
+}
+
+impl Server {
+    /// Binds the address and prepares to serve `gater`. Needs a tokio runtime.
+    pub fn bind(config: ServerConfig, gater: impl Gater) -> Result<Server, ServeError> {
+        if config.streams_per_connection_max == 0 || config.connections_max == 0 {
+            return Err(ServeError::Config(
+                "streams_per_connection_max and connections_max must be at least 1".into(),
+            ));
+        }
+        let transport = transport_config(
+            config.idle_timeout_ms,
+            config.keep_alive_ms,
+            config.streams_per_connection_max,
+        )
+        .map_err(ServeError::Config)?;
+        let quinn_config = config.tls.quinn_config(Arc::new(transport))?;
+        let endpoint = quinn::Endpoint::server(quinn_config, config.listen).map_err(|source| {
+            ServeError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        Ok(Server {
+            endpoint,
+            shared: Arc::new(Shared {
+                gater: Arc::new(gater),
+                frame_bytes_max: config.frame_bytes_max,
+                subscription_credit_max: config.subscription_credit_max.max(1),
+            }),
+            connections_max: config.connections_max,
+            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound UDP socket always has a local address.
+        self.endpoint
+            .local_addr()
+            .expect("a bound endpoint has a local address")
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, ends
+    /// subscriptions with `End(Shutdown)`, lets requests in flight finish
+    /// within the grace period and closes every connection.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Every task holds a sender; the channel closes when the last task ends.
+        let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+        let connections = Arc::new(Semaphore::new(self.connections_max as usize));
+        tokio::pin!(shutdown);
+        loop {
+            let incoming = tokio::select! {
+                () = &mut shutdown => break,
+                incoming = self.endpoint.accept() => incoming,
+            };
+            let Some(incoming) = incoming else { break };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                tracing::warn!(remote = %incoming.remote_address(), "connection limit reached: refused");
+                incoming.refuse();
+                continue;
+            };
+            let task = Connection {
+                shared: Arc::clone(&self.shared),
+                stop: stop_rx.clone(),
+                drain: drain_tx.clone(),
+            };
+            tokio::spawn(async move {
+                let _permit = permit;
+                task.run(incoming).await;
+            });
+        }
+        tracing::info!("shutting down: no new connections or streams");
+        self.endpoint.set_server_config(None);
+        let _ = stop_tx.send(true);
+        drop(drain_tx);
+        if tokio::time::timeout(self.shutdown_grace, drain_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: closing connections with requests in flight");
+        }
+        self.endpoint.close(SHUTDOWN_CODE.into(), b"shutdown");
+        let _ = tokio::time::timeout(self.shutdown_grace, self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Resolves once the server is shutting down (or gone).
+pub(crate) async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// One connection's accept loop.
+struct Connection {
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+}
+
+impl Connection {
+    async fn run(mut self, incoming: quinn::Incoming) {
+        let connection = match incoming.await {
+            Ok(connection) => connection,
+            Err(e) => {
+                tracing::debug!("handshake failed: {e}");
+                return;
+            }
+        };
+        loop {
+            let accepted = tokio::select! {
+                () = stopping(&mut self.stop) => return,
+                accepted = connection.accept_bi() => accepted,
+            };
+            let Ok((send, recv)) = accepted else { return };
+            let stream = Stream {
+                shared: Arc::clone(&self.shared),
+                send,
+                recv,
+            };
+            let (stop, drain) = (self.stop.clone(), self.drain.clone());
+            tokio::spawn(async move {
+                let _drain = drain;
+                stream.run(stop).await;
+            });
+        }
+    }
+}
+
+/// One request or subscription stream.
+pub(crate) struct Stream {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) send: quinn::SendStream,
+    pub(crate) recv: quinn::RecvStream,
+}
+
+impl Stream {
+    async fn run(mut self, stop: watch::Receiver<bool>) {
+        let mut reader = FrameReader::new(self.shared.frame_bytes_max);
+        let envelope = match reader.next(&mut self.recv, wire::decode_request).await {
+            Ok(Some(envelope)) => Ok(envelope),
+            Ok(None) => Err(Error::Protocol("stream ended before a request".into())),
+            Err(ReadFailure::Stream(e)) => {
+                tracing::debug!("request stream failed: {e}");
+                return;
+            }
+            Err(failure) => Err(failure.into()),
+        }
+        .map_err(|e| {
+            // Bad input: stop the peer sending more of it on this stream.
+            let _ = self.recv.stop(STREAM_REFUSED.into());
+            e
+        });
+        let result = match envelope {
+            Ok(RequestEnvelope {
+                request:
+                    Request::Subscribe {
+                        store,
+                        key,
+                        options,
+                    },
+                ..
+            }) => {
+                let sub = subscription::Serve {
+                    stream: self,
+                    reader: FrameReader::new(UP_FRAME_BYTES_MAX),
+                    store,
+                    key,
+                };
+                return sub.run(options, stop).await;
+            }
+            Ok(envelope) => dispatch(&*self.shared.gater, envelope.request).await,
+            Err(e) => Err(e),
+        };
+        self.respond(result).await;
+        let _ = self.send.finish();
+        // Keep the task (and the shutdown drain) until the peer has the answer.
+        let _ = self.send.stopped().await;
+    }
+
+    /// Writes one response frame; an answer too large for a frame becomes the error saying so.
+    pub(crate) async fn respond(&mut self, result: Result<Response, Error>) {
+        let max = self.shared.frame_bytes_max;
+        let frame = match wire::encode(&ResponseEnvelope { result }, max) {
+            Ok(frame) => frame,
+            Err(e) => match wire::encode(
+                &ResponseEnvelope {
+                    result: Err(e.into()),
+                },
+                max,
+            ) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    tracing::error!("cannot encode even an error response: {e}");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = self.send.write_all(&frame).await {
+            tracing::debug!("response not delivered: {e}");
+        }
+    }
+}
