@@ -8,10 +8,9 @@ use gater_core::wire::{Request, Response};
 use gater_core::{Error, Resource, Side, StoreConfig, StoreId, StoreInfo, StoreStatus};
 use tokio::time::Instant;
 
-use super::dispatch::unexpected;
 use super::pool::{merge_store_lists, InFlight, Snapshot, Worker};
 use super::route::{from_worker, is_path_failure, NoSend};
-use super::{Inner, StorageMode};
+use super::{unexpected, Inner, StorageMode};
 
 impl Inner {
     /// Creates a store where the policy places it.

@@ -12,8 +12,7 @@ use gater_core::{
 };
 
 use super::admin::done;
-use super::dispatch::unexpected;
-use super::Proxy;
+use super::{unexpected, Proxy};
 
 /// Unwraps a response of the expected variant, or reports the protocol break.
 macro_rules! expect {

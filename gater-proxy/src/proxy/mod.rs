@@ -15,7 +15,6 @@
 
 mod admin;
 mod config;
-mod dispatch;
 mod gater;
 mod membership;
 mod pool;
@@ -262,6 +261,13 @@ impl Drop for Inner {
             task.abort();
         }
     }
+}
+
+/// An answer of the wrong shape: the worker broke the protocol.
+fn unexpected(method: &str, response: &gater_core::wire::Response) -> Error {
+    Error::Protocol(format!(
+        "{method}: the worker answered with an unexpected {response:?}"
+    ))
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked: every

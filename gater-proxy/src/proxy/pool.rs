@@ -33,7 +33,8 @@ struct State {
     shared_storage: bool,
     /// Bumped by every store change made through the proxy.
     store_changes: u64,
-    /// Proxy time the worker was last heard from (heartbeat or answered probe).
+    /// Proxy time the worker was last heard from: its last heartbeat, or for
+    /// a configured worker also its last answer.
     last_heard: Duration,
     health: Health,
     latency: PeakEwma,
@@ -91,7 +92,7 @@ impl Worker {
     ) {
         let stores: BTreeSet<StoreId> = stores.into_iter().collect();
         let mut state = self.state();
-        state.last_heard = state.last_heard.max(now);
+        self.answered(&mut state, now);
         if state.store_changes == seen {
             state.stores = stores.into_iter().collect();
         }
@@ -132,7 +133,16 @@ impl Worker {
         let mut state = self.state();
         state.health.handle_success(now);
         state.latency.handle_latency(latency, now);
-        state.last_heard = state.last_heard.max(now);
+        self.answered(&mut state, now);
+    }
+
+    /// A configured worker is heard from whenever it answers; one that joined
+    /// by heartbeat only by its heartbeats, so that one which stops them
+    /// leaves even while it still answers.
+    fn answered(&self, state: &mut State, now: Duration) {
+        if !self.dynamic {
+            state.last_heard = state.last_heard.max(now);
+        }
     }
 
     /// A request or probe failed on the path to this worker.

@@ -1,13 +1,13 @@
 //! The request path: snapshot the pool, let the core policy pick, send,
 //! feed the outcome back, and retry only when the policy allows it.
 
+use gater_core::dispatch::dispatch;
 use gater_core::routing::{NoWorker, Pick, RequestClass, RouteRequest};
 use gater_core::wire::{Request, Response};
 use gater_core::{Error, Resource, Side, StoreId};
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::dispatch::dispatch;
 use super::pool::{InFlight, Snapshot};
 use super::{lock, Inner};
 
