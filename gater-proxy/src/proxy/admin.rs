@@ -31,10 +31,11 @@ impl Inner {
             config,
         };
         if self.config.storage == StorageMode::Shared {
-            return self
-                .call(request)
-                .await
-                .and_then(|r| done("create_store", r));
+            done("create_store", self.call(request).await?)?;
+            for worker in self.pool.all() {
+                worker.note_store(store, true);
+            }
+            return Ok(());
         }
         let guard = self.placement(store)?;
         let worker = Arc::clone(guard.worker());
@@ -150,9 +151,7 @@ impl Inner {
             match answer.map_err(|_| Error::DeadlineExceeded { side: Side::Proxy }) {
                 Ok(Ok(infos)) => {
                     worker.handle_success(started.elapsed(), now);
-                    if self.config.storage == StorageMode::Embedded {
-                        worker.set_stores(infos.iter().map(|i| i.store.clone()), seen, now);
-                    }
+                    worker.set_stores(infos.iter().map(|i| i.store.clone()), seen, now);
                     lists.push((worker.id.clone(), infos));
                 }
                 Ok(Err(error)) | Err(error) => {

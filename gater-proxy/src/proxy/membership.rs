@@ -52,9 +52,7 @@ impl Inner {
         let now = self.now();
         match answer {
             Ok(Ok(stores)) => {
-                if self.config.storage == StorageMode::Embedded {
-                    worker.set_stores(stores.into_iter().map(|s| s.store), seen, now);
-                }
+                worker.set_stores(stores.into_iter().map(|s| s.store), seen, now);
                 worker.handle_success(started.elapsed(), now);
             }
             Ok(Err(error)) if !is_path_failure(&error) => {
