@@ -27,6 +27,9 @@ pub const KEEP_ALIVE_MS_DEFAULT: u64 = 5_000;
 pub const SUBSCRIPTION_CREDIT_MAX_DEFAULT: u32 = 10_000;
 /// Largest frame a consumer sends up a subscription stream (credit, ack, nack, close).
 pub(crate) const UP_FRAME_BYTES_MAX: u32 = 1024;
+/// Time a stopping server gives its connections to see the close, milliseconds;
+/// a peer that never answers (a half-open handshake) must not hold it longer.
+const CLOSE_WAIT_MS: u64 = 1_000;
 /// QUIC application error code of a refused stream.
 const STREAM_REFUSED: u32 = 1;
 /// QUIC application error code of a server shutdown.
@@ -208,7 +211,8 @@ impl Server {
             tracing::warn!("grace period over: closing connections with requests in flight");
         }
         self.endpoint.close(SHUTDOWN_CODE.into(), b"shutdown");
-        let _ = tokio::time::timeout(self.shutdown_grace, self.endpoint.wait_idle()).await;
+        let close_wait = Duration::from_millis(CLOSE_WAIT_MS);
+        let _ = tokio::time::timeout(close_wait, self.endpoint.wait_idle()).await;
     }
 }
 
@@ -226,7 +230,12 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self, incoming: quinn::Incoming) {
-        let connection = match incoming.await {
+        // A handshake that stalls must not hold up a shutdown.
+        let handshake = tokio::select! {
+            () = stopping(&mut self.stop) => return,
+            handshake = incoming => handshake,
+        };
+        let connection = match handshake {
             Ok(connection) => connection,
             Err(e) => {
                 tracing::debug!("handshake failed: {e}");
@@ -272,10 +281,9 @@ impl Stream {
             }
             Err(failure) => Err(failure.into()),
         }
-        .map_err(|e| {
+        .inspect_err(|_| {
             // Bad input: stop the peer sending more of it on this stream.
             let _ = self.recv.stop(STREAM_REFUSED.into());
-            e
         });
         let result = match envelope {
             Ok(RequestEnvelope {

@@ -35,6 +35,8 @@ pub(crate) struct TestGater {
     pub(crate) pulled: Arc<AtomicU64>,
     /// Requests that reached the gater.
     pub(crate) calls: Arc<AtomicU64>,
+    /// While `true`, appends wait (a request kept in flight on purpose).
+    pub(crate) hold_appends: Arc<watch::Sender<bool>>,
 }
 
 pub(crate) fn store(id: &str) -> StoreId {
@@ -63,6 +65,7 @@ impl TestGater {
         let (tx, _) = watch::channel(0);
         TestGater {
             head: Arc::new(Mutex::new(Some(tx))),
+            hold_appends: Arc::new(watch::Sender::new(false)),
             ..Default::default()
         }
     }
@@ -123,6 +126,7 @@ impl Gater for TestGater {
         if events.is_empty() {
             return Err(Error::invalid("no events"));
         }
+        let _ = self.hold_appends.subscribe().wait_for(|held| !*held).await;
         let result = self.with_store(store, |data| {
             let current = data.streams.get(stream).map(|v| v.len() as u64 - 1);
             if !expected.is_satisfied_by(current) {

@@ -1,0 +1,554 @@
+//! The QUIC transport end to end on loopback: requests, subscriptions with
+//! credit, bad input on raw streams, mutual TLS, reconnection, deadlines and
+//! graceful shutdown.
+
+#[path = "../../gater-transport-mem/tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gater_core::wire::{self, Request, RequestEnvelope, ResponseEnvelope, PROTOCOL_VERSION};
+use gater_core::{
+    Error, ExpectedVersion, Gater, Resource, Side, StoreConfig, StreamId, SubscribeOptions,
+    SubscriptionEnd, SubscriptionItem, SubscriptionKey,
+};
+use gater_transport_quic::{
+    certs, connect, load_certs, load_key, ClientOptions, ClientTls, QuicClient, Server,
+    ServerConfig, ServerTls,
+};
+use support::{event, store, stream, TestGater};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn shut_down(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+fn dev_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    certs::write_dev_certs(dir.path(), &[]).unwrap();
+    dir
+}
+
+fn start_with(
+    gater: TestGater,
+    dir: &Path,
+    addr: SocketAddr,
+    tune: impl FnOnce(&mut ServerConfig),
+) -> Running {
+    let mut config = ServerConfig::new(addr, ServerTls::from_dir(dir).unwrap());
+    tune(&mut config);
+    let server = Server::bind(config, gater).unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running { addr, stop, task }
+}
+
+fn start(gater: TestGater, dir: &Path) -> Running {
+    start_with(gater, dir, "127.0.0.1:0".parse().unwrap(), |_| {})
+}
+
+async fn client(addr: SocketAddr, dir: &Path) -> QuicClient {
+    connect(
+        &[addr],
+        ClientTls::from_dir(dir).unwrap(),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn with_store(gater: &dyn Gater) {
+    gater
+        .create_store(&store("s"), StoreConfig::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn requests_and_their_errors_round_trip_over_quic() {
+    let dir = dev_dir();
+    let server = start(TestGater::new(), dir.path());
+    let client = client(server.addr, dir.path()).await;
+    with_store(&client).await;
+    let appended = client
+        .append_events(
+            &store("s"),
+            &stream("a"),
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended.version, 1);
+    let events = client
+        .get_events(
+            &store("s"),
+            &stream("a"),
+            0,
+            10,
+            gater_core::Direction::Forward,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
+        [event(1), event(2)]
+    );
+    let err = client
+        .append_events(
+            &store("s"),
+            &stream("a"),
+            ExpectedVersion::NoStream,
+            vec![event(3)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::WrongExpectedVersion {
+            expected: ExpectedVersion::NoStream,
+            current: Some(1)
+        }
+    );
+    let err = client
+        .get_version(&store("nope"), &stream("a"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::not_found(Resource::Store, "nope"));
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_subscription_streams_history_then_live_and_ends_with_shutdown() {
+    let dir = dev_dir();
+    let server = start(TestGater::new(), dir.path());
+    let client = client(server.addr, dir.path()).await;
+    with_store(&client).await;
+    client
+        .append_events(
+            &store("s"),
+            &stream("a"),
+            ExpectedVersion::Any,
+            vec![event(1)],
+        )
+        .await
+        .unwrap();
+    let all = SubscriptionKey::stream(&StreamId::all());
+    let mut sub = client
+        .subscribe(&store("s"), all.clone(), SubscribeOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(sub.next().await, Some(SubscriptionItem::Event(d)) if d.event.position.0 == 0)
+    );
+    assert_eq!(sub.next().await, Some(SubscriptionItem::CaughtUp));
+    client
+        .append_events(
+            &store("s"),
+            &stream("b"),
+            ExpectedVersion::Any,
+            vec![event(2)],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(sub.next().await, Some(SubscriptionItem::Event(d)) if d.event.position.0 == 1)
+    );
+    client
+        .ack_event(&store("s"), &all, sub.consumer(), gater_core::Position(1))
+        .await
+        .unwrap();
+    let (_, end) = tokio::join!(server.shut_down(), sub.next());
+    assert_eq!(end, Some(SubscriptionItem::End(SubscriptionEnd::Shutdown)));
+    assert_eq!(sub.next().await, None);
+}
+
+#[tokio::test]
+async fn a_consumer_that_does_not_read_stops_the_server_at_its_credit() {
+    let dir = dev_dir();
+    let gater = TestGater::new();
+    let server = start(gater.clone(), dir.path());
+    let options = ClientOptions {
+        subscription_credit: 8,
+        ..ClientOptions::default()
+    };
+    let client = connect(
+        &[server.addr],
+        ClientTls::from_dir(dir.path()).unwrap(),
+        options,
+    )
+    .await
+    .unwrap();
+    with_store(&client).await;
+    let events = (0..100).map(event).collect();
+    client
+        .append_events(&store("s"), &stream("a"), ExpectedVersion::Any, events)
+        .await
+        .unwrap();
+    let mut sub = client
+        .subscribe(
+            &store("s"),
+            SubscriptionKey::stream(&StreamId::all()),
+            SubscribeOptions::default(),
+        )
+        .await
+        .unwrap();
+    // Give the server every chance to overrun the credit; it must not.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gater.pulled.load(Ordering::Relaxed), 8);
+    for read in 1..=100 {
+        assert!(matches!(sub.next().await, Some(SubscriptionItem::Event(_))));
+        assert!(gater.pulled.load(Ordering::Relaxed) <= read + 8);
+    }
+    assert_eq!(sub.next().await, Some(SubscriptionItem::CaughtUp));
+    server.shut_down().await;
+}
+
+/// A raw quinn connection with the development client identity.
+async fn raw_connection(addr: SocketAddr, tls: &ClientTls) -> Result<quinn::Connection, String> {
+    let config = tls
+        .quinn_config(Arc::new(quinn::TransportConfig::default()))
+        .unwrap();
+    raw_connection_with(addr, config).await
+}
+
+async fn raw_connection_with(
+    addr: SocketAddr,
+    config: quinn::ClientConfig,
+) -> Result<quinn::Connection, String> {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = endpoint
+        .connect_with(config, addr, "localhost")
+        .map_err(|e| e.to_string())?;
+    connecting.await.map_err(|e| e.to_string())
+}
+
+/// Writes `bytes` on a new stream, finishes it and decodes the one answer frame.
+async fn raw_exchange(
+    connection: &quinn::Connection,
+    bytes: &[u8],
+) -> Result<ResponseEnvelope, String> {
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    // The server may refuse the rest of a bad frame; its answer still comes.
+    let _ = send.write_all(bytes).await;
+    let _ = send.finish();
+    let answer = recv.read_to_end(1 << 20).await.map_err(|e| e.to_string())?;
+    match wire::decode::<ResponseEnvelope>(&answer, 1 << 20) {
+        Ok(Some((envelope, used))) if used == answer.len() => Ok(envelope),
+        other => Err(format!("not one response frame: {other:?}")),
+    }
+}
+
+fn frame_of(envelope: &RequestEnvelope) -> Vec<u8> {
+    wire::encode(envelope, u32::MAX).unwrap()
+}
+
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    frame
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_typed_error_and_the_connection_keeps_serving() {
+    let dir = dev_dir();
+    let server = start(TestGater::new(), dir.path());
+    with_store(&client(server.addr, dir.path()).await).await;
+    let connection = raw_connection(server.addr, &ClientTls::from_dir(dir.path()).unwrap())
+        .await
+        .unwrap();
+    let good = frame_of(&RequestEnvelope::new(
+        Request::GetStoreConfig { store: store("s") },
+        None,
+    ));
+
+    let mut foreign = RequestEnvelope::new(Request::ListStores, None);
+    foreign.version = PROTOCOL_VERSION + 98;
+    let mut unknown_variant = postcard::to_stdvec(&PROTOCOL_VERSION).unwrap();
+    unknown_variant.extend_from_slice(&[0x00, 0x7f]); // no deadline, then variant 127
+    let unknown_store = RequestEnvelope::new(
+        Request::GetStoreConfig {
+            store: store("nope"),
+        },
+        None,
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "garbage bytes",
+            framed(&[0xde, 0xad, 0xbe, 0xef, 0x01]),
+            "protocol",
+        ),
+        (
+            "truncated frame",
+            good[..good.len() - 3].to_vec(),
+            "protocol",
+        ),
+        (
+            "oversize length prefix",
+            u32::MAX.to_be_bytes().to_vec(),
+            "limit_exceeded",
+        ),
+        ("wrong version", frame_of(&foreign), "protocol"),
+        ("unknown variant", framed(&unknown_variant), "protocol"),
+        ("empty stream", Vec::new(), "protocol"),
+        ("unknown store", frame_of(&unknown_store), "not_found"),
+    ];
+    for (name, bytes, kind) in cases {
+        let answer = raw_exchange(&connection, &bytes)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let err = answer.result.expect_err(name);
+        assert_eq!(err.kind(), kind, "{name}: {err}");
+        let after = raw_exchange(&connection, &good).await.unwrap();
+        assert_eq!(
+            after.result,
+            Ok(wire::Response::StoreConfig(StoreConfig::default())),
+            "after {name}"
+        );
+    }
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn the_server_requires_a_client_certificate_from_its_ca() {
+    let dir = dev_dir();
+    let gater = TestGater::new();
+    let server = start(gater.clone(), dir.path());
+    let request = frame_of(&RequestEnvelope::new(
+        Request::GetStoreConfig { store: store("s") },
+        None,
+    ));
+    let ca = load_certs(&dir.path().join(certs::CA_CERT)).unwrap();
+
+    // No client certificate at all.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca[0].clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut anonymous = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    anonymous.alpn_protocols = vec![wire::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(anonymous).unwrap();
+    let refused =
+        match raw_connection_with(server.addr, quinn::ClientConfig::new(Arc::new(quic))).await {
+            Ok(connection) => raw_exchange(&connection, &request).await.err(),
+            Err(e) => Some(e),
+        };
+    assert!(
+        refused.is_some(),
+        "a client without a certificate was served"
+    );
+
+    // A certificate from another CA.
+    let other = dev_dir();
+    let stranger = ClientTls::new(
+        ca.clone(),
+        load_certs(&other.path().join(certs::CLIENT_CERT)).unwrap(),
+        load_key(&other.path().join(certs::CLIENT_KEY)).unwrap(),
+    );
+    let refused = match raw_connection(server.addr, &stranger).await {
+        Ok(connection) => raw_exchange(&connection, &request).await.err(),
+        Err(e) => Some(e),
+    };
+    assert!(refused.is_some(), "a client of another CA was served");
+    assert_eq!(gater.calls.load(Ordering::Relaxed), 0);
+
+    // The right certificate.
+    let client = client(server.addr, dir.path()).await;
+    with_store(&client).await;
+    assert_eq!(
+        client.get_store_config(&store("s")).await,
+        Ok(StoreConfig::default())
+    );
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn the_client_reconnects_when_the_server_comes_back_on_the_same_port() {
+    let dir = dev_dir();
+    let gater = TestGater::new();
+    let server = start(gater.clone(), dir.path());
+    let addr = server.addr;
+    let options = ClientOptions {
+        connect_timeout_ms: 500,
+        ..ClientOptions::default()
+    };
+    let client = connect(&[addr], ClientTls::from_dir(dir.path()).unwrap(), options)
+        .await
+        .unwrap();
+    with_store(&client).await;
+    server.shut_down().await;
+    let err = client.get_store_config(&store("s")).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let server = start_with(gater, dir.path(), addr, |_| {});
+    assert_eq!(
+        client.get_store_config(&store("s")).await,
+        Ok(StoreConfig::default())
+    );
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn the_client_fails_over_to_the_next_address() {
+    let dir = dev_dir();
+    let server = start(TestGater::new(), dir.path());
+    let dead = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap()
+    };
+    let options = ClientOptions {
+        connect_timeout_ms: 300,
+        ..ClientOptions::default()
+    };
+    let client = connect(
+        &[dead, server.addr],
+        ClientTls::from_dir(dir.path()).unwrap(),
+        options,
+    )
+    .await
+    .unwrap();
+    with_store(&client).await;
+    assert_eq!(client.link().connected_to(), Some(server.addr));
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_request_in_flight_when_the_connection_drops_is_retryable_unavailable() {
+    let dir = dev_dir();
+    let gater = TestGater::new();
+    let server = start_with(
+        gater.clone(),
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        |c| {
+            c.shutdown_grace_ms = 50;
+        },
+    );
+    let client = client(server.addr, dir.path()).await;
+    with_store(&client).await;
+    gater.hold_appends.send_replace(true);
+    let (s, a) = (store("s"), stream("a"));
+    let in_flight = client.append_events(&s, &a, ExpectedVersion::Any, vec![event(1)]);
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.shut_down().await;
+    };
+    let (result, ()) = tokio::join!(in_flight, stop);
+    assert!(
+        matches!(
+            result,
+            Err(Error::Unavailable {
+                side: Side::Worker,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_is_deadline_exceeded() {
+    let dir = dev_dir();
+    let gater = TestGater::new();
+    let server = start(gater.clone(), dir.path());
+    let options = ClientOptions {
+        deadline_ms: Some(200),
+        ..ClientOptions::default()
+    };
+    let client = connect(
+        &[server.addr],
+        ClientTls::from_dir(dir.path()).unwrap(),
+        options,
+    )
+    .await
+    .unwrap();
+    with_store(&client).await;
+    gater.hold_appends.send_replace(true);
+    let err = client
+        .append_events(
+            &store("s"),
+            &stream("a"),
+            ExpectedVersion::Any,
+            vec![event(1)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::DeadlineExceeded { side: Side::Client });
+    gater.hold_appends.send_replace(false);
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let dir = dev_dir();
+    let gater = TestGater::new();
+    let server = start(gater.clone(), dir.path());
+    let client = client(server.addr, dir.path()).await;
+    with_store(&client).await;
+    gater.hold_appends.send_replace(true);
+    let (s, a) = (store("s"), stream("a"));
+    let in_flight = client.append_events(&s, &a, ExpectedVersion::Any, vec![event(1)]);
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let done = tokio::spawn(server.shut_down());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gater.hold_appends.send_replace(false);
+        done.await.unwrap();
+    };
+    let (result, ()) = tokio::join!(in_flight, stop);
+    assert_eq!(result.map(|r| r.version), Ok(0));
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused() {
+    let dir = dev_dir();
+    let server = start_with(
+        TestGater::new(),
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        |c| {
+            c.connections_max = 1;
+        },
+    );
+    let first = client(server.addr, dir.path()).await;
+    with_store(&first).await;
+    let options = ClientOptions {
+        connect_timeout_ms: 1_000,
+        ..ClientOptions::default()
+    };
+    let second = connect(
+        &[server.addr],
+        ClientTls::from_dir(dir.path()).unwrap(),
+        options,
+    )
+    .await;
+    assert!(
+        matches!(second, Err(Error::Unavailable { .. })),
+        "{second:?}"
+    );
+    assert_eq!(
+        first.get_store_config(&store("s")).await,
+        Ok(StoreConfig::default())
+    );
+    server.shut_down().await;
+}
