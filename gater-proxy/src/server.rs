@@ -88,7 +88,7 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let heartbeat = match &config.join {
         Some(proxy) => {
             let client = quic_client(
-                &[proxy.clone()],
+                std::slice::from_ref(proxy),
                 client_tls(&global.certs, &config.tls)?,
                 Some(HEARTBEAT_DEADLINE_MS),
             )?;
@@ -143,7 +143,7 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
     let tls = client_tls(&global.certs, &config.tls)?;
     let mut builder = Proxy::builder().storage(StorageMode::Embedded);
     for address in &config.workers {
-        let client = quic_client(&[address.clone()], tls.clone(), None)?;
+        let client = quic_client(std::slice::from_ref(address), tls.clone(), None)?;
         builder = builder.worker(address.clone(), address.clone(), client);
     }
     let proxy = builder
