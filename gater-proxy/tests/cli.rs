@@ -1,34 +1,21 @@
 //! End-to-end tests of the `gater` binary: a real `gater dev` process on a free
 //! port in a temporary directory, driven by the CLI for every command.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod cli_support;
 
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+
+use cli_support::{free_port, gater, json_lines, run_cli, wait_ok, ServerProcess};
 use serde_json::Value;
 
-/// How long a server gets to start answering.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A `gater dev` process, killed on drop.
+/// A `gater dev` process in a temporary directory, killed on drop.
 struct DevServer {
-    child: Child,
+    _process: ServerProcess,
     addr: String,
     certs: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port")
-}
-
-fn gater() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gater"))
 }
 
 impl DevServer {
@@ -36,37 +23,17 @@ impl DevServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr = format!("127.0.0.1:{}", free_port());
         let data = dir.path().join("data");
-        let mut child = gater()
-            .args([
-                "dev",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                &addr,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gater dev starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut banner = String::new();
-        while Instant::now() < deadline {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    banner.push_str(&line);
-                    banner.push('\n');
-                    if line.contains("listening on") {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
+        let process = ServerProcess::start(&[
+            "dev",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &addr,
+        ]);
         assert!(
-            banner.contains(&addr),
-            "gater dev did not announce {addr}:\n{banner}"
+            process.banner.contains(&addr),
+            "gater dev announces {addr}:\n{}",
+            process.banner
         );
         let certs = data.join("certs");
         for file in [
@@ -82,26 +49,13 @@ impl DevServer {
                 certs.display()
             );
         }
-        std::thread::spawn(move || lines.for_each(drop));
-        let server = DevServer {
-            child,
+        wait_ok(&addr, &certs, &["store", "list"]);
+        DevServer {
+            _process: process,
             addr,
             certs,
             _dir: dir,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.run(&["store", "list"], "").status.success() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("gater dev on {} never answered", self.addr);
     }
 
     /// Runs `gater --server ADDR --certs DIR --json ARGS` with `stdin`.
@@ -128,45 +82,6 @@ impl DevServer {
         assert_eq!(err.len(), 1, "one error line on stderr");
         err.into_iter().next().unwrap()
     }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run_cli(addr: &str, certs: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = gater()
-        .args([
-            "--server",
-            addr,
-            "--certs",
-            certs.to_str().unwrap(),
-            "--json",
-        ])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("gater runs");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(stdin.as_bytes())
-        .expect("stdin written");
-    child.wait_with_output().expect("gater exits")
-}
-
-fn json_lines(bytes: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
 }
 
 #[test]
