@@ -21,6 +21,7 @@ mod error;
 mod event;
 mod id;
 mod limits;
+mod rng;
 pub mod routing;
 pub mod selector;
 mod snapshot;
@@ -36,6 +37,7 @@ pub use event::{
 };
 pub use id::{EventId, StoreId, StreamId, ALL_STREAM, STORE_ID_LEN_MAX, STREAM_ID_LEN_MAX};
 pub use limits::Limits;
+pub use rng::Rng;
 pub use snapshot::{Snapshot, SnapshotKey};
 pub use store::{StoreConfig, StoreInfo, StoreState, StoreStatus, WorkerHealth, WorkerInfo};
 pub use subscription::{

@@ -1,0 +1,161 @@
+//! The storage boundary: what the engine needs from a backend (fjall today,
+//! PostgreSQL later).
+//!
+//! A [`Backend`] manages the life cycle of stores; a [`BackendStore`] is one
+//! open store. The engine owns everything above this line: validation,
+//! limits, the single writer per store, head publication and subscriptions.
+//! A backend owns everything below it: the layout of keys and rows, atomic
+//! commits, durability and recovery.
+//!
+//! What a backend does not do: it does not validate request shapes (the
+//! engine has done that before calling), and it never serialises writers
+//! itself: the engine calls [`BackendStore::append_batch`] from one task per
+//! store, one batch at a time.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use gater_core::{
+    AppendResult, Direction, Error, EventData, ExpectedVersion, Position, RecordedEvent, Snapshot,
+    SnapshotKey, StoreConfig, StoreId, StreamId, StreamPage, SubscriptionKey, Version,
+};
+
+use crate::subscription::SubscriptionRecord;
+
+/// Creates, opens, lists and removes stores.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// Creates a new, empty store with `config`; the store must not exist.
+    async fn create_store(
+        &self,
+        store: &StoreId,
+        config: StoreConfig,
+    ) -> Result<Arc<dyn BackendStore>, Error>;
+
+    /// Opens an existing store, recovering its head and counters.
+    async fn open_store(&self, store: &StoreId) -> Result<Arc<dyn BackendStore>, Error>;
+
+    /// Deletes a store's data. The engine has closed the store first.
+    async fn remove_store(&self, store: &StoreId) -> Result<(), Error>;
+
+    /// Every store that exists, in id order.
+    async fn list_stores(&self) -> Result<Vec<StoreId>, Error>;
+}
+
+/// One append waiting in a batch: already validated by the engine.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingAppend {
+    /// The stream appended to.
+    pub(crate) stream: StreamId,
+    /// The condition on the stream's version.
+    pub(crate) expected: ExpectedVersion,
+    /// The events, non-empty, ids distinct.
+    pub(crate) events: Vec<EventData>,
+}
+
+/// What one call of [`BackendStore::append_batch`] did.
+#[derive(Debug)]
+pub(crate) struct BatchOutcome {
+    /// One result per append, in the order given.
+    pub(crate) results: Vec<Result<AppendResult, Error>>,
+    /// The head of the global log after the commit (`None`: still empty).
+    pub(crate) head: Option<Position>,
+}
+
+/// The counters of a store, as of its last commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// Position of the last event; `None` for an empty store.
+    pub(crate) head: Option<Position>,
+    /// Events in the global log.
+    pub(crate) event_count: u64,
+    /// Streams holding at least one event.
+    pub(crate) stream_count: u64,
+}
+
+/// One open store.
+#[async_trait]
+pub(crate) trait BackendStore: Send + Sync + 'static {
+    /// The configuration the store was created with.
+    fn config(&self) -> StoreConfig;
+
+    /// The counters as of the last commit.
+    fn counters(&self) -> Counters;
+
+    /// Applies `appends` in order, later ones seeing the effect of earlier ones.
+    ///
+    /// Each append passes the idempotency check (its ids already stored
+    /// consecutively in its stream: the original result, nothing written;
+    /// stored elsewhere or partially: `DuplicateEventId`) and then its
+    /// expected-version check. All accepted appends are written in one atomic
+    /// commit followed by one durable flush, stamped `created_us`. An `Err`
+    /// means nothing of the batch was written.
+    async fn append_batch(
+        &self,
+        appends: Vec<PendingAppend>,
+        created_us: u64,
+    ) -> Result<BatchOutcome, Error>;
+
+    /// Up to `count` events of `stream` from version `start` in `direction`.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        start: Version,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error>;
+
+    /// Up to `count` events of the global log from `from` in `direction`.
+    async fn read_all(
+        &self,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error>;
+
+    /// Up to `limit` streams after `after`, in id order.
+    async fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error>;
+
+    /// The version of `stream`'s last event.
+    async fn version(&self, stream: &StreamId) -> Result<Option<Version>, Error>;
+
+    /// Bytes the store occupies on disk.
+    async fn disk_bytes(&self) -> Result<u64, Error>;
+
+    /// Stores a snapshot, overwriting one with the same key.
+    async fn record_snapshot(&self, snapshot: Snapshot) -> Result<(), Error>;
+
+    /// The snapshot at `version`, or the highest version when `None`.
+    async fn read_snapshot(
+        &self,
+        source: &str,
+        stream: &str,
+        version: Option<Version>,
+    ) -> Result<Option<Snapshot>, Error>;
+
+    /// Snapshot keys in key order, filtered by source and stream.
+    async fn list_snapshots(
+        &self,
+        source: Option<&str>,
+        stream: Option<&str>,
+    ) -> Result<Vec<SnapshotKey>, Error>;
+
+    /// Deletes a snapshot; `false` when it did not exist.
+    async fn delete_snapshot(&self, key: &SnapshotKey) -> Result<bool, Error>;
+
+    /// Every stored subscription record.
+    async fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error>;
+
+    /// Stores (creates or overwrites) a subscription record durably.
+    async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error>;
+
+    /// Deletes a subscription record; a missing one is Ok.
+    async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error>;
+
+    /// Flushes and releases the store's files; later calls get `StoreStopping`.
+    async fn close(&self) -> Result<(), Error>;
+
+    /// Releases the store's files at once, without an extra flush (for drops,
+    /// where nothing can be awaited); later calls get `StoreStopping`.
+    fn release(&self);
+}

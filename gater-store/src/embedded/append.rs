@@ -1,0 +1,216 @@
+//! The embedded backend's group commit: checks a batch of appends in order
+//! against the stored state plus what earlier appends of the batch staged,
+//! then writes every accepted append in one fjall batch with one flush.
+
+use std::collections::HashMap;
+
+use fjall::OwnedWriteBatch;
+use gater_core::{AppendResult, Error, EventId, Position, RecordedEvent, Version};
+
+use super::keys::{self, IdLocation};
+use super::{encode_error, fjall_error, StoreInner, Tables, COUNTERS_KEY};
+use crate::backend::{BatchOutcome, Counters, PendingAppend};
+
+/// What the appends accepted so far in this batch have changed.
+struct Staged {
+    counters: Counters,
+    /// New stream versions, written once per stream at the end of the batch.
+    heads: HashMap<String, Version>,
+    ids: HashMap<EventId, IdLocation>,
+    written: bool,
+}
+
+impl Staged {
+    fn next_position(&self) -> u64 {
+        self.counters.head.map_or(0, |h| h.0 + 1)
+    }
+
+    fn version(&self, t: &Tables, stream: &str) -> Result<Option<Version>, Error> {
+        if let Some(&version) = self.heads.get(stream) {
+            return Ok(Some(version));
+        }
+        t.heads
+            .get(stream)
+            .map_err(fjall_error)?
+            .map(|v| keys::decode_u64(&v))
+            .transpose()
+    }
+
+    fn location(&self, t: &Tables, id: &EventId) -> Result<Option<IdLocation>, Error> {
+        if let Some(location) = self.ids.get(id) {
+            return Ok(Some(location.clone()));
+        }
+        t.ids
+            .get(id.as_bytes())
+            .map_err(fjall_error)?
+            .map(|v| keys::decode_id_value(&v))
+            .transpose()
+    }
+}
+
+impl StoreInner {
+    /// Applies a batch; see `BackendStore::append_batch`.
+    pub(super) fn append_batch(
+        &self,
+        appends: Vec<PendingAppend>,
+        created_us: u64,
+    ) -> Result<BatchOutcome, Error> {
+        self.with_tables(|t| {
+            let mut staged = Staged {
+                counters: self.counters(),
+                heads: HashMap::new(),
+                ids: HashMap::new(),
+                written: false,
+            };
+            let items: usize = appends.iter().map(|a| a.events.len() * 3).sum();
+            let mut batch = OwnedWriteBatch::with_capacity(t.db.clone(), items + 8)
+                .durability(Some(self.persist_mode));
+            let results = appends
+                .into_iter()
+                .map(|append| stage(t, &mut staged, &mut batch, append, created_us))
+                .collect();
+            if staged.written {
+                for (stream, version) in &staged.heads {
+                    batch.insert(&t.heads, stream.as_bytes(), version.to_be_bytes());
+                }
+                batch.insert(
+                    &t.meta,
+                    COUNTERS_KEY,
+                    keys::encode_counters(&staged.counters),
+                );
+                batch.commit().map_err(fjall_error)?;
+                match self.counters.lock() {
+                    Ok(mut c) => *c = staged.counters,
+                    Err(poisoned) => *poisoned.into_inner() = staged.counters,
+                }
+            }
+            Ok(BatchOutcome {
+                results,
+                head: staged.counters.head,
+            })
+        })
+    }
+}
+
+/// Checks one append and, if it is accepted and new, stages its writes.
+fn stage(
+    t: &Tables,
+    staged: &mut Staged,
+    batch: &mut OwnedWriteBatch,
+    append: PendingAppend,
+    created_us: u64,
+) -> Result<AppendResult, Error> {
+    if let Some(original) = earlier_result(t, staged, &append)? {
+        return Ok(original);
+    }
+    let current = staged.version(t, append.stream.as_str())?;
+    if !append.expected.is_satisfied_by(current) {
+        return Err(Error::WrongExpectedVersion {
+            expected: append.expected,
+            current,
+        });
+    }
+    let first_version = current.map_or(0, |v| v + 1);
+    let first_position = staged.next_position();
+    let count = append.events.len() as u64;
+    // Encode everything before staging anything, so a failure stages nothing.
+    let mut encoded = Vec::with_capacity(append.events.len());
+    let mut recorded = RecordedEvent {
+        stream: append.stream,
+        version: 0,
+        position: Position(0),
+        created_us,
+        data: placeholder_event(),
+    };
+    for (i, event) in append.events.into_iter().enumerate() {
+        recorded.version = first_version + i as u64;
+        recorded.position = Position(first_position + i as u64);
+        let id = event.id;
+        recorded.data = event;
+        let value = postcard::to_stdvec(&recorded).map_err(encode_error)?;
+        encoded.push((id, recorded.version, recorded.position, value));
+    }
+    let stream = recorded.stream.as_str();
+    for (id, version, position, value) in encoded {
+        batch.insert(&t.log, keys::position_key(position.0), value);
+        batch.insert(
+            &t.streams,
+            keys::stream_key(stream, version),
+            position.0.to_be_bytes(),
+        );
+        batch.insert(
+            &t.ids,
+            id.as_bytes(),
+            keys::id_value(stream, version, position),
+        );
+        let location = IdLocation {
+            stream: stream.to_owned(),
+            version,
+            position,
+        };
+        staged.ids.insert(id, location);
+    }
+    let last_version = first_version + count - 1;
+    let last_position = Position(first_position + count - 1);
+    if current.is_none() {
+        staged.counters.stream_count += 1;
+    }
+    staged.heads.insert(stream.to_owned(), last_version);
+    staged.counters.head = Some(last_position);
+    staged.counters.event_count += count;
+    staged.written = true;
+    Ok(AppendResult {
+        version: last_version,
+        position: last_position,
+    })
+}
+
+/// The idempotency check: `Some` with the original result when every id of
+/// `append` is already stored consecutively, in order, in its stream.
+fn earlier_result(
+    t: &Tables,
+    staged: &Staged,
+    append: &PendingAppend,
+) -> Result<Option<AppendResult>, Error> {
+    let Some(first) = append.events.first() else {
+        return Err(Error::invalid("an append needs at least one event"));
+    };
+    let Some(origin) = staged.location(t, &first.id)? else {
+        for event in &append.events[1..] {
+            if staged.location(t, &event.id)?.is_some() {
+                return Err(Error::DuplicateEventId { id: event.id });
+            }
+        }
+        return Ok(None);
+    };
+    let mut last = origin.clone();
+    for (i, event) in append.events.iter().enumerate() {
+        let at_place = match staged.location(t, &event.id)? {
+            Some(found)
+                if found.stream == append.stream.as_str()
+                    && Some(found.version) == origin.version.checked_add(i as u64) =>
+            {
+                found
+            }
+            Some(_) => return Err(Error::DuplicateEventId { id: event.id }),
+            // Part of the append is stored and part is not: the stored part is the duplicate.
+            None => return Err(Error::DuplicateEventId { id: first.id }),
+        };
+        last = at_place;
+    }
+    Ok(Some(AppendResult {
+        version: last.version,
+        position: last.position,
+    }))
+}
+
+/// Stands in for the event while the record is reused across a loop.
+fn placeholder_event() -> gater_core::EventData {
+    gater_core::EventData {
+        id: EventId::from_bytes([0; 16]),
+        event_type: String::new(),
+        data: Vec::new(),
+        metadata: Vec::new(),
+        content_type: String::new(),
+    }
+}

@@ -1,0 +1,233 @@
+//! Byte layouts of the embedded backend's keys and small values.
+//!
+//! Every numeric key part is big-endian so that byte order is numeric order:
+//! range scans over positions and versions need no decoding. Stream ids never
+//! hold a NUL (control characters are refused), so a NUL ends a stream id in
+//! a composite key. Snapshot sources and streams may hold any byte, so they
+//! use an order-preserving escape instead.
+
+use gater_core::{Error, Position, SnapshotKey, StreamId, Version};
+
+use crate::backend::Counters;
+
+/// Ends a stream id inside a stream-index key.
+const STREAM_END: u8 = 0x00;
+/// Escape byte of snapshot key parts; followed by [`ESCAPED_NUL`] or [`PART_END`].
+const ESCAPE: u8 = 0x00;
+/// `ESCAPE` then this stands for a NUL inside a part.
+const ESCAPED_NUL: u8 = 0xFF;
+/// `ESCAPE` then this ends a part; it sorts before every continuation.
+const PART_END: u8 = 0x01;
+
+/// The global-log key of `position`.
+pub(super) fn position_key(position: u64) -> [u8; 8] {
+    position.to_be_bytes()
+}
+
+/// Decodes a big-endian u64 (log keys, stream-index values, heads).
+pub(super) fn decode_u64(bytes: &[u8]) -> Result<u64, Error> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt(format!("expected 8 bytes, found {}", bytes.len())))?;
+    Ok(u64::from_be_bytes(array))
+}
+
+/// The stream-index key of `(stream, version)`.
+pub(super) fn stream_key(stream: &str, version: Version) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 9);
+    key.extend_from_slice(stream.as_bytes());
+    key.push(STREAM_END);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// The event-id index value: where an event was stored.
+pub(super) fn id_value(stream: &str, version: Version, position: Position) -> Vec<u8> {
+    let mut value = Vec::with_capacity(16 + stream.len());
+    value.extend_from_slice(&version.to_be_bytes());
+    value.extend_from_slice(&position.0.to_be_bytes());
+    value.extend_from_slice(stream.as_bytes());
+    value
+}
+
+/// Where an event is stored, as read back from the event-id index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct IdLocation {
+    pub(super) stream: String,
+    pub(super) version: Version,
+    pub(super) position: Position,
+}
+
+/// Decodes an event-id index value.
+pub(super) fn decode_id_value(bytes: &[u8]) -> Result<IdLocation, Error> {
+    if bytes.len() < 17 {
+        return Err(corrupt("event-id index value too short"));
+    }
+    let (version, rest) = bytes.split_at(8);
+    let (position, stream) = rest.split_at(8);
+    let stream = std::str::from_utf8(stream).map_err(|_| corrupt("stream id is not UTF-8"))?;
+    Ok(IdLocation {
+        stream: stream.to_owned(),
+        version: decode_u64(version)?,
+        position: Position(decode_u64(position)?),
+    })
+}
+
+/// Decodes a stream id stored as a key of the heads table.
+pub(super) fn decode_stream(bytes: &[u8]) -> Result<StreamId, Error> {
+    let text = std::str::from_utf8(bytes).map_err(|_| corrupt("stream id is not UTF-8"))?;
+    StreamId::new(text).map_err(|e| corrupt(format!("stored stream id: {e}")))
+}
+
+/// The snapshot key of `(source, stream, version)`.
+pub(super) fn snapshot_key(key: &SnapshotKey) -> Vec<u8> {
+    let mut bytes = snapshot_prefix(&key.source, Some(&key.stream));
+    bytes.extend_from_slice(&key.version.to_be_bytes());
+    bytes
+}
+
+/// The prefix shared by every snapshot of `source` (and `stream`, when given).
+pub(super) fn snapshot_prefix(source: &str, stream: Option<&str>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(source.len() + stream.map_or(0, str::len) + 12);
+    push_part(&mut bytes, source.as_bytes());
+    if let Some(stream) = stream {
+        push_part(&mut bytes, stream.as_bytes());
+    }
+    bytes
+}
+
+/// Decodes a snapshot key.
+pub(super) fn decode_snapshot_key(bytes: &[u8]) -> Result<SnapshotKey, Error> {
+    let (source, rest) = take_part(bytes)?;
+    let (stream, rest) = take_part(rest)?;
+    Ok(SnapshotKey {
+        source,
+        stream,
+        version: decode_u64(rest)?,
+    })
+}
+
+/// Encodes the counters row of the meta table.
+pub(super) fn encode_counters(counters: &Counters) -> [u8; 24] {
+    let mut bytes = [0; 24];
+    let next = counters.head.map_or(0, |h| h.0 + 1);
+    bytes[..8].copy_from_slice(&next.to_be_bytes());
+    bytes[8..16].copy_from_slice(&counters.event_count.to_be_bytes());
+    bytes[16..].copy_from_slice(&counters.stream_count.to_be_bytes());
+    bytes
+}
+
+/// Decodes the counters row of the meta table.
+pub(super) fn decode_counters(bytes: &[u8]) -> Result<Counters, Error> {
+    if bytes.len() != 24 {
+        return Err(corrupt("counters row is not 24 bytes"));
+    }
+    let next = decode_u64(&bytes[..8])?;
+    Ok(Counters {
+        head: next.checked_sub(1).map(Position),
+        event_count: decode_u64(&bytes[8..16])?,
+        stream_count: decode_u64(&bytes[16..])?,
+    })
+}
+
+/// A storage error for bytes that do not decode.
+pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("corrupt data: {what}"))
+}
+
+fn push_part(bytes: &mut Vec<u8>, part: &[u8]) {
+    for &b in part {
+        if b == 0 {
+            bytes.extend_from_slice(&[ESCAPE, ESCAPED_NUL]);
+        } else {
+            bytes.push(b);
+        }
+    }
+    bytes.extend_from_slice(&[ESCAPE, PART_END]);
+}
+
+fn take_part(bytes: &[u8]) -> Result<(String, &[u8]), Error> {
+    let mut part = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != ESCAPE {
+            part.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(&ESCAPED_NUL) => part.push(0),
+            Some(&PART_END) => {
+                let text = String::from_utf8(part).map_err(|_| corrupt("snapshot key part"))?;
+                return Ok((text, &bytes[i + 2..]));
+            }
+            _ => return Err(corrupt("snapshot key escape")),
+        }
+        i += 2;
+    }
+    Err(corrupt("unterminated snapshot key part"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(source: &str, stream: &str, version: u64) -> SnapshotKey {
+        SnapshotKey {
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            version,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn snapshot_keys_round_trip_and_sort_like_the_key_type(
+            a in ("[a\\x00b]{0,4}", "[a\\x00b]{0,4}", 0u64..4),
+            b in ("[a\\x00b]{0,4}", "[a\\x00b]{0,4}", 0u64..4),
+        ) {
+            let a = key(&a.0, &a.1, a.2);
+            let b = key(&b.0, &b.1, b.2);
+            let (ea, eb) = (snapshot_key(&a), snapshot_key(&b));
+            prop_assert_eq!(decode_snapshot_key(&ea).unwrap(), a.clone());
+            prop_assert_eq!(ea.cmp(&eb), a.cmp(&b));
+        }
+    }
+
+    #[test]
+    fn stream_keys_of_one_stream_do_not_share_a_prefix_with_longer_ids() {
+        let a = stream_key("a", u64::MAX);
+        let ab = stream_key("ab", 0);
+        assert!(a < ab);
+        let mut prefix = b"a".to_vec();
+        prefix.push(STREAM_END);
+        assert!(a.starts_with(&prefix) && !ab.starts_with(&prefix));
+    }
+
+    #[test]
+    fn counters_round_trip_including_an_empty_log() {
+        for counters in [
+            Counters::default(),
+            Counters {
+                head: Some(Position(0)),
+                event_count: 1,
+                stream_count: 1,
+            },
+        ] {
+            assert_eq!(
+                decode_counters(&encode_counters(&counters)).unwrap(),
+                counters
+            );
+        }
+    }
+
+    #[test]
+    fn id_values_round_trip() {
+        let bytes = id_value("orders-1", 7, Position(42));
+        let location = decode_id_value(&bytes).unwrap();
+        assert_eq!(location.stream, "orders-1");
+        assert_eq!((location.version, location.position), (7, Position(42)));
+        assert!(decode_id_value(&bytes[..10]).is_err());
+    }
+}

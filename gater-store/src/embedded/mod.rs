@@ -1,0 +1,680 @@
+//! The embedded backend: each store is one fjall database under
+//! `<data_dir>/stores/<store_id>`, with one keyspace per table.
+//!
+//! Tables: `log` (position → postcard `RecordedEvent`), `streams`
+//! ((stream, version) → position), `ids` (event id → stream, version,
+//! position), `heads` (stream → version), `snapshots`, `subscriptions` and
+//! `meta` (the counters row). An append batch writes all of them in one fjall
+//! write batch, which fjall journals and makes visible atomically; the batch
+//! is flushed with `fdatasync` before it is applied when the store's `fsync`
+//! is on, and to the OS otherwise (that survives a process crash, not a power
+//! loss).
+//!
+//! A store directory is complete once its config file exists (written last
+//! at creation, atomically by rename); incomplete directories and those of
+//! interrupted removals are deleted when the backend opens.
+//!
+//! What it does not do: validation, limits and writer serialisation belong
+//! to the engine; fjall calls are blocking, so every call runs on tokio's
+//! blocking pool.
+
+mod append;
+mod keys;
+
+use std::fs;
+use std::io::Write;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use gater_core::{
+    Direction, Error, Position, RecordedEvent, Snapshot, SnapshotKey, StoreConfig, StoreId,
+    StreamId, StreamInfo, StreamPage, SubscriptionKey, Version,
+};
+
+use crate::backend::{Backend, BackendStore, BatchOutcome, Counters, PendingAppend};
+use crate::subscription::SubscriptionRecord;
+use keys::corrupt;
+
+/// The file whose presence marks a store directory as completely created.
+const CONFIG_FILE: &str = "gater-store.config";
+/// Prefix of a store directory being deleted; store ids cannot start with a dot.
+const REMOVING_PREFIX: &str = ".removing-";
+/// The meta table's row holding the counters.
+const COUNTERS_KEY: &[u8] = b"counters";
+/// The meta table's row holding the config.
+const CONFIG_KEY: &[u8] = b"config";
+
+/// Stores on the local disk, one fjall database each.
+#[derive(Debug)]
+pub(crate) struct EmbeddedBackend {
+    root: PathBuf,
+}
+
+impl EmbeddedBackend {
+    /// Opens the backend rooted at `<data_dir>/stores`, cleaning up interrupted creations and removals.
+    pub(crate) fn open(data_dir: &Path) -> Result<Self, Error> {
+        let root = data_dir.join("stores");
+        fs::create_dir_all(&root).map_err(io_error)?;
+        for entry in fs::read_dir(&root).map_err(io_error)? {
+            let entry = entry.map_err(io_error)?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = entry.path();
+            let interrupted_removal = name.starts_with(REMOVING_PREFIX);
+            let interrupted_creation =
+                StoreId::new(name.as_ref()).is_ok() && !path.join(CONFIG_FILE).exists();
+            if interrupted_removal || interrupted_creation {
+                tracing::warn!(path = %path.display(), "deleting an incomplete store directory");
+                fs::remove_dir_all(&path).map_err(io_error)?;
+            }
+        }
+        Ok(EmbeddedBackend { root })
+    }
+
+    fn store_dir(&self, store: &StoreId) -> PathBuf {
+        self.root.join(store.as_str())
+    }
+}
+
+#[async_trait]
+impl Backend for EmbeddedBackend {
+    async fn create_store(
+        &self,
+        store: &StoreId,
+        config: StoreConfig,
+    ) -> Result<Arc<dyn BackendStore>, Error> {
+        let dir = self.store_dir(store);
+        let store = store.clone();
+        blocking(move || {
+            if dir.join(CONFIG_FILE).exists() {
+                return Err(Error::Storage(format!("store {store} already exists")));
+            }
+            let tables = Tables::open(&dir)?;
+            let mut batch = tables.db.batch().durability(Some(PersistMode::SyncAll));
+            let config_bytes = postcard::to_stdvec(&config).map_err(encode_error)?;
+            batch.insert(&tables.meta, CONFIG_KEY, config_bytes.clone());
+            batch.insert(
+                &tables.meta,
+                COUNTERS_KEY,
+                keys::encode_counters(&Counters::default()).to_vec(),
+            );
+            batch.commit().map_err(fjall_error)?;
+            write_atomically(&dir, CONFIG_FILE, &config_bytes)?;
+            let inner = StoreInner::new(store, config, Counters::default(), tables);
+            Ok(Arc::new(EmbeddedStore {
+                inner: Arc::new(inner),
+            }) as Arc<dyn BackendStore>)
+        })
+        .await
+    }
+
+    async fn open_store(&self, store: &StoreId) -> Result<Arc<dyn BackendStore>, Error> {
+        let dir = self.store_dir(store);
+        let store = store.clone();
+        blocking(move || {
+            let config_bytes = fs::read(dir.join(CONFIG_FILE)).map_err(io_error)?;
+            let config: StoreConfig = postcard::from_bytes(&config_bytes).map_err(corrupt)?;
+            let tables = Tables::open(&dir)?;
+            let counters = tables.recover_counters()?;
+            let inner = StoreInner::new(store, config, counters, tables);
+            Ok(Arc::new(EmbeddedStore {
+                inner: Arc::new(inner),
+            }) as Arc<dyn BackendStore>)
+        })
+        .await
+    }
+
+    async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
+        let dir = self.store_dir(store);
+        let doomed = self.root.join(format!(
+            "{REMOVING_PREFIX}{store}-{}",
+            crate::engine::now_us()
+        ));
+        blocking(move || {
+            // The rename is atomic: a crash leaves either a whole store or a
+            // directory that `open` recognises as garbage.
+            fs::rename(&dir, &doomed).map_err(io_error)?;
+            fs::remove_dir_all(&doomed).map_err(io_error)
+        })
+        .await
+    }
+
+    async fn list_stores(&self) -> Result<Vec<StoreId>, Error> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut stores = Vec::new();
+            for entry in fs::read_dir(&root).map_err(io_error)? {
+                let entry = entry.map_err(io_error)?;
+                let Ok(id) = StoreId::new(entry.file_name().to_string_lossy()) else {
+                    continue;
+                };
+                if entry.path().join(CONFIG_FILE).exists() {
+                    stores.push(id);
+                }
+            }
+            stores.sort();
+            Ok(stores)
+        })
+        .await
+    }
+}
+
+/// The keyspaces of one store's database.
+struct Tables {
+    db: Database,
+    log: Keyspace,
+    streams: Keyspace,
+    ids: Keyspace,
+    heads: Keyspace,
+    snapshots: Keyspace,
+    subscriptions: Keyspace,
+    meta: Keyspace,
+}
+
+impl Tables {
+    fn open(dir: &Path) -> Result<Self, Error> {
+        let db = Database::builder(dir).open().map_err(fjall_error)?;
+        // Positions are read back only when they exist, so the log needs no
+        // bloom filters on its last level; the id index is mostly probed for
+        // ids that are not there, so it keeps them.
+        let log = db
+            .keyspace("log", || {
+                KeyspaceCreateOptions::default().expect_point_read_hits(true)
+            })
+            .map_err(fjall_error)?;
+        let streams = db
+            .keyspace("streams", KeyspaceCreateOptions::default)
+            .map_err(fjall_error)?;
+        let ids = db
+            .keyspace("ids", KeyspaceCreateOptions::default)
+            .map_err(fjall_error)?;
+        let heads = db
+            .keyspace("heads", KeyspaceCreateOptions::default)
+            .map_err(fjall_error)?;
+        let snapshots = db
+            .keyspace("snapshots", KeyspaceCreateOptions::default)
+            .map_err(fjall_error)?;
+        let subscriptions = db
+            .keyspace("subscriptions", KeyspaceCreateOptions::default)
+            .map_err(fjall_error)?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(fjall_error)?;
+        Ok(Tables {
+            db,
+            log,
+            streams,
+            ids,
+            heads,
+            snapshots,
+            subscriptions,
+            meta,
+        })
+    }
+
+    /// Reads the counters row and checks it against the log it describes.
+    fn recover_counters(&self) -> Result<Counters, Error> {
+        let counters = match self.meta.get(COUNTERS_KEY).map_err(fjall_error)? {
+            Some(bytes) => keys::decode_counters(&bytes)?,
+            None => Counters::default(),
+        };
+        let last = match self.log.last_key_value() {
+            Some(guard) => Some(Position(keys::decode_u64(
+                &guard.key().map_err(fjall_error)?,
+            )?)),
+            None => None,
+        };
+        let gapless_count = counters.head.map_or(0, |h| h.0 + 1);
+        if last != counters.head || counters.event_count != gapless_count {
+            return Err(corrupt(format!(
+                "counters say head {:?} and {} events, the log ends at {last:?}",
+                counters.head, counters.event_count
+            )));
+        }
+        Ok(counters)
+    }
+
+    fn persist_mode(config: &StoreConfig) -> PersistMode {
+        // fdatasync also flushes the file size, which is all the journal
+        // needs; a full fsync costs about three times as much here.
+        if config.fsync {
+            PersistMode::SyncData
+        } else {
+            PersistMode::Buffer
+        }
+    }
+}
+
+/// One open store of the embedded backend.
+struct EmbeddedStore {
+    inner: Arc<StoreInner>,
+}
+
+/// The shared state of an open store; blocking closures hold it by `Arc`.
+struct StoreInner {
+    store: StoreId,
+    config: StoreConfig,
+    persist_mode: PersistMode,
+    /// The counters as of the last commit; only the writer changes them.
+    counters: Mutex<Counters>,
+    /// `None` once closed: taking it out under the write lock waits for
+    /// every call in progress and then drops the database.
+    tables: RwLock<Option<Tables>>,
+}
+
+impl StoreInner {
+    fn new(store: StoreId, config: StoreConfig, counters: Counters, tables: Tables) -> Self {
+        StoreInner {
+            store,
+            config,
+            persist_mode: Tables::persist_mode(&config),
+            counters: Mutex::new(counters),
+            tables: RwLock::new(Some(tables)),
+        }
+    }
+
+    fn with_tables<R>(&self, f: impl FnOnce(&Tables) -> Result<R, Error>) -> Result<R, Error> {
+        let guard = self
+            .tables
+            .read()
+            .map_err(|_| Error::Storage("store tables lock poisoned".into()))?;
+        match guard.as_ref() {
+            Some(tables) => f(tables),
+            None => Err(Error::StoreStopping {
+                store: self.store.to_string(),
+            }),
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        match self.counters.lock() {
+            Ok(c) => *c,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        start: Version,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.with_tables(|t| {
+            let stream = stream.as_str();
+            let iter = match direction {
+                Direction::Forward => {
+                    Box::new(t.streams.range(
+                        keys::stream_key(stream, start)..=keys::stream_key(stream, u64::MAX),
+                    )) as Box<dyn Iterator<Item = fjall::Guard>>
+                }
+                Direction::Backward => Box::new(
+                    t.streams
+                        .range(keys::stream_key(stream, 0)..=keys::stream_key(stream, start))
+                        .rev(),
+                ),
+            };
+            let mut events = Vec::with_capacity(count as usize);
+            for guard in iter.take(count as usize) {
+                let position = keys::decode_u64(&guard.value().map_err(fjall_error)?)?;
+                let bytes = t
+                    .log
+                    .get(keys::position_key(position))
+                    .map_err(fjall_error)?
+                    .ok_or_else(|| corrupt(format!("stream index names missing {position}")))?;
+                events.push(decode_event(&bytes)?);
+            }
+            Ok(events)
+        })
+    }
+
+    fn read_all(
+        &self,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.with_tables(|t| {
+            let from = keys::position_key(from.0);
+            let iter = match direction {
+                Direction::Forward => {
+                    Box::new(t.log.range(from..)) as Box<dyn Iterator<Item = fjall::Guard>>
+                }
+                Direction::Backward => Box::new(t.log.range(..=from).rev()),
+            };
+            let mut events = Vec::with_capacity(count as usize);
+            for guard in iter.take(count as usize) {
+                events.push(decode_event(&guard.value().map_err(fjall_error)?)?);
+            }
+            Ok(events)
+        })
+    }
+
+    fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {
+        self.with_tables(|t| {
+            let lower = match &after {
+                Some(after) => Bound::Excluded(after.as_str().as_bytes()),
+                None => Bound::Unbounded,
+            };
+            let mut streams = Vec::with_capacity(limit as usize);
+            let mut more = false;
+            for guard in t.heads.range::<&[u8], _>((lower, Bound::Unbounded)) {
+                if streams.len() == limit as usize {
+                    more = true;
+                    break;
+                }
+                let (key, value) = guard.into_inner().map_err(fjall_error)?;
+                streams.push(StreamInfo {
+                    stream: keys::decode_stream(&key)?,
+                    version: keys::decode_u64(&value)?,
+                });
+            }
+            let next_after = if more {
+                streams.last().map(|s| s.stream.clone())
+            } else {
+                None
+            };
+            Ok(StreamPage {
+                streams,
+                next_after,
+            })
+        })
+    }
+
+    fn version(&self, stream: &StreamId) -> Result<Option<Version>, Error> {
+        self.with_tables(|t| {
+            t.heads
+                .get(stream.as_str())
+                .map_err(fjall_error)?
+                .map(|v| keys::decode_u64(&v))
+                .transpose()
+        })
+    }
+
+    fn record_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {
+        self.with_tables(|t| {
+            let mut value = Vec::with_capacity(8 + snapshot.data.len());
+            value.extend_from_slice(&snapshot.created_us.to_be_bytes());
+            value.extend_from_slice(&snapshot.data);
+            let mut batch = t.db.batch().durability(Some(self.persist_mode));
+            batch.insert(&t.snapshots, keys::snapshot_key(&snapshot.key), value);
+            batch.commit().map_err(fjall_error)
+        })
+    }
+
+    fn read_snapshot(
+        &self,
+        source: &str,
+        stream: &str,
+        version: Option<Version>,
+    ) -> Result<Option<Snapshot>, Error> {
+        self.with_tables(|t| {
+            let found = match version {
+                Some(version) => {
+                    let key = SnapshotKey {
+                        source: source.to_owned(),
+                        stream: stream.to_owned(),
+                        version,
+                    };
+                    let encoded = keys::snapshot_key(&key);
+                    t.snapshots
+                        .get(&encoded)
+                        .map_err(fjall_error)?
+                        .map(|v| (encoded.into(), v))
+                }
+                None => t
+                    .snapshots
+                    .prefix(keys::snapshot_prefix(source, Some(stream)))
+                    .next_back()
+                    .map(|g| g.into_inner().map_err(fjall_error))
+                    .transpose()?,
+            };
+            let Some((key, value)) = found else {
+                return Ok(None);
+            };
+            if value.len() < 8 {
+                return Err(corrupt("snapshot value too short"));
+            }
+            Ok(Some(Snapshot {
+                key: keys::decode_snapshot_key(&key)?,
+                created_us: keys::decode_u64(&value[..8])?,
+                data: value[8..].to_vec(),
+            }))
+        })
+    }
+
+    fn list_snapshots(
+        &self,
+        source: Option<&str>,
+        stream: Option<&str>,
+    ) -> Result<Vec<SnapshotKey>, Error> {
+        self.with_tables(|t| {
+            let iter = match source {
+                Some(source) => t.snapshots.prefix(keys::snapshot_prefix(source, stream)),
+                None => t.snapshots.iter(),
+            };
+            let mut found = Vec::new();
+            for guard in iter {
+                let key = keys::decode_snapshot_key(&guard.key().map_err(fjall_error)?)?;
+                // Without a source the stream filter cannot be a prefix.
+                if stream.is_none_or(|s| s == key.stream) {
+                    found.push(key);
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn delete_snapshot(&self, key: &SnapshotKey) -> Result<bool, Error> {
+        self.with_tables(|t| {
+            let encoded = keys::snapshot_key(key);
+            if !t.snapshots.contains_key(&encoded).map_err(fjall_error)? {
+                return Ok(false);
+            }
+            let mut batch = t.db.batch().durability(Some(self.persist_mode));
+            batch.remove(&t.snapshots, encoded);
+            batch.commit().map_err(fjall_error)?;
+            Ok(true)
+        })
+    }
+
+    fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error> {
+        self.with_tables(|t| {
+            let mut records = Vec::new();
+            for guard in t.subscriptions.iter() {
+                let value = guard.value().map_err(fjall_error)?;
+                records.push(postcard::from_bytes(&value).map_err(corrupt)?);
+            }
+            Ok(records)
+        })
+    }
+
+    fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error> {
+        let key = postcard::to_stdvec(&record.spec.key).map_err(encode_error)?;
+        let value = postcard::to_stdvec(record).map_err(encode_error)?;
+        self.with_tables(|t| {
+            let mut batch = t.db.batch().durability(Some(self.persist_mode));
+            batch.insert(&t.subscriptions, key, value);
+            batch.commit().map_err(fjall_error)
+        })
+    }
+
+    fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error> {
+        let key = postcard::to_stdvec(key).map_err(encode_error)?;
+        self.with_tables(|t| {
+            let mut batch = t.db.batch().durability(Some(self.persist_mode));
+            batch.remove(&t.subscriptions, key);
+            batch.commit().map_err(fjall_error)
+        })
+    }
+
+    fn close(&self) -> Result<(), Error> {
+        let tables = match self.tables.write() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(tables) = tables {
+            tables
+                .db
+                .persist(PersistMode::SyncAll)
+                .map_err(fjall_error)?;
+            // Dropping the last handles stops fjall's background threads.
+            drop(tables);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BackendStore for EmbeddedStore {
+    fn config(&self) -> StoreConfig {
+        self.inner.config
+    }
+
+    fn counters(&self) -> Counters {
+        self.inner.counters()
+    }
+
+    async fn append_batch(
+        &self,
+        appends: Vec<PendingAppend>,
+        created_us: u64,
+    ) -> Result<BatchOutcome, Error> {
+        let inner = self.inner.clone();
+        blocking(move || inner.append_batch(appends, created_us)).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        start: Version,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let (inner, stream) = (self.inner.clone(), stream.clone());
+        blocking(move || inner.read_stream(&stream, start, count, direction)).await
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let inner = self.inner.clone();
+        blocking(move || inner.read_all(from, count, direction)).await
+    }
+
+    async fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {
+        let inner = self.inner.clone();
+        blocking(move || inner.list_streams(after, limit)).await
+    }
+
+    async fn version(&self, stream: &StreamId) -> Result<Option<Version>, Error> {
+        let (inner, stream) = (self.inner.clone(), stream.clone());
+        blocking(move || inner.version(&stream)).await
+    }
+
+    async fn disk_bytes(&self) -> Result<u64, Error> {
+        let inner = self.inner.clone();
+        blocking(move || inner.with_tables(|t| t.db.disk_space().map_err(fjall_error))).await
+    }
+
+    async fn record_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {
+        let inner = self.inner.clone();
+        blocking(move || inner.record_snapshot(snapshot)).await
+    }
+
+    async fn read_snapshot(
+        &self,
+        source: &str,
+        stream: &str,
+        version: Option<Version>,
+    ) -> Result<Option<Snapshot>, Error> {
+        let (inner, source, stream) = (self.inner.clone(), source.to_owned(), stream.to_owned());
+        blocking(move || inner.read_snapshot(&source, &stream, version)).await
+    }
+
+    async fn list_snapshots(
+        &self,
+        source: Option<&str>,
+        stream: Option<&str>,
+    ) -> Result<Vec<SnapshotKey>, Error> {
+        let inner = self.inner.clone();
+        let (source, stream) = (source.map(str::to_owned), stream.map(str::to_owned));
+        blocking(move || inner.list_snapshots(source.as_deref(), stream.as_deref())).await
+    }
+
+    async fn delete_snapshot(&self, key: &SnapshotKey) -> Result<bool, Error> {
+        let (inner, key) = (self.inner.clone(), key.clone());
+        blocking(move || inner.delete_snapshot(&key)).await
+    }
+
+    async fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error> {
+        let inner = self.inner.clone();
+        blocking(move || inner.load_subscriptions()).await
+    }
+
+    async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error> {
+        let (inner, record) = (self.inner.clone(), record.clone());
+        blocking(move || inner.put_subscription(&record)).await
+    }
+
+    async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error> {
+        let (inner, key) = (self.inner.clone(), key.clone());
+        blocking(move || inner.delete_subscription(&key)).await
+    }
+
+    async fn close(&self) -> Result<(), Error> {
+        let inner = self.inner.clone();
+        blocking(move || inner.close()).await
+    }
+
+    fn release(&self) {
+        let tables = match self.inner.tables.write() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(tables);
+    }
+}
+
+/// Runs blocking fjall or file-system work on tokio's blocking pool.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, Error> + Send + 'static,
+) -> Result<R, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
+}
+
+fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, Error> {
+    postcard::from_bytes(bytes).map_err(corrupt)
+}
+
+fn fjall_error(e: fjall::Error) -> Error {
+    Error::Storage(e.to_string())
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::Storage(e.to_string())
+}
+
+fn encode_error(e: postcard::Error) -> Error {
+    Error::Storage(format!("encoding failed: {e}"))
+}
+
+/// Writes `name` in `dir` so that it exists either whole or not at all.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = fs::File::create(&tmp).map_err(io_error)?;
+    file.write_all(bytes).map_err(io_error)?;
+    file.sync_all().map_err(io_error)?;
+    fs::rename(&tmp, dir.join(name)).map_err(io_error)?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error)
+}

@@ -1,0 +1,614 @@
+//! The engine: [`Store`] serves every store found in its data directory and
+//! implements [`Gater`] over them.
+//!
+//! Per store it runs one writer task (group commit, see `writer`), publishes
+//! the head of the global log on a watch channel after each commit, and hosts
+//! the store's subscriptions. It validates every request before it reaches
+//! the writer or the backend.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use gater_core::{
+    AppendResult, ConsumerId, Direction, Error, EventData, ExpectedVersion, Gater, Limits,
+    NackAction, Position, RecordedEvent, Resource, Snapshot, SnapshotKey, StoreConfig, StoreId,
+    StoreInfo, StoreState, StoreStatus, StreamId, StreamPage, SubscribeOptions, Subscription,
+    SubscriptionEnd, SubscriptionInfo, SubscriptionKey, SubscriptionSpec, Version, WorkerHealth,
+    WorkerInfo,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::backend::{Backend, BackendStore, PendingAppend};
+use crate::embedded::EmbeddedBackend;
+use crate::subscription::{SubscriptionLog, SubscriptionRecord, Subscriptions};
+use crate::validate;
+use crate::writer::{AppendRequest, BatchBounds, Writer};
+
+/// How a [`Store`] is set up.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Directory holding every store (`<data_dir>/stores/<store_id>`).
+    pub data_dir: PathBuf,
+    /// This worker's id, reported by `workers()` and in store listings.
+    pub worker_id: String,
+    /// Where this worker is reached (`host:port`, or `mem` in-process).
+    pub address: String,
+    /// The limits enforced on requests.
+    pub limits: Limits,
+    /// Most appends the writer commits in one batch.
+    pub batch_appends_max: u32,
+    /// A batch stops taking appends once it holds this many events.
+    pub batch_events_max: u32,
+}
+
+impl StoreOptions {
+    /// Default most appends per batch.
+    pub const BATCH_APPENDS_MAX_DEFAULT: u32 = 1024;
+    /// Default events per batch before it stops taking appends.
+    pub const BATCH_EVENTS_MAX_DEFAULT: u32 = 16_384;
+
+    /// Options with the default limits and batch bounds, worker id `worker` and address `mem`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            data_dir: data_dir.into(),
+            worker_id: "worker".to_owned(),
+            address: "mem".to_owned(),
+            limits: Limits::DEFAULT,
+            batch_appends_max: Self::BATCH_APPENDS_MAX_DEFAULT,
+            batch_events_max: Self::BATCH_EVENTS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// An embedded event-store worker: every store of one data directory, served through [`Gater`].
+///
+/// Stores survive a restart: [`Store::open`] reopens each store it finds.
+/// Call [`Store::shutdown`] for a graceful stop; dropping the last handle
+/// closes the stores' files too, without waiting for subscriptions.
+#[derive(Clone, Debug)]
+pub struct Store {
+    engine: Arc<Engine>,
+}
+
+#[derive(Debug)]
+struct Engine {
+    options: StoreOptions,
+    backend: Arc<dyn Backend>,
+    stores: RwLock<BTreeMap<StoreId, Arc<StoreHandle>>>,
+    /// Serialises creations and removals, which span several awaits.
+    admin: tokio::sync::Mutex<()>,
+}
+
+/// One open store.
+struct StoreHandle {
+    id: StoreId,
+    config: StoreConfig,
+    backend: Arc<dyn BackendStore>,
+    appends: mpsc::Sender<AppendRequest>,
+    stopping: AtomicBool,
+    stop: watch::Sender<bool>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    subscriptions: Subscriptions,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backend")
+    }
+}
+
+/// The store's log as the subscription engine sees it.
+struct LogView {
+    backend: Arc<dyn BackendStore>,
+    head: watch::Receiver<Option<Position>>,
+}
+
+impl Store {
+    /// Opens the data directory and every store in it.
+    pub async fn open(options: StoreOptions) -> Result<Store, Error> {
+        let dir = options.data_dir.clone();
+        let backend = tokio::task::spawn_blocking(move || EmbeddedBackend::open(&dir))
+            .await
+            .map_err(|e| Error::Storage(format!("opening the data directory failed: {e}")))??;
+        let engine = Engine {
+            options,
+            backend: Arc::new(backend),
+            stores: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+        };
+        for id in engine.backend.list_stores().await? {
+            let backend = engine.backend.open_store(&id).await?;
+            let handle = engine.start(id.clone(), backend).await?;
+            engine.write_stores().insert(id, handle);
+        }
+        Ok(Store {
+            engine: Arc::new(engine),
+        })
+    }
+
+    /// Stops every store gracefully: consumers end with `Shutdown`, queued
+    /// appends finish or are refused, files are flushed and closed.
+    pub async fn shutdown(&self) {
+        let _admin = self.engine.admin.lock().await;
+        let handles: Vec<_> = std::mem::take(&mut *self.engine.write_stores())
+            .into_values()
+            .collect();
+        for handle in handles {
+            handle.stop(SubscriptionEnd::Shutdown).await;
+            if let Err(error) = handle.backend.close().await {
+                tracing::warn!(store = %handle.id, %error, "closing a store failed");
+            }
+        }
+    }
+}
+
+impl Engine {
+    fn read_stores(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<StoreId, Arc<StoreHandle>>> {
+        // A panic while holding this lock cannot leave the map half-updated:
+        // every critical section is a single insert, remove or read.
+        self.stores.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_stores(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<StoreId, Arc<StoreHandle>>> {
+        self.stores.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn handle(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
+        self.read_stores()
+            .get(store)
+            .cloned()
+            .ok_or_else(|| Error::not_found(Resource::Store, store))
+    }
+
+    /// The store, if it exists and is not being removed.
+    fn running(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
+        let handle = self.handle(store)?;
+        if handle.stopping.load(Ordering::Acquire) {
+            return Err(handle.stopping_error());
+        }
+        Ok(handle)
+    }
+
+    /// Starts serving an opened store: its writer and its subscriptions.
+    async fn start(
+        &self,
+        id: StoreId,
+        backend: Arc<dyn BackendStore>,
+    ) -> Result<Arc<StoreHandle>, Error> {
+        let config = backend.config();
+        let (head_tx, head_rx) = watch::channel(backend.counters().head);
+        let log = Arc::new(LogView {
+            backend: backend.clone(),
+            head: head_rx,
+        });
+        let subscriptions = match Subscriptions::open(id.clone(), log).await {
+            Ok(subscriptions) => subscriptions,
+            Err(error) => {
+                let _ = backend.close().await;
+                return Err(error);
+            }
+        };
+        let queue_len = self.options.limits.append_queue_len.max(1) as usize;
+        let (appends, queue) = mpsc::channel(queue_len);
+        let (stop, stop_rx) = watch::channel(false);
+        let writer = Writer {
+            store: id.clone(),
+            backend: backend.clone(),
+            queue,
+            stop: stop_rx,
+            head: head_tx,
+            bounds: BatchBounds {
+                group_commit: config.group_commit,
+                appends_max: self.options.batch_appends_max.max(1) as usize,
+                events_max: self.options.batch_events_max.max(1) as usize,
+            },
+        };
+        Ok(Arc::new(StoreHandle {
+            id,
+            config,
+            backend,
+            appends,
+            stopping: AtomicBool::new(false),
+            stop,
+            writer: Mutex::new(Some(tokio::spawn(writer.run()))),
+            subscriptions,
+        }))
+    }
+
+    fn state(handle: &StoreHandle) -> StoreState {
+        if handle.stopping.load(Ordering::Acquire) {
+            StoreState::Stopping
+        } else {
+            StoreState::Running
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Release the files now so the data directory can be opened again at
+        // once; tasks still holding a store then get `StoreStopping`.
+        for handle in self.write_stores().values() {
+            handle.stopping.store(true, Ordering::Release);
+            let _ = handle.stop.send(true);
+            handle.backend.release();
+        }
+    }
+}
+
+impl StoreHandle {
+    fn stopping_error(&self) -> Error {
+        Error::StoreStopping {
+            store: self.id.to_string(),
+        }
+    }
+
+    /// Refuses new requests, ends the subscriptions and waits for the writer.
+    async fn stop(&self, end: SubscriptionEnd) {
+        self.stopping.store(true, Ordering::Release);
+        self.subscriptions.shutdown(end).await;
+        let _ = self.stop.send(true);
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            if let Err(error) = writer.await {
+                tracing::error!(store = %self.id, %error, "store writer task failed");
+            }
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch by the system clock (0 if the clock is before 1970).
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+#[async_trait]
+impl SubscriptionLog for LogView {
+    /// Clipped to the published head, so catch-up never runs ahead of what
+    /// the head watch has announced.
+    async fn read_all_forward(
+        &self,
+        from: Position,
+        count: u32,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let head = *self.head.borrow();
+        let Some(head) = head.filter(|h| from <= *h) else {
+            return Ok(Vec::new());
+        };
+        let available = head.0 - from.0 + 1;
+        let count = u32::try_from(available).map_or(count, |a| a.min(count));
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        self.backend.read_all(from, count, Direction::Forward).await
+    }
+
+    fn watch_head(&self) -> watch::Receiver<Option<Position>> {
+        self.head.clone()
+    }
+
+    async fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error> {
+        self.backend.load_subscriptions().await
+    }
+
+    async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error> {
+        self.backend.put_subscription(record).await
+    }
+
+    async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error> {
+        self.backend.delete_subscription(key).await
+    }
+}
+
+#[async_trait]
+impl Gater for Store {
+    async fn append_events(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, Error> {
+        validate::append(&self.engine.options.limits, stream, &events)?;
+        let handle = self.engine.running(store)?;
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            append: PendingAppend {
+                stream: stream.clone(),
+                expected,
+                events,
+            },
+            reply,
+        };
+        if handle.appends.send(request).await.is_err() {
+            return Err(handle.stopping_error());
+        }
+        answer.await.map_err(|_| handle.stopping_error())?
+    }
+
+    async fn get_events(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        start: Version,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        validate::read_count(&self.engine.options.limits, count)?;
+        validate::writable_stream(stream)?;
+        let handle = self.engine.running(store)?;
+        handle
+            .backend
+            .read_stream(stream, start, count, direction)
+            .await
+    }
+
+    async fn read_all(
+        &self,
+        store: &StoreId,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        validate::read_count(&self.engine.options.limits, count)?;
+        let handle = self.engine.running(store)?;
+        handle.backend.read_all(from, count, direction).await
+    }
+
+    async fn get_streams(
+        &self,
+        store: &StoreId,
+        after: Option<StreamId>,
+        limit: u32,
+    ) -> Result<StreamPage, Error> {
+        validate::page_limit(&self.engine.options.limits, limit)?;
+        let handle = self.engine.running(store)?;
+        handle.backend.list_streams(after, limit).await
+    }
+
+    async fn get_version(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+    ) -> Result<Option<Version>, Error> {
+        validate::writable_stream(stream)?;
+        let handle = self.engine.running(store)?;
+        handle.backend.version(stream).await
+    }
+
+    async fn save_subscription(
+        &self,
+        store: &StoreId,
+        spec: SubscriptionSpec,
+    ) -> Result<(), Error> {
+        self.engine.running(store)?.subscriptions.save(spec).await
+    }
+
+    async fn subscribe(
+        &self,
+        store: &StoreId,
+        key: SubscriptionKey,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        let handle = self.engine.running(store)?;
+        handle.subscriptions.subscribe(key, options).await
+    }
+
+    async fn remove_subscription(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+    ) -> Result<(), Error> {
+        self.engine.running(store)?.subscriptions.remove(key).await
+    }
+
+    async fn get_subscriptions(&self, store: &StoreId) -> Result<Vec<SubscriptionInfo>, Error> {
+        self.engine.running(store)?.subscriptions.list().await
+    }
+
+    async fn ack_event(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+    ) -> Result<(), Error> {
+        let handle = self.engine.running(store)?;
+        handle.subscriptions.ack(key, consumer, position).await
+    }
+
+    async fn nack_event(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+        action: NackAction,
+    ) -> Result<(), Error> {
+        let handle = self.engine.running(store)?;
+        handle
+            .subscriptions
+            .nack(key, consumer, position, action)
+            .await
+    }
+
+    async fn list_parked(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.engine
+            .running(store)?
+            .subscriptions
+            .list_parked(key)
+            .await
+    }
+
+    async fn replay_parked(&self, store: &StoreId, key: &SubscriptionKey) -> Result<u64, Error> {
+        let handle = self.engine.running(store)?;
+        handle.subscriptions.replay_parked(key).await
+    }
+
+    async fn record_snapshot(
+        &self,
+        store: &StoreId,
+        key: SnapshotKey,
+        data: Vec<u8>,
+    ) -> Result<(), Error> {
+        validate::snapshot_part("source", &key.source)?;
+        validate::snapshot_part("stream", &key.stream)?;
+        validate::snapshot_data(&self.engine.options.limits, &data)?;
+        let handle = self.engine.running(store)?;
+        let snapshot = Snapshot {
+            key,
+            data,
+            created_us: now_us(),
+        };
+        handle.backend.record_snapshot(snapshot).await
+    }
+
+    async fn read_snapshot(
+        &self,
+        store: &StoreId,
+        source: &str,
+        stream: &str,
+        version: Option<Version>,
+    ) -> Result<Snapshot, Error> {
+        validate::snapshot_part("source", source)?;
+        validate::snapshot_part("stream", stream)?;
+        let handle = self.engine.running(store)?;
+        let found = handle
+            .backend
+            .read_snapshot(source, stream, version)
+            .await?;
+        found.ok_or_else(|| {
+            let version = version.map_or_else(|| "latest".to_owned(), |v| v.to_string());
+            Error::not_found(Resource::Snapshot, format!("{source}/{stream}/{version}"))
+        })
+    }
+
+    async fn list_snapshots(
+        &self,
+        store: &StoreId,
+        source: Option<&str>,
+        stream: Option<&str>,
+    ) -> Result<Vec<SnapshotKey>, Error> {
+        if let Some(source) = source {
+            validate::snapshot_part("source", source)?;
+        }
+        if let Some(stream) = stream {
+            validate::snapshot_part("stream", stream)?;
+        }
+        let handle = self.engine.running(store)?;
+        handle.backend.list_snapshots(source, stream).await
+    }
+
+    async fn delete_snapshot(&self, store: &StoreId, key: &SnapshotKey) -> Result<(), Error> {
+        validate::snapshot_part("source", &key.source)?;
+        validate::snapshot_part("stream", &key.stream)?;
+        let handle = self.engine.running(store)?;
+        if handle.backend.delete_snapshot(key).await? {
+            return Ok(());
+        }
+        Err(Error::not_found(
+            Resource::Snapshot,
+            format!("{}/{}/{}", key.source, key.stream, key.version),
+        ))
+    }
+
+    async fn create_store(&self, store: &StoreId, config: StoreConfig) -> Result<(), Error> {
+        let _admin = self.engine.admin.lock().await;
+        if let Ok(handle) = self.engine.handle(store) {
+            if handle.stopping.load(Ordering::Acquire) {
+                return Err(handle.stopping_error());
+            }
+            if handle.config == config {
+                return Ok(());
+            }
+            return Err(Error::StoreConfigConflict {
+                store: store.to_string(),
+            });
+        }
+        let backend = self.engine.backend.create_store(store, config).await?;
+        let handle = self.engine.start(store.clone(), backend).await?;
+        self.engine.write_stores().insert(store.clone(), handle);
+        Ok(())
+    }
+
+    async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
+        let _admin = self.engine.admin.lock().await;
+        let handle = self.engine.handle(store)?;
+        handle.stop(SubscriptionEnd::StoreRemoved).await;
+        let closed = handle.backend.close().await;
+        self.engine.write_stores().remove(store);
+        closed?;
+        self.engine.backend.remove_store(store).await
+    }
+
+    async fn list_stores(&self) -> Result<Vec<StoreInfo>, Error> {
+        let worker = &self.engine.options.worker_id;
+        Ok(self
+            .engine
+            .read_stores()
+            .values()
+            .map(|handle| StoreInfo {
+                store: handle.id.clone(),
+                config: handle.config,
+                state: Engine::state(handle),
+                workers: vec![worker.clone()],
+            })
+            .collect())
+    }
+
+    async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error> {
+        let handle = self.engine.handle(store)?;
+        let counters = handle.backend.counters();
+        let disk_bytes = match handle.backend.disk_bytes().await {
+            Ok(bytes) => bytes,
+            Err(Error::StoreStopping { .. }) => 0,
+            Err(error) => return Err(error),
+        };
+        Ok(StoreStatus {
+            store: handle.id.clone(),
+            state: Engine::state(&handle),
+            stream_count: counters.stream_count,
+            event_count: counters.event_count,
+            head: counters.head,
+            disk_bytes,
+            workers: vec![self.engine.options.worker_id.clone()],
+        })
+    }
+
+    async fn get_store_config(&self, store: &StoreId) -> Result<StoreConfig, Error> {
+        Ok(self.engine.handle(store)?.config)
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
+        let options = &self.engine.options;
+        Ok(vec![WorkerInfo {
+            id: options.worker_id.clone(),
+            address: options.address.clone(),
+            health: WorkerHealth::Healthy,
+            in_flight: 0,
+            latency_us: 0,
+            stores: self.engine.read_stores().keys().cloned().collect(),
+            shared_storage: false,
+        }])
+    }
+}

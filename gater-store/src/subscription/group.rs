@@ -1,0 +1,703 @@
+//! The task serving one subscription: it owns every piece of the
+//! subscription's state and is driven by commands, the log's head, consumer
+//! detaches and redelivery deadlines.
+//!
+//! Reading is one loop from catch-up to live: the reader keeps a next
+//! position and reads the global log from there in batches; when it reaches
+//! the head it waits for the head to move and reads on. There is no separate
+//! live path, so the switch can neither skip nor repeat an event. The reader
+//! reads only while consumers have credit, so a consumer that stops reading
+//! stops the reader instead of filling memory.
+//!
+//! A durable (persistent) group tracks every delivery until it is acked,
+//! skipped or parked; a transient one hands events over and forgets them.
+
+mod dispatch;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gater_core::{
+    ConsumerId, Error, NackAction, Position, RecordedEvent, Resource, SubscriptionEnd,
+    SubscriptionInfo, SubscriptionItem, SubscriptionSpec,
+};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::{sleep_until, Instant};
+
+use super::consumer::ConsumerLink;
+use super::{SubscriptionLog, SubscriptionRecord};
+use gater_core::selector::Selector;
+
+/// Events read per history read.
+pub(super) const READ_BATCH_MAX: u32 = 1024;
+/// Matching events read but not yet handed to a consumer, at most (plus one batch).
+pub(super) const READ_AHEAD_MAX: usize = 4096;
+/// Commands handled back to back before the task persists and looks at its other inputs.
+pub(super) const COMMAND_BURST_MAX: usize = 256;
+/// Most events parked (or being replayed) per subscription.
+pub(super) const PARKED_MAX: usize = 10_000;
+/// Most consumers attached to one subscription.
+pub(super) const CONSUMERS_MAX: usize = 1024;
+/// Pause before reading again after a failed or empty read.
+const READ_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// A request to a subscription task.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Attach a consumer.
+    Attach {
+        link: ConsumerLink,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// `ack_event`.
+    Ack {
+        consumer: ConsumerId,
+        position: Position,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// `nack_event`.
+    Nack {
+        consumer: ConsumerId,
+        position: Position,
+        action: NackAction,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// One line of `get_subscriptions`.
+    Info {
+        reply: oneshot::Sender<SubscriptionInfo>,
+    },
+    /// `list_parked`.
+    ListParked {
+        reply: oneshot::Sender<Result<Vec<RecordedEvent>, Error>>,
+    },
+    /// `replay_parked`.
+    ReplayParked {
+        reply: oneshot::Sender<Result<u64, Error>>,
+    },
+    /// `save_subscription` of an existing persistent subscription: new settings.
+    Update {
+        spec: SubscriptionSpec,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// `remove_subscription`: delete the record, end the consumers, stop.
+    Remove {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+/// Where a subscription starts and what it remembers.
+#[derive(Debug)]
+pub(super) struct Start {
+    /// The definition.
+    pub(super) spec: SubscriptionSpec,
+    /// Whether acks are tracked and the record persisted (persistent subscriptions).
+    pub(super) durable: bool,
+    /// The first position to read.
+    pub(super) from: Position,
+    /// Parked positions (persistent subscriptions reopened).
+    pub(super) parked: Vec<Position>,
+}
+
+/// The inputs a task waits on besides its own state.
+#[derive(Debug)]
+pub(super) struct Inputs {
+    /// Commands from the store's API.
+    pub(super) commands: mpsc::Receiver<Command>,
+    /// `Some(end)` once the store shuts the subscriptions down.
+    pub(super) stop: watch::Receiver<Option<SubscriptionEnd>>,
+    /// Notified when a consumer's stream is dropped.
+    pub(super) detached: Arc<Notify>,
+}
+
+/// Serves one subscription until it is removed, shut down or (transient) its consumer leaves.
+pub(super) async fn run(
+    start: Start,
+    log: Arc<dyn SubscriptionLog>,
+    first: Option<ConsumerLink>,
+    inputs: Inputs,
+) {
+    let mut group = Group::new(start, log);
+    if let Some(link) = first {
+        group.consumers.insert(link.id, link);
+    }
+    group.serve(inputs).await;
+}
+
+#[derive(Debug)]
+struct InFlight {
+    consumer: ConsumerId,
+    attempt: u32,
+    deadline: Instant,
+    event: RecordedEvent,
+}
+
+#[derive(Debug)]
+struct Retry {
+    event: RecordedEvent,
+    /// The last delivery's attempt number (0: never delivered since replay).
+    attempt: u32,
+    /// Who had it last: a late ack from them still counts.
+    last_consumer: Option<ConsumerId>,
+}
+
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Exit,
+}
+
+struct Group {
+    spec: SubscriptionSpec,
+    selector: Selector,
+    durable: bool,
+    log: Arc<dyn SubscriptionLog>,
+    head: watch::Receiver<Option<Position>>,
+    head_pos: Option<Position>,
+    head_open: bool,
+    next_read: Position,
+    /// Where the reader first found the head: events from here on are live.
+    caught_up_at: Option<Position>,
+    read_retry_at: Option<Instant>,
+    ready: VecDeque<RecordedEvent>,
+    retry: BTreeMap<Position, Retry>,
+    in_flight: HashMap<Position, InFlight>,
+    deadlines: BTreeSet<(Instant, Position)>,
+    /// Matching positions read and not yet acked, skipped or parked (durable only).
+    outstanding: BTreeSet<Position>,
+    parked: BTreeSet<Position>,
+    /// Parked events moved back to delivery; kept in the record until handled.
+    replaying: BTreeSet<Position>,
+    consumers: BTreeMap<ConsumerId, ConsumerLink>,
+    cursor: Option<ConsumerId>,
+    persisted_checkpoint: Position,
+    parked_dirty: bool,
+}
+
+impl Group {
+    fn new(start: Start, log: Arc<dyn SubscriptionLog>) -> Group {
+        let selector = start.spec.key.parsed_selector();
+        let head = log.watch_head();
+        Group {
+            spec: start.spec,
+            selector,
+            durable: start.durable,
+            log,
+            head,
+            head_pos: None,
+            head_open: true,
+            next_read: start.from,
+            caught_up_at: None,
+            read_retry_at: None,
+            ready: VecDeque::new(),
+            retry: BTreeMap::new(),
+            in_flight: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            outstanding: BTreeSet::new(),
+            parked: start.parked.into_iter().collect(),
+            replaying: BTreeSet::new(),
+            consumers: BTreeMap::new(),
+            cursor: None,
+            persisted_checkpoint: start.from,
+            parked_dirty: false,
+        }
+    }
+
+    async fn serve(&mut self, mut inputs: Inputs) {
+        let stopped = inputs.stop.borrow_and_update().clone();
+        if let Some(end) = stopped {
+            self.finish_all(end);
+            return;
+        }
+        loop {
+            self.head_pos = *self.head.borrow_and_update();
+            if self.caught_up_at.is_none() && self.at_head() {
+                self.caught_up_at = Some(self.next_read);
+            }
+            self.dispatch();
+            if !self.durable && self.consumers.is_empty() {
+                return;
+            }
+            self.persist_if_dirty().await;
+            if self.wait(&mut inputs).await == Flow::Exit {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the next input and handles it.
+    async fn wait(&mut self, inputs: &mut Inputs) -> Flow {
+        let deadline = self.deadlines.first().map(|(at, _)| *at);
+        let read_retry_at = self.read_retry_at;
+        let can_read = self.can_read();
+        let wait_head = self.head_open && self.at_head();
+        let blocked = self.blocked_sender();
+        let wait_room = blocked.is_some();
+        let detached = Arc::clone(&inputs.detached);
+        // Unbiased: a flood of acks must not starve reading, nor reading the acks.
+        tokio::select! {
+            changed = inputs.stop.changed() => {
+                let end = match changed {
+                    Ok(()) => inputs.stop.borrow().clone(),
+                    Err(_) => None,
+                };
+                self.finish_all(end.unwrap_or(SubscriptionEnd::Shutdown));
+                Flow::Exit
+            }
+            command = inputs.commands.recv() => match command {
+                Some(command) => self.handle_burst(command, &mut inputs.commands).await,
+                None => {
+                    self.finish_all(SubscriptionEnd::Shutdown);
+                    Flow::Exit
+                }
+            },
+            () = detached.notified() => {
+                self.reap_detached();
+                Flow::Continue
+            }
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                self.expire(Instant::now());
+                Flow::Continue
+            }
+            () = sleep_until(read_retry_at.unwrap_or_else(Instant::now)), if read_retry_at.is_some() => {
+                self.read_retry_at = None;
+                Flow::Continue
+            }
+            () = std::future::ready(()), if can_read => {
+                self.read_batch().await;
+                Flow::Continue
+            }
+            changed = self.head.changed(), if wait_head => {
+                self.head_open = changed.is_ok();
+                Flow::Continue
+            }
+            permit = reserve(blocked), if wait_room => {
+                // The slot goes back at once; the next dispatch uses it.
+                if permit.is_err() {
+                    self.reap_detached();
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn handle_burst(
+        &mut self,
+        first: Command,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> Flow {
+        if self.handle(first).await == Flow::Exit {
+            return Flow::Exit;
+        }
+        for _ in 1..COMMAND_BURST_MAX {
+            let Ok(command) = commands.try_recv() else {
+                break;
+            };
+            if self.handle(command).await == Flow::Exit {
+                return Flow::Exit;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn handle(&mut self, command: Command) -> Flow {
+        match command {
+            Command::Attach { link, reply } => {
+                let _ = reply.send(self.attach(link));
+            }
+            Command::Ack {
+                consumer,
+                position,
+                reply,
+            } => {
+                let _ = reply.send(self.ack(consumer, position));
+            }
+            Command::Nack {
+                consumer,
+                position,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.nack(consumer, position, action));
+            }
+            Command::Info { reply } => {
+                let _ = reply.send(self.info());
+            }
+            Command::ListParked { reply } => {
+                let _ = reply.send(self.parked_events().await);
+            }
+            Command::ReplayParked { reply } => {
+                let _ = reply.send(self.replay_parked().await);
+            }
+            Command::Update { spec, reply } => {
+                let _ = reply.send(self.update(spec).await);
+            }
+            Command::Remove { reply } => {
+                if self.durable {
+                    if let Err(e) = self.log.delete_subscription(&self.spec.key).await {
+                        let _ = reply.send(Err(e));
+                        return Flow::Continue;
+                    }
+                }
+                self.finish_all(SubscriptionEnd::Removed);
+                let _ = reply.send(Ok(()));
+                return Flow::Exit;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn attach(&mut self, link: ConsumerLink) -> Result<(), Error> {
+        if self.consumers.len() >= CONSUMERS_MAX {
+            return Err(Error::limit(
+                "subscription_consumers_max",
+                CONSUMERS_MAX as u64,
+                self.consumers.len() as u64 + 1,
+            ));
+        }
+        self.consumers.insert(link.id, link);
+        Ok(())
+    }
+
+    fn ack(&mut self, consumer: ConsumerId, position: Position) -> Result<(), Error> {
+        if !self.durable {
+            return self.check_consumer(consumer);
+        }
+        self.take_delivery(consumer, position)?;
+        self.handled(position);
+        Ok(())
+    }
+
+    fn nack(
+        &mut self,
+        consumer: ConsumerId,
+        position: Position,
+        action: NackAction,
+    ) -> Result<(), Error> {
+        if !self.durable {
+            return self.check_consumer(consumer);
+        }
+        if action == NackAction::Park && self.parked_full() {
+            self.check_consumer(consumer)?;
+            return Err(self.parked_limit());
+        }
+        let (event, attempt) = self.take_delivery(consumer, position)?;
+        match action {
+            NackAction::Skip => self.handled(position),
+            NackAction::Park => self.park(position),
+            NackAction::Retry => self.failed(event, attempt, Some(consumer)),
+        }
+        Ok(())
+    }
+
+    fn check_consumer(&self, consumer: ConsumerId) -> Result<(), Error> {
+        if self.consumers.contains_key(&consumer) {
+            Ok(())
+        } else {
+            Err(Error::not_found(Resource::Consumer, consumer))
+        }
+    }
+
+    /// Takes the delivery of `position` away from `consumer`: in flight, or
+    /// timed out and not yet redelivered (a late ack still counts).
+    fn take_delivery(
+        &mut self,
+        consumer: ConsumerId,
+        position: Position,
+    ) -> Result<(RecordedEvent, u32), Error> {
+        self.check_consumer(consumer)?;
+        if self
+            .in_flight
+            .get(&position)
+            .is_some_and(|f| f.consumer == consumer)
+        {
+            if let Some(flight) = self.in_flight.remove(&position) {
+                self.deadlines.remove(&(flight.deadline, position));
+                if let Some(link) = self.consumers.get_mut(&consumer) {
+                    link.in_flight = link.in_flight.saturating_sub(1);
+                }
+                return Ok((flight.event, flight.attempt));
+            }
+        }
+        if self
+            .retry
+            .get(&position)
+            .is_some_and(|r| r.last_consumer == Some(consumer))
+        {
+            if let Some(retry) = self.retry.remove(&position) {
+                return Ok((retry.event, retry.attempt));
+            }
+        }
+        Err(Error::not_found(
+            Resource::Delivery,
+            format!("position {position} for consumer {consumer}"),
+        ))
+    }
+
+    /// Acked or skipped: done with it for good.
+    fn handled(&mut self, position: Position) {
+        self.outstanding.remove(&position);
+        if self.replaying.remove(&position) {
+            self.parked_dirty = true;
+        }
+    }
+
+    fn park(&mut self, position: Position) {
+        debug_assert!(!self.parked_full());
+        self.outstanding.remove(&position);
+        self.replaying.remove(&position);
+        self.parked.insert(position);
+        self.parked_dirty = true;
+    }
+
+    fn parked_full(&self) -> bool {
+        self.parked.len() + self.replaying.len() >= PARKED_MAX
+    }
+
+    fn parked_limit(&self) -> Error {
+        Error::limit(
+            "subscription_parked_max",
+            PARKED_MAX as u64,
+            (self.parked.len() + self.replaying.len()) as u64 + 1,
+        )
+    }
+
+    /// A delivery went unacked (timeout or nack Retry): redeliver, or park after too many tries.
+    fn failed(&mut self, event: RecordedEvent, attempt: u32, last: Option<ConsumerId>) {
+        let position = event.position;
+        if attempt >= self.spec.max_retries.max(1) {
+            if !self.parked_full() {
+                self.park(position);
+                return;
+            }
+            tracing::warn!(
+                subscription = %self.spec.key,
+                %position,
+                "parked list full; the event stays in delivery"
+            );
+        }
+        let retry = Retry {
+            event,
+            attempt,
+            last_consumer: last,
+        };
+        self.retry.insert(position, retry);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, position)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(flight) = self.in_flight.remove(&position) else {
+                continue;
+            };
+            if let Some(link) = self.consumers.get_mut(&flight.consumer) {
+                link.in_flight = link.in_flight.saturating_sub(1);
+            }
+            self.failed(flight.event, flight.attempt, Some(flight.consumer));
+        }
+    }
+
+    /// Drops consumers whose stream is gone; their unacked events go back to delivery.
+    fn reap_detached(&mut self) {
+        let gone: Vec<ConsumerId> = self
+            .consumers
+            .values()
+            .filter(|c| c.is_detached())
+            .map(|c| c.id)
+            .collect();
+        for id in gone {
+            self.consumers.remove(&id);
+            let positions: Vec<Position> = self
+                .in_flight
+                .iter()
+                .filter(|(_, f)| f.consumer == id)
+                .map(|(p, _)| *p)
+                .collect();
+            for position in positions {
+                if let Some(flight) = self.in_flight.remove(&position) {
+                    self.deadlines.remove(&(flight.deadline, position));
+                    let retry = Retry {
+                        event: flight.event,
+                        attempt: flight.attempt,
+                        last_consumer: None,
+                    };
+                    self.retry.insert(position, retry);
+                }
+            }
+            for retry in self.retry.values_mut() {
+                if retry.last_consumer == Some(id) {
+                    retry.last_consumer = None;
+                }
+            }
+        }
+    }
+
+    fn finish_all(&mut self, end: SubscriptionEnd) {
+        for (_, link) in std::mem::take(&mut self.consumers) {
+            link.finish(end.clone());
+        }
+    }
+
+    fn at_head(&self) -> bool {
+        self.head_pos.is_none_or(|head| self.next_read > head)
+    }
+
+    fn can_read(&self) -> bool {
+        self.read_retry_at.is_none()
+            && !self.at_head()
+            && self.ready.len() < READ_AHEAD_MAX
+            && self.ready.len() < self.total_credit()
+    }
+
+    fn checkpoint(&self) -> Position {
+        let pending = if self.durable {
+            self.outstanding.first().copied()
+        } else {
+            self.ready.front().map(|e| e.position)
+        };
+        pending.unwrap_or(self.next_read)
+    }
+
+    fn info(&self) -> SubscriptionInfo {
+        let checkpoint = self.checkpoint();
+        let end = self.head_pos.map_or(0, |head| head.0.saturating_add(1));
+        SubscriptionInfo {
+            spec: self.spec.clone(),
+            checkpoint,
+            consumers: self.consumers.len() as u32,
+            in_flight: self.in_flight.len() as u32,
+            parked: self.parked.len() as u64,
+            lag: end.saturating_sub(checkpoint.0),
+        }
+    }
+
+    fn record(&self) -> SubscriptionRecord {
+        let parked: BTreeSet<Position> = self.parked.union(&self.replaying).copied().collect();
+        SubscriptionRecord {
+            spec: self.spec.clone(),
+            checkpoint: self.checkpoint(),
+            parked: parked.into_iter().collect(),
+        }
+    }
+
+    /// Stores the checkpoint and parked list if they changed: once per burst of work.
+    async fn persist_if_dirty(&mut self) {
+        if !self.durable {
+            return;
+        }
+        let record = self.record();
+        if record.checkpoint == self.persisted_checkpoint && !self.parked_dirty {
+            return;
+        }
+        match self.log.put_subscription(&record).await {
+            Ok(()) => {
+                self.persisted_checkpoint = record.checkpoint;
+                self.parked_dirty = false;
+            }
+            Err(e) => tracing::warn!(
+                subscription = %self.spec.key,
+                error = %e,
+                "storing the subscription checkpoint failed; it is retried with the next change"
+            ),
+        }
+    }
+
+    async fn update(&mut self, spec: SubscriptionSpec) -> Result<(), Error> {
+        let previous = std::mem::replace(&mut self.spec, spec);
+        let record = self.record();
+        if let Err(e) = self.log.put_subscription(&record).await {
+            self.spec = previous;
+            return Err(e);
+        }
+        self.persisted_checkpoint = record.checkpoint;
+        self.parked_dirty = false;
+        Ok(())
+    }
+
+    async fn read_event(&self, position: Position) -> Result<RecordedEvent, Error> {
+        let events = self.log.read_all_forward(position, 1).await?;
+        events
+            .into_iter()
+            .find(|e| e.position == position)
+            .ok_or_else(|| Error::Storage(format!("parked event at position {position} is gone")))
+    }
+
+    async fn parked_events(&self) -> Result<Vec<RecordedEvent>, Error> {
+        let mut events = Vec::with_capacity(self.parked.len());
+        for position in &self.parked {
+            events.push(self.read_event(*position).await?);
+        }
+        Ok(events)
+    }
+
+    async fn replay_parked(&mut self) -> Result<u64, Error> {
+        let events = self.parked_events().await?;
+        let count = events.len() as u64;
+        for event in events {
+            let position = event.position;
+            self.parked.remove(&position);
+            self.replaying.insert(position);
+            let retry = Retry {
+                event,
+                attempt: 0,
+                last_consumer: None,
+            };
+            self.retry.insert(position, retry);
+        }
+        self.parked_dirty = true;
+        Ok(count)
+    }
+
+    async fn read_batch(&mut self) {
+        let events = match self
+            .log
+            .read_all_forward(self.next_read, READ_BATCH_MAX)
+            .await
+        {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(
+                    subscription = %self.spec.key,
+                    error = %e,
+                    "reading the log failed; retrying"
+                );
+                self.read_retry_at = Some(Instant::now() + READ_RETRY_DELAY);
+                return;
+            }
+        };
+        if events.is_empty() {
+            // The head said there was more; give the store a moment to make it readable.
+            self.read_retry_at = Some(Instant::now() + READ_RETRY_DELAY);
+            return;
+        }
+        for event in events {
+            if event.position < self.next_read {
+                continue;
+            }
+            self.next_read = event.position.next();
+            let position = event.position;
+            if self.durable
+                && (self.parked.contains(&position) || self.replaying.contains(&position))
+            {
+                continue;
+            }
+            if self.selector.matches(&event) {
+                if self.durable {
+                    self.outstanding.insert(position);
+                }
+                self.ready.push_back(event);
+            }
+        }
+    }
+}
+
+/// Waits for a slot in `sender`'s channel; releasing the permit gives it back.
+async fn reserve(sender: Option<mpsc::Sender<SubscriptionItem>>) -> Result<(), ()> {
+    match sender {
+        Some(sender) => sender.reserve_owned().await.map(drop).map_err(drop),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,254 @@
+//! Handing events to consumers: who gets the next event (round robin or
+//! pinned by stream), how much credit each consumer has, and the `CaughtUp`
+//! marker that separates history from live events.
+
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
+
+use gater_core::{
+    ConsumerId, ConsumerStrategy, Delivery, Position, RecordedEvent, StreamId, SubscriptionItem,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Group, InFlight, Retry};
+use crate::subscription::consumer::ConsumerLink;
+
+/// Where the next event of a stream goes.
+enum Route {
+    /// This consumer, which has credit.
+    To(ConsumerId),
+    /// The stream's consumer has no credit now.
+    Blocked(ConsumerId),
+    /// No consumer has credit.
+    Nobody,
+}
+
+impl Group {
+    /// Free credit of one consumer: window room (durable) and channel room.
+    pub(super) fn credit(&self, link: &ConsumerLink) -> usize {
+        let room = link.channel_room();
+        if self.durable {
+            room.min(link.window.saturating_sub(link.in_flight) as usize)
+        } else {
+            room
+        }
+    }
+
+    pub(super) fn total_credit(&self) -> usize {
+        self.consumers.values().map(|c| self.credit(c)).sum()
+    }
+
+    /// A consumer that would take more if its channel had room: the task
+    /// waits for that room (the consumer reading) instead of polling.
+    pub(super) fn blocked_consumer(&self) -> Option<&ConsumerLink> {
+        let unread = !self.at_head() && self.read_retry_at.is_none();
+        let work =
+            unread || !self.ready.is_empty() || !self.retry.is_empty() || self.caught_up_due();
+        if !work {
+            return None;
+        }
+        self.consumers.values().find(|c| {
+            c.channel_room() == 0 && (!self.durable || c.in_flight < c.window) && !c.is_detached()
+        })
+    }
+
+    pub(super) fn blocked_sender(&self) -> Option<mpsc::Sender<SubscriptionItem>> {
+        self.blocked_consumer().map(ConsumerLink::sender)
+    }
+
+    pub(super) fn caught_up_due(&self) -> bool {
+        let Some(mark) = self.caught_up_at else {
+            return false;
+        };
+        self.ready.front().is_none_or(|e| e.position >= mark)
+            && self.consumers.values().any(|c| !c.caught_up_sent)
+    }
+
+    /// Hands out redeliveries, then new events, as far as credit goes; then `CaughtUp`.
+    pub(super) fn dispatch(&mut self) {
+        if self.consumers.is_empty() {
+            return;
+        }
+        let mut blocked_streams: HashSet<StreamId> = HashSet::new();
+        let mut full: HashSet<ConsumerId> = HashSet::new();
+        if !self.retry.is_empty() {
+            let positions: Vec<Position> = self.retry.keys().copied().collect();
+            for position in positions {
+                if full.len() >= self.consumers.len() {
+                    break;
+                }
+                let Some(stream) = self.retry.get(&position).map(|r| r.event.stream.clone()) else {
+                    continue;
+                };
+                if blocked_streams.contains(&stream) {
+                    continue;
+                }
+                match self.route(&stream) {
+                    Route::Nobody => break,
+                    Route::Blocked(consumer) => {
+                        full.insert(consumer);
+                        blocked_streams.insert(stream);
+                    }
+                    Route::To(consumer) => {
+                        self.cursor = Some(consumer);
+                        let Some(retry) = self.retry.remove(&position) else {
+                            continue;
+                        };
+                        let attempt = retry.attempt.saturating_add(1);
+                        if let Some(event) = self.offer(consumer, retry.event, attempt) {
+                            self.retry.insert(position, Retry { event, ..retry });
+                            full.insert(consumer);
+                            blocked_streams.insert(stream);
+                        }
+                    }
+                }
+            }
+        }
+        self.dispatch_ready(&mut blocked_streams, &mut full);
+        self.announce_caught_up();
+    }
+
+    fn dispatch_ready(
+        &mut self,
+        blocked_streams: &mut HashSet<StreamId>,
+        full: &mut HashSet<ConsumerId>,
+    ) {
+        let mut index = 0;
+        while index < self.ready.len() && full.len() < self.consumers.len() {
+            let stream = &self.ready[index].stream;
+            if blocked_streams.contains(stream) {
+                index += 1;
+                continue;
+            }
+            match self.route(stream) {
+                Route::Nobody => break,
+                Route::Blocked(consumer) => {
+                    full.insert(consumer);
+                    blocked_streams.insert(self.ready[index].stream.clone());
+                    index += 1;
+                }
+                Route::To(consumer) => {
+                    self.cursor = Some(consumer);
+                    let Some(event) = self.ready.remove(index) else {
+                        break;
+                    };
+                    if let Some(event) = self.offer(consumer, event, 1) {
+                        blocked_streams.insert(event.stream.clone());
+                        self.ready.insert(index, event);
+                        full.insert(consumer);
+                        index += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Who gets the next event of `stream`.
+    fn route(&self, stream: &StreamId) -> Route {
+        if self.durable && self.spec.strategy == ConsumerStrategy::PinnedByStream {
+            let Some(consumer) = self.pinned(stream) else {
+                return Route::Nobody;
+            };
+            return match self.consumers.get(&consumer) {
+                Some(link) if self.credit(link) > 0 => Route::To(consumer),
+                _ => Route::Blocked(consumer),
+            };
+        }
+        let after = self
+            .cursor
+            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let next = self
+            .consumers
+            .range((after, std::ops::Bound::Unbounded))
+            .chain(self.consumers.range(..))
+            .find(|(_, link)| self.credit(link) > 0)
+            .map(|(id, _)| *id);
+        next.map_or(Route::Nobody, Route::To)
+    }
+
+    /// The consumer a stream is pinned to: rendezvous hashing, so a consumer
+    /// joining or leaving moves only the streams it gains or loses. While the
+    /// consumers stay the same, a stream's events go to one consumer in order;
+    /// when a stream moves, events still in flight on its old consumer may be
+    /// handled after newer ones on the new consumer.
+    fn pinned(&self, stream: &StreamId) -> Option<ConsumerId> {
+        self.consumers
+            .keys()
+            .max_by_key(|id| {
+                let mut hasher = DefaultHasher::new();
+                stream.hash(&mut hasher);
+                id.hash(&mut hasher);
+                hasher.finish()
+            })
+            .copied()
+    }
+
+    /// Sends `event` to `consumer` if it has room, `CaughtUp` first when the
+    /// event is the first live one it gets; gives the event back if it could not.
+    fn offer(
+        &mut self,
+        consumer: ConsumerId,
+        event: RecordedEvent,
+        attempt: u32,
+    ) -> Option<RecordedEvent> {
+        let live = self.caught_up_at.is_some_and(|mark| event.position >= mark);
+        let Some(link) = self.consumers.get_mut(&consumer) else {
+            return Some(event);
+        };
+        if live && !link.caught_up_sent {
+            if !link.try_send(SubscriptionItem::CaughtUp) {
+                return Some(event);
+            }
+            link.caught_up_sent = true;
+        }
+        if link.channel_room() == 0 || link.is_detached() {
+            return Some(event);
+        }
+        if !self.durable {
+            // Room was checked and this task is the only sender: a failure
+            // here means the consumer just left, and a transient event dies with it.
+            link.try_send(SubscriptionItem::Event(Delivery { event, attempt }));
+            return None;
+        }
+        let delivery = Delivery {
+            event: event.clone(),
+            attempt,
+        };
+        // A send that fails because the consumer just left stays in flight
+        // and goes back to delivery when the detach is reaped.
+        link.try_send(SubscriptionItem::Event(delivery));
+        link.in_flight += 1;
+        let deadline = deadline_after(self.spec.ack_timeout_ms);
+        let position = event.position;
+        self.deadlines.insert((deadline, position));
+        let flight = InFlight {
+            consumer,
+            attempt,
+            deadline,
+            event,
+        };
+        self.in_flight.insert(position, flight);
+        None
+    }
+
+    fn announce_caught_up(&mut self) {
+        if !self.caught_up_due() {
+            return;
+        }
+        for link in self.consumers.values_mut() {
+            if !link.caught_up_sent && link.try_send(SubscriptionItem::CaughtUp) {
+                link.caught_up_sent = true;
+            }
+        }
+    }
+}
+
+pub(super) fn deadline_after(timeout_ms: u64) -> Instant {
+    let now = Instant::now();
+    // Timeouts are validated against ACK_TIMEOUT_MS_MAX, so the sum fits; were
+    // it ever to overflow, redelivering at once beats never redelivering.
+    now.checked_add(Duration::from_millis(timeout_ms))
+        .unwrap_or(now)
+}

@@ -1,0 +1,120 @@
+//! The single writer of a store: group commit.
+//!
+//! Appends wait in a bounded queue. The writer takes the first, drains
+//! whatever else is queued (up to the batch bounds), hands the batch to the
+//! backend as one atomic, durable commit, publishes the new head and only
+//! then answers every append of the batch. While one batch is being flushed
+//! the next one fills up, so the flush cost is shared by every append that
+//! arrived meanwhile.
+
+use std::sync::Arc;
+
+use gater_core::{AppendResult, Error, Position, StoreId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::backend::{BackendStore, PendingAppend};
+
+/// An append on its way to the writer, with the channel its answer goes back on.
+#[derive(Debug)]
+pub(crate) struct AppendRequest {
+    pub(crate) append: PendingAppend,
+    pub(crate) reply: oneshot::Sender<Result<AppendResult, Error>>,
+}
+
+/// How the writer forms batches.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchBounds {
+    /// Group concurrent appends; `false` commits each append alone.
+    pub(crate) group_commit: bool,
+    /// Most appends in one batch.
+    pub(crate) appends_max: usize,
+    /// A batch stops taking appends once it holds this many events.
+    pub(crate) events_max: usize,
+}
+
+/// Everything the writer task owns.
+pub(crate) struct Writer {
+    pub(crate) store: StoreId,
+    pub(crate) backend: Arc<dyn BackendStore>,
+    pub(crate) queue: mpsc::Receiver<AppendRequest>,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) head: watch::Sender<Option<Position>>,
+    pub(crate) bounds: BatchBounds,
+}
+
+impl Writer {
+    /// Commits batches until told to stop or until every sender is gone,
+    /// then refuses whatever is still queued with `StoreStopping`.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = self.stop.wait_for(|stop| *stop) => break,
+                request = self.queue.recv() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+            };
+            let batch = self.fill(first);
+            self.commit(batch).await;
+        }
+        self.queue.close();
+        while let Some(request) = self.queue.recv().await {
+            let _ = request.reply.send(Err(self.stopping()));
+        }
+    }
+
+    fn fill(&mut self, first: AppendRequest) -> Vec<AppendRequest> {
+        let mut events = first.append.events.len();
+        let mut batch = vec![first];
+        if !self.bounds.group_commit {
+            return batch;
+        }
+        while batch.len() < self.bounds.appends_max && events < self.bounds.events_max {
+            match self.queue.try_recv() {
+                Ok(request) => {
+                    events += request.append.events.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    async fn commit(&mut self, batch: Vec<AppendRequest>) {
+        let (appends, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|r| (r.append, r.reply)).unzip();
+        match self
+            .backend
+            .append_batch(appends, crate::engine::now_us())
+            .await
+        {
+            Ok(outcome) => {
+                // Publish before answering: whoever sees its append succeed
+                // and then watches the head must find it there.
+                self.head.send_if_modified(|head| {
+                    let changed = *head != outcome.head;
+                    *head = outcome.head;
+                    changed
+                });
+                debug_assert_eq!(outcome.results.len(), replies.len());
+                for (reply, result) in replies.into_iter().zip(outcome.results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(error) => {
+                tracing::error!(store = %self.store, %error, "append batch failed");
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    fn stopping(&self) -> Error {
+        Error::StoreStopping {
+            store: self.store.to_string(),
+        }
+    }
+}
