@@ -2,9 +2,10 @@
 //! quinn echo of the same frame sizes (the ceiling), with 64 requests in
 //! flight (throughput) and with one (latency percentiles).
 //!
-//! The gater behind both transports is the in-memory test gater, so the
-//! figures are the transports' own cost. `BENCH_REQUESTS` sets the number
-//! of requests per run (default 20 000).
+//! The gater behind both transports is the embedded store with fsync on
+//! (group commit), as a worker runs it; `BENCH_STORE=memory` puts the
+//! in-memory test gater there instead, to see the transports' own cost.
+//! `BENCH_REQUESTS` sets the number of requests per run (default 20 000).
 
 #[path = "../../gater-transport-mem/tests/support/mod.rs"]
 mod support;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use gater_core::wire::{self, Request, RequestEnvelope, Response, ResponseEnvelope};
 use gater_core::{AppendResult, ExpectedVersion, Gater, Position, StoreConfig};
+use gater_store::{Store, StoreOptions};
 use gater_transport_quic::{
     certs, connect, ClientOptions, ClientTls, Server, ServerConfig, ServerTls,
 };
@@ -38,8 +40,10 @@ async fn main() {
     certs::write_dev_certs(dir.path(), &[]).unwrap();
 
     let echo = echo_figures(dir.path(), requests).await;
+    let data = tempfile::tempdir().unwrap();
+    let in_memory = std::env::var("BENCH_STORE").is_ok_and(|v| v == "memory");
     let quic = {
-        let gater = TestGater::new();
+        let gater = backend(in_memory, &data.path().join("quic")).await;
         let config = ServerConfig::new(
             "127.0.0.1:0".parse().unwrap(),
             ServerTls::from_dir(dir.path()).unwrap(),
@@ -57,10 +61,16 @@ async fn main() {
         gater_figures(Arc::new(client), requests).await
     };
     let mem = {
-        let client = gater_transport_mem::serve(TestGater::new()).client();
+        let client =
+            gater_transport_mem::serve(backend(in_memory, &data.path().join("mem")).await).client();
         gater_figures(Arc::new(client), requests).await
     };
-    println!("unary append, 256-byte events, {requests} requests per run");
+    let behind = if in_memory {
+        "in-memory test gater"
+    } else {
+        "embedded store, fsync on"
+    };
+    println!("unary append, 256-byte events, {requests} requests per run, {behind}");
     println!(
         "{:<12} {:>14} {:>10} {:>10}",
         "path", "req/s (64)", "p50 (1)", "p99 (1)"
@@ -76,6 +86,14 @@ async fn main() {
         100.0 * quic.rate / echo.rate,
         quic.p50.saturating_sub(echo.p50)
     );
+}
+
+/// What serves the appends: the embedded store, or the in-memory test gater.
+async fn backend(in_memory: bool, path: &std::path::Path) -> Arc<dyn Gater> {
+    if in_memory {
+        return Arc::new(TestGater::new());
+    }
+    Arc::new(Store::open(StoreOptions::new(path)).await.unwrap())
 }
 
 async fn gater_figures(gater: Arc<dyn Gater>, requests: usize) -> Figures {
