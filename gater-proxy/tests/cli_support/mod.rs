@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// How long a server gets to start answering.
-pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A free UDP port on loopback (QUIC listens on UDP).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
@@ -22,20 +22,20 @@ pub fn free_port() -> u16 {
 }
 
 /// The `gater` binary built for this test run.
-pub fn gater() -> Command {
+pub(crate) fn gater() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gater"))
 }
 
 /// A server process, killed on drop.
-pub struct ServerProcess {
-    pub child: Child,
+pub(crate) struct ServerProcess {
+    pub(crate) child: Child,
     /// What it printed before announcing that it listens.
-    pub banner: String,
+    pub(crate) banner: String,
 }
 
 impl ServerProcess {
     /// Starts `gater ARGS` and waits until it prints a line containing "listening on".
-    pub fn start(args: &[&str]) -> ServerProcess {
+    pub(crate) fn start(args: &[&str]) -> ServerProcess {
         let mut child = gater()
             .args(args)
             .stdout(Stdio::piped())
@@ -67,7 +67,7 @@ impl ServerProcess {
     }
 
     /// Kills the process at once (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -80,7 +80,7 @@ impl Drop for ServerProcess {
 }
 
 /// Runs `gater --server ADDR --certs DIR --json ARGS` with `stdin`.
-pub fn run_cli(addr: &str, certs: &Path, args: &[&str], stdin: &str) -> Output {
+pub(crate) fn run_cli(addr: &str, certs: &Path, args: &[&str], stdin: &str) -> Output {
     let mut child = gater()
         .args([
             "--server",
@@ -105,7 +105,7 @@ pub fn run_cli(addr: &str, certs: &Path, args: &[&str], stdin: &str) -> Output {
 }
 
 /// The JSON lines of an output.
-pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+pub(crate) fn json_lines(bytes: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(bytes)
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -114,7 +114,7 @@ pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
 }
 
 /// Retries `gater ARGS` until it succeeds (servers starting, probes catching up).
-pub fn wait_ok(addr: &str, certs: &Path, args: &[&str]) -> Vec<Value> {
+pub(crate) fn wait_ok(addr: &str, certs: &Path, args: &[&str]) -> Vec<Value> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let out = run_cli(addr, certs, args, "");
