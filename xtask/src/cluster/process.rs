@@ -34,6 +34,17 @@ const CLIENT_TIMEOUT_SECS: &str = "3";
 const CMDLINE_READS_MAX: usize = 5;
 /// Wait between those reads.
 const CMDLINE_RETRY: Duration = Duration::from_millis(10);
+/// Variables cargo sets for the programs it runs, besides `CARGO_PKG_*` and `CARGO_BIN_EXE_*`.
+const INHERITED_CARGO_VARIABLES: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
 /// Lines of a log shown when a process fails.
 const LOG_TAIL_LINES: usize = 12;
 
@@ -98,7 +109,20 @@ pub(crate) fn build_gater(debug: bool) -> Result<PathBuf> {
         args.push("--release");
     }
     eprintln!("$ cargo {}", args.join(" "));
-    let output = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    // Variables cargo set for this process (it runs under `cargo run` or
+    // `cargo test`) would look like changed build inputs to build scripts,
+    // and rebuild dependencies both here and in the user's next build.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if INHERITED_CARGO_VARIABLES.contains(&name.as_ref())
+            || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let output = command
         .args(&args)
         .current_dir(project_root())
         .stderr(Stdio::inherit())
