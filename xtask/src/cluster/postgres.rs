@@ -195,7 +195,17 @@ fn run(bin_dir: &Path, as_root: bool, cwd: &Path, tool: &str, args: &[&str]) -> 
     } else {
         Command::new(&program)
     };
-    eprintln!("$ {tool} {}", args.join(" "));
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains(' ') {
+                format!("\"{a}\"")
+            } else {
+                (*a).to_owned()
+            }
+        })
+        .collect();
+    eprintln!("$ {tool} {}", shown.join(" "));
     let output = command
         .args(args)
         .current_dir(cwd)
@@ -237,6 +247,35 @@ mod tests {
         assert_eq!(system_user_ids("root").unwrap(), (0, 0));
         let err = system_user_ids("no-such-user-here").unwrap_err();
         assert!(err.to_string().contains("no-such-user-here"), "{err}");
+    }
+
+    #[test]
+    fn a_throwaway_server_accepts_connections_at_its_url_and_stops() {
+        use std::os::unix::fs::PermissionsExt;
+        let has_psql = Path::new("/usr/bin/psql").is_file();
+        if std::env::var_os("RUN_SLOW_TESTS").is_none() || find_bin_dir().is_err() || !has_psql {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // PostgreSQL runs as its own user when the tests run as root.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let record = start(&dir.path().join("pg")).unwrap();
+        let pid = record.pid.expect("the postmaster's pid is recorded");
+        let query = Command::new("/usr/bin/psql")
+            .args([record.url.as_str(), "-tAc", "select 40 + 2"])
+            .output()
+            .unwrap();
+        stop(&record).unwrap();
+        assert!(
+            query.status.success(),
+            "{}",
+            String::from_utf8_lossy(&query.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&query.stdout).trim(), "42");
+        assert!(
+            !super::super::process::is_alive(pid),
+            "the postmaster is gone"
+        );
     }
 
     #[test]
