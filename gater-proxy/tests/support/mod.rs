@@ -447,6 +447,7 @@ pub struct MemConnector {
 }
 
 impl MemConnector {
+    /// Makes `server` reachable at `address`; returns the counts of what the proxy sends it.
     pub fn add(&self, address: &str, server: MemServer) -> Arc<Counts> {
         let counts = Arc::new(Counts::default());
         self.servers
