@@ -246,3 +246,62 @@ async fn subscription_ends_unavailable_when_no_other_worker_serves_the_store() {
         other => panic!("seed {seed}: expected an unavailable end, got {other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_proxy_over_proxies_fails_over_between_them() {
+    let seed = seed(97);
+    let mut dirs = Vec::new();
+    let shared = open_store(&mut dirs, "shared").await;
+    let config = ProxyConfig {
+        storage: StorageMode::Shared,
+        ..sim_config(seed)
+    };
+    let mut fronts = Vec::new();
+    for p in 0..2 {
+        let mut builder = Proxy::builder().config(ProxyConfig {
+            seed: seed + p,
+            ..config.clone()
+        });
+        for w in 0..2 {
+            builder = builder.worker(
+                format!("w{w}"),
+                format!("mem:w{w}"),
+                Arc::new(serve(shared.clone()).client()),
+            );
+        }
+        fronts.push(serve(builder.build().await.unwrap()));
+    }
+    let mut client = Proxy::builder().config(config);
+    for (p, front) in fronts.iter().enumerate() {
+        client = client.worker(
+            format!("p{p}"),
+            format!("mem:p{p}"),
+            Arc::new(front.client()),
+        );
+    }
+    let client = client.build().await.unwrap();
+    let orders = store("orders");
+    client.create_store(&orders, FAST).await.unwrap();
+    let s = stream("ledger");
+    let mut rng = rng(seed);
+    for i in 0..40 {
+        if i == 10 {
+            fronts[0].set_down(true);
+        }
+        client
+            .append_events(&orders, &s, ExpectedVersion::Any, vec![event(&mut rng)])
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: append {i} failed: {e}"));
+        advance(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        client.get_version(&orders, &s).await.unwrap(),
+        Some(39),
+        "seed {seed}"
+    );
+    let live = client.random_worker().unwrap();
+    assert_eq!(
+        live.id, "p1",
+        "seed {seed}: the dead proxy is ejected, so only p1 is offered"
+    );
+}

@@ -381,3 +381,37 @@ pub(crate) fn merge_store_lists(answers: Vec<(String, Vec<StoreInfo>)>) -> Vec<S
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gater_core::{StoreConfig, StoreState};
+
+    fn info(store: &str, worker: &str) -> StoreInfo {
+        StoreInfo {
+            store: StoreId::new(store).unwrap(),
+            config: StoreConfig::default(),
+            state: StoreState::Running,
+            workers: vec![worker.to_owned()],
+        }
+    }
+
+    #[test]
+    fn merged_store_lists_name_every_worker_of_each_store_once() {
+        let merged = merge_store_lists(vec![
+            ("w1".into(), vec![info("b", "w1"), info("a", "w1")]),
+            ("w0".into(), vec![info("a", "w0")]),
+        ]);
+        let shape: Vec<(&str, Vec<String>)> = merged
+            .iter()
+            .map(|i| (i.store.as_str(), i.workers.clone()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("a", vec!["w0".to_owned(), "w1".to_owned()]),
+                ("b", vec!["w1".to_owned()])
+            ]
+        );
+    }
+}
