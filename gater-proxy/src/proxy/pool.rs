@@ -279,14 +279,27 @@ impl Pool {
         }
     }
 
+    /// Refuses a new worker id when the pool is full, before any connection is made for it.
+    pub(crate) fn check_room(&self, id: &str) -> Result<(), Error> {
+        let workers = self.read();
+        if !workers.contains_key(id) && workers.len() >= self.max {
+            return Err(self.full());
+        }
+        Ok(())
+    }
+
+    fn full(&self) -> Error {
+        Error::Overloaded {
+            side: Side::Proxy,
+            message: format!("the pool already holds its maximum of {} workers", self.max),
+        }
+    }
+
     /// Adds a worker, replacing one with the same id; refuses past the maximum.
     pub(crate) fn insert(&self, new: NewWorker, now: Duration) -> Result<Arc<Worker>, Error> {
         let mut workers = self.write();
         if !workers.contains_key(&new.id) && workers.len() >= self.max {
-            return Err(Error::Overloaded {
-                side: Side::Proxy,
-                message: format!("the pool already holds its maximum of {} workers", self.max),
-            });
+            return Err(self.full());
         }
         let stores: BTreeSet<StoreId> = new.stores.into_iter().collect();
         let worker = Arc::new(Worker {
