@@ -260,6 +260,8 @@ struct StoreInner {
     persist_mode: PersistMode,
     /// The counters as of the last commit; only the writer changes them.
     counters: Mutex<Counters>,
+    /// Stream versions the writer remembers between batches.
+    head_cache: Mutex<append::HeadCache>,
     /// `None` once closed: taking it out under the write lock waits for
     /// every call in progress and then drops the database.
     tables: RwLock<Option<Tables>>,
@@ -272,6 +274,7 @@ impl StoreInner {
             config,
             persist_mode: Tables::persist_mode(&config),
             counters: Mutex::new(counters),
+            head_cache: Mutex::new(append::HeadCache::default()),
             tables: RwLock::new(Some(tables)),
         }
     }
