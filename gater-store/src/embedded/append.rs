@@ -8,7 +8,7 @@ use fjall::OwnedWriteBatch;
 use gater_core::{AppendResult, Error, EventId, Position, RecordedEvent, Version};
 
 use super::keys::{self, IdLocation};
-use super::{encode_error, fjall_error, StoreInner, Tables, COUNTERS_KEY};
+use super::{encode_error, fjall_error, StoreInner, Tables};
 
 /// Streams whose version the writer keeps in memory; the cache starts over when full.
 pub(super) const HEAD_CACHE_LEN_MAX: usize = 65_536;
@@ -62,8 +62,8 @@ impl Staged {
         if let Some(&version) = self.heads.get(stream).or_else(|| cache.get(stream)) {
             return Ok(Some(version));
         }
-        t.heads
-            .get(stream)
+        t.index
+            .get(keys::head_key(stream))
             .map_err(fjall_error)?
             .map(|v| keys::decode_u64(&v))
             .transpose()
@@ -73,8 +73,8 @@ impl Staged {
         if let Some(location) = self.ids.get(id) {
             return Ok(Some(location.clone()));
         }
-        t.ids
-            .get(id.as_bytes())
+        t.index
+            .get(keys::id_key(id))
             .map_err(fjall_error)?
             .map(|v| keys::decode_id_value(&v))
             .transpose()
@@ -105,11 +105,11 @@ impl StoreInner {
                 .collect();
             if staged.written {
                 for (stream, version) in &staged.heads {
-                    batch.insert(&t.heads, stream.as_bytes(), version.to_be_bytes());
+                    batch.insert(&t.index, keys::head_key(stream), version.to_be_bytes());
                 }
                 batch.insert(
-                    &t.meta,
-                    COUNTERS_KEY,
+                    &t.index,
+                    keys::COUNTERS_KEY,
                     keys::encode_counters(&staged.counters),
                 );
                 batch.commit().map_err(fjall_error)?;
@@ -170,13 +170,13 @@ fn stage(
     for (id, version, position, value) in encoded {
         batch.insert(&t.log, keys::position_key(position.0), value);
         batch.insert(
-            &t.streams,
+            &t.index,
             keys::stream_key(stream, version),
             position.0.to_be_bytes(),
         );
         batch.insert(
-            &t.ids,
-            id.as_bytes(),
+            &t.index,
+            keys::id_key(&id),
             keys::id_value(stream, version, position),
         );
         let location = IdLocation {
