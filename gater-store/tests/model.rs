@@ -352,8 +352,7 @@ async fn check(store: &Store, id: &StoreId, model: &mut Model, op: Op) {
             let want = model
                 .snapshots
                 .range(key(source, stream, 0)..=key(source, stream, u64::MAX))
-                .filter(|(k, _)| version.is_none_or(|v| k.version == v))
-                .next_back()
+                .rfind(|(k, _)| version.is_none_or(|v| k.version == v))
                 .map(|(k, d)| (k.clone(), d.clone()))
                 .ok_or_else(|| "not_found".to_owned());
             assert_eq!(got, want);
