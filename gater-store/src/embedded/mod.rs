@@ -448,6 +448,7 @@ impl StoreInner {
         })
     }
 
+    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error> {
         self.with_tables(|t| {
             let mut records = Vec::new();
@@ -459,6 +460,7 @@ impl StoreInner {
         })
     }
 
+    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error> {
         let key = keys::subscription_key(&record.spec.key).map_err(encode_error)?;
         let value = postcard::to_stdvec(record).map_err(encode_error)?;
@@ -469,6 +471,7 @@ impl StoreInner {
         })
     }
 
+    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error> {
         let key = keys::subscription_key(key).map_err(encode_error)?;
         self.with_tables(|t| {
