@@ -12,6 +12,15 @@
 //! clients), no routing between workers (the proxy does that), no
 //! replication (the PostgreSQL backend is the answer for scale-out).
 //!
+//! Decisions where the contract is silent:
+//! - stream operations on `$all` (append, `get_events`, `get_version`) are
+//!   refused with `InvalidArgument`: the global log is read with `read_all`;
+//! - an idempotent retry whose ids are a consecutive, in-order part of an
+//!   earlier append returns the version and position of its own last event;
+//! - events of one batch share one `created_us`, taken when the batch is cut;
+//! - `get_store_status` reports the head published to subscriptions, which
+//!   may trail the counters by the commit whose appends are being answered.
+//!
 //! With the `conformance` feature, [`conformance`] holds the suite every
 //! `Gater` implementation must pass.
 #![warn(missing_docs)]
