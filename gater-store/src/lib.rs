@@ -21,7 +21,7 @@
 //! - `get_store_status` reports the head published to subscriptions, which
 //!   may trail the counters by the commit whose appends are being answered.
 //!
-//! With the `conformance` feature, [`conformance`] holds the suite every
+//! With the `conformance` feature, the `conformance` module holds the suite every
 //! `Gater` implementation must pass.
 #![warn(missing_docs)]
 
