@@ -287,17 +287,11 @@ impl StoreInner {
                         .rev(),
                 ),
             };
-            let mut events = Vec::with_capacity(count as usize);
+            let mut positions = Vec::with_capacity(count as usize);
             for guard in iter.take(count as usize) {
-                let position = keys::decode_u64(&guard.value().map_err(fjall_error)?)?;
-                let bytes = t
-                    .log
-                    .get(keys::position_key(position))
-                    .map_err(fjall_error)?
-                    .ok_or_else(|| corrupt(format!("stream index names missing {position}")))?;
-                events.push(decode_event(&bytes)?);
+                positions.push(keys::decode_u64(&guard.value().map_err(fjall_error)?)?);
             }
-            Ok(events)
+            read_positions(t, &positions)
         })
     }
 
@@ -619,6 +613,53 @@ async fn blocking<R: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
+}
+
+/// Reads the log entries at `positions` (ascending or descending), one range
+/// scan per run of consecutive positions: the events of one multi-event
+/// append are adjacent in the log, and a scan is far cheaper than a lookup each.
+fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, Error> {
+    let mut events = Vec::with_capacity(positions.len());
+    let mut rest = positions;
+    while let Some(&first) = rest.first() {
+        let backward = rest.get(1).is_some_and(|&p| p + 1 == first);
+        let run = rest
+            .iter()
+            .enumerate()
+            .take_while(|&(i, &p)| {
+                let step = i as u64;
+                p == if backward {
+                    first.wrapping_sub(step)
+                } else {
+                    first.wrapping_add(step)
+                }
+            })
+            .count();
+        let (low, high) = if backward {
+            (first + 1 - run as u64, first)
+        } else {
+            (first, first + run as u64 - 1)
+        };
+        let range = t
+            .log
+            .range(keys::position_key(low)..=keys::position_key(high));
+        let scanned: Box<dyn Iterator<Item = fjall::Guard>> = if backward {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let before = events.len();
+        for guard in scanned {
+            events.push(decode_event(&guard.value().map_err(fjall_error)?)?);
+        }
+        if events.len() - before != run {
+            return Err(corrupt(format!(
+                "stream index names missing events in {low}..={high}"
+            )));
+        }
+        rest = &rest[run..];
+    }
+    Ok(events)
 }
 
 fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, Error> {
