@@ -88,6 +88,7 @@ impl Inner {
                 return Ok(());
             }
         }
+        self.pool.check_room(&info.id)?;
         let Some(connector) = &self.connector else {
             return Err(Error::Unsupported(
                 "heartbeat: this proxy has no connector for workers that join".into(),

@@ -279,14 +279,27 @@ impl Pool {
         }
     }
 
+    /// Refuses a new worker id when the pool is full, before any connection is made for it.
+    pub(crate) fn check_room(&self, id: &str) -> Result<(), Error> {
+        let workers = self.read();
+        if !workers.contains_key(id) && workers.len() >= self.max {
+            return Err(self.full());
+        }
+        Ok(())
+    }
+
+    fn full(&self) -> Error {
+        Error::Overloaded {
+            side: Side::Proxy,
+            message: format!("the pool already holds its maximum of {} workers", self.max),
+        }
+    }
+
     /// Adds a worker, replacing one with the same id; refuses past the maximum.
     pub(crate) fn insert(&self, new: NewWorker, now: Duration) -> Result<Arc<Worker>, Error> {
         let mut workers = self.write();
         if !workers.contains_key(&new.id) && workers.len() >= self.max {
-            return Err(Error::Overloaded {
-                side: Side::Proxy,
-                message: format!("the pool already holds its maximum of {} workers", self.max),
-            });
+            return Err(self.full());
         }
         let stores: BTreeSet<StoreId> = new.stores.into_iter().collect();
         let worker = Arc::new(Worker {
@@ -380,4 +393,38 @@ pub(crate) fn merge_store_lists(answers: Vec<(String, Vec<StoreInfo>)>) -> Vec<S
             info
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gater_core::{StoreConfig, StoreState};
+
+    fn info(store: &str, worker: &str) -> StoreInfo {
+        StoreInfo {
+            store: StoreId::new(store).unwrap(),
+            config: StoreConfig::default(),
+            state: StoreState::Running,
+            workers: vec![worker.to_owned()],
+        }
+    }
+
+    #[test]
+    fn merged_store_lists_name_every_worker_of_each_store_once() {
+        let merged = merge_store_lists(vec![
+            ("w1".into(), vec![info("b", "w1"), info("a", "w1")]),
+            ("w0".into(), vec![info("a", "w0")]),
+        ]);
+        let shape: Vec<(&str, Vec<String>)> = merged
+            .iter()
+            .map(|i| (i.store.as_str(), i.workers.clone()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("a", vec!["w0".to_owned(), "w1".to_owned()]),
+                ("b", vec!["w1".to_owned()])
+            ]
+        );
+    }
 }

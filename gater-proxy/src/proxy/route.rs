@@ -227,3 +227,43 @@ pub(crate) fn from_worker(error: Error) -> Error {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: Error, expected: Error) {
+        assert_eq!(from_worker(input.clone()), expected, "{input:?}");
+    }
+
+    #[test]
+    fn failures_of_the_path_to_a_worker_are_reported_as_the_worker_side() {
+        check(
+            Error::unavailable(Side::Client, "connection lost"),
+            Error::unavailable(Side::Worker, "connection lost"),
+        );
+        check(
+            Error::DeadlineExceeded { side: Side::Client },
+            Error::DeadlineExceeded { side: Side::Worker },
+        );
+        check(
+            Error::unavailable(Side::Proxy, "no live worker serves store s"),
+            Error::unavailable(Side::Worker, "no live worker serves store s"),
+        );
+        check(Error::Storage("disk".into()), Error::Storage("disk".into()));
+        check(Error::invalid("count 0"), Error::invalid("count 0"));
+    }
+
+    #[test]
+    fn only_path_errors_count_against_a_worker() {
+        assert!(is_path_failure(&Error::unavailable(Side::Worker, "down")));
+        assert!(is_path_failure(&Error::DeadlineExceeded {
+            side: Side::Worker
+        }));
+        assert!(!is_path_failure(&Error::WrongExpectedVersion {
+            expected: gater_core::ExpectedVersion::NoStream,
+            current: Some(1),
+        }));
+        assert!(!is_path_failure(&Error::not_found(Resource::Store, "s")));
+    }
+}

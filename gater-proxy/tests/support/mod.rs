@@ -74,6 +74,7 @@ pub fn stream(id: &str) -> StreamId {
 pub struct Counts {
     by_store: Mutex<BTreeMap<String, u64>>,
     appends: AtomicU64,
+    subscribes: AtomicU64,
     total: AtomicU64,
 }
 
@@ -101,6 +102,11 @@ impl Counts {
     /// Store-scoped requests seen in all.
     pub fn store_requests(&self) -> u64 {
         self.by_store().values().sum()
+    }
+
+    /// `subscribe` calls seen.
+    pub fn subscribes(&self) -> u64 {
+        self.subscribes.load(Ordering::Relaxed)
     }
 
     /// `append_events` calls seen.
@@ -201,6 +207,7 @@ impl Gater for Counting {
         options: SubscribeOptions,
     ) -> Result<Subscription, Error> {
         self.note(store);
+        self.counts.subscribes.fetch_add(1, Ordering::Relaxed);
         self.inner.subscribe(store, key, options).await
     }
     async fn remove_subscription(
@@ -440,6 +447,7 @@ pub struct MemConnector {
 }
 
 impl MemConnector {
+    /// Makes `server` reachable at `address`; returns the counts of what the proxy sends it.
     pub fn add(&self, address: &str, server: MemServer) -> Arc<Counts> {
         let counts = Arc::new(Counts::default());
         self.servers

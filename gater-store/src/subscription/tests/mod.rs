@@ -498,7 +498,7 @@ async fn pinned_by_stream_keeps_each_stream_on_one_consumer_in_order() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn pinned_stream_waits_for_its_consumer_while_other_streams_flow() {
+async fn pinned_stream_waits_for_its_full_consumer() {
     let log = FakeLog::new();
     let subs = open(&log).await;
     let key = save_group(&subs, "g", ConsumerStrategy::PinnedByStream).await;
@@ -935,4 +935,56 @@ proptest! {
             .unwrap();
         runtime.block_on(check_interleaving(initial, ops, window, filtered));
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn pinned_stream_behind_a_full_consumer_waits_while_other_streams_flow() {
+    let log = FakeLog::new();
+    let subs = open(&log).await;
+    let key = save_group(&subs, "g", ConsumerStrategy::PinnedByStream).await;
+    let mut stuck = subs.subscribe(key.clone(), window(1)).await.unwrap();
+    let mut busy = subs.subscribe(key.clone(), window(1)).await.unwrap();
+    for version in 0..3 {
+        for s in 0..6 {
+            log.append(&format!("s-{s}"), "E", json!({ "v": version }), json!({}));
+        }
+    }
+    let held = next_delivery(&mut stuck).await.event;
+    assert_eq!(held.version, 0);
+    let mut got: BTreeMap<StreamId, Vec<u64>> = BTreeMap::new();
+    while let Ok(Some(item)) = timeout(Duration::from_secs(1), busy.next()).await {
+        if let SubscriptionItem::Event(delivery) = item {
+            let event = delivery.event;
+            subs.ack(&key, busy.consumer(), event.position)
+                .await
+                .unwrap();
+            got.entry(event.stream).or_default().push(event.version);
+        }
+    }
+    assert!(
+        !got.is_empty(),
+        "other streams flow while one consumer is full"
+    );
+    assert!(
+        !got.contains_key(&held.stream),
+        "a pinned stream never moves"
+    );
+    assert!(got.values().all(|versions| *versions == vec![0, 1, 2]));
+    assert!(nothing_within(&mut stuck, Duration::from_secs(1)).await);
+    subs.ack(&key, stuck.consumer(), held.position)
+        .await
+        .unwrap();
+    let mut resumed: BTreeMap<StreamId, Vec<u64>> = BTreeMap::new();
+    while let Ok(Some(item)) = timeout(Duration::from_secs(1), stuck.next()).await {
+        if let SubscriptionItem::Event(delivery) = item {
+            let event = delivery.event;
+            subs.ack(&key, stuck.consumer(), event.position)
+                .await
+                .unwrap();
+            resumed.entry(event.stream).or_default().push(event.version);
+        }
+    }
+    assert_eq!(resumed.remove(&held.stream), Some(vec![1, 2]));
+    assert!(resumed.keys().all(|stream| !got.contains_key(stream)));
+    assert_eq!(got.len() + resumed.len() + 1, 6);
 }
