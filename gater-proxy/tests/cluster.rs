@@ -1,6 +1,7 @@
 //! End-to-end cluster test: `gater proxy` in front of two `gater worker`
 //! processes (and a third that joins by heartbeat); a worker is killed and the
-//! CLI keeps working for the stores the surviving worker serves.
+//! CLI keeps working for the stores the surviving worker serves, and the
+//! killed worker's store serves again once it restarts.
 
 mod cli_support;
 
@@ -12,6 +13,10 @@ use serde_json::Value;
 
 fn worker(dir: &Path, certs: &Path, name: &str, extra: &[&str]) -> (ServerProcess, String) {
     let addr = format!("127.0.0.1:{}", free_port());
+    (worker_at(dir, certs, name, &addr, extra), addr)
+}
+
+fn worker_at(dir: &Path, certs: &Path, name: &str, addr: &str, extra: &[&str]) -> ServerProcess {
     let data = dir.join(name);
     let mut args = vec![
         "--certs",
@@ -22,10 +27,10 @@ fn worker(dir: &Path, certs: &Path, name: &str, extra: &[&str]) -> (ServerProces
         "--data-dir",
         data.to_str().unwrap(),
         "--listen",
-        &addr,
+        addr,
     ];
     args.extend_from_slice(extra);
-    (ServerProcess::start(&args), addr)
+    ServerProcess::start(&args)
 }
 
 /// The id of the worker serving `store`, from `store list`.
@@ -125,4 +130,25 @@ fn the_cli_keeps_working_through_the_proxy_when_a_worker_dies() {
     assert!(!out.status.success());
     let err = json_lines(&out.stderr).remove(0);
     assert_eq!(err["retryable"], true, "{err}");
+
+    // worker-a comes back on the same address with its data: its store serves again,
+    // well within a generous bound (the proxy's stale connection idles out, probes re-admit it).
+    let _worker_a = worker_at(dir.path(), &certs, "worker-a", &addr_a, &[]);
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let out = run_cli(&proxy, &certs, &["read", &on_a, "s-1"], "");
+        if out.status.success() {
+            assert_eq!(
+                json_lines(&out.stdout).len(),
+                1,
+                "worker-a's event survived"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker-a's store never came back"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
