@@ -1,15 +1,108 @@
 //! The `gater` binary: servers (`dev`, `worker`, `proxy`) and a client command for every API call.
+//!
+//! `main` parses arguments, sets up logging and hands over to the server or
+//! client code; a usage mistake prints help (clap), a failure prints one line
+//! on stderr and exits non-zero.
 
 mod cli;
+mod server;
 
+use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 
 use clap::Parser;
+use gater_core::Error;
+use gater_transport_quic::ClientTls;
 
-use cli::args::Cli;
+use cli::args::{Cli, Command, Global};
+use cli::client::{execute, CommandError};
+use cli::output::{error_line, Output};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _ = cli;
-    ExitCode::SUCCESS
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let Cli { global, command } = cli;
+    let served = match command {
+        Command::Dev(args) => {
+            init_logging(args.log_json);
+            server::dev(args).await
+        }
+        Command::Worker(args) => {
+            init_logging(args.log_json);
+            server::worker(&global, args).await
+        }
+        Command::Proxy(args) => {
+            init_logging(args.log_json);
+            server::proxy(&global, args).await
+        }
+        client => return run_client(&global, client).await,
+    };
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_client(global: &Global, command: Command) -> ExitCode {
+    let mut out = Output::new(io::stdout().lock(), global.json);
+    let result = match connect(global) {
+        Ok(gater) => execute(gater.as_ref(), command, io::stdin().lock(), &mut out).await,
+        Err(e) => Err(CommandError::Gater(e)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CommandError::Gater(e)) => {
+            eprintln!("{}", error_line(&e, global.json));
+            ExitCode::FAILURE
+        }
+        Err(CommandError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(CommandError::Io(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A QUIC client for `--server` (several for failover) with the `--certs` identity.
+fn connect(global: &Global) -> Result<gater_core::BoxGater, Error> {
+    let tls = ClientTls::from_dir(&global.certs).map_err(|e| {
+        Error::invalid(format!(
+            "cannot load client certificates from {}: {e} (start `gater dev` or pass --certs DIR)",
+            global.certs.display()
+        ))
+    })?;
+    let deadline_ms = u32::try_from(global.timeout.saturating_mul(1000)).unwrap_or(u32::MAX);
+    server::quic_client(&global.servers, tls, Some(deadline_ms))
+        .map_err(|e| Error::invalid(format!("{e:#}")))
+}
+
+/// Logs through `tracing` on stderr: human format, or JSON; level from `RUST_LOG` (default info).
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal());
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

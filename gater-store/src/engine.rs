@@ -94,6 +94,8 @@ struct StoreHandle {
     stop: watch::Sender<bool>,
     writer: Mutex<Option<JoinHandle<()>>>,
     subscriptions: Subscriptions,
+    /// The head as published after each commit.
+    head: watch::Receiver<Option<Position>>,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -112,6 +114,7 @@ impl std::fmt::Debug for dyn Backend {
 }
 
 /// The store's log as the subscription engine sees it.
+#[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
 struct LogView {
     backend: Arc<dyn BackendStore>,
     head: watch::Receiver<Option<Position>>,
@@ -193,7 +196,7 @@ impl Engine {
         let (head_tx, head_rx) = watch::channel(backend.counters().head);
         let log = Arc::new(LogView {
             backend: backend.clone(),
-            head: head_rx,
+            head: head_rx.clone(),
         });
         let subscriptions = match Subscriptions::open(id.clone(), log).await {
             Ok(subscriptions) => subscriptions,
@@ -226,6 +229,7 @@ impl Engine {
             stop,
             writer: Mutex::new(Some(tokio::spawn(writer.run()))),
             subscriptions,
+            head: head_rx,
         }))
     }
 
@@ -251,6 +255,12 @@ impl Drop for Engine {
 }
 
 impl StoreHandle {
+    /// A receiver of the head published after each commit.
+    #[cfg(test)]
+    fn subscriptions_head(&self) -> watch::Receiver<Option<Position>> {
+        self.head.clone()
+    }
+
     fn stopping_error(&self) -> Error {
         Error::StoreStopping {
             store: self.id.to_string(),
@@ -579,6 +589,9 @@ impl Gater for Store {
     async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error> {
         let handle = self.engine.handle(store)?;
         let counters = handle.backend.counters();
+        // The published head, as subscriptions see it; the counters may be
+        // one commit ahead while that commit's appends are being answered.
+        let head = *handle.head.borrow();
         let disk_bytes = match handle.backend.disk_bytes().await {
             Ok(bytes) => bytes,
             Err(Error::StoreStopping { .. }) => 0,
@@ -589,7 +602,7 @@ impl Gater for Store {
             state: Engine::state(&handle),
             stream_count: counters.stream_count,
             event_count: counters.event_count,
-            head: counters.head,
+            head,
             disk_bytes,
             workers: vec![self.engine.options.worker_id.clone()],
         })
@@ -610,5 +623,96 @@ impl Gater for Store {
             stores: self.engine.read_stores().keys().cloned().collect(),
             shared_storage: false,
         }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gater_core::{SubscriptionType, TRANSIENT};
+
+    async fn open(dir: &std::path::Path) -> (Store, Arc<StoreHandle>, StoreId) {
+        let store = Store::open(StoreOptions::new(dir)).await.unwrap();
+        let id = StoreId::new("logview").unwrap();
+        let config = StoreConfig {
+            fsync: false,
+            group_commit: true,
+        };
+        store.create_store(&id, config).await.unwrap();
+        let handle = store.engine.handle(&id).unwrap();
+        (store, handle, id)
+    }
+
+    fn event(n: u8) -> EventData {
+        EventData::json(
+            gater_core::EventId::from_random_bytes([n; 16]),
+            "Viewed",
+            b"{}".to_vec(),
+            Vec::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn log_view_reads_up_to_the_published_head_and_watches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, handle, id) = open(dir.path()).await;
+        let log = LogView {
+            backend: handle.backend.clone(),
+            head: watch::channel(None).1,
+        };
+        let empty = log.read_all_forward(Position::START, 10).await.unwrap();
+        assert!(empty.is_empty(), "nothing is read past an unpublished head");
+        let mut watched = store.engine.handle(&id).unwrap().subscriptions_head();
+        let s = StreamId::new("s").unwrap();
+        let events = vec![event(1), event(2), event(3)];
+        store
+            .append_events(&id, &s, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+        watched.changed().await.unwrap();
+        assert_eq!(*watched.borrow(), Some(Position(2)));
+        let log = LogView {
+            backend: handle.backend.clone(),
+            head: watched.clone(),
+        };
+        let read = log.read_all_forward(Position(1), 10).await.unwrap();
+        let positions: Vec<u64> = read.iter().map(|e| e.position.0).collect();
+        assert_eq!(positions, vec![1, 2]);
+        assert!(log
+            .read_all_forward(Position(3), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        store.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn subscription_records_persist_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SubscriptionKey::new(SubscriptionType::ByStream, "$all", "billing").unwrap();
+        let other = SubscriptionKey::new(SubscriptionType::ByEventType, "A", "audit").unwrap();
+        let record = |key: &SubscriptionKey, checkpoint| SubscriptionRecord {
+            spec: SubscriptionSpec::new(key.clone()),
+            checkpoint: Position(checkpoint),
+            parked: vec![Position(1)],
+        };
+        {
+            let (store, handle, _) = open(dir.path()).await;
+            let backend = &handle.backend;
+            backend.put_subscription(&record(&key, 3)).await.unwrap();
+            backend.put_subscription(&record(&key, 7)).await.unwrap();
+            backend.put_subscription(&record(&other, 1)).await.unwrap();
+            backend.delete_subscription(&other).await.unwrap();
+            let transient = SubscriptionKey::new(SubscriptionType::ByStream, "$all", TRANSIENT);
+            backend
+                .delete_subscription(&transient.unwrap())
+                .await
+                .unwrap();
+            store.shutdown().await;
+        }
+        let (store, handle, _) = open(dir.path()).await;
+        let loaded = handle.backend.load_subscriptions().await.unwrap();
+        assert_eq!(loaded, vec![record(&key, 7)]);
+        store.shutdown().await;
     }
 }

@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backend::{BackendStore, PendingAppend};
 
+/// Most times the writer yields while the queue keeps growing before it cuts a batch.
+const GATHER_YIELDS_MAX: usize = 16;
+
 /// An append on its way to the writer, with the channel its answer goes back on.
 #[derive(Debug)]
 pub(crate) struct AppendRequest {
@@ -55,7 +58,7 @@ impl Writer {
                     None => break,
                 },
             };
-            let batch = self.fill(first);
+            let batch = self.fill(first).await;
             self.commit(batch).await;
         }
         self.queue.close();
@@ -64,12 +67,13 @@ impl Writer {
         }
     }
 
-    fn fill(&mut self, first: AppendRequest) -> Vec<AppendRequest> {
+    async fn fill(&mut self, first: AppendRequest) -> Vec<AppendRequest> {
         let mut events = first.append.events.len();
         let mut batch = vec![first];
         if !self.bounds.group_commit {
             return batch;
         }
+        self.gather().await;
         while batch.len() < self.bounds.appends_max && events < self.bounds.events_max {
             match self.queue.try_recv() {
                 Ok(request) => {
@@ -80,6 +84,22 @@ impl Writer {
             }
         }
         batch
+    }
+
+    /// Lets appenders that were just answered queue their next append, so
+    /// they join this batch instead of waiting a whole flush for the next:
+    /// without this, concurrent appenders split into groups that take turns.
+    async fn gather(&mut self) {
+        for _ in 0..GATHER_YIELDS_MAX {
+            let queued = self.queue.len();
+            if queued >= self.bounds.appends_max {
+                return;
+            }
+            tokio::task::yield_now().await;
+            if self.queue.len() == queued {
+                return;
+            }
+        }
     }
 
     async fn commit(&mut self, batch: Vec<AppendRequest>) {

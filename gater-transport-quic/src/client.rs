@@ -12,7 +12,6 @@ use gater_core::{Error, Limits, Side, StoreId, SubscribeOptions, Subscription, S
 use tokio::time::Instant;
 
 use crate::frame::{lost, FrameReader};
-use crate::server::{IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_MS_DEFAULT};
 use crate::tls::ClientTls;
 use crate::{subscription, transport_config};
 
@@ -26,6 +25,15 @@ pub const BACKOFF_MIN_MS_DEFAULT: u64 = 50;
 pub const BACKOFF_MAX_MS_DEFAULT: u64 = 2_000;
 /// Default credit of a consumer: items in transit to it.
 pub const SUBSCRIPTION_CREDIT_DEFAULT: u32 = 256;
+/// Default idle timeout of a client's connection, milliseconds.
+///
+/// Short on purpose: a server that restarts on the same address loses the
+/// connection's state and never answers on it again, so the client notices
+/// only when the connection idles out. Keep-alives keep a healthy connection
+/// from idling, so this bounds how long a dead peer goes unnoticed.
+pub const CLIENT_IDLE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default keep-alive interval of a client's connection, milliseconds.
+pub const CLIENT_KEEP_ALIVE_MS_DEFAULT: u64 = 1_000;
 /// Streams a client lets the server open (it opens none).
 const PEER_STREAMS_MAX: u32 = 0;
 
@@ -65,8 +73,8 @@ impl Default for ClientOptions {
             backoff_min_ms: BACKOFF_MIN_MS_DEFAULT,
             backoff_max_ms: BACKOFF_MAX_MS_DEFAULT,
             frame_bytes_max: Limits::DEFAULT.frame_bytes_max,
-            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
-            keep_alive_ms: KEEP_ALIVE_MS_DEFAULT,
+            idle_timeout_ms: CLIENT_IDLE_TIMEOUT_MS_DEFAULT,
+            keep_alive_ms: CLIENT_KEEP_ALIVE_MS_DEFAULT,
             subscription_credit: SUBSCRIPTION_CREDIT_DEFAULT,
         }
     }

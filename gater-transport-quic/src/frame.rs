@@ -31,13 +31,17 @@ pub(crate) fn lost(e: impl std::fmt::Display) -> Error {
     Error::unavailable(Side::Worker, format!("connection lost: {e}"))
 }
 
+/// Bytes asked of the stream while no frame header is in: enough for a
+/// typical whole frame in one read.
+const READ_AHEAD: usize = 16 * 1024;
+
 /// Reads frames from one stream.
 ///
 /// Cancel-safe: the bytes of a partly read frame stay in the reader, so
-/// `next` may lose a `select!` and be called again. It asks the stream for no
-/// more than the rest of the current frame, so it never holds more than
-/// `FRAME_HEADER_LEN + max` bytes, and it checks the length prefix against
-/// `max` before reading the body.
+/// `next` may lose a `select!` and be called again. Once a header is in it
+/// asks the stream for no more than the rest of that frame, and it checks
+/// the length prefix against `max` before reading the body, so it never
+/// holds more than `READ_AHEAD + FRAME_HEADER_LEN + max` bytes.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
@@ -60,13 +64,13 @@ impl FrameReader {
     ) -> Result<Option<T>, ReadFailure> {
         loop {
             let wanted = match self.body_len()? {
-                Some(len) if self.buf.len() == FRAME_HEADER_LEN + len => {
-                    let msg = decode(&self.buf[FRAME_HEADER_LEN..]);
-                    self.buf.clear();
+                Some(len) if self.buf.len() >= FRAME_HEADER_LEN + len => {
+                    let msg = decode(&self.buf[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len]);
+                    self.buf.drain(..FRAME_HEADER_LEN + len);
                     return msg.map(Some).map_err(ReadFailure::Frame);
                 }
                 Some(len) => FRAME_HEADER_LEN + len - self.buf.len(),
-                None => FRAME_HEADER_LEN - self.buf.len(),
+                None => READ_AHEAD,
             };
             match recv.read_chunk(wanted, true).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),

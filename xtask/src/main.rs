@@ -4,7 +4,10 @@
 //! steps as `.ci/run`, which only installs what a fresh machine lacks and then
 //! calls `cargo xtask ci`: one definition of the steps.
 
+mod certs;
 mod ci;
+mod cluster;
+mod demo;
 mod fuzz;
 #[cfg(test)]
 mod tidy;
@@ -36,6 +39,12 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Start a local cluster of workers and proxies; Ctrl-C stops it.
+    Cluster(cluster::ClusterArgs),
+    /// Write a development CA with server and client certificates for `gater --certs DIR`.
+    Certs(certs::CertsArgs),
+    /// Run a short mixed workload against a cluster (or one it starts) and print a summary.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> Result<()> {
@@ -43,6 +52,9 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Ci { slow } => ci::run(slow),
         Cmd::Fuzz { seconds } => fuzz::run(seconds),
+        Cmd::Cluster(args) => cluster::run(args),
+        Cmd::Certs(args) => certs::run(args),
+        Cmd::Demo(args) => demo::run(args),
     }
 }
 

@@ -11,7 +11,7 @@ pub(crate) const DEFAULT_CERTS: &str = "./.gater/certs";
 
 /// Gater: an event-store gateway. Start a server with `gater dev`, then talk to it.
 #[derive(Parser, Debug)]
-#[command(name = "gater", version, about, propagate_version = true)]
+#[command(name = "gater", version, about)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: Global,
@@ -380,4 +380,28 @@ pub(crate) enum SnapshotCommand {
         /// Version.
         version: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn argument_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_come_before_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "gater", "--server", "a:1", "--server", "b:2", "--certs", "/c", "--json", "read", "s",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.servers, vec!["a:1", "b:2"]);
+        assert!(cli.global.json);
+        assert!(matches!(cli.command, Command::Read(_)));
+    }
 }

@@ -17,11 +17,6 @@ impl<W: Write> Output<W> {
         Output { json, out }
     }
 
-    /// Whether JSON lines are printed.
-    pub(crate) fn is_json(&self) -> bool {
-        self.json
-    }
-
     /// Prints one record: a JSON line, or `key: value` lines for people.
     pub(crate) fn record(&mut self, value: &Value) -> io::Result<()> {
         if self.json {

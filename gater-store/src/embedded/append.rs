@@ -8,7 +8,35 @@ use fjall::OwnedWriteBatch;
 use gater_core::{AppendResult, Error, EventId, Position, RecordedEvent, Version};
 
 use super::keys::{self, IdLocation};
-use super::{encode_error, fjall_error, StoreInner, Tables, COUNTERS_KEY};
+use super::{encode_error, fjall_error, StoreInner, Tables};
+
+/// Streams whose version the writer keeps in memory; the cache starts over when full.
+pub(super) const HEAD_CACHE_LEN_MAX: usize = 65_536;
+
+/// Versions of recently written streams, so the writer need not read them
+/// back. Only the writer changes stream versions and it updates the cache
+/// after each successful commit, so the cache is never stale.
+#[derive(Debug, Default)]
+pub(super) struct HeadCache {
+    heads: HashMap<String, Version>,
+}
+
+impl HeadCache {
+    fn get(&self, stream: &str) -> Option<&Version> {
+        self.heads.get(stream)
+    }
+
+    fn remember(&mut self, heads: HashMap<String, Version>) {
+        if self.heads.len() + heads.len() > HEAD_CACHE_LEN_MAX {
+            self.heads.clear();
+        }
+        if self.heads.is_empty() {
+            self.heads = heads;
+        } else {
+            self.heads.extend(heads);
+        }
+    }
+}
 use crate::backend::{BatchOutcome, Counters, PendingAppend};
 
 /// What the appends accepted so far in this batch have changed.
@@ -25,12 +53,17 @@ impl Staged {
         self.counters.head.map_or(0, |h| h.0 + 1)
     }
 
-    fn version(&self, t: &Tables, stream: &str) -> Result<Option<Version>, Error> {
-        if let Some(&version) = self.heads.get(stream) {
+    fn version(
+        &self,
+        t: &Tables,
+        cache: &HeadCache,
+        stream: &str,
+    ) -> Result<Option<Version>, Error> {
+        if let Some(&version) = self.heads.get(stream).or_else(|| cache.get(stream)) {
             return Ok(Some(version));
         }
-        t.heads
-            .get(stream)
+        t.index
+            .get(keys::head_key(stream))
             .map_err(fjall_error)?
             .map(|v| keys::decode_u64(&v))
             .transpose()
@@ -40,8 +73,8 @@ impl Staged {
         if let Some(location) = self.ids.get(id) {
             return Ok(Some(location.clone()));
         }
-        t.ids
-            .get(id.as_bytes())
+        t.index
+            .get(keys::id_key(id))
             .map_err(fjall_error)?
             .map(|v| keys::decode_id_value(&v))
             .transpose()
@@ -56,6 +89,7 @@ impl StoreInner {
         created_us: u64,
     ) -> Result<BatchOutcome, Error> {
         self.with_tables(|t| {
+            let mut cache = self.head_cache.lock().unwrap_or_else(|p| p.into_inner());
             let mut staged = Staged {
                 counters: self.counters(),
                 heads: HashMap::new(),
@@ -67,15 +101,15 @@ impl StoreInner {
                 .durability(Some(self.persist_mode));
             let results = appends
                 .into_iter()
-                .map(|append| stage(t, &mut staged, &mut batch, append, created_us))
+                .map(|append| stage(t, &cache, &mut staged, &mut batch, append, created_us))
                 .collect();
             if staged.written {
                 for (stream, version) in &staged.heads {
-                    batch.insert(&t.heads, stream.as_bytes(), version.to_be_bytes());
+                    batch.insert(&t.index, keys::head_key(stream), version.to_be_bytes());
                 }
                 batch.insert(
-                    &t.meta,
-                    COUNTERS_KEY,
+                    &t.index,
+                    keys::COUNTERS_KEY,
                     keys::encode_counters(&staged.counters),
                 );
                 batch.commit().map_err(fjall_error)?;
@@ -83,6 +117,7 @@ impl StoreInner {
                     Ok(mut c) => *c = staged.counters,
                     Err(poisoned) => *poisoned.into_inner() = staged.counters,
                 }
+                cache.remember(staged.heads);
             }
             Ok(BatchOutcome {
                 results,
@@ -95,6 +130,7 @@ impl StoreInner {
 /// Checks one append and, if it is accepted and new, stages its writes.
 fn stage(
     t: &Tables,
+    cache: &HeadCache,
     staged: &mut Staged,
     batch: &mut OwnedWriteBatch,
     append: PendingAppend,
@@ -103,7 +139,7 @@ fn stage(
     if let Some(original) = earlier_result(t, staged, &append)? {
         return Ok(original);
     }
-    let current = staged.version(t, append.stream.as_str())?;
+    let current = staged.version(t, cache, append.stream.as_str())?;
     if !append.expected.is_satisfied_by(current) {
         return Err(Error::WrongExpectedVersion {
             expected: append.expected,
@@ -134,13 +170,13 @@ fn stage(
     for (id, version, position, value) in encoded {
         batch.insert(&t.log, keys::position_key(position.0), value);
         batch.insert(
-            &t.streams,
+            &t.index,
             keys::stream_key(stream, version),
             position.0.to_be_bytes(),
         );
         batch.insert(
-            &t.ids,
-            id.as_bytes(),
+            &t.index,
+            keys::id_key(&id),
             keys::id_value(stream, version, position),
         );
         let location = IdLocation {

@@ -1,14 +1,37 @@
 //! Byte layouts of the embedded backend's keys and small values.
 //!
+//! Everything but the global log lives in one `index` keyspace, each table
+//! under its own one-byte prefix: fjall makes every keyspace durable with
+//! many fsyncs when it is created, so fewer keyspaces make creating a store
+//! several times cheaper.
+//!
 //! Every numeric key part is big-endian so that byte order is numeric order:
 //! range scans over positions and versions need no decoding. Stream ids never
 //! hold a NUL (control characters are refused), so a NUL ends a stream id in
 //! a composite key. Snapshot sources and streams may hold any byte, so they
 //! use an order-preserving escape instead.
 
-use gater_core::{Error, Position, SnapshotKey, StreamId, Version};
+use std::ops::Bound;
+
+use gater_core::{Error, Position, SnapshotKey, StreamId, SubscriptionKey, Version};
 
 use crate::backend::Counters;
+
+/// Table prefix of the stream index: (stream, version) → position.
+const STREAMS: u8 = b's';
+/// Table prefix of the event-id index: id → (stream, version, position).
+const IDS: u8 = b'i';
+/// Table prefix of stream heads: stream → version.
+const HEADS: u8 = b'h';
+/// Table prefix of snapshots.
+const SNAPSHOTS: u8 = b'p';
+/// Table prefix of subscription records.
+#[allow(dead_code)] // see `subscription_key`
+pub(super) const SUBSCRIPTIONS: [u8; 1] = [b'u'];
+/// The meta row holding the counters.
+pub(super) const COUNTERS_KEY: &[u8] = b"mcounters";
+/// The meta row holding the config.
+pub(super) const CONFIG_KEY: &[u8] = b"mconfig";
 
 /// Ends a stream id inside a stream-index key.
 const STREAM_END: u8 = 0x00;
@@ -34,11 +57,44 @@ pub(super) fn decode_u64(bytes: &[u8]) -> Result<u64, Error> {
 
 /// The stream-index key of `(stream, version)`.
 pub(super) fn stream_key(stream: &str, version: Version) -> Vec<u8> {
-    let mut key = Vec::with_capacity(stream.len() + 9);
+    let mut key = Vec::with_capacity(stream.len() + 10);
+    key.push(STREAMS);
     key.extend_from_slice(stream.as_bytes());
     key.push(STREAM_END);
     key.extend_from_slice(&version.to_be_bytes());
     key
+}
+
+/// The event-id index key of `id`.
+pub(super) fn id_key(id: &gater_core::EventId) -> [u8; 17] {
+    let mut key = [IDS; 17];
+    key[1..].copy_from_slice(id.as_bytes());
+    key
+}
+
+/// The heads key of `stream`.
+pub(super) fn head_key(stream: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 1);
+    key.push(HEADS);
+    key.extend_from_slice(stream.as_bytes());
+    key
+}
+
+/// The heads keys after `after` (all of them when `None`).
+pub(super) fn heads_after(after: Option<&str>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lower = match after {
+        Some(after) => Bound::Excluded(head_key(after)),
+        None => Bound::Included(vec![HEADS]),
+    };
+    (lower, Bound::Excluded(vec![HEADS + 1]))
+}
+
+/// The subscription-record key of `key`.
+#[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
+pub(super) fn subscription_key(key: &SubscriptionKey) -> Result<Vec<u8>, postcard::Error> {
+    let mut bytes = SUBSCRIPTIONS.to_vec();
+    postcard::to_io(key, &mut bytes)?;
+    Ok(bytes)
 }
 
 /// The event-id index value: where an event was stored.
@@ -73,8 +129,9 @@ pub(super) fn decode_id_value(bytes: &[u8]) -> Result<IdLocation, Error> {
     })
 }
 
-/// Decodes a stream id stored as a key of the heads table.
-pub(super) fn decode_stream(bytes: &[u8]) -> Result<StreamId, Error> {
+/// Decodes the stream id of a heads key.
+pub(super) fn decode_head_key(bytes: &[u8]) -> Result<StreamId, Error> {
+    let bytes = strip(bytes, HEADS)?;
     let text = std::str::from_utf8(bytes).map_err(|_| corrupt("stream id is not UTF-8"))?;
     StreamId::new(text).map_err(|e| corrupt(format!("stored stream id: {e}")))
 }
@@ -88,7 +145,8 @@ pub(super) fn snapshot_key(key: &SnapshotKey) -> Vec<u8> {
 
 /// The prefix shared by every snapshot of `source` (and `stream`, when given).
 pub(super) fn snapshot_prefix(source: &str, stream: Option<&str>) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(source.len() + stream.map_or(0, str::len) + 12);
+    let mut bytes = Vec::with_capacity(source.len() + stream.map_or(0, str::len) + 13);
+    bytes.push(SNAPSHOTS);
     push_part(&mut bytes, source.as_bytes());
     if let Some(stream) = stream {
         push_part(&mut bytes, stream.as_bytes());
@@ -96,9 +154,14 @@ pub(super) fn snapshot_prefix(source: &str, stream: Option<&str>) -> Vec<u8> {
     bytes
 }
 
+/// The prefix of every snapshot key.
+pub(super) fn snapshots_all() -> [u8; 1] {
+    [SNAPSHOTS]
+}
+
 /// Decodes a snapshot key.
 pub(super) fn decode_snapshot_key(bytes: &[u8]) -> Result<SnapshotKey, Error> {
-    let (source, rest) = take_part(bytes)?;
+    let (source, rest) = take_part(strip(bytes, SNAPSHOTS)?)?;
     let (stream, rest) = take_part(rest)?;
     Ok(SnapshotKey {
         source,
@@ -133,6 +196,13 @@ pub(super) fn decode_counters(bytes: &[u8]) -> Result<Counters, Error> {
 /// A storage error for bytes that do not decode.
 pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Storage(format!("corrupt data: {what}"))
+}
+
+fn strip(bytes: &[u8], table: u8) -> Result<&[u8], Error> {
+    match bytes.split_first() {
+        Some((&first, rest)) if first == table => Ok(rest),
+        _ => Err(corrupt("key of another table")),
+    }
 }
 
 fn push_part(bytes: &mut Vec<u8>, part: &[u8]) {
@@ -200,7 +270,7 @@ mod tests {
         let a = stream_key("a", u64::MAX);
         let ab = stream_key("ab", 0);
         assert!(a < ab);
-        let mut prefix = b"a".to_vec();
+        let mut prefix = vec![STREAMS, b'a'];
         prefix.push(STREAM_END);
         assert!(a.starts_with(&prefix) && !ab.starts_with(&prefix));
     }

@@ -1,11 +1,12 @@
 //! The embedded backend: each store is one fjall database under
 //! `<data_dir>/stores/<store_id>`, with one keyspace per table.
 //!
-//! Tables: `log` (position → postcard `RecordedEvent`), `streams`
-//! ((stream, version) → position), `ids` (event id → stream, version,
-//! position), `heads` (stream → version), `snapshots`, `subscriptions` and
-//! `meta` (the counters row). An append batch writes all of them in one fjall
-//! write batch, which fjall journals and makes visible atomically; the batch
+//! Two keyspaces: `log` (position → postcard `RecordedEvent`) and `index`,
+//! which holds the other tables under one-byte prefixes (see `keys`): the
+//! stream index ((stream, version) → position), the event-id index (id →
+//! stream, version, position), stream heads (stream → version), snapshots,
+//! subscription records and the meta rows (config, counters). An append
+//! batch writes all of them in one fjall write batch, which fjall journals and makes visible atomically; the batch
 //! is flushed with `fdatasync` before it is applied when the store's `fsync`
 //! is on, and to the OS otherwise (that survives a process crash, not a power
 //! loss).
@@ -23,7 +24,6 @@ mod keys;
 
 use std::fs;
 use std::io::Write;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -36,16 +36,12 @@ use gater_core::{
 
 use crate::backend::{Backend, BackendStore, BatchOutcome, Counters, PendingAppend};
 use crate::subscription::SubscriptionRecord;
-use keys::corrupt;
+use keys::{corrupt, CONFIG_KEY, COUNTERS_KEY};
 
 /// The file whose presence marks a store directory as completely created.
 const CONFIG_FILE: &str = "gater-store.config";
 /// Prefix of a store directory being deleted; store ids cannot start with a dot.
 const REMOVING_PREFIX: &str = ".removing-";
-/// The meta table's row holding the counters.
-const COUNTERS_KEY: &[u8] = b"counters";
-/// The meta table's row holding the config.
-const CONFIG_KEY: &[u8] = b"config";
 
 /// Stores on the local disk, one fjall database each.
 #[derive(Debug)]
@@ -95,9 +91,9 @@ impl Backend for EmbeddedBackend {
             let tables = Tables::open(&dir)?;
             let mut batch = tables.db.batch().durability(Some(PersistMode::SyncAll));
             let config_bytes = postcard::to_stdvec(&config).map_err(encode_error)?;
-            batch.insert(&tables.meta, CONFIG_KEY, config_bytes.clone());
+            batch.insert(&tables.index, CONFIG_KEY, config_bytes.clone());
             batch.insert(
-                &tables.meta,
+                &tables.index,
                 COUNTERS_KEY,
                 keys::encode_counters(&Counters::default()).to_vec(),
             );
@@ -166,58 +162,29 @@ impl Backend for EmbeddedBackend {
 struct Tables {
     db: Database,
     log: Keyspace,
-    streams: Keyspace,
-    ids: Keyspace,
-    heads: Keyspace,
-    snapshots: Keyspace,
-    subscriptions: Keyspace,
-    meta: Keyspace,
+    index: Keyspace,
 }
 
 impl Tables {
     fn open(dir: &Path) -> Result<Self, Error> {
         let db = Database::builder(dir).open().map_err(fjall_error)?;
         // Positions are read back only when they exist, so the log needs no
-        // bloom filters on its last level; the id index is mostly probed for
-        // ids that are not there, so it keeps them.
+        // bloom filters on its last level; the index is mostly probed for
+        // event ids that are not there, so it keeps them.
         let log = db
             .keyspace("log", || {
                 KeyspaceCreateOptions::default().expect_point_read_hits(true)
             })
             .map_err(fjall_error)?;
-        let streams = db
-            .keyspace("streams", KeyspaceCreateOptions::default)
+        let index = db
+            .keyspace("index", KeyspaceCreateOptions::default)
             .map_err(fjall_error)?;
-        let ids = db
-            .keyspace("ids", KeyspaceCreateOptions::default)
-            .map_err(fjall_error)?;
-        let heads = db
-            .keyspace("heads", KeyspaceCreateOptions::default)
-            .map_err(fjall_error)?;
-        let snapshots = db
-            .keyspace("snapshots", KeyspaceCreateOptions::default)
-            .map_err(fjall_error)?;
-        let subscriptions = db
-            .keyspace("subscriptions", KeyspaceCreateOptions::default)
-            .map_err(fjall_error)?;
-        let meta = db
-            .keyspace("meta", KeyspaceCreateOptions::default)
-            .map_err(fjall_error)?;
-        Ok(Tables {
-            db,
-            log,
-            streams,
-            ids,
-            heads,
-            snapshots,
-            subscriptions,
-            meta,
-        })
+        Ok(Tables { db, log, index })
     }
 
     /// Reads the counters row and checks it against the log it describes.
     fn recover_counters(&self) -> Result<Counters, Error> {
-        let counters = match self.meta.get(COUNTERS_KEY).map_err(fjall_error)? {
+        let counters = match self.index.get(COUNTERS_KEY).map_err(fjall_error)? {
             Some(bytes) => keys::decode_counters(&bytes)?,
             None => Counters::default(),
         };
@@ -260,6 +227,8 @@ struct StoreInner {
     persist_mode: PersistMode,
     /// The counters as of the last commit; only the writer changes them.
     counters: Mutex<Counters>,
+    /// Stream versions the writer remembers between batches.
+    head_cache: Mutex<append::HeadCache>,
     /// `None` once closed: taking it out under the write lock waits for
     /// every call in progress and then drops the database.
     tables: RwLock<Option<Tables>>,
@@ -272,6 +241,7 @@ impl StoreInner {
             config,
             persist_mode: Tables::persist_mode(&config),
             counters: Mutex::new(counters),
+            head_cache: Mutex::new(append::HeadCache::default()),
             tables: RwLock::new(Some(tables)),
         }
     }
@@ -307,27 +277,21 @@ impl StoreInner {
             let stream = stream.as_str();
             let iter = match direction {
                 Direction::Forward => {
-                    Box::new(t.streams.range(
+                    Box::new(t.index.range(
                         keys::stream_key(stream, start)..=keys::stream_key(stream, u64::MAX),
                     )) as Box<dyn Iterator<Item = fjall::Guard>>
                 }
                 Direction::Backward => Box::new(
-                    t.streams
+                    t.index
                         .range(keys::stream_key(stream, 0)..=keys::stream_key(stream, start))
                         .rev(),
                 ),
             };
-            let mut events = Vec::with_capacity(count as usize);
+            let mut positions = Vec::with_capacity(count as usize);
             for guard in iter.take(count as usize) {
-                let position = keys::decode_u64(&guard.value().map_err(fjall_error)?)?;
-                let bytes = t
-                    .log
-                    .get(keys::position_key(position))
-                    .map_err(fjall_error)?
-                    .ok_or_else(|| corrupt(format!("stream index names missing {position}")))?;
-                events.push(decode_event(&bytes)?);
+                positions.push(keys::decode_u64(&guard.value().map_err(fjall_error)?)?);
             }
-            Ok(events)
+            read_positions(t, &positions)
         })
     }
 
@@ -355,20 +319,17 @@ impl StoreInner {
 
     fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {
         self.with_tables(|t| {
-            let lower = match &after {
-                Some(after) => Bound::Excluded(after.as_str().as_bytes()),
-                None => Bound::Unbounded,
-            };
             let mut streams = Vec::with_capacity(limit as usize);
             let mut more = false;
-            for guard in t.heads.range::<&[u8], _>((lower, Bound::Unbounded)) {
+            let bounds = keys::heads_after(after.as_ref().map(StreamId::as_str));
+            for guard in t.index.range::<Vec<u8>, _>(bounds) {
                 if streams.len() == limit as usize {
                     more = true;
                     break;
                 }
                 let (key, value) = guard.into_inner().map_err(fjall_error)?;
                 streams.push(StreamInfo {
-                    stream: keys::decode_stream(&key)?,
+                    stream: keys::decode_head_key(&key)?,
                     version: keys::decode_u64(&value)?,
                 });
             }
@@ -386,8 +347,8 @@ impl StoreInner {
 
     fn version(&self, stream: &StreamId) -> Result<Option<Version>, Error> {
         self.with_tables(|t| {
-            t.heads
-                .get(stream.as_str())
+            t.index
+                .get(keys::head_key(stream.as_str()))
                 .map_err(fjall_error)?
                 .map(|v| keys::decode_u64(&v))
                 .transpose()
@@ -400,7 +361,7 @@ impl StoreInner {
             value.extend_from_slice(&snapshot.created_us.to_be_bytes());
             value.extend_from_slice(&snapshot.data);
             let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.insert(&t.snapshots, keys::snapshot_key(&snapshot.key), value);
+            batch.insert(&t.index, keys::snapshot_key(&snapshot.key), value);
             batch.commit().map_err(fjall_error)
         })
     }
@@ -420,13 +381,13 @@ impl StoreInner {
                         version,
                     };
                     let encoded = keys::snapshot_key(&key);
-                    t.snapshots
+                    t.index
                         .get(&encoded)
                         .map_err(fjall_error)?
                         .map(|v| (encoded.into(), v))
                 }
                 None => t
-                    .snapshots
+                    .index
                     .prefix(keys::snapshot_prefix(source, Some(stream)))
                     .next_back()
                     .map(|g| g.into_inner().map_err(fjall_error))
@@ -453,8 +414,8 @@ impl StoreInner {
     ) -> Result<Vec<SnapshotKey>, Error> {
         self.with_tables(|t| {
             let iter = match source {
-                Some(source) => t.snapshots.prefix(keys::snapshot_prefix(source, stream)),
-                None => t.snapshots.iter(),
+                Some(source) => t.index.prefix(keys::snapshot_prefix(source, stream)),
+                None => t.index.prefix(keys::snapshots_all()),
             };
             let mut found = Vec::new();
             for guard in iter {
@@ -471,20 +432,21 @@ impl StoreInner {
     fn delete_snapshot(&self, key: &SnapshotKey) -> Result<bool, Error> {
         self.with_tables(|t| {
             let encoded = keys::snapshot_key(key);
-            if !t.snapshots.contains_key(&encoded).map_err(fjall_error)? {
+            if !t.index.contains_key(&encoded).map_err(fjall_error)? {
                 return Ok(false);
             }
             let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.remove(&t.snapshots, encoded);
+            batch.remove(&t.index, encoded);
             batch.commit().map_err(fjall_error)?;
             Ok(true)
         })
     }
 
+    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error> {
         self.with_tables(|t| {
             let mut records = Vec::new();
-            for guard in t.subscriptions.iter() {
+            for guard in t.index.prefix(keys::SUBSCRIPTIONS) {
                 let value = guard.value().map_err(fjall_error)?;
                 records.push(postcard::from_bytes(&value).map_err(corrupt)?);
             }
@@ -492,21 +454,23 @@ impl StoreInner {
         })
     }
 
+    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error> {
-        let key = postcard::to_stdvec(&record.spec.key).map_err(encode_error)?;
+        let key = keys::subscription_key(&record.spec.key).map_err(encode_error)?;
         let value = postcard::to_stdvec(record).map_err(encode_error)?;
         self.with_tables(|t| {
             let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.insert(&t.subscriptions, key, value);
+            batch.insert(&t.index, key, value);
             batch.commit().map_err(fjall_error)
         })
     }
 
+    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error> {
-        let key = postcard::to_stdvec(key).map_err(encode_error)?;
+        let key = keys::subscription_key(key).map_err(encode_error)?;
         self.with_tables(|t| {
             let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.remove(&t.subscriptions, key);
+            batch.remove(&t.index, key);
             batch.commit().map_err(fjall_error)
         })
     }
@@ -649,6 +613,53 @@ async fn blocking<R: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
+}
+
+/// Reads the log entries at `positions` (ascending or descending), one range
+/// scan per run of consecutive positions: the events of one multi-event
+/// append are adjacent in the log, and a scan is far cheaper than a lookup each.
+fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, Error> {
+    let mut events = Vec::with_capacity(positions.len());
+    let mut rest = positions;
+    while let Some(&first) = rest.first() {
+        let backward = rest.get(1).is_some_and(|&p| p + 1 == first);
+        let run = rest
+            .iter()
+            .enumerate()
+            .take_while(|&(i, &p)| {
+                let step = i as u64;
+                p == if backward {
+                    first.wrapping_sub(step)
+                } else {
+                    first.wrapping_add(step)
+                }
+            })
+            .count();
+        let (low, high) = if backward {
+            (first + 1 - run as u64, first)
+        } else {
+            (first, first + run as u64 - 1)
+        };
+        let range = t
+            .log
+            .range(keys::position_key(low)..=keys::position_key(high));
+        let scanned: Box<dyn Iterator<Item = fjall::Guard>> = if backward {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let before = events.len();
+        for guard in scanned {
+            events.push(decode_event(&guard.value().map_err(fjall_error)?)?);
+        }
+        if events.len() - before != run {
+            return Err(corrupt(format!(
+                "stream index names missing events in {low}..={high}"
+            )));
+        }
+        rest = &rest[run..];
+    }
+    Ok(events)
 }
 
 fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, Error> {

@@ -1,0 +1,356 @@
+//! Subscriptions through the proxy: attach a consumer on the worker the
+//! policy chooses, relay its deliveries through a bounded queue, map the
+//! proxy's consumer ids to the worker's for acks and nacks, and move a
+//! persistent consumer to another worker when its worker fails.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use gater_core::routing::{AffinityKey, RequestClass};
+use gater_core::{
+    ConsumerId, Error, NackAction, Position, Resource, Side, StoreId, SubscribeOptions,
+    Subscription, SubscriptionEnd, SubscriptionItem, SubscriptionKey,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::pool::Worker;
+use super::route::{from_worker, is_path_failure};
+use super::{lock, Inner};
+
+/// The consumers attached through the proxy, by the proxy's consumer id.
+#[derive(Debug)]
+pub(crate) struct Consumers {
+    max: usize,
+    next: AtomicU64,
+    routes: Mutex<HashMap<ConsumerId, Route>>,
+}
+
+/// Where a proxy consumer is attached now.
+#[derive(Clone, Debug)]
+struct Route {
+    store: StoreId,
+    key: SubscriptionKey,
+    worker: Arc<Worker>,
+    consumer: ConsumerId,
+}
+
+impl Consumers {
+    /// An empty registry of at most `max` consumers.
+    pub(crate) fn new(max: usize) -> Self {
+        Consumers {
+            max,
+            next: AtomicU64::new(1),
+            routes: Mutex::default(),
+        }
+    }
+
+    /// Consumers attached now.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.routes).len()
+    }
+
+    fn full(&self) -> Result<(), Error> {
+        if self.len() >= self.max {
+            return Err(Error::Overloaded {
+                side: Side::Proxy,
+                message: format!(
+                    "the proxy already relays its maximum of {} consumers",
+                    self.max
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn insert(&self, route: Route) -> Result<ConsumerId, Error> {
+        let mut routes = lock(&self.routes);
+        if routes.len() >= self.max {
+            return Err(Error::Overloaded {
+                side: Side::Proxy,
+                message: format!(
+                    "the proxy already relays its maximum of {} consumers",
+                    self.max
+                ),
+            });
+        }
+        let id = ConsumerId(self.next.fetch_add(1, Ordering::Relaxed));
+        routes.insert(id, route);
+        Ok(id)
+    }
+
+    fn get(&self, id: ConsumerId, store: &StoreId, key: &SubscriptionKey) -> Result<Route, Error> {
+        lock(&self.routes)
+            .get(&id)
+            .filter(|r| &r.store == store && &r.key == key)
+            .cloned()
+            .ok_or_else(|| Error::not_found(Resource::Consumer, id))
+    }
+
+    fn moved(&self, id: ConsumerId, worker: Arc<Worker>, consumer: ConsumerId) {
+        if let Some(route) = lock(&self.routes).get_mut(&id) {
+            route.worker = worker;
+            route.consumer = consumer;
+        }
+    }
+
+    fn remove(&self, id: ConsumerId) {
+        lock(&self.routes).remove(&id);
+    }
+}
+
+/// Removes a consumer's route when its relay ends, however it ends.
+struct RouteGuard {
+    inner: Arc<Inner>,
+    id: ConsumerId,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.inner.consumers.remove(self.id);
+    }
+}
+
+/// What a relay needs to re-attach its consumer.
+struct Attachment {
+    store: StoreId,
+    key: SubscriptionKey,
+    options: SubscribeOptions,
+    affinity: Option<AffinityKey>,
+}
+
+impl Inner {
+    /// Attaches a consumer on the worker the policy picks (the rendezvous
+    /// owner of the subscription for a persistent key) and relays it.
+    pub(crate) async fn subscribe(
+        self: &Arc<Self>,
+        store: &StoreId,
+        key: SubscriptionKey,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        self.consumers.full()?;
+        let attachment = Attachment {
+            affinity: (!key.is_transient()).then(|| AffinityKey::subscription(store, &key)),
+            store: store.clone(),
+            key,
+            options,
+        };
+        let (worker, sub) = self.attach(&attachment, &mut Vec::new()).await?;
+        let id = self.consumers.insert(Route {
+            store: attachment.store.clone(),
+            key: attachment.key.clone(),
+            worker: Arc::clone(&worker),
+            consumer: sub.consumer(),
+        })?;
+        let (tx, rx) = mpsc::channel(self.config.relay_queue_len);
+        let guard = RouteGuard {
+            inner: Arc::clone(self),
+            id,
+        };
+        tokio::spawn(relay(guard, attachment, worker, sub, tx));
+        let items = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Subscription::new(id, items))
+    }
+
+    /// Attaches once on the worker the policy picks, skipping `tried`; a
+    /// worker that fails is added to `tried`.
+    async fn attach(
+        &self,
+        at: &Attachment,
+        tried: &mut Vec<String>,
+    ) -> Result<(Arc<Worker>, Subscription), Error> {
+        let guard = self
+            .pick(RequestClass::Subscribe, Some(&at.store), at.affinity, tried)
+            .map_err(|no| self.no_send(no, Some(&at.store)))?;
+        let worker = Arc::clone(guard.worker());
+        let deadline = Instant::now() + self.config.request_deadline;
+        let started = Instant::now();
+        let answer = tokio::time::timeout_at(
+            deadline,
+            worker
+                .client
+                .subscribe(&at.store, at.key.clone(), at.options.clone()),
+        )
+        .await;
+        drop(guard);
+        let now = self.now();
+        let result = match answer {
+            Ok(result) => result.map_err(from_worker),
+            Err(_) => Err(Error::DeadlineExceeded { side: Side::Proxy }),
+        };
+        match &result {
+            Err(error) if is_path_failure(error) => {
+                worker.handle_failure(now);
+                tried.push(worker.id.clone());
+            }
+            _ => worker.handle_success(started.elapsed(), now),
+        }
+        result.map(|sub| (worker, sub))
+    }
+
+    /// Moves a persistent consumer off `failed` to the next worker the policy
+    /// offers, up to `reattach_max` attempts; delivery resumes from the
+    /// subscription's checkpoint on the new worker.
+    async fn reattach(
+        &self,
+        at: &Attachment,
+        failed: &Worker,
+        cause: Error,
+    ) -> Result<(Arc<Worker>, Subscription), Error> {
+        if at.key.is_transient() {
+            return Err(Error::unavailable(
+                Side::Worker,
+                format!(
+                    "worker {} serving transient subscription {} of store {} failed ({cause}); \
+                     transient subscriptions are not moved",
+                    failed.id, at.key, at.store
+                ),
+            ));
+        }
+        let mut tried = vec![failed.id.clone()];
+        let mut last = cause;
+        for _ in 0..self.config.reattach_max {
+            match self.attach(at, &mut tried).await {
+                Ok(attached) => return Ok(attached),
+                // That worker failed too: the next attempt skips it.
+                Err(error)
+                    if is_path_failure(&error)
+                        && (error.side() != Some(Side::Proxy) || is_timeout(&error)) =>
+                {
+                    last = error;
+                }
+                // No worker is left to try.
+                Err(error) if is_path_failure(&error) || is_store_not_found(&error) => {
+                    last = error;
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(Error::unavailable(
+            Side::Proxy,
+            format!(
+                "no live worker serves store {} for subscription {} (worker {} failed: {last})",
+                at.store, at.key, failed.id
+            ),
+        ))
+    }
+
+    /// Acknowledges a delivery on the worker holding the consumer.
+    pub(crate) async fn ack(
+        &self,
+        store: &StoreId,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+        action: Option<NackAction>,
+    ) -> Result<(), Error> {
+        let route = self.consumers.get(consumer, store, key)?;
+        let worker = &route.worker;
+        let deadline = Instant::now() + self.config.request_deadline;
+        let call = async {
+            match action {
+                None => {
+                    worker
+                        .client
+                        .ack_event(store, key, route.consumer, position)
+                        .await
+                }
+                Some(action) => {
+                    worker
+                        .client
+                        .nack_event(store, key, route.consumer, position, action)
+                        .await
+                }
+            }
+        };
+        let result = match tokio::time::timeout_at(deadline, call).await {
+            Ok(result) => result.map_err(from_worker),
+            Err(_) => Err(Error::DeadlineExceeded { side: Side::Proxy }),
+        };
+        if result.as_ref().is_err_and(is_path_failure) {
+            worker.handle_failure(self.now());
+        }
+        result
+    }
+}
+
+fn is_timeout(error: &Error) -> bool {
+    matches!(error, Error::DeadlineExceeded { .. })
+}
+
+fn is_store_not_found(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::NotFound {
+            resource: Resource::Store,
+            ..
+        }
+    )
+}
+
+/// Forwards a worker's items to the consumer until the consumer leaves or
+/// the subscription ends; re-attaches a persistent consumer whose worker failed.
+async fn relay(
+    guard: RouteGuard,
+    at: Attachment,
+    mut worker: Arc<Worker>,
+    mut sub: Subscription,
+    tx: mpsc::Sender<SubscriptionItem>,
+) {
+    let inner = Arc::clone(&guard.inner);
+    loop {
+        let item = tokio::select! {
+            item = sub.next() => item,
+            () = tx.closed() => return,
+        };
+        let now = inner.now();
+        let cause = match item {
+            Some(SubscriptionItem::End(SubscriptionEnd::Shutdown)) => {
+                worker.handle_down(now);
+                Error::unavailable(Side::Worker, "the worker shut down")
+            }
+            Some(SubscriptionItem::End(SubscriptionEnd::Failed(error)))
+                if is_path_failure(&from_worker(error.clone())) =>
+            {
+                worker.handle_failure(now);
+                from_worker(error)
+            }
+            Some(item @ SubscriptionItem::End(_)) => {
+                let _ = tx.send(item).await;
+                return;
+            }
+            Some(item) => {
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            None => {
+                worker.handle_failure(now);
+                Error::unavailable(Side::Worker, "the subscription stream ended without an end")
+            }
+        };
+        drop(sub);
+        match inner.reattach(&at, &worker, cause).await {
+            Ok((next, next_sub)) => {
+                tracing::info!(store = %at.store, key = %at.key, from = %worker.id, to = %next.id, "consumer re-attached");
+                inner
+                    .consumers
+                    .moved(guard.id, Arc::clone(&next), next_sub.consumer());
+                worker = next;
+                sub = next_sub;
+            }
+            Err(error) => {
+                let _ = tx
+                    .send(SubscriptionItem::End(SubscriptionEnd::Failed(error)))
+                    .await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The server commands: `gater dev`, `gater worker` and `gater proxy`.
+//!
+//! Each builds its configuration, binds its QUIC endpoint, prints where it
+//! listens, and serves until Ctrl-C (or SIGTERM), then shuts down gracefully:
+//! stop accepting, finish requests in flight, close subscriptions, flush stores.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use gater_core::dispatch::RemoteGater;
+use gater_core::{BoxGater, Error, Gater, WorkerHealth, WorkerInfo};
+use gater_proxy::{Connector, Proxy, StorageMode};
+use gater_store::{Store, StoreOptions};
+use gater_transport_quic::{
+    certs, load_certs, load_key, ClientOptions, ClientTls, QuicLink, Server, ServerConfig,
+    ServerTls,
+};
+
+use crate::cli::args::{BackendKind, DevArgs, Global, ProxyArgs, WorkerArgs};
+use crate::cli::config::{ProxyConfig, TlsFiles, WorkerConfig};
+
+/// How often a worker started with `--join` announces itself to its proxy.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Deadline of one heartbeat.
+const HEARTBEAT_DEADLINE_MS: u32 = 2_000;
+/// Id of the embedded worker inside `gater dev`.
+const DEV_WORKER_ID: &str = "dev-worker";
+
+/// `gater dev`: an embedded store worker behind the proxy, on QUIC.
+pub(crate) async fn dev(args: DevArgs) -> Result<()> {
+    let listen = resolve(&args.listen)?;
+    let certs_dir = args.data_dir.join("certs");
+    let hosts = vec![listen.ip().to_string()];
+    let wrote = certs::write_dev_certs(&certs_dir, &hosts)
+        .with_context(|| format!("cannot write certificates under {}", certs_dir.display()))?;
+    let mut options = StoreOptions::new(args.data_dir.join("worker"));
+    options.worker_id = DEV_WORKER_ID.to_owned();
+    options.address = "in-process".to_owned();
+    let store = Arc::new(Store::open(options).await?);
+    let proxy = Proxy::builder()
+        .worker(DEV_WORKER_ID, "in-process", store.clone() as BoxGater)
+        .build()
+        .await?;
+    let server = Server::bind(
+        ServerConfig::new(listen, ServerTls::from_dir(&certs_dir)?),
+        proxy,
+    )?;
+    let addr = server.local_addr();
+    println!("gater dev listening on {addr} (QUIC, mutual TLS)");
+    println!("  data:  {}", args.data_dir.display());
+    let fresh = if wrote { " (new development CA)" } else { "" };
+    println!("  certs: {}{fresh}", certs_dir.display());
+    println!(
+        "  try:   gater --server {addr} --certs {} store create demo",
+        certs_dir.display()
+    );
+    println!("Press Ctrl-C to stop.");
+    server.run(shutdown_signal()).await;
+    store.shutdown().await;
+    tracing::info!("gater dev stopped");
+    Ok(())
+}
+
+/// `gater worker`: stores served on QUIC, optionally announced to a proxy.
+pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
+    let config = WorkerConfig::load(&args)?;
+    if config.backend == BackendKind::Postgres {
+        anyhow::bail!(
+            "this build serves the embedded backend only; --backend postgres is not available"
+        );
+    }
+    let listen = resolve(&config.listen)?;
+    let mut options = StoreOptions::new(&config.data_dir);
+    options.worker_id = config.id.clone();
+    options.address = config.advertise.clone();
+    let store = Arc::new(Store::open(options).await?);
+    let server_tls = server_tls(&global.certs, &config.tls)?;
+    let server = Server::bind(ServerConfig::new(listen, server_tls), store.clone())?;
+    println!(
+        "gater worker {} listening on {}",
+        config.id,
+        server.local_addr()
+    );
+    let heartbeat = match &config.join {
+        Some(proxy) => {
+            let client = quic_client(
+                std::slice::from_ref(proxy),
+                client_tls(&global.certs, &config.tls)?,
+                Some(HEARTBEAT_DEADLINE_MS),
+            )?;
+            println!("  joining proxy {proxy}");
+            Some(tokio::spawn(heartbeat_loop(
+                client,
+                store.clone(),
+                config.clone(),
+            )))
+        }
+        None => None,
+    };
+    server.run(shutdown_signal()).await;
+    if let Some(task) = heartbeat {
+        task.abort();
+    }
+    store.shutdown().await;
+    Ok(())
+}
+
+/// Announces the worker to its proxy every [`HEARTBEAT_INTERVAL`].
+async fn heartbeat_loop(proxy: BoxGater, store: Arc<Store>, config: WorkerConfig) {
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    loop {
+        tick.tick().await;
+        let stores = match store.list_stores().await {
+            Ok(list) => list.into_iter().map(|s| s.store).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list stores for the heartbeat");
+                continue;
+            }
+        };
+        let info = WorkerInfo {
+            id: config.id.clone(),
+            address: config.advertise.clone(),
+            health: WorkerHealth::Healthy,
+            in_flight: 0,
+            latency_us: 0,
+            stores,
+            shared_storage: false,
+        };
+        if let Err(e) = proxy.heartbeat(info).await {
+            tracing::warn!(error = %e, "heartbeat to the proxy failed");
+        }
+    }
+}
+
+/// `gater proxy`: the load balancer in front of workers.
+pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
+    let config = ProxyConfig::load(&args)?;
+    let listen = resolve(&config.listen)?;
+    let tls = client_tls(&global.certs, &config.tls)?;
+    let mut builder = Proxy::builder().storage(StorageMode::Embedded);
+    for address in &config.workers {
+        let client = quic_client(std::slice::from_ref(address), tls.clone(), None)?;
+        builder = builder.worker(address.clone(), address.clone(), client);
+    }
+    let proxy = builder
+        .connector(Arc::new(QuicConnector { tls }))
+        .build()
+        .await?;
+    let server_tls = server_tls(&global.certs, &config.tls)?;
+    let server = Server::bind(ServerConfig::new(listen, server_tls), proxy)?;
+    println!("gater proxy listening on {}", server.local_addr());
+    for address in &config.workers {
+        println!("  worker {address}");
+    }
+    server.run(shutdown_signal()).await;
+    Ok(())
+}
+
+/// Reaches workers that join by heartbeat over QUIC.
+struct QuicConnector {
+    tls: ClientTls,
+}
+
+#[async_trait]
+impl Connector for QuicConnector {
+    async fn connect(&self, address: &str) -> Result<BoxGater, Error> {
+        quic_client(&[address.to_owned()], self.tls.clone(), None)
+            .map_err(|e| Error::invalid(format!("worker address {address:?}: {e:#}")))
+    }
+}
+
+/// A QUIC client that connects on first use (a worker down at start is not an error).
+pub(crate) fn quic_client(
+    addresses: &[String],
+    tls: ClientTls,
+    deadline_ms: Option<u32>,
+) -> Result<BoxGater> {
+    let addrs = addresses
+        .iter()
+        .map(|a| resolve(a))
+        .collect::<Result<Vec<SocketAddr>>>()?;
+    let options = ClientOptions {
+        deadline_ms: deadline_ms.or(ClientOptions::default().deadline_ms),
+        ..ClientOptions::default()
+    };
+    let link = QuicLink::new(&addrs, tls, options)?;
+    Ok(Arc::new(RemoteGater::new(link)))
+}
+
+/// Resolves `host:port` (names too, e.g. `localhost:7400`) to the first address.
+pub(crate) fn resolve(address: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()
+        .with_context(|| format!("invalid address {address:?} (expected host:port)"))?
+        .next()
+        .with_context(|| format!("{address:?} resolves to no address"))
+}
+
+fn pick(explicit: &Option<PathBuf>, dir: &Path, name: &str) -> PathBuf {
+    explicit.clone().unwrap_or_else(|| dir.join(name))
+}
+
+/// The server identity: explicit files from the config, else the `--certs` layout.
+fn server_tls(dir: &Path, files: &TlsFiles) -> Result<ServerTls> {
+    Ok(ServerTls::new(
+        load_certs(&pick(&files.server_cert, dir, certs::SERVER_CERT))?,
+        load_key(&pick(&files.server_key, dir, certs::SERVER_KEY))?,
+        load_certs(&pick(&files.ca, dir, certs::CA_CERT))?,
+    ))
+}
+
+/// The client identity used to reach other servers.
+fn client_tls(dir: &Path, files: &TlsFiles) -> Result<ClientTls> {
+    Ok(ClientTls::new(
+        load_certs(&pick(&files.ca, dir, certs::CA_CERT))?,
+        load_certs(&pick(&files.client_cert, dir, certs::CLIENT_CERT))?,
+        load_key(&pick(&files.client_key, dir, certs::CLIENT_KEY))?,
+    ))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}

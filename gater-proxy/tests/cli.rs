@@ -1,0 +1,354 @@
+//! End-to-end tests of the `gater` binary: a real `gater dev` process on a free
+//! port in a temporary directory, driven by the CLI for every command.
+
+mod cli_support;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+
+use cli_support::{free_port, gater, json_lines, run_cli, wait_ok, ServerProcess};
+use serde_json::Value;
+
+/// A `gater dev` process in a temporary directory, killed on drop.
+struct DevServer {
+    _process: ServerProcess,
+    addr: String,
+    certs: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DevServer {
+    fn start() -> DevServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let data = dir.path().join("data");
+        let process = ServerProcess::start(&[
+            "dev",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &addr,
+        ]);
+        assert!(
+            process.banner.contains(&addr),
+            "gater dev announces {addr}:\n{}",
+            process.banner
+        );
+        let certs = data.join("certs");
+        for file in [
+            "ca.crt",
+            "client.crt",
+            "client.key",
+            "server.crt",
+            "server.key",
+        ] {
+            assert!(
+                certs.join(file).exists(),
+                "{file} written under {}",
+                certs.display()
+            );
+        }
+        wait_ok(&addr, &certs, &["store", "list"]);
+        DevServer {
+            _process: process,
+            addr,
+            certs,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `gater --server ADDR --certs DIR --json ARGS` with `stdin`.
+    fn run(&self, args: &[&str], stdin: &str) -> Output {
+        run_cli(&self.addr, &self.certs, args, stdin)
+    }
+
+    /// Runs a command that must succeed and returns its JSON lines.
+    fn ok(&self, args: &[&str], stdin: &str) -> Vec<Value> {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "gater {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out.stdout)
+    }
+
+    /// Runs a command that must fail; returns its JSON error.
+    fn fails(&self, args: &[&str], stdin: &str) -> Value {
+        let out = self.run(args, stdin);
+        assert!(!out.status.success(), "gater {args:?} should fail");
+        let err = json_lines(&out.stderr);
+        assert_eq!(err.len(), 1, "one error line on stderr");
+        err.into_iter().next().unwrap()
+    }
+}
+
+#[test]
+fn stores_can_be_created_listed_inspected_and_removed() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "orders"], "");
+    s.ok(&["store", "create", "orders"], "");
+    let list = s.ok(&["store", "list"], "");
+    assert!(list.iter().any(|r| r["store"] == "orders"), "{list:?}");
+    let status = s.ok(&["store", "status", "orders"], "");
+    assert_eq!(status[0]["events"], 0);
+    assert_eq!(status[0]["head"], -1);
+    let config = s.ok(&["store", "config", "orders"], "");
+    assert_eq!(config[0]["fsync"], true);
+    s.ok(&["store", "remove", "orders"], "");
+    let err = s.fails(&["store", "status", "orders"], "");
+    assert_eq!(err["error"], "not_found");
+}
+
+#[test]
+fn append_read_streams_and_version_round_trip() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "shop"], "");
+    let events = "{\"type\":\"Placed\",\"data\":{\"total\":5}}\n{\"type\":\"Paid\",\"data\":{\"ok\":true},\"metadata\":{\"by\":\"me\"}}\n";
+    let appended = s.ok(
+        &["append", "shop", "order-1", "--expected", "no-stream"],
+        events,
+    );
+    assert_eq!(appended[0]["version"], 1);
+    assert_eq!(appended[0]["position"], 1);
+    let read = s.ok(&["read", "shop", "order-1"], "");
+    assert_eq!(read.len(), 2);
+    for field in [
+        "stream", "version", "position", "id", "type", "data", "metadata", "created",
+    ] {
+        assert!(
+            read[0].get(field).is_some(),
+            "event has {field}: {:?}",
+            read[0]
+        );
+    }
+    assert_eq!(read[0]["data"]["total"], 5);
+    assert_eq!(read[1]["metadata"]["by"], "me");
+    let back = s.ok(
+        &["read", "shop", "order-1", "--backward", "--count", "1"],
+        "",
+    );
+    assert_eq!(back[0]["type"], "Paid");
+    s.ok(
+        &["append", "shop", "order-2"],
+        "{\"type\":\"Placed\",\"data\":{}}\n",
+    );
+    let all = s.ok(&["read-all", "shop"], "");
+    let positions: Vec<u64> = all
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, vec![0, 1, 2]);
+    let all_back = s.ok(&["read-all", "shop", "--backward", "--count", "2"], "");
+    assert_eq!(all_back[0]["position"], 2);
+    let streams = s.ok(&["streams", "shop"], "");
+    assert_eq!(streams.len(), 2);
+    assert_eq!(streams[0]["stream"], "order-1");
+    assert_eq!(streams[0]["version"], 1);
+    let v = s.ok(&["version", "shop", "order-1"], "");
+    assert_eq!(v[0], serde_json::json!({"stream": "order-1", "version": 1}));
+    let missing = s.ok(&["version", "shop", "nope"], "");
+    assert_eq!(missing[0]["version"], -1);
+}
+
+#[test]
+fn error_paths_exit_non_zero_with_a_typed_error() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "errs"], "");
+    s.ok(&["append", "errs", "a"], "{\"type\":\"T\",\"data\":1}\n");
+    let e = s.fails(
+        &["append", "errs", "a", "--expected", "5"],
+        "{\"type\":\"T\",\"data\":1}\n",
+    );
+    assert_eq!(e["error"], "wrong_expected_version");
+    assert_eq!(e["current"], 0);
+    let e = s.fails(&["read", "nostore", "a"], "");
+    assert_eq!(e["error"], "not_found");
+    let e = s.fails(&["read", "errs", "$bad"], "");
+    assert_eq!(e["error"], "invalid_id");
+    let e = s.fails(&["read", "errs", "a", "--count", "0"], "");
+    assert_eq!(e["error"], "invalid_argument");
+    let bad = "{\"type\":\"T\",\"data\":1}\n{\"type\":\n";
+    let e = s.fails(&["append", "errs", "a"], bad);
+    assert!(e["message"].as_str().unwrap().contains("line 2"), "{e}");
+    let v = s.ok(&["version", "errs", "a"], "");
+    assert_eq!(v[0]["version"], 0, "a bad line appends nothing");
+    let human = run_cli_human(
+        &s,
+        &["append", "errs", "a", "--expected", "7"],
+        "{\"type\":\"T\"}\n",
+    );
+    assert_eq!(
+        human.trim(),
+        "error: wrong expected version: expected 7, current 0"
+    );
+    let usage = gater().args(["append"]).output().unwrap();
+    assert!(!usage.status.success());
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("Usage"));
+}
+
+fn run_cli_human(s: &DevServer, args: &[&str], stdin: &str) -> String {
+    let mut child = gater()
+        .args(["--server", &s.addr, "--certs", s.certs.to_str().unwrap()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn subscriptions_deliver_ack_list_and_unsubscribe() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "subs"], "");
+    let three = "{\"type\":\"A\",\"data\":{\"n\":1}}\n{\"type\":\"B\",\"data\":{\"n\":2}}\n{\"type\":\"A\",\"data\":{\"n\":3}}\n";
+    s.ok(&["append", "subs", "s-1"], three);
+    let got = s.ok(&["subscribe", "subs", "--all", "--limit", "3"], "");
+    assert_eq!(got.len(), 3);
+    let typed = s.ok(
+        &["subscribe", "subs", "--event-type", "A", "--limit", "2"],
+        "",
+    );
+    assert!(typed.iter().all(|e| e["type"] == "A"));
+    let payload = s.ok(
+        &[
+            "subscribe",
+            "subs",
+            "--payload",
+            "{\"n\":2}",
+            "--limit",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(payload[0]["type"], "B");
+    let pattern = s.ok(
+        &[
+            "subscribe",
+            "subs",
+            "--pattern",
+            "{\"stream\":\"s-*\"}",
+            "--limit",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(pattern[0]["position"], 0);
+    let durable = s.ok(
+        &[
+            "subscribe",
+            "subs",
+            "--stream",
+            "s-1",
+            "--name",
+            "billing",
+            "--limit",
+            "2",
+        ],
+        "",
+    );
+    assert_eq!(durable.len(), 2);
+    let list = s.ok(&["subscriptions", "subs"], "");
+    let billing = list
+        .iter()
+        .find(|r| r["name"] == "billing")
+        .expect("billing listed");
+    assert_eq!(billing["checkpoint"], 2);
+    let rest = s.ok(
+        &[
+            "subscribe",
+            "subs",
+            "--stream",
+            "s-1",
+            "--name",
+            "billing",
+            "--limit",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(
+        rest[0]["position"], 2,
+        "a persistent subscription resumes after its checkpoint"
+    );
+    let parked = s.ok(&["parked", "subs", "billing"], "");
+    assert!(parked.is_empty());
+    let replayed = s.ok(&["replay-parked", "subs", "billing"], "");
+    assert_eq!(replayed[0]["replayed"], 0);
+    s.ok(
+        &[
+            "unsubscribe",
+            "subs",
+            "--stream",
+            "s-1",
+            "--name",
+            "billing",
+        ],
+        "",
+    );
+    let e = s.fails(
+        &[
+            "unsubscribe",
+            "subs",
+            "--stream",
+            "s-1",
+            "--name",
+            "billing",
+        ],
+        "",
+    );
+    assert_eq!(e["error"], "not_found");
+}
+
+#[test]
+fn snapshots_record_read_list_and_delete() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "snaps"], "");
+    s.ok(
+        &["snapshot", "record", "snaps", "cart", "cart-1", "3"],
+        "{\"items\":2}",
+    );
+    s.ok(
+        &["snapshot", "record", "snaps", "cart", "cart-1", "7"],
+        "{\"items\":5}",
+    );
+    let latest = s.ok(&["snapshot", "read", "snaps", "cart", "cart-1"], "");
+    assert_eq!(latest[0]["version"], 7);
+    assert_eq!(latest[0]["data"]["items"], 5);
+    let exact = s.ok(&["snapshot", "read", "snaps", "cart", "cart-1", "3"], "");
+    assert_eq!(exact[0]["data"]["items"], 2);
+    assert_eq!(s.ok(&["snapshot", "list", "snaps"], "").len(), 2);
+    assert_eq!(
+        s.ok(&["snapshot", "list", "snaps", "cart", "cart-1"], "")
+            .len(),
+        2
+    );
+    s.ok(&["snapshot", "delete", "snaps", "cart", "cart-1", "7"], "");
+    let e = s.fails(&["snapshot", "read", "snaps", "cart", "cart-1", "7"], "");
+    assert_eq!(e["error"], "not_found");
+}
+
+#[test]
+fn workers_lists_the_embedded_worker() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "w"], "");
+    let workers = s.ok(&["workers"], "");
+    assert_eq!(workers.len(), 1);
+    assert!(workers[0]["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x == "w"));
+    assert_eq!(workers[0]["health"], "healthy");
+}

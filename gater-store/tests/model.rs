@@ -1,0 +1,418 @@
+//! Property test: random sequences of appends, reads and snapshot operations
+//! give the same answers from the store as from a small in-memory model of
+//! the contract.
+
+use std::collections::BTreeMap;
+
+use gater_core::{
+    AppendResult, Direction, Error, EventData, EventId, ExpectedVersion, Gater, Position,
+    SnapshotKey, StoreConfig, StoreId, StreamId,
+};
+use gater_store::{Store, StoreOptions};
+use proptest::prelude::*;
+
+const STREAMS: [&str; 3] = ["a", "b", "a-b"];
+const SOURCES: [&str; 2] = ["x", "y"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append {
+        stream: usize,
+        expected: ExpectedVersion,
+        count: usize,
+    },
+    /// Sends an earlier append's events again, to `stream`.
+    Resend {
+        earlier: usize,
+        stream: usize,
+        expected: ExpectedVersion,
+    },
+    GetEvents {
+        stream: usize,
+        start: u64,
+        count: u32,
+        forward: bool,
+    },
+    ReadAll {
+        from: u64,
+        count: u32,
+        forward: bool,
+    },
+    Streams {
+        after: Option<usize>,
+        limit: u32,
+    },
+    Record {
+        source: usize,
+        stream: usize,
+        version: u64,
+        data: u8,
+    },
+    ReadSnapshot {
+        source: usize,
+        stream: usize,
+        version: Option<u64>,
+    },
+    ListSnapshots {
+        source: Option<usize>,
+        stream: Option<usize>,
+    },
+    DeleteSnapshot {
+        source: usize,
+        stream: usize,
+        version: u64,
+    },
+}
+
+fn expected() -> impl Strategy<Value = ExpectedVersion> {
+    prop_oneof![
+        Just(ExpectedVersion::Any),
+        Just(ExpectedVersion::NoStream),
+        Just(ExpectedVersion::StreamExists),
+        (0u64..6).prop_map(ExpectedVersion::Exact),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let stream = 0..STREAMS.len();
+    let source = 0..SOURCES.len();
+    prop_oneof![
+        4 => (stream.clone(), expected(), 1usize..4)
+            .prop_map(|(stream, expected, count)| Op::Append { stream, expected, count }),
+        2 => (0usize..64, stream.clone(), expected())
+            .prop_map(|(earlier, stream, expected)| Op::Resend { earlier, stream, expected }),
+        2 => (stream.clone(), prop_oneof![0u64..8, Just(u64::MAX)], 1u32..5, any::<bool>())
+            .prop_map(|(stream, start, count, forward)| Op::GetEvents { stream, start, count, forward }),
+        2 => (prop_oneof![0u64..20, Just(u64::MAX)], 1u32..6, any::<bool>())
+            .prop_map(|(from, count, forward)| Op::ReadAll { from, count, forward }),
+        1 => (proptest::option::of(stream.clone()), 1u32..3)
+            .prop_map(|(after, limit)| Op::Streams { after, limit }),
+        2 => (source.clone(), stream.clone(), 0u64..3, any::<u8>())
+            .prop_map(|(source, stream, version, data)| Op::Record { source, stream, version, data }),
+        1 => (source.clone(), stream.clone(), proptest::option::of(0u64..3))
+            .prop_map(|(source, stream, version)| Op::ReadSnapshot { source, stream, version }),
+        1 => (proptest::option::of(source.clone()), proptest::option::of(stream.clone()))
+            .prop_map(|(source, stream)| Op::ListSnapshots { source, stream }),
+        1 => (source, stream, 0u64..3)
+            .prop_map(|(source, stream, version)| Op::DeleteSnapshot { source, stream, version }),
+    ]
+}
+
+/// The contract, kept as plain data.
+#[derive(Default)]
+struct Model {
+    /// (stream, event id) in commit order; the index is the position.
+    log: Vec<(usize, EventId)>,
+    /// Positions of each stream's events, by version.
+    streams: BTreeMap<usize, Vec<u64>>,
+    /// Every append sent so far, successful or not.
+    sent: Vec<Vec<EventData>>,
+    snapshots: BTreeMap<SnapshotKey, Vec<u8>>,
+    next_id: u64,
+}
+
+impl Model {
+    fn append(
+        &mut self,
+        stream: usize,
+        expected: ExpectedVersion,
+        events: &[EventData],
+    ) -> Result<AppendResult, &'static str> {
+        let located: Vec<Option<(usize, u64, u64)>> =
+            events.iter().map(|e| self.locate(e.id)).collect();
+        if let Some(Some((s, v0, _))) = located.first() {
+            let in_place = located
+                .iter()
+                .enumerate()
+                .all(|(i, l)| matches!(l, Some((ls, lv, _)) if ls == s && *lv == v0 + i as u64));
+            if *s == stream && in_place {
+                let (_, version, position) = located
+                    .last()
+                    .copied()
+                    .flatten()
+                    .unwrap_or_else(|| unreachable!());
+                return Ok(AppendResult {
+                    version,
+                    position: Position(position),
+                });
+            }
+            return Err("duplicate_event_id");
+        }
+        if located.iter().any(Option::is_some) {
+            return Err("duplicate_event_id");
+        }
+        let current = self.streams.get(&stream).map(|v| v.len() as u64 - 1);
+        if !expected.is_satisfied_by(current) {
+            return Err("wrong_expected_version");
+        }
+        for event in events {
+            let position = self.log.len() as u64;
+            self.log.push((stream, event.id));
+            self.streams.entry(stream).or_default().push(position);
+        }
+        let versions = &self.streams[&stream];
+        Ok(AppendResult {
+            version: versions.len() as u64 - 1,
+            position: Position(self.log.len() as u64 - 1),
+        })
+    }
+
+    fn locate(&self, id: EventId) -> Option<(usize, u64, u64)> {
+        let position = self.log.iter().position(|(_, e)| *e == id)? as u64;
+        let stream = self.log[position as usize].0;
+        let version = self.streams[&stream].iter().position(|p| *p == position)? as u64;
+        Some((stream, version, position))
+    }
+
+    fn new_events(&mut self, count: usize) -> Vec<EventData> {
+        (0..count)
+            .map(|_| {
+                self.next_id += 1;
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&self.next_id.to_le_bytes());
+                EventData::json(
+                    EventId::from_random_bytes(bytes),
+                    "Modelled",
+                    b"{}".to_vec(),
+                    Vec::new(),
+                )
+            })
+            .collect()
+    }
+
+    /// Positions of `stream`'s events a read from `start` returns.
+    fn stream_read(&self, stream: usize, start: u64, count: u32, forward: bool) -> Vec<u64> {
+        let versions = self.streams.get(&stream).cloned().unwrap_or_default();
+        let take = count as usize;
+        if forward {
+            versions
+                .into_iter()
+                .skip(usize::try_from(start).unwrap_or(usize::MAX))
+                .take(take)
+                .collect()
+        } else {
+            let end = versions.len().min(
+                usize::try_from(start)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1),
+            );
+            versions[..end].iter().rev().take(take).copied().collect()
+        }
+    }
+
+    fn log_read(&self, from: u64, count: u32, forward: bool) -> Vec<u64> {
+        let len = self.log.len() as u64;
+        if forward {
+            (from..len).take(count as usize).collect()
+        } else if len == 0 {
+            Vec::new()
+        } else {
+            (0..=from.min(len - 1)).rev().take(count as usize).collect()
+        }
+    }
+}
+
+fn key(source: usize, stream: usize, version: u64) -> SnapshotKey {
+    SnapshotKey {
+        source: SOURCES[source].into(),
+        stream: STREAMS[stream].into(),
+        version,
+    }
+}
+
+fn kind<T: std::fmt::Debug>(result: Result<T, Error>) -> Result<T, String> {
+    result.map_err(|e| e.kind().to_owned())
+}
+
+async fn check(store: &Store, id: &StoreId, model: &mut Model, op: Op) {
+    let sid = |i: usize| StreamId::new(STREAMS[i]).unwrap();
+    match op {
+        Op::Append {
+            stream,
+            expected,
+            count,
+        } => {
+            let events = model.new_events(count);
+            model.sent.push(events.clone());
+            let want = model
+                .append(stream, expected, &events)
+                .map_err(str::to_owned);
+            let got = kind(
+                store
+                    .append_events(id, &sid(stream), expected, events)
+                    .await,
+            );
+            assert_eq!(got, want, "append to {stream} expecting {expected:?}");
+        }
+        Op::Resend {
+            earlier,
+            stream,
+            expected,
+        } => {
+            let Some(events) = model.sent.get(earlier % model.sent.len().max(1)).cloned() else {
+                return;
+            };
+            let want = model
+                .append(stream, expected, &events)
+                .map_err(str::to_owned);
+            let got = kind(
+                store
+                    .append_events(id, &sid(stream), expected, events)
+                    .await,
+            );
+            assert_eq!(got, want, "resend to {stream} expecting {expected:?}");
+        }
+        Op::GetEvents {
+            stream,
+            start,
+            count,
+            forward,
+        } => {
+            let direction = if forward {
+                Direction::Forward
+            } else {
+                Direction::Backward
+            };
+            let got = store
+                .get_events(id, &sid(stream), start, count, direction)
+                .await
+                .unwrap();
+            let positions: Vec<u64> = got.iter().map(|e| e.position.0).collect();
+            assert_eq!(positions, model.stream_read(stream, start, count, forward));
+            for e in &got {
+                assert_eq!(model.log[e.position.0 as usize], (stream, e.data.id));
+            }
+        }
+        Op::ReadAll {
+            from,
+            count,
+            forward,
+        } => {
+            let direction = if forward {
+                Direction::Forward
+            } else {
+                Direction::Backward
+            };
+            let got = store
+                .read_all(id, Position(from), count, direction)
+                .await
+                .unwrap();
+            let positions: Vec<u64> = got.iter().map(|e| e.position.0).collect();
+            assert_eq!(positions, model.log_read(from, count, forward));
+            for e in &got {
+                let (stream, event) = model.log[e.position.0 as usize];
+                assert_eq!((e.stream.as_str(), e.data.id), (STREAMS[stream], event));
+            }
+        }
+        Op::Streams { after, limit } => {
+            let page = store.get_streams(id, after.map(sid), limit).await.unwrap();
+            let mut all: Vec<(&str, u64)> = model
+                .streams
+                .iter()
+                .map(|(s, v)| (STREAMS[*s], v.len() as u64 - 1))
+                .collect();
+            all.sort();
+            let want: Vec<_> = all
+                .into_iter()
+                .filter(|(s, _)| after.is_none_or(|a| *s > STREAMS[a]))
+                .collect();
+            let got: Vec<_> = page
+                .streams
+                .iter()
+                .map(|s| (s.stream.as_str(), s.version))
+                .collect();
+            assert_eq!(got.as_slice(), &want[..want.len().min(limit as usize)]);
+            assert_eq!(page.next_after.is_some(), want.len() > limit as usize);
+        }
+        Op::Record {
+            source,
+            stream,
+            version,
+            data,
+        } => {
+            store
+                .record_snapshot(id, key(source, stream, version), vec![data])
+                .await
+                .unwrap();
+            model
+                .snapshots
+                .insert(key(source, stream, version), vec![data]);
+        }
+        Op::ReadSnapshot {
+            source,
+            stream,
+            version,
+        } => {
+            let got = kind(
+                store
+                    .read_snapshot(id, SOURCES[source], STREAMS[stream], version)
+                    .await,
+            )
+            .map(|s| (s.key, s.data));
+            let want = model
+                .snapshots
+                .range(key(source, stream, 0)..=key(source, stream, u64::MAX))
+                .rfind(|(k, _)| version.is_none_or(|v| k.version == v))
+                .map(|(k, d)| (k.clone(), d.clone()))
+                .ok_or_else(|| "not_found".to_owned());
+            assert_eq!(got, want);
+        }
+        Op::ListSnapshots { source, stream } => {
+            let got = store
+                .list_snapshots(id, source.map(|s| SOURCES[s]), stream.map(|s| STREAMS[s]))
+                .await
+                .unwrap();
+            let want: Vec<_> = model
+                .snapshots
+                .keys()
+                .filter(|k| {
+                    source.is_none_or(|s| k.source == SOURCES[s])
+                        && stream.is_none_or(|s| k.stream == STREAMS[s])
+                })
+                .cloned()
+                .collect();
+            assert_eq!(got, want);
+        }
+        Op::DeleteSnapshot {
+            source,
+            stream,
+            version,
+        } => {
+            let got = kind(
+                store
+                    .delete_snapshot(id, &key(source, stream, version))
+                    .await,
+            );
+            let want = model
+                .snapshots
+                .remove(&key(source, stream, version))
+                .map(|_| ())
+                .ok_or_else(|| "not_found".to_owned());
+            assert_eq!(got, want);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(StoreOptions::new(dir.path())).await.unwrap();
+            let id = StoreId::new("model").unwrap();
+            let config = StoreConfig { fsync: false, group_commit: true };
+            store.create_store(&id, config).await.unwrap();
+            let mut model = Model::default();
+            for op in ops {
+                check(&store, &id, &mut model, op).await;
+            }
+            let status = store.get_store_status(&id).await.unwrap();
+            assert_eq!(status.event_count, model.log.len() as u64);
+            assert_eq!(status.stream_count, model.streams.len() as u64);
+            store.shutdown().await;
+        });
+    }
+}
