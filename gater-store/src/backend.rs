@@ -144,15 +144,12 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
     async fn delete_snapshot(&self, key: &SnapshotKey) -> Result<bool, Error>;
 
     /// Every stored subscription record.
-    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     async fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error>;
 
     /// Stores (creates or overwrites) a subscription record durably.
-    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error>;
 
     /// Deletes a subscription record; a missing one is Ok.
-    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error>;
 
     /// Flushes and releases the store's files; later calls get `StoreStopping`.

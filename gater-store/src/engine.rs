@@ -114,7 +114,6 @@ impl std::fmt::Debug for dyn Backend {
 }
 
 /// The store's log as the subscription engine sees it.
-#[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
 struct LogView {
     backend: Arc<dyn BackendStore>,
     head: watch::Receiver<Option<Position>>,

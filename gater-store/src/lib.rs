@@ -30,7 +30,6 @@ mod backend;
 pub mod conformance;
 mod embedded;
 mod engine;
-#[allow(dead_code)] // parts of the interface are used only by the engine's full implementation
 mod subscription;
 mod validate;
 mod writer;

@@ -26,7 +26,6 @@ const HEADS: u8 = b'h';
 /// Table prefix of snapshots.
 const SNAPSHOTS: u8 = b'p';
 /// Table prefix of subscription records.
-#[allow(dead_code)] // see `subscription_key`
 pub(super) const SUBSCRIPTIONS: [u8; 1] = [b'u'];
 /// The meta row holding the counters.
 pub(super) const COUNTERS_KEY: &[u8] = b"mcounters";
@@ -90,7 +89,6 @@ pub(super) fn heads_after(after: Option<&str>) -> (Bound<Vec<u8>>, Bound<Vec<u8>
 }
 
 /// The subscription-record key of `key`.
-#[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
 pub(super) fn subscription_key(key: &SubscriptionKey) -> Result<Vec<u8>, postcard::Error> {
     let mut bytes = SUBSCRIPTIONS.to_vec();
     postcard::to_io(key, &mut bytes)?;

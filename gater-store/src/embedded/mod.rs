@@ -442,7 +442,6 @@ impl StoreInner {
         })
     }
 
-    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error> {
         self.with_tables(|t| {
             let mut records = Vec::new();
@@ -454,7 +453,6 @@ impl StoreInner {
         })
     }
 
-    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error> {
         let key = keys::subscription_key(&record.spec.key).map_err(encode_error)?;
         let value = postcard::to_stdvec(record).map_err(encode_error)?;
@@ -465,7 +463,6 @@ impl StoreInner {
         })
     }
 
-    #[allow(dead_code)] // reached through `SubscriptionLog`, which the subscription engine drives
     fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error> {
         let key = keys::subscription_key(key).map_err(encode_error)?;
         self.with_tables(|t| {
