@@ -187,6 +187,49 @@ impl PgServer {
     }
 }
 
+/// A plain SQL session on the server, for tests that poke at the database
+/// behind the workers' backs (hold locks, check rows).
+pub struct Session {
+    client: tokio_postgres::Client,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Connects to `url`; the connection lives as long as the session (on a tokio runtime).
+    pub async fn connect(url: &str) -> Result<Session, String> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connecting a test session: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Session { client })
+    }
+
+    /// Runs `sql` (one or more statements separated by `;`).
+    pub async fn batch(&self, sql: &str) -> Result<(), String> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| format!("{sql}: {e}"))
+    }
+
+    /// The first column of the first row of `sql`, as a bigint.
+    pub async fn scalar(&self, sql: &str) -> Result<i64, String> {
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| format!("{sql}: {e}"))?;
+        row.try_get(0).map_err(|e| format!("{sql}: {e}"))
+    }
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
         if let Err(error) = self.stop() {
