@@ -6,8 +6,9 @@
 //! version of every stream the batch touches. Each append is checked in
 //! order against that state plus what earlier appends of the batch staged
 //! (exactly as the embedded backend does), and the accepted ones are written
-//! with one multi-row insert, one stream upsert and one head update, then
-//! committed. Statements of one phase are pipelined on the connection.
+//! with one multi-row insert, one stream upsert and one head update, and
+//! committed. The statements of each of the two phases are pipelined on the
+//! connection: a batch costs two round trips plus the commit's flush.
 //!
 //! A transaction that loses a race (serialisation failure, deadlock, unique
 //! violation) is rolled back whole and run again, so a batch never commits
@@ -179,8 +180,9 @@ impl PostgresStore {
                 .await
                 .map_err(fail)?;
         }
-        let end = if written { "COMMIT" } else { "ROLLBACK" };
-        client.batch_execute(end).await.map_err(fail)?;
+        if !written {
+            client.batch_execute("ROLLBACK").await.map_err(fail)?;
+        }
         pooled.set_in_transaction(false);
         let after = Counters {
             head: staged.next_position.checked_sub(1).map(Position),
@@ -323,7 +325,7 @@ impl<'a> Staged<'a> {
         }))
     }
 
-    /// Writes the staged rows, stream versions and head, pipelined.
+    /// Writes the staged rows, stream versions and head and commits, pipelined.
     async fn write(
         &self,
         client: &Client,
@@ -356,10 +358,14 @@ impl<'a> Staged<'a> {
         let stream_count = to_i64(self.stream_count);
         let upsert_params: [&(dyn ToSql + Sync); 2] = [&streams, &versions];
         let update_params: [&(dyn ToSql + Sync); 2] = [&next, &stream_count];
+        // COMMIT rides in the same round trip. Should a write fail, its error
+        // arrives first and is what this returns, and the server turns the
+        // COMMIT of the aborted transaction into a rollback.
         futures::try_join!(
             inserts,
             client.execute(upsert, &upsert_params),
             client.execute(update, &update_params),
+            client.batch_execute("COMMIT"),
         )?;
         Ok(())
     }
