@@ -138,8 +138,11 @@ impl Pool {
             }
         });
         let timeout_ms = self.settings.statement_timeout.as_millis().max(1);
+        // Notices ("already exists, skipping") are expected and not worth a log line.
+        let setup =
+            format!("SET statement_timeout = {timeout_ms}; SET client_min_messages = warning");
         client
-            .batch_execute(&format!("SET statement_timeout = {timeout_ms}"))
+            .batch_execute(&setup)
             .await
             .map_err(|e| map_error(&self.redactor, None, &e))?;
         Ok(Conn {
