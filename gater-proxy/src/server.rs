@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gater_core::dispatch::RemoteGater;
 use gater_core::{BoxGater, Error, Gater, WorkerHealth, WorkerInfo};
-use gater_proxy::{Connector, Proxy, StorageMode};
-use gater_store::{Store, StoreOptions};
+use gater_proxy::{Connector, Proxy};
+use gater_store::{PostgresOptions, Store, StoreOptions};
 use gater_transport_quic::{
     certs, load_certs, load_key, ClientOptions, ClientTls, QuicLink, Server, ServerConfig,
     ServerTls,
@@ -68,16 +68,20 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
 /// `gater worker`: stores served on QUIC, optionally announced to a proxy.
 pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let config = WorkerConfig::load(&args)?;
-    if config.backend == BackendKind::Postgres {
-        anyhow::bail!(
-            "this build serves the embedded backend only; --backend postgres is not available"
-        );
-    }
     let listen = resolve(&config.listen)?;
     let mut options = StoreOptions::new(&config.data_dir);
     options.worker_id = config.id.clone();
     options.address = config.advertise.clone();
-    let store = Arc::new(Store::open(options).await?);
+    let store = match config.backend {
+        BackendKind::Embedded => Store::open(options).await?,
+        BackendKind::Postgres => {
+            let url = config.postgres_url.clone().context(
+                "--postgres-url (or postgres_url in the config file) is required with --backend postgres",
+            )?;
+            Store::open_postgres(options, PostgresOptions::new(url)).await?
+        }
+    };
+    let store = Arc::new(store);
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let server = Server::bind(ServerConfig::new(listen, server_tls), store.clone())?;
     println!(
@@ -121,6 +125,11 @@ async fn heartbeat_loop(proxy: BoxGater, store: Arc<Store>, config: WorkerConfig
                 continue;
             }
         };
+        // A worker over a shared database serves every store of it.
+        let shared_storage = match store.workers().await {
+            Ok(workers) => workers.iter().any(|w| w.shared_storage),
+            Err(_) => false,
+        };
         let info = WorkerInfo {
             id: config.id.clone(),
             address: config.advertise.clone(),
@@ -128,7 +137,7 @@ async fn heartbeat_loop(proxy: BoxGater, store: Arc<Store>, config: WorkerConfig
             in_flight: 0,
             latency_us: 0,
             stores,
-            shared_storage: false,
+            shared_storage,
         };
         if let Err(e) = proxy.heartbeat(info).await {
             tracing::warn!(error = %e, "heartbeat to the proxy failed");
@@ -141,7 +150,7 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
     let config = ProxyConfig::load(&args)?;
     let listen = resolve(&config.listen)?;
     let tls = client_tls(&global.certs, &config.tls)?;
-    let mut builder = Proxy::builder().storage(StorageMode::Embedded);
+    let mut builder = Proxy::builder().storage(config.storage);
     for address in &config.workers {
         let client = quic_client(std::slice::from_ref(address), tls.clone(), None)?;
         builder = builder.worker(address.clone(), address.clone(), client);
@@ -153,6 +162,9 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let server = Server::bind(ServerConfig::new(listen, server_tls), proxy)?;
     println!("gater proxy listening on {}", server.local_addr());
+    if config.storage == gater_proxy::StorageMode::Shared {
+        println!("  storage: shared (every worker serves every store)");
+    }
     for address in &config.workers {
         println!("  worker {address}");
     }

@@ -1,5 +1,5 @@
-//! The storage boundary: what the engine needs from a backend (fjall today,
-//! PostgreSQL later).
+//! The storage boundary: what the engine needs from a backend (embedded fjall,
+//! or a PostgreSQL database shared by several workers).
 //!
 //! A [`Backend`] manages the life cycle of stores; a [`BackendStore`] is one
 //! open store. The engine owns everything above this line: validation,
@@ -13,6 +13,7 @@
 //! store, one batch at a time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use gater_core::{
@@ -40,6 +41,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Every store that exists, in id order.
     async fn list_stores(&self) -> Result<Vec<StoreId>, Error>;
+
+    /// Whether other workers create, change and remove stores of this
+    /// backend too (a shared database): the engine then looks for stores it
+    /// has not opened and polls heads for commits it did not make.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// One append waiting in a batch: already validated by the engine.
@@ -146,6 +154,15 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
     /// Every stored subscription record.
     async fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error>;
 
+    /// The stored record of one subscription.
+    async fn load_subscription(
+        &self,
+        key: &SubscriptionKey,
+    ) -> Result<Option<SubscriptionRecord>, Error> {
+        let records = self.load_subscriptions().await?;
+        Ok(records.into_iter().find(|r| &r.spec.key == key))
+    }
+
     /// Stores (creates or overwrites) a subscription record durably.
     async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error>;
 
@@ -158,4 +175,20 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
     /// Releases the store's files at once, without an extra flush (for drops,
     /// where nothing can be awaited); later calls get `StoreStopping`.
     fn release(&self);
+
+    /// Whether other workers append to this store too.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// How often the engine polls [`BackendStore::refresh_head`] for commits
+    /// of other workers; `None` when this worker's writer is the only one.
+    fn head_poll_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The head as committed by any worker, refreshing the counters with it.
+    async fn refresh_head(&self) -> Result<Option<Position>, Error> {
+        Ok(self.counters().head)
+    }
 }

@@ -5,12 +5,17 @@
 //! the head of the global log on a watch channel after each commit, and hosts
 //! the store's subscriptions. It validates every request before it reaches
 //! the writer or the backend.
+//!
+//! Over a shared backend (PostgreSQL) other workers create, remove and
+//! append to the same stores: the engine then opens a store it does not know
+//! when a request names it, and polls each store's head so that
+//! subscriptions see commits made elsewhere.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use gater_core::{
@@ -32,7 +37,8 @@ use crate::writer::{AppendRequest, BatchBounds, Writer};
 /// How a [`Store`] is set up.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// Directory holding every store (`<data_dir>/stores/<store_id>`).
+    /// Directory holding every store (`<data_dir>/stores/<store_id>`); unused
+    /// by `Store::open_postgres`.
     pub data_dir: PathBuf,
     /// This worker's id, reported by `workers()` and in store listings.
     pub worker_id: String,
@@ -93,6 +99,8 @@ struct StoreHandle {
     stopping: AtomicBool,
     stop: watch::Sender<bool>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Polls the head for other workers' commits (shared backends only).
+    poll: Option<JoinHandle<()>>,
     subscriptions: Subscriptions,
     /// The head as published after each commit.
     head: watch::Receiver<Option<Position>>,
@@ -142,6 +150,36 @@ impl Store {
         })
     }
 
+    /// Opens a worker over the stores of a PostgreSQL database, which any
+    /// number of workers may share (`data_dir` of `options` is not used).
+    ///
+    /// The database need not be reachable yet: requests get a retryable
+    /// [`Error::Unavailable`] (side `Storage`) until it is, and stores are
+    /// opened as requests name them. A malformed URL is refused at once.
+    #[cfg(feature = "postgres")]
+    pub async fn open_postgres(
+        options: StoreOptions,
+        postgres: crate::PostgresOptions,
+    ) -> Result<Store, Error> {
+        let backend = crate::postgres::PostgresBackend::new(&postgres)?;
+        let engine = Engine {
+            options,
+            backend: Arc::new(backend),
+            stores: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+        };
+        {
+            let _admin = engine.admin.lock().await;
+            if let Err(error) = engine.sync_stores().await {
+                let url = crate::postgres::redact_url(&postgres.url);
+                tracing::warn!(%error, %url, "PostgreSQL is not reachable yet; stores open once it is");
+            }
+        }
+        Ok(Store {
+            engine: Arc::new(engine),
+        })
+    }
+
     /// Stops every store gracefully: consumers end with `Shutdown`, queued
     /// appends finish or are refused, files are flushed and closed.
     pub async fn shutdown(&self) {
@@ -185,6 +223,69 @@ impl Engine {
         Ok(handle)
     }
 
+    /// The store, if it exists and is not being removed; over a shared
+    /// backend, a store another worker created is opened first.
+    async fn serving(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
+        let handle = self.known(store).await?;
+        if handle.stopping.load(Ordering::Acquire) {
+            return Err(handle.stopping_error());
+        }
+        Ok(handle)
+    }
+
+    /// The store, running or stopping; over a shared backend, a store
+    /// another worker created is opened first.
+    async fn known(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
+        match self.handle(store) {
+            Err(_) if self.backend.shared() => {
+                let _admin = self.admin.lock().await;
+                self.discover(store).await
+            }
+            found => found,
+        }
+    }
+
+    /// The store, running or stopping; over a shared backend it is opened
+    /// if another worker created it. The caller holds `admin`.
+    async fn discover(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
+        if let Ok(handle) = self.handle(store) {
+            return Ok(handle);
+        }
+        if !self.backend.shared() {
+            return Err(Error::not_found(Resource::Store, store));
+        }
+        let backend = self.backend.open_store(store).await?;
+        let handle = self.start(store.clone(), backend).await?;
+        self.write_stores()
+            .insert(store.clone(), Arc::clone(&handle));
+        Ok(handle)
+    }
+
+    /// Brings the open stores in line with a shared backend's list: opens
+    /// new ones, stops those another worker removed. The caller holds `admin`.
+    async fn sync_stores(&self) -> Result<(), Error> {
+        let listed = self.backend.list_stores().await?;
+        let gone: Vec<Arc<StoreHandle>> = {
+            let mut stores = self.write_stores();
+            let ids: Vec<StoreId> = stores
+                .keys()
+                .filter(|id| listed.binary_search(id).is_err())
+                .cloned()
+                .collect();
+            ids.iter().filter_map(|id| stores.remove(id)).collect()
+        };
+        for handle in gone {
+            handle.stop(SubscriptionEnd::StoreRemoved).await;
+            let _ = handle.backend.close().await;
+        }
+        for id in listed {
+            if let Err(error) = self.discover(&id).await {
+                tracing::warn!(store = %id, %error, "cannot open a store of the shared database");
+            }
+        }
+        Ok(())
+    }
+
     /// Starts serving an opened store: its writer and its subscriptions.
     async fn start(
         &self,
@@ -207,6 +308,15 @@ impl Engine {
         let queue_len = self.options.limits.append_queue_len.max(1) as usize;
         let (appends, queue) = mpsc::channel(queue_len);
         let (stop, stop_rx) = watch::channel(false);
+        let poll = backend.head_poll_interval().map(|interval| {
+            tokio::spawn(poll_head(
+                id.clone(),
+                backend.clone(),
+                head_tx.clone(),
+                stop_rx.clone(),
+                interval,
+            ))
+        });
         let writer = Writer {
             store: id.clone(),
             backend: backend.clone(),
@@ -227,6 +337,7 @@ impl Engine {
             stopping: AtomicBool::new(false),
             stop,
             writer: Mutex::new(Some(tokio::spawn(writer.run()))),
+            poll,
             subscriptions,
             head: head_rx,
         }))
@@ -271,11 +382,46 @@ impl StoreHandle {
         self.stopping.store(true, Ordering::Release);
         self.subscriptions.shutdown(end).await;
         let _ = self.stop.send(true);
+        if let Some(poll) = &self.poll {
+            poll.abort();
+        }
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             if let Err(error) = writer.await {
                 tracing::error!(store = %self.id, %error, "store writer task failed");
             }
+        }
+    }
+}
+
+/// Publishes the head committed by any worker every `interval`, until the store stops.
+async fn poll_head(
+    store: StoreId,
+    backend: Arc<dyn BackendStore>,
+    head: watch::Sender<Option<Position>>,
+    mut stop: watch::Receiver<bool>,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        match backend.refresh_head().await {
+            // Only forward: this worker's writer may have published a later head meanwhile.
+            Ok(latest) => {
+                head.send_if_modified(|current| {
+                    let newer = latest > *current;
+                    if newer {
+                        *current = latest;
+                    }
+                    newer
+                });
+            }
+            Err(Error::StoreStopping { .. }) => return,
+            Err(error) => tracing::debug!(%store, %error, "polling the head failed; polling on"),
         }
     }
 }
@@ -323,6 +469,17 @@ impl SubscriptionLog for LogView {
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error> {
         self.backend.delete_subscription(key).await
     }
+
+    fn shared(&self) -> bool {
+        self.backend.shared()
+    }
+
+    async fn load_subscription(
+        &self,
+        key: &SubscriptionKey,
+    ) -> Result<Option<SubscriptionRecord>, Error> {
+        self.backend.load_subscription(key).await
+    }
 }
 
 #[async_trait]
@@ -335,7 +492,7 @@ impl Gater for Store {
         events: Vec<EventData>,
     ) -> Result<AppendResult, Error> {
         validate::append(&self.engine.options.limits, stream, &events)?;
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             append: PendingAppend {
@@ -361,7 +518,7 @@ impl Gater for Store {
     ) -> Result<Vec<RecordedEvent>, Error> {
         validate::read_count(&self.engine.options.limits, count)?;
         validate::writable_stream(stream)?;
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         handle
             .backend
             .read_stream(stream, start, count, direction)
@@ -376,7 +533,7 @@ impl Gater for Store {
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
         validate::read_count(&self.engine.options.limits, count)?;
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         handle.backend.read_all(from, count, direction).await
     }
 
@@ -387,7 +544,7 @@ impl Gater for Store {
         limit: u32,
     ) -> Result<StreamPage, Error> {
         validate::page_limit(&self.engine.options.limits, limit)?;
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         handle.backend.list_streams(after, limit).await
     }
 
@@ -397,7 +554,7 @@ impl Gater for Store {
         stream: &StreamId,
     ) -> Result<Option<Version>, Error> {
         validate::writable_stream(stream)?;
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         handle.backend.version(stream).await
     }
 
@@ -406,7 +563,12 @@ impl Gater for Store {
         store: &StoreId,
         spec: SubscriptionSpec,
     ) -> Result<(), Error> {
-        self.engine.running(store)?.subscriptions.save(spec).await
+        self.engine
+            .serving(store)
+            .await?
+            .subscriptions
+            .save(spec)
+            .await
     }
 
     async fn subscribe(
@@ -415,7 +577,7 @@ impl Gater for Store {
         key: SubscriptionKey,
         options: SubscribeOptions,
     ) -> Result<Subscription, Error> {
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         handle.subscriptions.subscribe(key, options).await
     }
 
@@ -424,11 +586,16 @@ impl Gater for Store {
         store: &StoreId,
         key: &SubscriptionKey,
     ) -> Result<(), Error> {
-        self.engine.running(store)?.subscriptions.remove(key).await
+        self.engine
+            .serving(store)
+            .await?
+            .subscriptions
+            .remove(key)
+            .await
     }
 
     async fn get_subscriptions(&self, store: &StoreId) -> Result<Vec<SubscriptionInfo>, Error> {
-        self.engine.running(store)?.subscriptions.list().await
+        self.engine.serving(store).await?.subscriptions.list().await
     }
 
     async fn ack_event(
@@ -438,7 +605,7 @@ impl Gater for Store {
         consumer: ConsumerId,
         position: Position,
     ) -> Result<(), Error> {
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         handle.subscriptions.ack(key, consumer, position).await
     }
 
@@ -450,7 +617,7 @@ impl Gater for Store {
         position: Position,
         action: NackAction,
     ) -> Result<(), Error> {
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         handle
             .subscriptions
             .nack(key, consumer, position, action)
@@ -470,7 +637,7 @@ impl Gater for Store {
     }
 
     async fn replay_parked(&self, store: &StoreId, key: &SubscriptionKey) -> Result<u64, Error> {
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         handle.subscriptions.replay_parked(key).await
     }
 
@@ -483,7 +650,7 @@ impl Gater for Store {
         validate::snapshot_part("source", &key.source)?;
         validate::snapshot_part("stream", &key.stream)?;
         validate::snapshot_data(&self.engine.options.limits, &data)?;
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         let snapshot = Snapshot {
             key,
             data,
@@ -501,7 +668,7 @@ impl Gater for Store {
     ) -> Result<Snapshot, Error> {
         validate::snapshot_part("source", source)?;
         validate::snapshot_part("stream", stream)?;
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         let found = handle
             .backend
             .read_snapshot(source, stream, version)
@@ -524,14 +691,14 @@ impl Gater for Store {
         if let Some(stream) = stream {
             validate::snapshot_part("stream", stream)?;
         }
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         handle.backend.list_snapshots(source, stream).await
     }
 
     async fn delete_snapshot(&self, store: &StoreId, key: &SnapshotKey) -> Result<(), Error> {
         validate::snapshot_part("source", &key.source)?;
         validate::snapshot_part("stream", &key.stream)?;
-        let handle = self.engine.running(store)?;
+        let handle = self.engine.serving(store).await?;
         if handle.backend.delete_snapshot(key).await? {
             return Ok(());
         }
@@ -543,7 +710,15 @@ impl Gater for Store {
 
     async fn create_store(&self, store: &StoreId, config: StoreConfig) -> Result<(), Error> {
         let _admin = self.engine.admin.lock().await;
-        if let Ok(handle) = self.engine.handle(store) {
+        let existing = match self.engine.discover(store).await {
+            Ok(handle) => Some(handle),
+            Err(Error::NotFound {
+                resource: Resource::Store,
+                ..
+            }) => None,
+            Err(error) => return Err(error),
+        };
+        if let Some(handle) = existing {
             if handle.stopping.load(Ordering::Acquire) {
                 return Err(handle.stopping_error());
             }
@@ -562,7 +737,7 @@ impl Gater for Store {
 
     async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
         let _admin = self.engine.admin.lock().await;
-        let handle = self.engine.handle(store)?;
+        let handle = self.engine.discover(store).await?;
         handle.stop(SubscriptionEnd::StoreRemoved).await;
         let closed = handle.backend.close().await;
         self.engine.write_stores().remove(store);
@@ -571,6 +746,10 @@ impl Gater for Store {
     }
 
     async fn list_stores(&self) -> Result<Vec<StoreInfo>, Error> {
+        if self.engine.backend.shared() {
+            let _admin = self.engine.admin.lock().await;
+            self.engine.sync_stores().await?;
+        }
         let worker = &self.engine.options.worker_id;
         Ok(self
             .engine
@@ -586,7 +765,14 @@ impl Gater for Store {
     }
 
     async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error> {
-        let handle = self.engine.handle(store)?;
+        let handle = self.engine.known(store).await?;
+        if handle.backend.shared() {
+            // Other workers' commits count too; the polled counters may lag.
+            match handle.backend.refresh_head().await {
+                Ok(_) | Err(Error::StoreStopping { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
         let counters = handle.backend.counters();
         // The published head, as subscriptions see it; the counters may be
         // one commit ahead while that commit's appends are being answered.
@@ -608,7 +794,7 @@ impl Gater for Store {
     }
 
     async fn get_store_config(&self, store: &StoreId) -> Result<StoreConfig, Error> {
-        Ok(self.engine.handle(store)?.config)
+        Ok(self.engine.known(store).await?.config)
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
@@ -620,7 +806,7 @@ impl Gater for Store {
             in_flight: 0,
             latency_us: 0,
             stores: self.engine.read_stores().keys().cloned().collect(),
-            shared_storage: false,
+            shared_storage: self.engine.backend.shared(),
         }])
     }
 }

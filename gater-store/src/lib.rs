@@ -8,6 +8,9 @@
 //! append is acknowledged only once its batch is durable. Subscriptions run
 //! over the store's global log.
 //!
+//! With the `postgres` feature, [`Store::open_postgres`] serves the stores of
+//! a PostgreSQL database instead, shared by any number of workers.
+//!
 //! What it does not do: no networking (transports serve a `Store` to remote
 //! clients), no routing between workers (the proxy does that), no
 //! replication (the PostgreSQL backend is the answer for scale-out).
@@ -30,9 +33,15 @@ mod backend;
 pub mod conformance;
 mod embedded;
 mod engine;
+#[cfg(all(feature = "postgres", feature = "conformance"))]
+pub mod pg_harness;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod subscription;
 mod validate;
 mod writer;
 
 pub use engine::{Store, StoreOptions};
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresOptions;
 pub use validate::{EVENT_TYPE_LEN_MAX, SNAPSHOT_PART_LEN_MAX};

@@ -139,6 +139,10 @@ pub(crate) struct ProxyArgs {
     /// A worker address; repeat for several.
     #[arg(long = "worker", env = "GATER_WORKERS", value_delimiter = ',')]
     pub(crate) workers: Vec<String>,
+    /// The workers share one PostgreSQL database: every worker serves every
+    /// store, and persistent subscriptions move when a worker dies.
+    #[arg(long, env = "GATER_SHARED")]
+    pub(crate) shared: bool,
     /// TOML configuration file; flags and GATER_* variables win over it.
     #[arg(long, env = "GATER_CONFIG")]
     pub(crate) config: Option<PathBuf>,

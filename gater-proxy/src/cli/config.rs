@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use gater_proxy::StorageMode;
+
 use super::args::{BackendKind, ProxyArgs, WorkerArgs};
 
 /// Explicit certificate files; each falls back to the `--certs DIR` layout.
@@ -47,6 +49,8 @@ pub(crate) struct ProxyFile {
     listen: Option<String>,
     #[serde(default)]
     workers: Vec<String>,
+    /// `"embedded"` (the default) or `"shared"`.
+    storage: Option<String>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -79,6 +83,8 @@ pub(crate) struct ProxyConfig {
     pub(crate) listen: String,
     /// Static workers.
     pub(crate) workers: Vec<String>,
+    /// How the workers hold their stores.
+    pub(crate) storage: StorageMode,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -119,11 +125,14 @@ impl WorkerConfig {
                 anyhow::bail!("backend must be embedded or postgres, got {other:?}")
             }
         };
+        // A PostgreSQL worker keeps nothing on disk.
+        let no_data_dir = (backend == BackendKind::Postgres).then(|| PathBuf::from("."));
         Ok(WorkerConfig {
             data_dir: args
                 .data_dir
                 .clone()
                 .or(file.data_dir)
+                .or(no_data_dir)
                 .context("--data-dir (or data_dir in the config file) is required")?,
             id: args
                 .id
@@ -144,7 +153,15 @@ impl ProxyConfig {
     /// Merges the config file (if any) under the flags.
     pub(crate) fn load(args: &ProxyArgs) -> Result<Self> {
         let file: ProxyFile = read_toml(args.config.as_deref())?;
+        let storage = match (args.shared, file.storage.as_deref()) {
+            (true, _) | (false, Some("shared")) => StorageMode::Shared,
+            (false, None | Some("embedded")) => StorageMode::Embedded,
+            (false, Some(other)) => {
+                anyhow::bail!("storage must be embedded or shared, got {other:?}")
+            }
+        };
         Ok(ProxyConfig {
+            storage,
             listen: args
                 .listen
                 .clone()
@@ -213,5 +230,47 @@ mod tests {
         fs::write(&path, "data_dri = \"/typo\"\n").unwrap();
         let args = worker_args(&["gater", "worker", "--config", path.to_str().unwrap()]);
         assert!(WorkerConfig::load(&args).is_err());
+    }
+
+    fn proxy_args(argv: &[&str]) -> ProxyArgs {
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Proxy(p) => p,
+            other => panic!("not a proxy command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn proxy_storage_is_shared_by_flag_or_config_key() {
+        let plain = ProxyConfig::load(&proxy_args(&["gater", "proxy"])).unwrap();
+        assert_eq!(plain.storage, StorageMode::Embedded);
+        let flag = ProxyConfig::load(&proxy_args(&["gater", "proxy", "--shared"])).unwrap();
+        assert_eq!(flag.storage, StorageMode::Shared);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        fs::write(&path, "storage = \"shared\"\n").unwrap();
+        let p = path.to_str().unwrap();
+        let file = ProxyConfig::load(&proxy_args(&["gater", "proxy", "--config", p])).unwrap();
+        assert_eq!(file.storage, StorageMode::Shared);
+        fs::write(&path, "storage = \"replicated\"\n").unwrap();
+        assert!(ProxyConfig::load(&proxy_args(&["gater", "proxy", "--config", p])).is_err());
+    }
+
+    #[test]
+    fn a_postgres_worker_needs_no_data_dir() {
+        let args = worker_args(&[
+            "gater",
+            "worker",
+            "--backend",
+            "postgres",
+            "--postgres-url",
+            "postgres://gater@localhost/events",
+        ]);
+        let config = WorkerConfig::load(&args).unwrap();
+        assert_eq!(config.backend, BackendKind::Postgres);
+        assert_eq!(
+            config.postgres_url.as_deref(),
+            Some("postgres://gater@localhost/events")
+        );
+        assert!(WorkerConfig::load(&worker_args(&["gater", "worker"])).is_err());
     }
 }

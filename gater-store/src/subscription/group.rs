@@ -84,6 +84,12 @@ pub(super) enum Command {
     Remove {
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// The record as another worker of a shared store left it: taken over
+    /// unless consumers are attached here (then this task's state is the live one).
+    Reload {
+        record: SubscriptionRecord,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Where a subscription starts and what it remembers.
@@ -331,6 +337,10 @@ impl Group {
             }
             Command::Update { spec, reply } => {
                 let _ = reply.send(self.update(spec).await);
+            }
+            Command::Reload { record, reply } => {
+                self.reload(record);
+                let _ = reply.send(());
             }
             Command::Remove { reply } => {
                 if self.durable {
@@ -603,6 +613,29 @@ impl Group {
                 "storing the subscription checkpoint failed; it is retried with the next change"
             ),
         }
+    }
+
+    /// Starts over from a stored record, if no consumer is attached here.
+    fn reload(&mut self, record: SubscriptionRecord) {
+        self.reap_detached();
+        if !self.consumers.is_empty() || !self.durable {
+            return;
+        }
+        self.spec = record.spec;
+        self.selector = self.spec.key.parsed_selector();
+        self.next_read = record.checkpoint;
+        self.persisted_checkpoint = record.checkpoint;
+        self.parked = record.parked.into_iter().collect();
+        self.parked_dirty = false;
+        self.caught_up_at = None;
+        self.read_retry_at = None;
+        self.cursor = None;
+        self.ready.clear();
+        self.retry.clear();
+        self.in_flight.clear();
+        self.deadlines.clear();
+        self.outstanding.clear();
+        self.replaying.clear();
     }
 
     async fn update(&mut self, spec: SubscriptionSpec) -> Result<(), Error> {

@@ -65,6 +65,19 @@ pub(crate) trait SubscriptionLog: Send + Sync + 'static {
     async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error>;
     /// Deletes a record; deleting a missing one is Ok.
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error>;
+    /// Whether other workers serve the same store and its records (a shared
+    /// database): records are then read again before they are relied on.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The stored record of one subscription.
+    async fn load_subscription(
+        &self,
+        key: &SubscriptionKey,
+    ) -> Result<Option<SubscriptionRecord>, Error> {
+        let records = self.load_subscriptions().await?;
+        Ok(records.into_iter().find(|r| &r.spec.key == key))
+    }
 }
 
 /// The subscriptions of one store.
@@ -152,6 +165,9 @@ impl Subscriptions {
     pub(crate) async fn save(&self, spec: SubscriptionSpec) -> Result<(), Error> {
         check_spec(&spec)?;
         let _admin = self.admin.lock().await;
+        if !spec.key.is_transient() {
+            self.refresh(&spec.key).await?;
+        }
         let existing = {
             let mut registry = self.shared.registry();
             self.check_running(&registry)?;
@@ -215,6 +231,10 @@ impl Subscriptions {
         if key.is_transient() {
             return self.subscribe_transient(key, options);
         }
+        if self.shared.log.shared() {
+            let _admin = self.admin.lock().await;
+            self.refresh(&key).await?;
+        }
         let (commands, detached) = {
             let registry = self.shared.registry();
             self.check_running(&registry)?;
@@ -258,6 +278,7 @@ impl Subscriptions {
             }
             return Ok(());
         }
+        self.refresh(key).await?;
         let commands = self.persistent_commands(key)?;
         self.request(key, &commands, |reply| Command::Remove { reply })
             .await??;
@@ -271,6 +292,10 @@ impl Subscriptions {
 
     /// `Gater::get_subscriptions`.
     pub(crate) async fn list(&self) -> Result<Vec<SubscriptionInfo>, Error> {
+        if self.shared.log.shared() {
+            let _admin = self.admin.lock().await;
+            self.refresh_all().await?;
+        }
         let (mut tasks, idle) = {
             let registry = self.shared.registry();
             self.check_running(&registry)?;
@@ -401,6 +426,72 @@ impl Subscriptions {
             // A task that panicked has nothing left to stop.
             let _ = join.await;
         }
+    }
+
+    /// On a shared store, brings the local task of persistent `key` in line
+    /// with the stored record, which another worker may have created,
+    /// advanced or deleted: starts a task for a record new here, hands an
+    /// idle task the stored checkpoint, ends a task whose record is gone.
+    /// Does nothing on a store of this worker alone. The caller holds `admin`.
+    async fn refresh(&self, key: &SubscriptionKey) -> Result<(), Error> {
+        if !self.shared.log.shared() {
+            return Ok(());
+        }
+        let record = self.shared.log.load_subscription(key).await?;
+        let existing = {
+            let registry = self.shared.registry();
+            self.check_running(&registry)?;
+            registry.persistent.get(key).map(|t| t.commands.clone())
+        };
+        match (record, existing) {
+            (Some(record), Some(commands)) => {
+                self.request(key, &commands, |reply| Command::Reload { record, reply })
+                    .await
+            }
+            (Some(record), None) => self.adopt(record),
+            (None, Some(commands)) => {
+                // Deleting the missing record again is Ok; consumers end as removed.
+                let _ = self
+                    .request(key, &commands, |reply| Command::Remove { reply })
+                    .await;
+                self.shared.registry().persistent.remove(key);
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// `refresh` for every stored record and every local persistent task.
+    async fn refresh_all(&self) -> Result<(), Error> {
+        let mut keys: Vec<SubscriptionKey> = self
+            .shared
+            .log
+            .load_subscriptions()
+            .await?
+            .into_iter()
+            .map(|r| r.spec.key)
+            .collect();
+        keys.extend(self.shared.registry().persistent.keys().cloned());
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            self.refresh(&key).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts serving a persistent subscription that another worker saved.
+    fn adopt(&self, record: SubscriptionRecord) -> Result<(), Error> {
+        let mut registry = self.shared.registry();
+        self.check_running(&registry)?;
+        let count = registry.transient_specs.len() + registry.persistent.len();
+        if count >= SUBSCRIPTIONS_MAX {
+            return Err(subscriptions_limit(count));
+        }
+        let key = record.spec.key.clone();
+        let task = self.shared.spawn_persistent(record);
+        registry.persistent.insert(key, task);
+        Ok(())
     }
 
     fn subscribe_transient(

@@ -1,0 +1,174 @@
+//! How PostgreSQL failures become typed [`gater_core::Error`]s, and how the
+//! connection URL's password is kept out of every message.
+//!
+//! Failures of the path (connection refused or lost, server shutting down,
+//! too many connections) are retryable `Unavailable { side: Storage }`; a
+//! statement timeout is a retryable `DeadlineExceeded { side: Storage }`; a
+//! store whose schema another worker dropped is `NotFound`; anything else is
+//! `Storage`. Every message passes through a [`Redactor`] first.
+
+use gater_core::{Error, Resource, Side, StoreId};
+use tokio_postgres::error::SqlState;
+
+/// Replaces the password of the connection URL wherever it appears in a message.
+#[derive(Clone, Default)]
+pub(crate) struct Redactor {
+    secret: Option<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor").finish_non_exhaustive()
+    }
+}
+
+/// What a password is replaced with.
+const REDACTED: &str = "***";
+
+impl Redactor {
+    /// A redactor for `password` (none: messages pass unchanged).
+    pub(crate) fn new(password: Option<&[u8]>) -> Self {
+        let secret = password
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| !p.is_empty());
+        Redactor { secret }
+    }
+
+    /// `text` with every occurrence of the password replaced.
+    pub(crate) fn clean(&self, text: impl Into<String>) -> String {
+        let text = text.into();
+        match &self.secret {
+            Some(secret) if text.contains(secret.as_str()) => {
+                text.replace(secret.as_str(), REDACTED)
+            }
+            _ => text,
+        }
+    }
+}
+
+/// `url` with the password of its user-info part replaced, for logs and errors.
+///
+/// Handles `postgres://user:password@host/db` URLs; key-value connection
+/// strings are cleaned of a `password=` value instead.
+pub(crate) fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            let user_info = &rest[..at];
+            if let Some(colon) = user_info.find(':') {
+                return format!(
+                    "{}{}:{REDACTED}{}",
+                    &url[..scheme_end + 3],
+                    &user_info[..colon],
+                    &rest[at..]
+                );
+            }
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some((key, _)) if key.trim() == "password" => format!("password={REDACTED}"),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Maps a driver error; `store` names the store the operation was about, so
+/// a schema that another worker dropped reads as `NotFound`.
+pub(crate) fn map_error(
+    redactor: &Redactor,
+    store: Option<&StoreId>,
+    e: &tokio_postgres::Error,
+) -> Error {
+    let message = redactor.clean(describe(e));
+    let Some(code) = e.code() else {
+        // No SQLSTATE: the client side failed (I/O, connection closed, protocol).
+        return Error::unavailable(Side::Storage, format!("postgres: {message}"));
+    };
+    if *code == SqlState::QUERY_CANCELED {
+        return Error::DeadlineExceeded {
+            side: Side::Storage,
+        };
+    }
+    if let Some(store) = store {
+        if *code == SqlState::INVALID_SCHEMA_NAME || *code == SqlState::UNDEFINED_TABLE {
+            return Error::not_found(Resource::Store, store);
+        }
+    }
+    if is_path_failure(code) {
+        return Error::unavailable(Side::Storage, format!("postgres: {message}"));
+    }
+    Error::Storage(format!("postgres: {message}"))
+}
+
+/// Whether the transaction lost a race with another worker and may simply run again.
+pub(crate) fn is_conflict(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|code| {
+        *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::UNIQUE_VIOLATION
+    })
+}
+
+/// SQLSTATE classes that mean the server or the way to it failed, not the request.
+fn is_path_failure(code: &SqlState) -> bool {
+    let code = code.code();
+    // 08: connection exception; 53: insufficient resources; 57P: operator
+    // intervention (shutdown, crash recovery, cannot connect now); 40003:
+    // statement completion unknown.
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "40003"
+}
+
+/// The error with its database detail, when there is one.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text.push_str(": ");
+                    text.push_str(&cause_text);
+                }
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://gater:s3cret@db.example:5432/events?sslmode=disable"),
+            "postgres://gater:***@db.example:5432/events?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgresql://gater@localhost/events"),
+            "postgresql://gater@localhost/events"
+        );
+        assert_eq!(
+            redact_url("host=localhost password=s3cret user=gater"),
+            "host=localhost password=*** user=gater"
+        );
+    }
+
+    #[test]
+    fn the_redactor_removes_the_password_from_any_message() {
+        let redactor = Redactor::new(Some(b"s3cret"));
+        assert_eq!(
+            redactor.clean("auth failed for s3cret twice: s3cret"),
+            "auth failed for *** twice: ***"
+        );
+        assert_eq!(Redactor::new(None).clean("plain"), "plain");
+    }
+}

@@ -1,0 +1,607 @@
+//! One open store of the PostgreSQL backend: its SQL, reads, snapshots and
+//! subscription records. Appends are in `append`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gater_core::{
+    Direction, Error, EventData, EventId, Position, RecordedEvent, Snapshot, SnapshotKey,
+    StoreConfig, StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, Version,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use super::Shared;
+use crate::backend::{BackendStore, BatchOutcome, Counters, PendingAppend};
+use crate::subscription::SubscriptionRecord;
+
+/// The columns of an event row, in the order `event_from_row` reads them.
+const EVENT_COLUMNS: &str =
+    "position, stream, version, event_id, event_type, data, metadata, content_type, created_us";
+
+/// The statements of one store, with its schema filled in once.
+#[derive(Debug)]
+pub(super) struct Sql {
+    pub(super) lock_head: String,
+    pub(super) read_head: String,
+    pub(super) update_head: String,
+    pub(super) find_ids: String,
+    pub(super) find_versions: String,
+    pub(super) insert_events: String,
+    pub(super) upsert_streams: String,
+    read_stream_forward: String,
+    read_stream_backward: String,
+    read_all_forward: String,
+    read_all_backward: String,
+    list_streams: String,
+    list_streams_after: String,
+    version: String,
+    disk_bytes: String,
+    put_snapshot: String,
+    read_snapshot: String,
+    read_latest_snapshot: String,
+    list_snapshots: String,
+    list_snapshots_of_source: String,
+    list_snapshots_of_stream: String,
+    list_snapshots_of_any_source: String,
+    delete_snapshot: String,
+    load_subscriptions: String,
+    load_subscription: String,
+    put_subscription: String,
+    delete_subscription: String,
+}
+
+impl Sql {
+    fn new(schema: &str) -> Self {
+        let s = format!("\"{schema}\"");
+        Sql {
+            lock_head: format!("SELECT next_position, stream_count FROM {s}.head FOR UPDATE"),
+            read_head: format!("SELECT next_position, stream_count FROM {s}.head"),
+            update_head: format!("UPDATE {s}.head SET next_position = $1, stream_count = $2"),
+            find_ids: format!(
+                "SELECT event_id, stream, version, position FROM {s}.events
+                 WHERE event_id = ANY($1::uuid[])"
+            ),
+            find_versions: format!(
+                "SELECT stream, version FROM {s}.streams WHERE stream = ANY($1::text[])"
+            ),
+            insert_events: format!(
+                "INSERT INTO {s}.events ({EVENT_COLUMNS})
+                 SELECT p, s, v, i, t, d, m, c, $9
+                 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[],
+                             $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[])
+                      AS u(p, s, v, i, t, d, m, c)"
+            ),
+            upsert_streams: format!(
+                "INSERT INTO {s}.streams (stream, version)
+                 SELECT * FROM unnest($1::text[], $2::bigint[])
+                 ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version"
+            ),
+            read_stream_forward: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events
+                 WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"
+            ),
+            read_stream_backward: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events
+                 WHERE stream = $1 AND version <= $2 ORDER BY version DESC LIMIT $3"
+            ),
+            read_all_forward: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events
+                 WHERE position >= $1 ORDER BY position LIMIT $2"
+            ),
+            read_all_backward: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events
+                 WHERE position <= $1 ORDER BY position DESC LIMIT $2"
+            ),
+            list_streams: format!(
+                "SELECT stream, version FROM {s}.streams ORDER BY stream LIMIT $1"
+            ),
+            list_streams_after: format!(
+                "SELECT stream, version FROM {s}.streams WHERE stream > $1
+                 ORDER BY stream LIMIT $2"
+            ),
+            version: format!("SELECT version FROM {s}.streams WHERE stream = $1"),
+            disk_bytes: "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::bigint
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relkind = 'r'"
+                .to_owned(),
+            put_snapshot: format!(
+                "INSERT INTO {s}.snapshots (source, stream, version, data, created_us)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (source, stream, version)
+                 DO UPDATE SET data = EXCLUDED.data, created_us = EXCLUDED.created_us"
+            ),
+            read_snapshot: format!(
+                "SELECT version, data, created_us FROM {s}.snapshots
+                 WHERE source = $1 AND stream = $2 AND version = $3"
+            ),
+            read_latest_snapshot: format!(
+                "SELECT version, data, created_us FROM {s}.snapshots
+                 WHERE source = $1 AND stream = $2 ORDER BY version DESC LIMIT 1"
+            ),
+            list_snapshots: format!(
+                "SELECT source, stream, version FROM {s}.snapshots
+                 ORDER BY source, stream, version"
+            ),
+            list_snapshots_of_source: format!(
+                "SELECT source, stream, version FROM {s}.snapshots WHERE source = $1
+                 ORDER BY source, stream, version"
+            ),
+            list_snapshots_of_stream: format!(
+                "SELECT source, stream, version FROM {s}.snapshots
+                 WHERE source = $1 AND stream = $2 ORDER BY source, stream, version"
+            ),
+            list_snapshots_of_any_source: format!(
+                "SELECT source, stream, version FROM {s}.snapshots WHERE stream = $1
+                 ORDER BY source, stream, version"
+            ),
+            delete_snapshot: format!(
+                "DELETE FROM {s}.snapshots WHERE source = $1 AND stream = $2 AND version = $3"
+            ),
+            load_subscriptions: format!("SELECT record FROM {s}.subscriptions ORDER BY key"),
+            load_subscription: format!("SELECT record FROM {s}.subscriptions WHERE key = $1"),
+            put_subscription: format!(
+                "INSERT INTO {s}.subscriptions (key, checkpoint, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (key)
+                 DO UPDATE SET checkpoint = EXCLUDED.checkpoint, record = EXCLUDED.record"
+            ),
+            delete_subscription: format!("DELETE FROM {s}.subscriptions WHERE key = $1"),
+        }
+    }
+}
+
+/// The schema and tables of a new store (run inside the creating transaction).
+///
+/// Stream ids compare byte-wise (`COLLATE "C"`) to list in id order; event
+/// types, content types and snapshot keys may hold any character, NUL
+/// included, which `text` cannot, so they are `bytea`.
+pub(super) fn schema_ddl(schema: &str) -> String {
+    let s = format!("\"{schema}\"");
+    format!(
+        "DROP SCHEMA IF EXISTS {s} CASCADE;
+         CREATE SCHEMA {s};
+         CREATE TABLE {s}.head (
+             singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+             next_position bigint NOT NULL,
+             stream_count bigint NOT NULL
+         );
+         INSERT INTO {s}.head (next_position, stream_count) VALUES (0, 0);
+         CREATE TABLE {s}.events (
+             position bigint PRIMARY KEY,
+             stream text COLLATE \"C\" NOT NULL,
+             version bigint NOT NULL,
+             event_id uuid NOT NULL,
+             event_type bytea NOT NULL,
+             data bytea NOT NULL,
+             metadata bytea NOT NULL,
+             content_type bytea NOT NULL,
+             created_us bigint NOT NULL,
+             CONSTRAINT events_stream_version UNIQUE (stream, version),
+             CONSTRAINT events_event_id UNIQUE (event_id)
+         );
+         CREATE TABLE {s}.streams (
+             stream text COLLATE \"C\" PRIMARY KEY,
+             version bigint NOT NULL
+         );
+         CREATE TABLE {s}.snapshots (
+             source bytea NOT NULL,
+             stream bytea NOT NULL,
+             version bigint NOT NULL,
+             data bytea NOT NULL,
+             created_us bigint NOT NULL,
+             PRIMARY KEY (source, stream, version)
+         );
+         CREATE TABLE {s}.subscriptions (
+             key bytea PRIMARY KEY,
+             checkpoint bigint NOT NULL,
+             record bytea NOT NULL
+         );"
+    )
+}
+
+/// One open store.
+#[derive(Debug)]
+pub(crate) struct PostgresStore {
+    pub(super) shared: Arc<Shared>,
+    pub(super) store: StoreId,
+    schema: String,
+    pub(super) config: StoreConfig,
+    pub(super) sql: Sql,
+    /// The counters as last seen: after this worker's commits and each head poll.
+    counters: Mutex<Counters>,
+    closed: AtomicBool,
+}
+
+impl PostgresStore {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        store: StoreId,
+        schema: String,
+        config: StoreConfig,
+        counters: Counters,
+    ) -> Self {
+        let sql = Sql::new(&schema);
+        PostgresStore {
+            shared,
+            store,
+            schema,
+            config,
+            sql,
+            counters: Mutex::new(counters),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn check_open(&self) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::StoreStopping {
+                store: self.store.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn error(&self, e: &tokio_postgres::Error) -> Error {
+        self.shared.error(Some(&self.store), e)
+    }
+
+    /// Moves the cached counters forward to `seen` (never back: a poll and a
+    /// commit of this worker may report in either order).
+    pub(super) fn advance_counters(&self, seen: Counters) -> Counters {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.event_count >= counters.event_count {
+            *counters = seen;
+        }
+        *counters
+    }
+
+    /// Reads the head row and moves the cached counters forward.
+    pub(super) async fn refresh_counters(&self) -> Result<Counters, Error> {
+        let row = self.query_one(&self.sql.read_head, &[]).await?;
+        let seen = counters_from_row(&row)?;
+        Ok(self.advance_counters(seen))
+    }
+
+    /// Runs one statement on a pooled connection, within the client timeout.
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
+        self.check_open()?;
+        self.shared
+            .timed(async {
+                let mut pooled = self.shared.pool.get().await?;
+                let conn = pooled.conn();
+                let result = match conn.statement(sql).await {
+                    Ok(statement) => conn.client.query(&statement, params).await,
+                    Err(e) => Err(e),
+                };
+                result.map_err(|e| {
+                    if e.code().is_none() {
+                        pooled.spoil();
+                    }
+                    self.error(&e)
+                })
+            })
+            .await
+    }
+
+    async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error> {
+        self.query(sql, params)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| corrupt(format!("store {} has no head row", self.store)))
+    }
+
+    async fn events(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.query(sql, params)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl BackendStore for PostgresStore {
+    fn config(&self) -> StoreConfig {
+        self.config
+    }
+
+    fn counters(&self) -> Counters {
+        *self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn append_batch(
+        &self,
+        appends: Vec<PendingAppend>,
+        created_us: u64,
+    ) -> Result<BatchOutcome, Error> {
+        self.append(appends, created_us).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        start: Version,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let sql = match direction {
+            Direction::Forward => &self.sql.read_stream_forward,
+            Direction::Backward => &self.sql.read_stream_backward,
+        };
+        let params: [&(dyn ToSql + Sync); 3] =
+            [&stream.as_str(), &to_i64(start), &i64::from(count)];
+        self.events(sql, &params).await
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let sql = match direction {
+            Direction::Forward => &self.sql.read_all_forward,
+            Direction::Backward => &self.sql.read_all_backward,
+        };
+        self.events(sql, &[&to_i64(from.0), &i64::from(count)])
+            .await
+    }
+
+    async fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {
+        // One more than asked tells whether another page follows.
+        let fetch = i64::from(limit) + 1;
+        let rows = match &after {
+            Some(after) => {
+                self.query(&self.sql.list_streams_after, &[&after.as_str(), &fetch])
+                    .await?
+            }
+            None => self.query(&self.sql.list_streams, &[&fetch]).await?,
+        };
+        let mut streams = Vec::with_capacity(rows.len().min(limit as usize));
+        let more = rows.len() > limit as usize;
+        for row in rows.iter().take(limit as usize) {
+            streams.push(StreamInfo {
+                stream: stream_from(row.get(0))?,
+                version: to_u64(row.get(1))?,
+            });
+        }
+        let next_after = if more {
+            streams.last().map(|s| s.stream.clone())
+        } else {
+            None
+        };
+        Ok(StreamPage {
+            streams,
+            next_after,
+        })
+    }
+
+    async fn version(&self, stream: &StreamId) -> Result<Option<Version>, Error> {
+        let rows = self.query(&self.sql.version, &[&stream.as_str()]).await?;
+        rows.first().map(|row| to_u64(row.get(0))).transpose()
+    }
+
+    async fn disk_bytes(&self) -> Result<u64, Error> {
+        let row = self
+            .query_one(&self.sql.disk_bytes, &[&self.schema])
+            .await?;
+        to_u64(row.get(0))
+    }
+
+    async fn record_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {
+        let key = &snapshot.key;
+        let params: [&(dyn ToSql + Sync); 5] = [
+            &key.source.as_bytes(),
+            &key.stream.as_bytes(),
+            &to_i64(key.version),
+            &snapshot.data,
+            &to_i64(snapshot.created_us),
+        ];
+        self.query(&self.sql.put_snapshot, &params).await.map(drop)
+    }
+
+    async fn read_snapshot(
+        &self,
+        source: &str,
+        stream: &str,
+        version: Option<Version>,
+    ) -> Result<Option<Snapshot>, Error> {
+        let rows = match version {
+            Some(version) => {
+                let params: [&(dyn ToSql + Sync); 3] =
+                    [&source.as_bytes(), &stream.as_bytes(), &to_i64(version)];
+                self.query(&self.sql.read_snapshot, &params).await?
+            }
+            None => {
+                let params: [&(dyn ToSql + Sync); 2] = [&source.as_bytes(), &stream.as_bytes()];
+                self.query(&self.sql.read_latest_snapshot, &params).await?
+            }
+        };
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            key: SnapshotKey {
+                source: source.to_owned(),
+                stream: stream.to_owned(),
+                version: to_u64(row.get(0))?,
+            },
+            data: row.get(1),
+            created_us: to_u64(row.get(2))?,
+        }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        source: Option<&str>,
+        stream: Option<&str>,
+    ) -> Result<Vec<SnapshotKey>, Error> {
+        let rows = match (source, stream) {
+            (Some(source), Some(stream)) => {
+                let params: [&(dyn ToSql + Sync); 2] = [&source.as_bytes(), &stream.as_bytes()];
+                self.query(&self.sql.list_snapshots_of_stream, &params)
+                    .await?
+            }
+            (Some(source), None) => {
+                self.query(&self.sql.list_snapshots_of_source, &[&source.as_bytes()])
+                    .await?
+            }
+            (None, Some(stream)) => {
+                self.query(
+                    &self.sql.list_snapshots_of_any_source,
+                    &[&stream.as_bytes()],
+                )
+                .await?
+            }
+            (None, None) => self.query(&self.sql.list_snapshots, &[]).await?,
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(SnapshotKey {
+                    source: text_from(row.get(0))?,
+                    stream: text_from(row.get(1))?,
+                    version: to_u64(row.get(2))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_snapshot(&self, key: &SnapshotKey) -> Result<bool, Error> {
+        let params: [&(dyn ToSql + Sync); 3] = [
+            &key.source.as_bytes(),
+            &key.stream.as_bytes(),
+            &to_i64(key.version),
+        ];
+        self.check_open()?;
+        let deleted = self
+            .shared
+            .timed(async {
+                let mut pooled = self.shared.pool.get().await?;
+                let conn = pooled.conn();
+                let result = match conn.statement(&self.sql.delete_snapshot).await {
+                    Ok(statement) => conn.client.execute(&statement, &params).await,
+                    Err(e) => Err(e),
+                };
+                result.map_err(|e| self.error(&e))
+            })
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error> {
+        let rows = self.query(&self.sql.load_subscriptions, &[]).await?;
+        rows.iter().map(|row| record_from(row.get(0))).collect()
+    }
+
+    async fn load_subscription(
+        &self,
+        key: &SubscriptionKey,
+    ) -> Result<Option<SubscriptionRecord>, Error> {
+        let key = encode(key)?;
+        let rows = self.query(&self.sql.load_subscription, &[&key]).await?;
+        rows.first().map(|row| record_from(row.get(0))).transpose()
+    }
+
+    async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error> {
+        let key = encode(&record.spec.key)?;
+        let value = encode(record)?;
+        let params: [&(dyn ToSql + Sync); 3] = [&key, &to_i64(record.checkpoint.0), &value];
+        self.query(&self.sql.put_subscription, &params)
+            .await
+            .map(drop)
+    }
+
+    async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error> {
+        let key = encode(key)?;
+        self.query(&self.sql.delete_subscription, &[&key])
+            .await
+            .map(drop)
+    }
+
+    async fn close(&self) -> Result<(), Error> {
+        // Every commit is durable when acknowledged: nothing to flush.
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn release(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn head_poll_interval(&self) -> Option<Duration> {
+        Some(self.shared.head_poll_interval)
+    }
+
+    async fn refresh_head(&self) -> Result<Option<Position>, Error> {
+        Ok(self.refresh_counters().await?.head)
+    }
+}
+
+/// The counters in a head row `(next_position, stream_count)`.
+pub(super) fn counters_from_row(row: &Row) -> Result<Counters, Error> {
+    let next = to_u64(row.get(0))?;
+    Ok(Counters {
+        head: next.checked_sub(1).map(Position),
+        event_count: next,
+        stream_count: to_u64(row.get(1))?,
+    })
+}
+
+fn event_from_row(row: &Row) -> Result<RecordedEvent, Error> {
+    Ok(RecordedEvent {
+        position: Position(to_u64(row.get(0))?),
+        stream: stream_from(row.get(1))?,
+        version: to_u64(row.get(2))?,
+        created_us: to_u64(row.get(8))?,
+        data: EventData {
+            id: EventId::from_uuid(row.get(3)),
+            event_type: text_from(row.get(4))?,
+            data: row.get(5),
+            metadata: row.get(6),
+            content_type: text_from(row.get(7))?,
+        },
+    })
+}
+
+/// A u64 as a bigint parameter; values past `i64::MAX` (such as "from the
+/// end" markers) clamp to it, which no stored number reaches.
+pub(super) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored bigint as a u64; a negative one is corrupt.
+pub(super) fn to_u64(value: i64) -> Result<u64, Error> {
+    u64::try_from(value).map_err(|_| corrupt(format!("negative number {value}")))
+}
+
+pub(super) fn stream_from(text: String) -> Result<StreamId, Error> {
+    StreamId::new(text).map_err(|e| corrupt(format!("stored stream id: {e}")))
+}
+
+fn text_from(bytes: Vec<u8>) -> Result<String, Error> {
+    String::from_utf8(bytes).map_err(|_| corrupt("stored text is not UTF-8"))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    postcard::to_stdvec(value).map_err(|e| Error::Storage(format!("encoding failed: {e}")))
+}
+
+fn record_from(bytes: Vec<u8>) -> Result<SubscriptionRecord, Error> {
+    postcard::from_bytes(&bytes).map_err(corrupt)
+}
+
+/// A storage error for rows that do not decode.
+pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("corrupt data: {what}"))
+}
