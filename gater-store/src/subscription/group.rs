@@ -253,7 +253,10 @@ impl Group {
             command = inputs.commands.recv() => match command {
                 Some(command) => self.handle_burst(command, &mut inputs.commands).await,
                 None => {
-                    self.finish_all(SubscriptionEnd::Shutdown);
+                    // The registry dropped its sender: a shutdown, whose reason
+                    // is on the stop channel if it was given.
+                    let end = inputs.stop.borrow().clone();
+                    self.finish_all(end.unwrap_or(SubscriptionEnd::Shutdown));
                     Flow::Exit
                 }
             },

@@ -415,13 +415,14 @@ impl Subscriptions {
         let joins: Vec<JoinHandle<()>> = {
             let mut registry = self.shared.registry();
             registry.stopping = true;
+            // The reason goes out before the tasks' command senders are dropped below.
+            self.shared.stop.send_replace(Some(end));
             registry.transient_specs.clear();
             let mut joins: Vec<JoinHandle<()>> =
                 registry.persistent.drain().map(|(_, t)| t.join).collect();
             joins.extend(registry.transient.drain().map(|(_, t)| t.task.join));
             joins
         };
-        self.shared.stop.send_replace(Some(end));
         for join in joins {
             // A task that panicked has nothing left to stop.
             let _ = join.await;
