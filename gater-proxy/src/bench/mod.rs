@@ -124,6 +124,16 @@ impl Recorder {
         }
     }
 
+    /// A recorder that shows nothing (tests).
+    #[cfg(test)]
+    pub(crate) fn hidden() -> Self {
+        Recorder {
+            json: false,
+            bar: ProgressBar::hidden(),
+            cases: Vec::new(),
+        }
+    }
+
     /// A case is about to run.
     pub(crate) fn starting(&self, id: &str) {
         self.bar.set_message(id.to_owned());
@@ -143,7 +153,7 @@ impl Recorder {
         self.cases.push(case);
     }
 
-    fn finish(self) -> Vec<CaseResult> {
+    pub(crate) fn finish(self) -> Vec<CaseResult> {
         self.bar.finish_and_clear();
         self.cases
     }

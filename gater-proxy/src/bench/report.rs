@@ -412,10 +412,7 @@ mod tests {
         assert_eq!(value["schema"], REPORT_SCHEMA);
         assert_eq!(value["goals"][0]["bound"], "at_least");
         assert_eq!(value["goals"][0]["subject"]["ratio"]["name"], "a / b");
-        assert_eq!(
-            value["cases"][0]["latency"]["p50_us"].as_f64().is_some(),
-            true
-        );
+        assert!(value["cases"][0]["latency"]["p50_us"].as_f64().is_some());
     }
 
     #[test]

@@ -413,3 +413,90 @@ pub(crate) fn compare_goals() -> Vec<Goal> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::driver::Timing;
+    use super::super::report::ratios;
+    use super::*;
+
+    fn tiny() -> Params {
+        Params {
+            timing: Timing {
+                warmup: Duration::from_millis(10),
+                measure: Duration::from_millis(50),
+            },
+            seed: 1,
+            streams: 50,
+            hot_streams: 4,
+            store_config: StoreConfig::default(),
+            read_streams: 10,
+            read_stream_len: 200,
+            readers: 4,
+            catchup_events: 1_000,
+            live_rate: 200,
+            group_consumers: 4,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compare_suite_produces_figures_for_every_case() {
+        let mut recorder = Recorder::hidden();
+        compare(&tiny(), &mut recorder).await.unwrap();
+        let cases = recorder.finish();
+        assert_eq!(cases.len() as u64, COMPARE_CASE_COUNT);
+        for case in &cases {
+            assert!(!case.figures.is_empty(), "{} has no figures", case.id);
+            assert!(
+                case.figures.values().all(|v| v.is_finite()),
+                "{}: {:?}",
+                case.id,
+                case.figures
+            );
+        }
+        let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+        for spec in compare_ratios() {
+            assert!(ids.contains(&spec.numerator), "{} missing", spec.numerator);
+            assert!(
+                ids.contains(&spec.denominator),
+                "{} missing",
+                spec.denominator
+            );
+        }
+        for goal in compare_goals() {
+            if let Subject::Figure { case, metric } = &goal.subject {
+                let case = cases.iter().find(|c| &c.id == case).unwrap();
+                assert!(case.value(metric).is_some(), "{}: no {metric}", case.id);
+            }
+        }
+        let w6 = cases.iter().find(|c| c.workload == "w6").unwrap();
+        assert_eq!(
+            w6.figures[metric::LOST],
+            0.0,
+            "an acknowledged append was lost"
+        );
+        assert_eq!(
+            w6.figures[metric::DUPLICATED],
+            0.0,
+            "an event was stored twice"
+        );
+        let computed = ratios(&cases, &compare_ratios());
+        assert_eq!(computed.len(), compare_ratios().len());
+    }
+
+    #[test]
+    fn server_case_count_follows_the_selected_workloads() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let all = Cli::parse_from(["bench"]).bench;
+        assert_eq!(server_case_count(&all), 9 + 1 + 1 + 4 + 3);
+        let some = Cli::parse_from(["bench", "--workloads", "w1,w4", "--clients", "1,2"]).bench;
+        assert_eq!(server_case_count(&some), 2 * 3 + 4);
+    }
+}
