@@ -23,6 +23,8 @@ pub(crate) const COMPARE_TARGETS: [TargetKind; 4] = [
 const COMPARE_CLIENTS: usize = 64;
 /// Clients of W2 in the suite.
 const COMPARE_CONTENDERS: usize = 16;
+/// Group of the W1 cases compared (transports, group commit on and off).
+const W1_GROUP: &str = "w1-c64-e1";
 /// Target name of the embedded store without group commit.
 const NO_GROUP_COMMIT: &str = "embedded-no-group-commit";
 
@@ -91,17 +93,7 @@ pub(crate) async fn compare(params: &Params, recorder: &mut Recorder) -> Result<
         recorder.note(&format!("starting {}", kind.name()));
         let target = targets::open(kind, dir.path(), &certs).await?;
         let (g, t) = (&target.gater, kind.name());
-        w1(
-            g,
-            &names,
-            params,
-            t,
-            "transport-w1",
-            COMPARE_CLIENTS,
-            1,
-            recorder,
-        )
-        .await?;
+        w1(g, &names, params, t, W1_GROUP, COMPARE_CLIENTS, 1, recorder).await?;
         w3(g, &names, params, t, 1, recorder).await?;
         target.close().await;
     }
@@ -119,7 +111,7 @@ pub(crate) async fn compare(params: &Params, recorder: &mut Recorder) -> Result<
         &names,
         &off,
         NO_GROUP_COMMIT,
-        "group-commit",
+        W1_GROUP,
         COMPARE_CLIENTS,
         1,
         recorder,
@@ -192,7 +184,7 @@ async fn w3(
     clients: usize,
     recorder: &mut Recorder,
 ) -> Result<()> {
-    let mut case = CaseResult::new("w3", target, "transport-w3", &format!("c{clients}"));
+    let mut case = CaseResult::new("w3", target, "w3", &format!("c{clients}"));
     recorder.starting(&case.id);
     case.params.insert("clients".into(), clients as u64);
     let tally = workload::write_flood(gater, names, params, clients, 1).await?;

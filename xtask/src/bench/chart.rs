@@ -5,6 +5,7 @@
 use anyhow::{anyhow, Result};
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::markdown::number;
 use super::schema::{Case, Report};
@@ -29,7 +30,7 @@ const CURVE_PERCENTILE_MAX: f64 = 99.99;
 struct BarPanel<'a> {
     group: &'a str,
     unit: &'static str,
-    bars: Vec<(&'a str, f64)>,
+    bars: Vec<(String, f64)>,
 }
 
 /// Draws the chart; an SVG document.
@@ -63,19 +64,28 @@ fn plot<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("cannot draw the chart: {e:?}")
 }
 
+/// A bar's label naming its own unit, when it differs from its panel's.
+fn label(id: &str, unit: &str) -> String {
+    format!("{id} ({unit})")
+}
+
 /// Groups (in report order) with at least two cases reporting a rate.
 fn bar_panels(report: &Report) -> Vec<BarPanel<'_>> {
     let mut panels: Vec<BarPanel<'_>> = Vec::new();
     for case in &report.cases {
-        let Some((unit, rate)) = case.rate() else {
+        // A live case's rate is the configured write rate, not a measurement.
+        let Some((unit, rate)) = case.rate().filter(|_| !case.id.ends_with("/live")) else {
             continue;
         };
         match panels.iter_mut().find(|p| p.group == case.group) {
-            Some(panel) => panel.bars.push((&case.id, rate)),
+            Some(panel) if panel.unit != unit => {
+                panel.bars.push((label(&case.id, unit), rate));
+            }
+            Some(panel) => panel.bars.push((case.id.clone(), rate)),
             None => panels.push(BarPanel {
                 group: &case.group,
                 unit,
-                bars: vec![(&case.id, rate)],
+                bars: vec![(case.id.clone(), rate)],
             }),
         }
     }
@@ -96,12 +106,14 @@ fn draw_bars<DB: DrawingBackend>(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(80)
-        .build_cartesian_2d((0..panel.bars.len()).into_segmented(), 0.0..top)
+        // A segmented `0..n` holds n + 1 segments; one per bar is wanted.
+        .build_cartesian_2d((0..panel.bars.len() - 1).into_segmented(), 0.0..top)
         .map_err(plot)?;
-    let names: Vec<&str> = panel.bars.iter().map(|b| b.0).collect();
+    let names: Vec<&str> = panel.bars.iter().map(|b| b.0.as_str()).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
         .x_labels(names.len())
         .x_label_formatter(&|x| match x {
             SegmentValue::CenterOf(i) => names.get(*i).map_or(String::new(), |n| n.to_string()),
@@ -126,11 +138,9 @@ fn draw_bars<DB: DrawingBackend>(
         .map_err(plot)?;
     chart
         .draw_series(panel.bars.iter().enumerate().map(|(i, (_, v))| {
-            Text::new(
-                number(*v),
-                (SegmentValue::CenterOf(i), *v),
-                ("sans-serif", 14).into_font(),
-            )
+            let style = TextStyle::from(("sans-serif", 14).into_font())
+                .pos(Pos::new(HPos::Center, VPos::Bottom));
+            Text::new(number(*v), (SegmentValue::CenterOf(i), *v), style)
         }))
         .map_err(plot)?;
     Ok(())
@@ -154,7 +164,7 @@ fn draw_curves<DB: DrawingBackend>(
             .collect()
     };
     let all: Vec<(f64, f64)> = cases.iter().flat_map(|c| points(c)).collect();
-    let x_max = all.iter().map(|p| p.0).fold(1.0, f64::max);
+    let x_max = all.iter().map(|p| p.0).fold(1.0, f64::max).ceil();
     let y_min = all.iter().map(|p| p.1).fold(f64::MAX, f64::min).max(1.0) / 1.5;
     let y_max = all.iter().map(|p| p.1).fold(1.0, f64::max) * 1.5;
     let mut chart = ChartBuilder::on(area)
@@ -166,6 +176,8 @@ fn draw_curves<DB: DrawingBackend>(
         .map_err(plot)?;
     chart
         .configure_mesh()
+        .light_line_style(WHITE)
+        .x_labels(x_max as usize + 1)
         .x_desc("percentile")
         .y_desc("µs")
         .x_label_formatter(&|x| {
