@@ -43,20 +43,37 @@ pub(crate) async fn server(
                 for &clients in &args.clients {
                     for &batch in &args.events_per_append {
                         w1(
-                            gater, names, &params, target, "w1", clients, batch, recorder,
+                            gater,
+                            names,
+                            &params,
+                            target,
+                            "w1",
+                            clients as usize,
+                            batch,
+                            recorder,
                         )
                         .await?;
                     }
                 }
             }
-            Workload::W2 => w2(gater, names, &params, target, args.contenders, recorder).await?,
+            Workload::W2 => {
+                w2(
+                    gater,
+                    names,
+                    &params,
+                    target,
+                    args.contenders as usize,
+                    recorder,
+                )
+                .await?
+            }
             Workload::W3 => {
                 w3(
                     gater,
                     names,
                     &params,
                     target,
-                    args.latency_clients,
+                    args.latency_clients as usize,
                     recorder,
                 )
                 .await?
