@@ -4,6 +4,7 @@
 //! client code; a usage mistake prints help (clap), a failure prints one line
 //! on stderr and exits non-zero.
 
+mod bench;
 mod cli;
 mod server;
 
@@ -48,6 +49,7 @@ async fn run(cli: Cli) -> ExitCode {
             init_logging(args.log_json);
             server::proxy(&global, args).await
         }
+        Command::Bench(args) => bench::run(&global, args).await,
         client => return run_client(&global, client).await,
     };
     match served {

@@ -4,6 +4,7 @@
 //! steps as `.ci/run`, which only installs what a fresh machine lacks and then
 //! calls `cargo xtask ci`: one definition of the steps.
 
+mod bench;
 mod certs;
 mod ci;
 mod cluster;
@@ -33,6 +34,18 @@ enum Cmd {
         #[arg(long)]
         slow: bool,
     },
+    /// Run the in-process benchmark suite; write JSON, Markdown and SVG under target/bench.
+    Bench {
+        /// Measured seconds per case.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Print the change of every figure against this earlier report.
+        #[arg(long, value_name = "OLD.json")]
+        compare: Option<PathBuf>,
+        /// Render this report instead of running the suite.
+        #[arg(long, value_name = "REPORT.json")]
+        input: Option<PathBuf>,
+    },
     /// Run the frame-decoder fuzz target for a while (needs cargo-fuzz and a nightly toolchain).
     Fuzz {
         /// Seconds to fuzz.
@@ -55,6 +68,15 @@ fn main() -> Result<()> {
         Cmd::Cluster(args) => cluster::run(args),
         Cmd::Certs(args) => certs::run(args),
         Cmd::Demo(args) => demo::run(args),
+        Cmd::Bench {
+            seconds,
+            compare,
+            input,
+        } => bench::run(&bench::Options {
+            seconds,
+            compare,
+            input,
+        }),
     }
 }
 

@@ -73,6 +73,8 @@ pub(crate) enum Command {
     Snapshot(SnapshotCommand),
     /// List the gateway workers behind the server.
     Workers,
+    /// Measure a server, or compare every transport in process (`--suite compare`).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `gater dev`.

@@ -95,7 +95,7 @@ pub(crate) async fn execute<W: Write>(
             out.table(&cols, &rows)?;
             Ok(())
         }
-        Command::Dev(_) | Command::Worker(_) | Command::Proxy(_) => {
+        Command::Dev(_) | Command::Worker(_) | Command::Proxy(_) | Command::Bench(_) => {
             Err(Error::invalid("server commands do not run as client commands").into())
         }
     }

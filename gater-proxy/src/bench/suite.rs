@@ -1,0 +1,511 @@
+//! The case lists: every workload against one server, and the in-process
+//! compare suite with its ratios and goals.
+
+use anyhow::Result;
+use gater_core::{BoxGater, StoreConfig};
+
+use super::args::{BenchArgs, Workload};
+use super::report::{metric, Bound, CaseResult, Goal, RatioSpec, Subject};
+use super::targets::{self, TargetKind};
+use super::workload::{self, Params, ReadMode, StoreNames};
+use super::{failover, subscriptions, Recorder};
+
+/// The targets of the transport comparison, in the order they run. A
+/// PostgreSQL-backed target joins here (and in the ratios below) once the
+/// backend exists.
+pub(crate) const COMPARE_TARGETS: [TargetKind; 4] = [
+    TargetKind::Embedded,
+    TargetKind::Mem,
+    TargetKind::Quic,
+    TargetKind::QuicProxy,
+];
+/// Clients of the W1 transport comparison.
+const COMPARE_CLIENTS: usize = 64;
+/// Clients of W2 in the suite.
+const COMPARE_CONTENDERS: usize = 16;
+/// Group of the W1 cases compared (transports, group commit on and off).
+const W1_GROUP: &str = "w1-c64-e1";
+/// Target name of the embedded store without group commit.
+const NO_GROUP_COMMIT: &str = "embedded-no-group-commit";
+
+/// Runs the workloads `args` selects against `gater` (a server); target name `server`.
+pub(crate) async fn server(
+    gater: &BoxGater,
+    args: &BenchArgs,
+    names: &StoreNames,
+    recorder: &mut Recorder,
+) -> Result<()> {
+    let params = args.params();
+    let target = "server";
+    for workload in &args.workloads {
+        match workload {
+            Workload::W1 => {
+                for &clients in &args.clients {
+                    for &batch in &args.events_per_append {
+                        w1(
+                            gater,
+                            names,
+                            &params,
+                            target,
+                            "w1",
+                            clients as usize,
+                            batch,
+                            recorder,
+                        )
+                        .await?;
+                    }
+                }
+            }
+            Workload::W2 => {
+                w2(
+                    gater,
+                    names,
+                    &params,
+                    target,
+                    args.contenders as usize,
+                    recorder,
+                )
+                .await?
+            }
+            Workload::W3 => {
+                w3(
+                    gater,
+                    names,
+                    &params,
+                    target,
+                    args.latency_clients as usize,
+                    recorder,
+                )
+                .await?
+            }
+            Workload::W4 => w4(gater, names, &params, target, recorder).await?,
+            Workload::W5 => w5(gater, names, &params, target, recorder).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Cases [`server`] runs for `args`, for the progress bar.
+pub(crate) fn server_case_count(args: &BenchArgs) -> u64 {
+    args.workloads
+        .iter()
+        .map(|w| match w {
+            Workload::W1 => (args.clients.len() * args.events_per_append.len()) as u64,
+            Workload::W2 | Workload::W3 => 1,
+            Workload::W4 => 4,
+            Workload::W5 => 3,
+        })
+        .sum()
+}
+
+/// Cases [`compare`] runs, for the progress bar.
+pub(crate) const COMPARE_CASE_COUNT: u64 = 2 * COMPARE_TARGETS.len() as u64 + 1 + 1 + 4 + 3 + 1;
+
+/// The compare suite: every target side by side, in this process.
+pub(crate) async fn compare(params: &Params, recorder: &mut Recorder) -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("gater-bench").tempdir()?;
+    let certs = targets::dev_certs(dir.path())?;
+    let names = StoreNames::new("bench");
+    for kind in COMPARE_TARGETS {
+        recorder.note(&format!("starting {}", kind.name()));
+        let target = targets::open(kind, dir.path(), &certs).await?;
+        let (g, t) = (&target.gater, kind.name());
+        w1(g, &names, params, t, W1_GROUP, COMPARE_CLIENTS, 1, recorder).await?;
+        w3(g, &names, params, t, 1, recorder).await?;
+        target.close().await;
+    }
+    let target = targets::open(TargetKind::Embedded, dir.path(), &certs).await?;
+    let g = &target.gater;
+    let off = Params {
+        store_config: StoreConfig {
+            group_commit: false,
+            ..params.store_config
+        },
+        ..params.clone()
+    };
+    w1(
+        g,
+        &names,
+        &off,
+        NO_GROUP_COMMIT,
+        W1_GROUP,
+        COMPARE_CLIENTS,
+        1,
+        recorder,
+    )
+    .await?;
+    let embedded = TargetKind::Embedded.name();
+    w2(g, &names, params, embedded, COMPARE_CONTENDERS, recorder).await?;
+    w4(g, &names, params, embedded, recorder).await?;
+    w5(g, &names, params, embedded, recorder).await?;
+    target.close().await;
+    recorder.note("w6 failover");
+    let case = failover::run(params, &dir.path().join("failover")).await?;
+    recorder.record(case);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // a case is fully described by these
+async fn w1(
+    gater: &BoxGater,
+    names: &StoreNames,
+    params: &Params,
+    target: &str,
+    group: &str,
+    clients: usize,
+    batch: u32,
+    recorder: &mut Recorder,
+) -> Result<()> {
+    let mut case = CaseResult::new("w1", target, group, &format!("c{clients}/e{batch}"));
+    recorder.starting(&case.id);
+    case.params.insert("clients".into(), clients as u64);
+    case.params
+        .insert("events_per_append".into(), u64::from(batch));
+    case.params
+        .insert("streams".into(), u64::from(params.streams));
+    case.params
+        .insert("fsync".into(), u64::from(params.store_config.fsync));
+    case.params.insert(
+        "group_commit".into(),
+        u64::from(params.store_config.group_commit),
+    );
+    let tally = workload::write_flood(gater, names, params, clients, batch).await?;
+    workload::write_figures(&mut case, &tally);
+    recorder.record(case);
+    Ok(())
+}
+
+async fn w2(
+    gater: &BoxGater,
+    names: &StoreNames,
+    params: &Params,
+    target: &str,
+    clients: usize,
+    recorder: &mut Recorder,
+) -> Result<()> {
+    let mut case = CaseResult::new("w2", target, "concurrency", &format!("c{clients}"));
+    recorder.starting(&case.id);
+    case.params.insert("clients".into(), clients as u64);
+    case.params
+        .insert("hot_streams".into(), u64::from(params.hot_streams));
+    workload::contention(gater, names, params, clients, &mut case).await?;
+    recorder.record(case);
+    Ok(())
+}
+
+async fn w3(
+    gater: &BoxGater,
+    names: &StoreNames,
+    params: &Params,
+    target: &str,
+    clients: usize,
+    recorder: &mut Recorder,
+) -> Result<()> {
+    let mut case = CaseResult::new("w3", target, "w3", &format!("c{clients}"));
+    recorder.starting(&case.id);
+    case.params.insert("clients".into(), clients as u64);
+    let tally = workload::write_flood(gater, names, params, clients, 1).await?;
+    workload::write_figures(&mut case, &tally);
+    recorder.record(case);
+    Ok(())
+}
+
+async fn w4(
+    gater: &BoxGater,
+    names: &StoreNames,
+    params: &Params,
+    target: &str,
+    recorder: &mut Recorder,
+) -> Result<()> {
+    recorder.note(&format!("w4/{target}: filling"));
+    let (store, streams) = workload::read_store(gater, names, params).await?;
+    let modes = [
+        ReadMode::Single,
+        ReadMode::PageForward,
+        ReadMode::PageBackward,
+    ];
+    for mode in modes {
+        let mut case = CaseResult::new("w4", target, "reads", mode.name());
+        recorder.starting(&case.id);
+        case.params.insert("readers".into(), params.readers as u64);
+        let tally = workload::reads(gater, &store, &streams, params, mode).await;
+        workload::read_figures(&mut case, &tally);
+        recorder.record(case);
+    }
+    let mut case = CaseResult::new("w4", target, "reads", "scan");
+    recorder.starting(&case.id);
+    let tally = workload::scan(gater, &store, params).await;
+    workload::read_figures(&mut case, &tally);
+    recorder.record(case);
+    workload::drop_store(gater, &store).await;
+    Ok(())
+}
+
+async fn w5(
+    gater: &BoxGater,
+    names: &StoreNames,
+    params: &Params,
+    target: &str,
+    recorder: &mut Recorder,
+) -> Result<()> {
+    recorder.note(&format!("w5/{target}: filling"));
+    let store = workload::fresh_store(gater, names, params.store_config).await?;
+    let outcome = subscriptions::run(gater, &store, params, target).await;
+    workload::drop_store(gater, &store).await;
+    for case in outcome? {
+        recorder.record(case);
+    }
+    Ok(())
+}
+
+/// The ratios the compare suite reports.
+pub(crate) fn compare_ratios() -> Vec<RatioSpec> {
+    const W1: [&str; 4] = [
+        "w1/embedded/c64/e1",
+        "w1/mem/c64/e1",
+        "w1/quic/c64/e1",
+        "w1/quic+proxy/c64/e1",
+    ];
+    const W3: [&str; 4] = [
+        "w3/embedded/c1",
+        "w3/mem/c1",
+        "w3/quic/c1",
+        "w3/quic+proxy/c1",
+    ];
+    let ratio = |name, numerator, denominator, metric| RatioSpec {
+        name,
+        numerator,
+        denominator,
+        metric,
+    };
+    vec![
+        ratio(
+            "W1 events/s: mem / embedded",
+            W1[1],
+            W1[0],
+            metric::EVENTS_PER_S,
+        ),
+        ratio(
+            "W1 events/s: quic / embedded",
+            W1[2],
+            W1[0],
+            metric::EVENTS_PER_S,
+        ),
+        ratio(
+            "W1 events/s: quic+proxy / embedded",
+            W1[3],
+            W1[0],
+            metric::EVENTS_PER_S,
+        ),
+        ratio(
+            "W1 events/s: quic+proxy / quic",
+            W1[3],
+            W1[2],
+            metric::EVENTS_PER_S,
+        ),
+        ratio("W3 p50: mem / embedded", W3[1], W3[0], metric::P50_US),
+        ratio("W3 p50: quic / embedded", W3[2], W3[0], metric::P50_US),
+        ratio(
+            "W3 p50: quic+proxy / embedded",
+            W3[3],
+            W3[0],
+            metric::P50_US,
+        ),
+        ratio("W3 p50: quic+proxy / quic", W3[3], W3[2], metric::P50_US),
+        ratio(
+            "W1 events/s: group commit on / off",
+            W1[0],
+            "w1/embedded-no-group-commit/c64/e1",
+            metric::EVENTS_PER_S,
+        ),
+    ]
+}
+
+/// The targets the compare suite is held to on a 2-core machine.
+pub(crate) fn compare_goals() -> Vec<Goal> {
+    let figure = |name: &str, case: &str, metric: &str, bound, threshold| Goal {
+        name: name.to_owned(),
+        subject: Subject::Figure {
+            case: case.to_owned(),
+            metric: metric.to_owned(),
+        },
+        bound,
+        threshold,
+        actual: None,
+        met: false,
+    };
+    let ratio = |name: &str, ratio: &str, threshold| Goal {
+        name: name.to_owned(),
+        subject: Subject::Ratio {
+            name: ratio.to_owned(),
+        },
+        bound: Bound::AtLeast,
+        threshold,
+        actual: None,
+        met: false,
+    };
+    use Bound::{AtLeast, AtMost};
+    let eps = metric::EVENTS_PER_S;
+    vec![
+        figure(
+            "W1 in-process events/s",
+            "w1/embedded/c64/e1",
+            eps,
+            AtLeast,
+            150_000.0,
+        ),
+        figure(
+            "W1 QUIC through proxy events/s",
+            "w1/quic+proxy/c64/e1",
+            eps,
+            AtLeast,
+            60_000.0,
+        ),
+        figure(
+            "W4 100-event pages forward events/s",
+            "w4/embedded/page-forward",
+            eps,
+            AtLeast,
+            1_000_000.0,
+        ),
+        figure(
+            "W4 100-event pages backward events/s",
+            "w4/embedded/page-backward",
+            eps,
+            AtLeast,
+            1_000_000.0,
+        ),
+        figure(
+            "W5 catch-up events/s",
+            "w5/embedded/catch-up",
+            eps,
+            AtLeast,
+            500_000.0,
+        ),
+        figure(
+            "W5 live p99 µs",
+            "w5/embedded/live",
+            metric::P99_US,
+            AtMost,
+            5_000.0,
+        ),
+        ratio(
+            "proxy ≥ 80% of direct (W1)",
+            "W1 events/s: quic+proxy / quic",
+            0.8,
+        ),
+        ratio(
+            "group commit ≥ 20× none (W1)",
+            "W1 events/s: group commit on / off",
+            20.0,
+        ),
+        figure(
+            "W6 errors while the other worker is down",
+            "w6/proxy-mem",
+            metric::ERRORS_OTHER_DOWN,
+            AtMost,
+            0.0,
+        ),
+        figure(
+            "W6 acknowledged events lost",
+            "w6/proxy-mem",
+            metric::LOST,
+            AtMost,
+            0.0,
+        ),
+        figure(
+            "W6 events duplicated",
+            "w6/proxy-mem",
+            metric::DUPLICATED,
+            AtMost,
+            0.0,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::driver::Timing;
+    use super::super::report::ratios;
+    use super::*;
+
+    fn tiny() -> Params {
+        Params {
+            timing: Timing {
+                warmup: Duration::from_millis(10),
+                measure: Duration::from_millis(50),
+            },
+            seed: 1,
+            streams: 50,
+            hot_streams: 4,
+            store_config: StoreConfig::default(),
+            read_streams: 10,
+            read_stream_len: 200,
+            readers: 4,
+            catchup_events: 1_000,
+            live_rate: 200,
+            group_consumers: 4,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compare_suite_produces_figures_for_every_case() {
+        let mut recorder = Recorder::hidden();
+        compare(&tiny(), &mut recorder).await.unwrap();
+        let cases = recorder.finish();
+        assert_eq!(cases.len() as u64, COMPARE_CASE_COUNT);
+        for case in &cases {
+            assert!(!case.figures.is_empty(), "{} has no figures", case.id);
+            assert!(
+                case.figures.values().all(|v| v.is_finite()),
+                "{}: {:?}",
+                case.id,
+                case.figures
+            );
+        }
+        let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+        for spec in compare_ratios() {
+            assert!(ids.contains(&spec.numerator), "{} missing", spec.numerator);
+            assert!(
+                ids.contains(&spec.denominator),
+                "{} missing",
+                spec.denominator
+            );
+        }
+        for goal in compare_goals() {
+            if let Subject::Figure { case, metric } = &goal.subject {
+                let case = cases.iter().find(|c| &c.id == case).unwrap();
+                assert!(case.value(metric).is_some(), "{}: no {metric}", case.id);
+            }
+        }
+        let w6 = cases.iter().find(|c| c.workload == "w6").unwrap();
+        assert_eq!(
+            w6.figures[metric::LOST],
+            0.0,
+            "an acknowledged append was lost"
+        );
+        assert_eq!(
+            w6.figures[metric::DUPLICATED],
+            0.0,
+            "an event was stored twice"
+        );
+        let computed = ratios(&cases, &compare_ratios());
+        assert_eq!(computed.len(), compare_ratios().len());
+    }
+
+    #[test]
+    fn server_case_count_follows_the_selected_workloads() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let all = Cli::parse_from(["bench"]).bench;
+        assert_eq!(server_case_count(&all), 9 + 1 + 1 + 4 + 3);
+        let some = Cli::parse_from(["bench", "--workloads", "w1,w4", "--clients", "1,2"]).bench;
+        assert_eq!(server_case_count(&some), 2 * 3 + 4);
+    }
+}

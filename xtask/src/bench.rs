@@ -1,0 +1,197 @@
+//! `cargo xtask bench`: builds `gater` in release, runs its in-process
+//! compare suite, and writes the report as JSON, a Markdown table and an SVG
+//! chart under `<target dir>/bench/<timestamp>.*`. With `--compare OLD.json`
+//! it also prints the change of every figure against that earlier run.
+
+mod chart;
+mod compare;
+mod markdown;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+use crate::project_root;
+
+/// What `cargo xtask bench` was asked to do.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Measured seconds per case, passed to the suite.
+    pub(crate) seconds: Option<f64>,
+    /// An earlier report to compare against.
+    pub(crate) compare: Option<PathBuf>,
+    /// Render this report instead of running the suite.
+    pub(crate) input: Option<PathBuf>,
+}
+
+/// Runs the suite (or reads `--input`), writes the files, prints where they went.
+pub(crate) fn run(options: &Options) -> Result<()> {
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let stamp = timestamp(unix_now());
+    let json = out_dir.join(format!("{stamp}.json"));
+    let report = match &options.input {
+        Some(input) => {
+            let report = schema::load(input)?;
+            std::fs::copy(input, &json).with_context(|| {
+                format!("cannot copy {} to {}", input.display(), json.display())
+            })?;
+            print_ratios_and_goals(&report);
+            report
+        }
+        None => {
+            run_suite(&json, options.seconds)?;
+            schema::load(&json)?
+        }
+    };
+    let md = out_dir.join(format!("{stamp}.md"));
+    write(&md, &markdown::render(&report, &stamp))?;
+    let svg = out_dir.join(format!("{stamp}.svg"));
+    write(&svg, &chart::render(&report)?)?;
+    if let Some(old) = &options.compare {
+        let old_report = schema::load(old)?;
+        println!("\nchanges against {}:", old.display());
+        print!(
+            "{}",
+            compare::render(&compare::changes(&old_report, &report))
+        );
+    }
+    println!(
+        "\nwrote:\n  {}\n  {}\n  {}",
+        json.display(),
+        md.display(),
+        svg.display()
+    );
+    Ok(())
+}
+
+/// Builds the release binary and runs `gater bench --suite compare --out <json>`.
+fn run_suite(json: &Path, seconds: Option<f64>) -> Result<()> {
+    build_release()?;
+    let binary = target_dir().join("release").join("gater");
+    let mut command = Command::new(&binary);
+    command
+        .args(["bench", "--suite", "compare", "--out"])
+        .arg(json)
+        .current_dir(project_root());
+    if let Some(seconds) = seconds {
+        command.args(["--seconds", &seconds.to_string()]);
+    }
+    eprintln!(
+        "$ {} bench --suite compare --out {}",
+        binary.display(),
+        json.display()
+    );
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    if !status.success() {
+        bail!("the benchmark suite failed with {status}");
+    }
+    Ok(())
+}
+
+/// `cargo build --release -p gater-proxy`, without the package variables
+/// that `cargo run` gave this process (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`,
+/// …): some build scripts (ring's) track them, so passing them on would
+/// rebuild those crates on every switch between this and a plain `cargo build`.
+fn build_release() -> Result<()> {
+    let args = ["build", "--release", "-p", "gater-proxy"];
+    eprintln!("$ cargo {}", args.join(" "));
+    let mut command = Command::new("cargo");
+    for (name, _) in std::env::vars_os() {
+        let set_by_cargo_run = name.to_str().is_some_and(|n| {
+            n.starts_with("CARGO_PKG_")
+                || n.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    n,
+                    "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+                )
+        });
+        if set_by_cargo_run {
+            command.env_remove(name);
+        }
+    }
+    let status = command
+        .args(args)
+        .current_dir(project_root())
+        .status()
+        .context("cannot start cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn print_ratios_and_goals(report: &schema::Report) {
+    for r in &report.ratios {
+        let value = r.value.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
+        println!("{:<40} {value}", r.name);
+    }
+    for g in &report.goals {
+        let actual = g.actual.map_or("n/a".to_owned(), markdown::number);
+        let verdict = if g.met { "met" } else { "MISSED" };
+        println!(
+            "{verdict:<6} {:<45} {actual} (goal {} {})",
+            g.name,
+            g.operator(),
+            markdown::number(g.threshold)
+        );
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the project root) or `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => project_root().join(dir),
+        None => project_root().join("target"),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `YYYYMMDDTHHMMSSZ` (UTC) for seconds since the Unix epoch.
+fn timestamp(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let secs = unix_s % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_calendar_times() {
+        assert_eq!(timestamp(0), "19700101T000000Z");
+        assert_eq!(timestamp(951_782_400), "20000229T000000Z");
+        assert_eq!(timestamp(1_764_230_461), "20251127T080101Z");
+    }
+}
