@@ -257,6 +257,10 @@ impl Cluster {
             for worker in &workers {
                 args.extend(["--worker".into(), worker.clone()]);
             }
+            if self.state.postgres.is_some() {
+                // Every worker serves every store of the shared database.
+                args.push("--shared".into());
+            }
             records.push(self.record(format!("proxy-{k}"), Role::Proxy, address, args));
         }
         Ok(records)
