@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use fjall::OwnedWriteBatch;
-use gater_core::{AppendResult, Error, EventId, Position, RecordedEvent, Version};
+use gater_core::{AppendResult, Error, EventId, Position, Version};
 
 use super::keys::{self, IdLocation};
 use super::{encode_error, fjall_error, StoreInner, Tables};
@@ -150,23 +150,20 @@ fn stage(
     let first_position = staged.next_position();
     let count = append.events.len() as u64;
     // Encode everything before staging anything, so a failure stages nothing.
+    let stream = append.stream.as_str();
     let mut encoded = Vec::with_capacity(append.events.len());
-    let mut recorded = RecordedEvent {
-        stream: append.stream,
-        version: 0,
-        position: Position(0),
-        created_us,
-        data: placeholder_event(),
-    };
-    for (i, event) in append.events.into_iter().enumerate() {
-        recorded.version = first_version + i as u64;
-        recorded.position = Position(first_position + i as u64);
-        let id = event.id;
-        recorded.data = event;
-        let value = postcard::to_stdvec(&recorded).map_err(encode_error)?;
-        encoded.push((id, recorded.version, recorded.position, value));
+    for (i, event) in append.events.iter().enumerate() {
+        let version = first_version + i as u64;
+        let position = Position(first_position + i as u64);
+        let value = match append.encoded.get(i) {
+            Some(payload) => record_value(stream, version, position, created_us, payload)?,
+            None => {
+                let payload = postcard::to_stdvec(event).map_err(encode_error)?;
+                record_value(stream, version, position, created_us, &payload)?
+            }
+        };
+        encoded.push((event.id, version, position, value));
     }
-    let stream = recorded.stream.as_str();
     for (id, version, position, value) in encoded {
         batch.insert(&t.log, keys::position_key(position.0), value);
         batch.insert(
@@ -240,13 +237,61 @@ fn earlier_result(
     }))
 }
 
-/// Stands in for the event while the record is reused across a loop.
-fn placeholder_event() -> gater_core::EventData {
-    gater_core::EventData {
-        id: EventId::from_bytes([0; 16]),
-        event_type: String::new(),
-        data: Vec::new(),
-        metadata: Vec::new(),
-        content_type: String::new(),
+/// Room for a log record's header besides the stream id: the stream id's
+/// length and three u64s, each a varint of at most 10 bytes.
+const RECORD_HEADER_BYTES_MAX: usize = 40;
+
+/// The log record of an event, byte for byte the postcard encoding of its
+/// `RecordedEvent`, built from the event's own encoding: postcard writes a
+/// struct as its fields in order, and the event is the record's last field.
+fn record_value(
+    stream: &str,
+    version: Version,
+    position: Position,
+    created_us: u64,
+    payload: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let value = Vec::with_capacity(RECORD_HEADER_BYTES_MAX + stream.len() + payload.len());
+    let mut value = postcard::to_extend(&(stream, version, position, created_us), value)
+        .map_err(encode_error)?;
+    value.extend_from_slice(payload);
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gater_core::{EventData, RecordedEvent, StreamId};
+
+    #[test]
+    fn record_values_built_from_encoded_events_match_the_recorded_event_encoding() {
+        let event = EventData {
+            id: EventId::from_bytes([7; 16]),
+            event_type: "OrderPlaced".to_owned(),
+            data: vec![1; 300],
+            metadata: b"{\"k\":1}".to_vec(),
+            content_type: gater_core::CONTENT_TYPE_JSON.to_owned(),
+        };
+        let recorded = RecordedEvent {
+            stream: StreamId::new("orders-1").unwrap(),
+            version: 300,
+            position: Position(u64::MAX),
+            created_us: 1_700_000_000_000_000,
+            data: event.clone(),
+        };
+        let payload = postcard::to_stdvec(&event).unwrap();
+        let value = record_value(
+            "orders-1",
+            recorded.version,
+            recorded.position,
+            recorded.created_us,
+            &payload,
+        )
+        .unwrap();
+        assert_eq!(value, postcard::to_stdvec(&recorded).unwrap());
+        assert_eq!(
+            postcard::from_bytes::<RecordedEvent>(&value).unwrap(),
+            recorded
+        );
     }
 }
