@@ -59,6 +59,10 @@ pub(crate) struct PendingAppend {
     pub(crate) expected: ExpectedVersion,
     /// The events, non-empty, ids distinct.
     pub(crate) events: Vec<EventData>,
+    /// Each event encoded by [`BackendStore::encode_event`], in the
+    /// appender's task so the single writer does not spend its time on it;
+    /// empty when the backend encodes nothing ahead.
+    pub(crate) encoded: Vec<Vec<u8>>,
 }
 
 /// What one call of [`BackendStore::append_batch`] did.
@@ -89,6 +93,12 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
 
     /// The counters as of the last commit.
     fn counters(&self) -> Counters;
+
+    /// Encodes an event ahead of its append, in the appender's task (see
+    /// [`PendingAppend::encoded`]); `None` when the backend does not want it.
+    fn encode_event(&self, _event: &EventData) -> Option<Result<Vec<u8>, Error>> {
+        None
+    }
 
     /// Applies `appends` in order, later ones seeing the effect of earlier ones.
     ///

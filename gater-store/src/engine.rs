@@ -493,12 +493,17 @@ impl Gater for Store {
     ) -> Result<AppendResult, Error> {
         validate::append(&self.engine.options.limits, stream, &events)?;
         let handle = self.engine.serving(store).await?;
+        let encoded = events
+            .iter()
+            .map_while(|event| handle.backend.encode_event(event))
+            .collect::<Result<Vec<_>, Error>>()?;
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             append: PendingAppend {
                 stream: stream.clone(),
                 expected,
                 events,
+                encoded,
             },
             reply,
         };

@@ -3,9 +3,10 @@
 //! then writes every accepted append in one fjall batch with one flush.
 
 use std::collections::HashMap;
+use std::io::Read;
 
-use fjall::OwnedWriteBatch;
-use gater_core::{AppendResult, Error, EventId, Position, RecordedEvent, Version};
+use fjall::{OwnedWriteBatch, Slice};
+use gater_core::{AppendResult, Error, EventId, Position, Version};
 
 use super::keys::{self, IdLocation};
 use super::{encode_error, fjall_error, StoreInner, Tables};
@@ -26,29 +27,35 @@ impl HeadCache {
         self.heads.get(stream)
     }
 
-    fn remember(&mut self, heads: HashMap<String, Version>) {
+    /// Updates known streams in place, so a busy stream costs no allocation.
+    fn remember(&mut self, heads: &HashMap<&str, Version>) {
         if self.heads.len() + heads.len() > HEAD_CACHE_LEN_MAX {
             self.heads.clear();
         }
-        if self.heads.is_empty() {
-            self.heads = heads;
-        } else {
-            self.heads.extend(heads);
+        for (&stream, &version) in heads {
+            match self.heads.get_mut(stream) {
+                Some(known) => *known = version,
+                None => {
+                    self.heads.insert(stream.to_owned(), version);
+                }
+            }
         }
     }
 }
 use crate::backend::{BatchOutcome, Counters, PendingAppend};
 
-/// What the appends accepted so far in this batch have changed.
-struct Staged {
+/// What the appends accepted so far in this batch have changed; it borrows
+/// stream ids from the batch's appends instead of copying them per event.
+struct Staged<'a> {
     counters: Counters,
     /// New stream versions, written once per stream at the end of the batch.
-    heads: HashMap<String, Version>,
-    ids: HashMap<EventId, IdLocation>,
+    heads: HashMap<&'a str, Version>,
+    /// Where the batch puts each new event: stream, version, position.
+    ids: HashMap<EventId, (&'a str, Version, Position)>,
     written: bool,
 }
 
-impl Staged {
+impl Staged<'_> {
     fn next_position(&self) -> u64 {
         self.counters.head.map_or(0, |h| h.0 + 1)
     }
@@ -70,8 +77,12 @@ impl Staged {
     }
 
     fn location(&self, t: &Tables, id: &EventId) -> Result<Option<IdLocation>, Error> {
-        if let Some(location) = self.ids.get(id) {
-            return Ok(Some(location.clone()));
+        if let Some(&(stream, version, position)) = self.ids.get(id) {
+            return Ok(Some(IdLocation {
+                stream: stream.to_owned(),
+                version,
+                position,
+            }));
         }
         t.index
             .get(keys::id_key(id))
@@ -100,7 +111,7 @@ impl StoreInner {
             let mut batch = OwnedWriteBatch::with_capacity(t.db.clone(), items + 8)
                 .durability(Some(self.persist_mode));
             let results = appends
-                .into_iter()
+                .iter()
                 .map(|append| stage(t, &cache, &mut staged, &mut batch, append, created_us))
                 .collect();
             if staged.written {
@@ -117,7 +128,7 @@ impl StoreInner {
                     Ok(mut c) => *c = staged.counters,
                     Err(poisoned) => *poisoned.into_inner() = staged.counters,
                 }
-                cache.remember(staged.heads);
+                cache.remember(&staged.heads);
             }
             Ok(BatchOutcome {
                 results,
@@ -128,15 +139,15 @@ impl StoreInner {
 }
 
 /// Checks one append and, if it is accepted and new, stages its writes.
-fn stage(
+fn stage<'a>(
     t: &Tables,
     cache: &HeadCache,
-    staged: &mut Staged,
+    staged: &mut Staged<'a>,
     batch: &mut OwnedWriteBatch,
-    append: PendingAppend,
+    append: &'a PendingAppend,
     created_us: u64,
 ) -> Result<AppendResult, Error> {
-    if let Some(original) = earlier_result(t, staged, &append)? {
+    if let Some(original) = earlier_result(t, staged, append)? {
         return Ok(original);
     }
     let current = staged.version(t, cache, append.stream.as_str())?;
@@ -150,23 +161,20 @@ fn stage(
     let first_position = staged.next_position();
     let count = append.events.len() as u64;
     // Encode everything before staging anything, so a failure stages nothing.
+    let stream = append.stream.as_str();
     let mut encoded = Vec::with_capacity(append.events.len());
-    let mut recorded = RecordedEvent {
-        stream: append.stream,
-        version: 0,
-        position: Position(0),
-        created_us,
-        data: placeholder_event(),
-    };
-    for (i, event) in append.events.into_iter().enumerate() {
-        recorded.version = first_version + i as u64;
-        recorded.position = Position(first_position + i as u64);
-        let id = event.id;
-        recorded.data = event;
-        let value = postcard::to_stdvec(&recorded).map_err(encode_error)?;
-        encoded.push((id, recorded.version, recorded.position, value));
+    for (i, event) in append.events.iter().enumerate() {
+        let version = first_version + i as u64;
+        let position = Position(first_position + i as u64);
+        let value = match append.encoded.get(i) {
+            Some(payload) => record_value(stream, version, position, created_us, payload)?,
+            None => {
+                let payload = postcard::to_stdvec(event).map_err(encode_error)?;
+                record_value(stream, version, position, created_us, &payload)?
+            }
+        };
+        encoded.push((event.id, version, position, value));
     }
-    let stream = recorded.stream.as_str();
     for (id, version, position, value) in encoded {
         batch.insert(&t.log, keys::position_key(position.0), value);
         batch.insert(
@@ -179,19 +187,14 @@ fn stage(
             keys::id_key(&id),
             keys::id_value(stream, version, position),
         );
-        let location = IdLocation {
-            stream: stream.to_owned(),
-            version,
-            position,
-        };
-        staged.ids.insert(id, location);
+        staged.ids.insert(id, (stream, version, position));
     }
     let last_version = first_version + count - 1;
     let last_position = Position(first_position + count - 1);
     if current.is_none() {
         staged.counters.stream_count += 1;
     }
-    staged.heads.insert(stream.to_owned(), last_version);
+    staged.heads.insert(stream, last_version);
     staged.counters.head = Some(last_position);
     staged.counters.event_count += count;
     staged.written = true;
@@ -240,13 +243,68 @@ fn earlier_result(
     }))
 }
 
-/// Stands in for the event while the record is reused across a loop.
-fn placeholder_event() -> gater_core::EventData {
-    gater_core::EventData {
-        id: EventId::from_bytes([0; 16]),
-        event_type: String::new(),
-        data: Vec::new(),
-        metadata: Vec::new(),
-        content_type: String::new(),
+/// Most bytes of a postcard varint (a u64 or a usize).
+const VARINT_BYTES_MAX: usize = 10;
+
+/// The log record of an event, byte for byte the postcard encoding of its
+/// `RecordedEvent`, built from the event's own encoding: postcard writes a
+/// struct as its fields in order, and the event is the record's last field.
+/// The header is encoded on the stack and the record copied once, straight
+/// into the value fjall keeps.
+fn record_value(
+    stream: &str,
+    version: Version,
+    position: Position,
+    created_us: u64,
+    payload: &[u8],
+) -> Result<Slice, Error> {
+    let mut length = [0; VARINT_BYTES_MAX];
+    let length = postcard::to_slice(&stream.len(), &mut length).map_err(encode_error)?;
+    let mut numbers = [0; 3 * VARINT_BYTES_MAX];
+    let numbers =
+        postcard::to_slice(&(version, position, created_us), &mut numbers).map_err(encode_error)?;
+    let len = length.len() + stream.len() + numbers.len() + payload.len();
+    let mut parts = (&*length)
+        .chain(stream.as_bytes())
+        .chain(&*numbers)
+        .chain(payload);
+    Slice::from_reader(&mut parts, len).map_err(|e| Error::Storage(format!("log record: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gater_core::{EventData, RecordedEvent, StreamId};
+
+    #[test]
+    fn record_values_built_from_encoded_events_match_the_recorded_event_encoding() {
+        let event = EventData {
+            id: EventId::from_bytes([7; 16]),
+            event_type: "OrderPlaced".to_owned(),
+            data: vec![1; 300],
+            metadata: b"{\"k\":1}".to_vec(),
+            content_type: gater_core::CONTENT_TYPE_JSON.to_owned(),
+        };
+        let recorded = RecordedEvent {
+            stream: StreamId::new("orders-1").unwrap(),
+            version: 300,
+            position: Position(u64::MAX),
+            created_us: 1_700_000_000_000_000,
+            data: event.clone(),
+        };
+        let payload = postcard::to_stdvec(&event).unwrap();
+        let value = record_value(
+            "orders-1",
+            recorded.version,
+            recorded.position,
+            recorded.created_us,
+            &payload,
+        )
+        .unwrap();
+        assert_eq!(&*value, &postcard::to_stdvec(&recorded).unwrap()[..]);
+        assert_eq!(
+            postcard::from_bytes::<RecordedEvent>(&value).unwrap(),
+            recorded
+        );
     }
 }

@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gater_core::{
-    Direction, Error, Position, RecordedEvent, Snapshot, SnapshotKey, StoreConfig, StoreId,
-    StreamId, StreamInfo, StreamPage, SubscriptionKey, Version,
+    Direction, Error, EventData, Position, RecordedEvent, Snapshot, SnapshotKey, StoreConfig,
+    StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, Version,
 };
 
 use crate::backend::{Backend, BackendStore, BatchOutcome, Counters, PendingAppend};
@@ -497,6 +497,13 @@ impl BackendStore for EmbeddedStore {
 
     fn counters(&self) -> Counters {
         self.inner.counters()
+    }
+
+    fn encode_event(&self, event: &EventData) -> Option<Result<Vec<u8>, Error>> {
+        // The fields plus room for the id and the four length prefixes, so
+        // the encoding never grows its buffer.
+        let buffer = Vec::with_capacity(event.size_bytes() + 64);
+        Some(postcard::to_extend(event, buffer).map_err(encode_error))
     }
 
     async fn append_batch(
