@@ -33,7 +33,7 @@ mod backend;
 pub mod conformance;
 mod embedded;
 mod engine;
-#[cfg(all(feature = "postgres", feature = "conformance"))]
+#[cfg(feature = "postgres")]
 pub mod pg_harness;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -43,7 +43,10 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> Result<()> {
     let params = args.params();
     let (target, cases, ratio_specs, mut goals) = match args.suite {
         Some(Suite::Compare) => {
-            let mut recorder = Recorder::new(global.json, suite::COMPARE_CASE_COUNT);
+            let mut recorder = Recorder::new(
+                global.json,
+                suite::COMPARE_CASE_COUNT + suite::POSTGRES_CASE_COUNT,
+            );
             suite::compare(&params, &mut recorder).await?;
             let cases = recorder.finish();
             (

@@ -1,8 +1,12 @@
 //! The case lists: every workload against one server, and the in-process
 //! compare suite with its ratios and goals.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use gater_core::{BoxGater, StoreConfig};
+use gater_store::pg_harness::PgServer;
+use gater_store::{PostgresOptions, Store, StoreOptions};
 
 use super::args::{BenchArgs, Workload};
 use super::report::{metric, Bound, CaseResult, Goal, RatioSpec, Subject};
@@ -10,9 +14,8 @@ use super::targets::{self, TargetKind};
 use super::workload::{self, Params, ReadMode, StoreNames};
 use super::{failover, subscriptions, Recorder};
 
-/// The targets of the transport comparison, in the order they run. A
-/// PostgreSQL-backed target joins here (and in the ratios below) once the
-/// backend exists.
+/// The targets of the transport comparison, in the order they run. The
+/// PostgreSQL backend is compared separately (W1 and W4, see `postgres`).
 pub(crate) const COMPARE_TARGETS: [TargetKind; 4] = [
     TargetKind::Embedded,
     TargetKind::Mem,
@@ -27,6 +30,10 @@ const COMPARE_CONTENDERS: usize = 16;
 const W1_GROUP: &str = "w1-c64-e1";
 /// Target name of the embedded store without group commit.
 const NO_GROUP_COMMIT: &str = "embedded-no-group-commit";
+/// Target name of a store on the PostgreSQL backend.
+const POSTGRES: &str = "postgres";
+/// Cases the PostgreSQL comparison adds on a machine with PostgreSQL: W1 and the four W4 reads.
+pub(crate) const POSTGRES_CASE_COUNT: u64 = 1 + 4;
 
 /// Runs the workloads `args` selects against `gater` (a server); target name `server`.
 pub(crate) async fn server(
@@ -142,6 +149,37 @@ pub(crate) async fn compare(params: &Params, recorder: &mut Recorder) -> Result<
     recorder.note("w6 failover");
     let case = failover::run(params, &dir.path().join("failover")).await?;
     recorder.record(case);
+    postgres(dir.path(), params, &names, recorder).await
+}
+
+/// W1 and W4 on the PostgreSQL backend, over a throwaway local server started
+/// from the machine's own binaries; skipped, with a note, on a machine without them.
+async fn postgres(
+    dir: &std::path::Path,
+    params: &Params,
+    names: &StoreNames,
+    recorder: &mut Recorder,
+) -> Result<()> {
+    let server = match tokio::task::spawn_blocking(PgServer::start).await? {
+        Ok(Some(server)) => server,
+        Ok(None) => {
+            recorder.note("postgres: skipped, no PostgreSQL binaries on this machine");
+            return Ok(());
+        }
+        Err(e) => anyhow::bail!("cannot start a throwaway PostgreSQL: {e}"),
+    };
+    recorder.note("starting postgres");
+    let mut options = StoreOptions::new(dir.join(POSTGRES));
+    options.worker_id = format!("bench-{POSTGRES}");
+    let store = Store::open_postgres(options, PostgresOptions::new(server.url())).await?;
+    let gater: BoxGater = Arc::new(store.clone());
+    let (g, t) = (&gater, POSTGRES);
+    w1(g, names, params, t, W1_GROUP, COMPARE_CLIENTS, 1, recorder).await?;
+    w4(g, names, params, t, recorder).await?;
+    drop(gater);
+    store.shutdown().await;
+    // Stopping the server waits for pg_ctl.
+    tokio::task::spawn_blocking(move || drop(server)).await?;
     Ok(())
 }
 
@@ -318,6 +356,19 @@ pub(crate) fn compare_ratios() -> Vec<RatioSpec> {
             "w1/embedded-no-group-commit/c64/e1",
             metric::EVENTS_PER_S,
         ),
+        // Present only where the machine has PostgreSQL (otherwise no value).
+        ratio(
+            "W1 events/s: postgres / embedded",
+            "w1/postgres/c64/e1",
+            W1[0],
+            metric::EVENTS_PER_S,
+        ),
+        ratio(
+            "W4 100-event pages forward events/s: postgres / embedded",
+            "w4/postgres/page-forward",
+            "w4/embedded/page-forward",
+            metric::EVENTS_PER_S,
+        ),
     ]
 }
 
@@ -455,7 +506,9 @@ mod tests {
         let mut recorder = Recorder::hidden();
         compare(&tiny(), &mut recorder).await.unwrap();
         let cases = recorder.finish();
-        assert_eq!(cases.len() as u64, COMPARE_CASE_COUNT);
+        let on_postgres = cases.iter().any(|c| c.target == POSTGRES);
+        let postgres_cases = if on_postgres { POSTGRES_CASE_COUNT } else { 0 };
+        assert_eq!(cases.len() as u64, COMPARE_CASE_COUNT + postgres_cases);
         for case in &cases {
             assert!(!case.figures.is_empty(), "{} has no figures", case.id);
             assert!(
@@ -467,6 +520,9 @@ mod tests {
         }
         let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
         for spec in compare_ratios() {
+            if !on_postgres && spec.numerator.contains(POSTGRES) {
+                continue;
+            }
             assert!(ids.contains(&spec.numerator), "{} missing", spec.numerator);
             assert!(
                 ids.contains(&spec.denominator),

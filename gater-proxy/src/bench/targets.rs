@@ -3,7 +3,7 @@
 //! on loopback, and over QUIC through a proxy whose worker is itself reached
 //! over QUIC (the cluster's path, hop for hop).
 //!
-//! Adding a target (a PostgreSQL-backed worker, say) is one [`TargetKind`]
+//! Adding a target is one [`TargetKind`]
 //! variant, its arm in [`open`] and its entry in the suite's list; the
 //! workloads only ever see a `BoxGater`.
 
