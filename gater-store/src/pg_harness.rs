@@ -10,7 +10,8 @@
 //! callers skip their PostgreSQL cases with a message.
 //!
 //! What it does not do: it is not a way to run PostgreSQL in production (no
-//! tuning, no TLS, no backups); it exists for the `postgres` tests.
+//! tuning, no TLS, no backups); it exists for the `postgres` tests and benchmarks
+//! (including `gater bench --suite compare`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
