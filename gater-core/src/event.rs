@@ -162,6 +162,21 @@ pub struct StreamPage {
     pub next_after: Option<StreamId>,
 }
 
+impl StreamPage {
+    /// A page of `streams`; when `more` exist past it, the last one is where the next page starts.
+    pub fn new(streams: Vec<StreamInfo>, more: bool) -> Self {
+        let next_after = if more {
+            streams.last().map(|s| s.stream.clone())
+        } else {
+            None
+        };
+        StreamPage {
+            streams,
+            next_after,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -333,15 +333,7 @@ impl StoreInner {
                     version: keys::decode_u64(&value)?,
                 });
             }
-            let next_after = if more {
-                streams.last().map(|s| s.stream.clone())
-            } else {
-                None
-            };
-            Ok(StreamPage {
-                streams,
-                next_after,
-            })
+            Ok(StreamPage::new(streams, more))
         })
     }
 

@@ -208,6 +208,21 @@ impl Shared {
         Ok(pooled)
     }
 
+    /// A connection in an open transaction holding the catalog lock, which
+    /// serialises creating and removing stores across workers.
+    async fn locked_catalog(&self) -> Result<Pooled<'_>, Error> {
+        let mut pooled = self.catalog_conn().await?;
+        let e = |e: tokio_postgres::Error| self.error(None, &e);
+        pooled.set_in_transaction(true);
+        let conn = pooled.conn();
+        conn.client.batch_execute("BEGIN").await.map_err(e)?;
+        conn.client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOG_LOCK])
+            .await
+            .map_err(e)?;
+        Ok(pooled)
+    }
+
     /// Runs `work` within the client timeout.
     async fn timed<R>(
         &self,
@@ -352,15 +367,9 @@ async fn create_schema(
     store: &StoreId,
     config: StoreConfig,
 ) -> Result<String, Error> {
-    let mut pooled = shared.catalog_conn().await?;
+    let mut pooled = shared.locked_catalog().await?;
     let e = |e: tokio_postgres::Error| shared.error(None, &e);
-    pooled.set_in_transaction(true);
     let conn = pooled.conn();
-    conn.client.batch_execute("BEGIN").await.map_err(e)?;
-    conn.client
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOG_LOCK])
-        .await
-        .map_err(e)?;
     let existing = conn
         .client
         .query_opt(
@@ -411,15 +420,9 @@ async fn create_schema(
 
 /// Drops the store's schema and catalog row in one transaction.
 async fn drop_schema(shared: &Shared, store: &StoreId) -> Result<(), Error> {
-    let mut pooled = shared.catalog_conn().await?;
+    let mut pooled = shared.locked_catalog().await?;
     let e = |e: tokio_postgres::Error| shared.error(None, &e);
-    pooled.set_in_transaction(true);
     let conn = pooled.conn();
-    conn.client.batch_execute("BEGIN").await.map_err(e)?;
-    conn.client
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOG_LOCK])
-        .await
-        .map_err(e)?;
     let row = conn
         .client
         .query_opt(

@@ -372,15 +372,7 @@ impl BackendStore for PostgresStore {
                 version: to_u64(row.get(1))?,
             });
         }
-        let next_after = if more {
-            streams.last().map(|s| s.stream.clone())
-        } else {
-            None
-        };
-        Ok(StreamPage {
-            streams,
-            next_after,
-        })
+        Ok(StreamPage::new(streams, more))
     }
 
     async fn version(&self, stream: &StreamId) -> Result<Option<Version>, Error> {
