@@ -223,10 +223,7 @@ async fn read<W: Write>(
 ) -> Result<(), CommandError> {
     let store = StoreId::new(args.store).map_err(Error::from)?;
     let stream = StreamId::new(args.stream).map_err(Error::from)?;
-    let (direction, start) = match (args.backward, args.from) {
-        (false, from) => (Direction::Forward, from.unwrap_or(0)),
-        (true, from) => (Direction::Backward, from.unwrap_or(u64::MAX)),
-    };
+    let (direction, start) = read_start(args.backward, args.from);
     for event in gater
         .get_events(&store, &stream, start, args.count, direction)
         .await?
@@ -236,17 +233,27 @@ async fn read<W: Write>(
     Ok(())
 }
 
+/// Where a read starts: `--from`, else the beginning, or the end when reading backward
+/// (`u64::MAX` is "from the end" for stream versions and log positions alike).
+fn read_start(backward: bool, from: Option<u64>) -> (Direction, u64) {
+    if backward {
+        (Direction::Backward, from.unwrap_or(Position::END.0))
+    } else {
+        (Direction::Forward, from.unwrap_or(0))
+    }
+}
+
 async fn read_all<W: Write>(
     gater: &dyn Gater,
     args: ReadAllArgs,
     out: &mut Output<W>,
 ) -> Result<(), CommandError> {
     let store = StoreId::new(args.store).map_err(Error::from)?;
-    let (direction, from) = match (args.backward, args.from) {
-        (false, from) => (Direction::Forward, Position(from.unwrap_or(0))),
-        (true, from) => (Direction::Backward, from.map_or(Position::END, Position)),
-    };
-    for event in gater.read_all(&store, from, args.count, direction).await? {
+    let (direction, from) = read_start(args.backward, args.from);
+    for event in gater
+        .read_all(&store, Position(from), args.count, direction)
+        .await?
+    {
         out.event(&event)?;
     }
     Ok(())
