@@ -71,8 +71,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
 
 /// Builds the release binary and runs `gater bench --suite compare --out <json>`.
 fn run_suite(json: &Path, seconds: Option<f64>) -> Result<()> {
-    build_release()?;
-    let binary = target_dir().join("release").join("gater");
+    let binary = crate::cluster::build_gater(false)?;
     let mut command = Command::new(&binary);
     command
         .args(["bench", "--suite", "compare", "--out"])
@@ -91,38 +90,6 @@ fn run_suite(json: &Path, seconds: Option<f64>) -> Result<()> {
         .with_context(|| format!("cannot start {}", binary.display()))?;
     if !status.success() {
         bail!("the benchmark suite failed with {status}");
-    }
-    Ok(())
-}
-
-/// `cargo build --release -p gater-proxy`, without the package variables
-/// that `cargo run` gave this process (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`,
-/// …): some build scripts (ring's) track them, so passing them on would
-/// rebuild those crates on every switch between this and a plain `cargo build`.
-fn build_release() -> Result<()> {
-    let args = ["build", "--release", "-p", "gater-proxy"];
-    eprintln!("$ cargo {}", args.join(" "));
-    let mut command = Command::new("cargo");
-    for (name, _) in std::env::vars_os() {
-        let set_by_cargo_run = name.to_str().is_some_and(|n| {
-            n.starts_with("CARGO_PKG_")
-                || n.starts_with("CARGO_MANIFEST_")
-                || matches!(
-                    n,
-                    "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
-                )
-        });
-        if set_by_cargo_run {
-            command.env_remove(name);
-        }
-    }
-    let status = command
-        .args(args)
-        .current_dir(project_root())
-        .status()
-        .context("cannot start cargo")?;
-    if !status.success() {
-        bail!("`cargo {}` failed with {status}", args.join(" "));
     }
     Ok(())
 }

@@ -17,6 +17,8 @@
 
 mod postgres;
 mod process;
+
+pub(crate) use process::build_gater;
 mod state;
 
 use std::fmt::Write as _;
@@ -92,7 +94,7 @@ pub(crate) struct ClusterArgs {
 /// Where the `gater` binary comes from.
 #[derive(Clone, Debug)]
 pub(crate) enum GaterBinary {
-    /// `cargo build -p gater-proxy`, release unless `debug`.
+    /// `cargo build -p gater --bin gater`, release unless `debug`.
     Build {
         /// Build in debug mode.
         debug: bool,

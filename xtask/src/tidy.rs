@@ -4,7 +4,11 @@
 //! - gater-core stays pure: no runtime, network, TLS, file or clock crate among
 //!   its normal dependencies (read from `cargo tree -p gater-core`, which
 //!   resolves features for gater-core alone);
-//! - dependency arrows between the workspace crates follow DESIGN.md §2;
+//! - the proxy library stays lean: no CLI, HTTP, benchmarking, storage or
+//!   transport crate among its normal dependencies;
+//! - dependency arrows between the workspace crates follow ARCHITECTURE.md
+//!   (the codemap and its invariants): libraries point at the core, only the
+//!   `gater` application may depend on every crate, and nothing depends on it;
 //! - the code is formatted.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,15 +42,36 @@ const ALLOWED_ARROWS: &[(&str, &[&str])] = &[
     ("gater-store", &["gater-core"]),
     ("gater-transport-mem", &["gater-core"]),
     ("gater-transport-quic", &["gater-core"]),
+    ("gater-proxy", &["gater-core"]),
     (
-        "gater-proxy",
+        "gater",
         &[
             "gater-core",
             "gater-store",
             "gater-transport-mem",
             "gater-transport-quic",
+            "gater-proxy",
         ],
     ),
+];
+
+/// Crates the proxy library must never pull into a user's build: they belong
+/// to the application (CLI, config, logging setup, benchmarks) or to the
+/// worker side (storage, transports).
+const PROXY_FORBIDDEN_CRATES: &[&str] = &[
+    "clap",
+    "indicatif",
+    "hdrhistogram",
+    "toml",
+    "tempfile",
+    "tracing-subscriber",
+    "tokio-postgres",
+    "gater-store",
+    "gater-transport-quic",
+    "gater-transport-mem",
+    "plotters",
+    "quinn",
+    "fjall",
 ];
 
 fn metadata() -> Value {
@@ -102,20 +127,12 @@ fn id_of<'a>(graph: &'a BTreeMap<String, (String, Vec<String>)>, name: &str) -> 
         .unwrap_or_else(|| panic!("{name} is in the workspace"))
 }
 
-/// Names of the crates in gater-core's normal dependency tree, resolved for
-/// gater-core alone (the workspace-wide resolve unifies features of other crates).
-fn core_dependency_names() -> BTreeSet<String> {
+/// Names of the crates in `package`'s normal dependency tree, resolved for
+/// that package alone (the workspace-wide resolve unifies features of other crates).
+fn dependency_names(package: &str) -> BTreeSet<String> {
     let out = Command::new(env!("CARGO"))
         .args([
-            "tree",
-            "-p",
-            "gater-core",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "-f",
-            "{p}",
+            "tree", "-p", package, "-e", "normal", "--prefix", "none", "-f", "{p}",
         ])
         .current_dir(project_root())
         .output()
@@ -130,7 +147,7 @@ fn core_dependency_names() -> BTreeSet<String> {
 
 #[test]
 fn gater_core_has_no_runtime_network_file_or_clock_dependency() {
-    let names = core_dependency_names();
+    let names = dependency_names("gater-core");
     assert!(
         names.contains("gater-core"),
         "cargo tree lists gater-core itself"
@@ -143,6 +160,32 @@ fn gater_core_has_no_runtime_network_file_or_clock_dependency() {
 }
 
 #[test]
+fn gater_proxy_has_no_application_storage_or_transport_dependency() {
+    let names = dependency_names("gater-proxy");
+    assert!(
+        names.contains("gater-proxy"),
+        "cargo tree lists gater-proxy"
+    );
+    let forbidden: Vec<&String> = names
+        .iter()
+        .filter(|n| PROXY_FORBIDDEN_CRATES.contains(&n.as_str()))
+        .collect();
+    assert!(forbidden.is_empty(), "gater-proxy depends on {forbidden:?}");
+}
+
+#[test]
+fn no_workspace_crate_depends_on_the_application() {
+    let graph = normal_graph(&metadata());
+    let app = id_of(&graph, "gater");
+    let dependents: Vec<&str> = graph
+        .values()
+        .filter(|(_, deps)| deps.iter().any(|d| d == app))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(dependents.is_empty(), "{dependents:?} depend on gater");
+}
+
+#[test]
 fn workspace_dependency_arrows_follow_the_design() {
     let graph = normal_graph(&metadata());
     let workspace: BTreeSet<&str> = ALLOWED_ARROWS.iter().map(|(n, _)| *n).collect();
@@ -152,7 +195,7 @@ fn workspace_dependency_arrows_follow_the_design() {
             let dep_name = graph[dep].0.as_str();
             assert!(
                 !workspace.contains(dep_name) || allowed.contains(&dep_name),
-                "{name} must not depend on {dep_name} (DESIGN.md §2)"
+                "{name} must not depend on {dep_name} (ARCHITECTURE.md, codemap)"
             );
         }
     }
@@ -185,6 +228,7 @@ fn every_rust_file_opens_with_a_module_doc() {
         "gater-transport-mem",
         "gater-transport-quic",
         "gater-proxy",
+        "gater",
         "xtask",
         "fuzz",
     ] {

@@ -100,7 +100,7 @@ pub(crate) fn build_gater(debug: bool) -> Result<PathBuf> {
     let mut args = vec![
         "build",
         "--package",
-        "gater-proxy",
+        "gater",
         "--bin",
         "gater",
         "--message-format=json-render-diagnostics",
