@@ -5,10 +5,13 @@
 //! every implementation.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Error;
+use crate::dispatch::unexpected;
+
+use crate::error::{Error, Side};
 use crate::event::{
     AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamPage,
     Version,
@@ -20,12 +23,44 @@ use crate::subscription::{
     ConsumerId, NackAction, SubscribeOptions, Subscription, SubscriptionInfo, SubscriptionKey,
     SubscriptionSpec,
 };
+use crate::wire::{Request, Response};
+
+/// Calls `gater` with a request and extracts the expected response variant
+/// (`Done` when no variant is named).
+macro_rules! respond {
+    ($gater:expr, $request:expr, $variant:ident) => {{
+        let request = $request;
+        let method = request.method();
+        match $gater.call(request, None).await? {
+            Response::$variant(value) => Ok(value),
+            other => Err(unexpected(method, &other)),
+        }
+    }};
+    ($gater:expr, $request:expr) => {{
+        let request = $request;
+        let method = request.method();
+        match $gater.call(request, None).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(method, &other)),
+        }
+    }};
+}
 
 /// A shared, type-erased [`Gater`].
 pub type BoxGater = Arc<dyn Gater>;
 
 /// The Gater API: an event store's operations, the same whether the answer
 /// comes from an embedded store, over a transport, or through a proxy.
+///
+/// Two ways to implement it, and an implementation takes exactly one:
+/// - answer every method (a store does), and leave [`Gater::call`] to
+///   [`dispatch`](crate::dispatch::dispatch) wire requests to them;
+/// - answer [`Gater::call`] and [`Gater::subscribe`] (a transport client, a
+///   proxy), and leave every other method to build its wire [`Request`]: the
+///   mapping from method to request is written once, here.
+///
+/// An implementation that answers neither a method nor `call` loops between
+/// the two defaults; the conformance suite catches it.
 ///
 /// Every method returns a typed [`Error`]; nothing is fire-and-forget. Errors
 /// common to all store-scoped methods: an unknown store gives
@@ -35,6 +70,23 @@ pub type BoxGater = Arc<dyn Gater>;
 /// never changes anything.
 #[async_trait]
 pub trait Gater: Send + Sync + 'static {
+    /// Answers one wire request: the entry point of a transport's server,
+    /// and of every method an implementation does not answer itself.
+    ///
+    /// `within` is how long the caller still waits for the answer (the
+    /// remaining deadline it sent); an implementation that passes the request
+    /// on passes on what remains of it. The default refuses a request with
+    /// nothing left (`DeadlineExceeded` of the worker side: it did not start
+    /// late work) and dispatches the others to the methods.
+    /// `Request::Subscribe` is refused with [`Error::Protocol`]: a
+    /// subscription needs a stream of its own ([`Gater::subscribe`]).
+    async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
+        if within == Some(Duration::ZERO) {
+            return Err(Error::DeadlineExceeded { side: Side::Worker });
+        }
+        crate::dispatch::dispatch(self, request).await
+    }
+
     /// Appends `events` to `stream` atomically (all or none) if `expected` holds.
     ///
     /// Returns the last event's version and global position. Events get
@@ -61,7 +113,15 @@ pub trait Gater: Send + Sync + 'static {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<EventData>,
-    ) -> Result<AppendResult, Error>;
+    ) -> Result<AppendResult, Error> {
+        let request = Request::AppendEvents {
+            store: store.clone(),
+            stream: stream.clone(),
+            expected,
+            events,
+        };
+        respond!(self, request, Appended)
+    }
 
     /// Reads up to `count` events of `stream`.
     ///
@@ -77,7 +137,16 @@ pub trait Gater: Send + Sync + 'static {
         start: Version,
         count: u32,
         direction: Direction,
-    ) -> Result<Vec<RecordedEvent>, Error>;
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let request = Request::GetEvents {
+            store: store.clone(),
+            stream: stream.clone(),
+            start,
+            count,
+            direction,
+        };
+        respond!(self, request, Events)
+    }
 
     /// Reads up to `count` events of the store's global log, in commit order.
     ///
@@ -90,7 +159,15 @@ pub trait Gater: Send + Sync + 'static {
         from: Position,
         count: u32,
         direction: Direction,
-    ) -> Result<Vec<RecordedEvent>, Error>;
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let request = Request::ReadAll {
+            store: store.clone(),
+            from,
+            count,
+            direction,
+        };
+        respond!(self, request, Events)
+    }
 
     /// Lists streams with their versions in stream id order, `limit` at a time,
     /// starting after `after` (exclusive). `limit` 0 or over the page limit →
@@ -100,14 +177,27 @@ pub trait Gater: Send + Sync + 'static {
         store: &StoreId,
         after: Option<StreamId>,
         limit: u32,
-    ) -> Result<StreamPage, Error>;
+    ) -> Result<StreamPage, Error> {
+        let request = Request::GetStreams {
+            store: store.clone(),
+            after,
+            limit,
+        };
+        respond!(self, request, Streams)
+    }
 
     /// The version of `stream`'s last event, or `None` if it has no events.
     async fn get_version(
         &self,
         store: &StoreId,
         stream: &StreamId,
-    ) -> Result<Option<Version>, Error>;
+    ) -> Result<Option<Version>, Error> {
+        let request = Request::GetVersion {
+            store: store.clone(),
+            stream: stream.clone(),
+        };
+        respond!(self, request, Version)
+    }
 
     /// Creates or updates the subscription `spec.key` (identity: type, selector, name).
     ///
@@ -116,8 +206,17 @@ pub trait Gater: Send + Sync + 'static {
     /// updates its settings and keeps its checkpoint. A transient one only
     /// records the settings its next consumer uses. `ack_timeout_ms` of 0 →
     /// [`Error::InvalidArgument`].
-    async fn save_subscription(&self, store: &StoreId, spec: SubscriptionSpec)
-        -> Result<(), Error>;
+    async fn save_subscription(
+        &self,
+        store: &StoreId,
+        spec: SubscriptionSpec,
+    ) -> Result<(), Error> {
+        let request = Request::SaveSubscription {
+            store: store.clone(),
+            spec,
+        };
+        respond!(self, request)
+    }
 
     /// Attaches a consumer to subscription `key` and returns its deliveries.
     ///
@@ -147,10 +246,21 @@ pub trait Gater: Send + Sync + 'static {
         &self,
         store: &StoreId,
         key: &SubscriptionKey,
-    ) -> Result<(), Error>;
+    ) -> Result<(), Error> {
+        let request = Request::RemoveSubscription {
+            store: store.clone(),
+            key: key.clone(),
+        };
+        respond!(self, request)
+    }
 
     /// Lists subscriptions with checkpoint, consumers, in-flight, parked count and lag.
-    async fn get_subscriptions(&self, store: &StoreId) -> Result<Vec<SubscriptionInfo>, Error>;
+    async fn get_subscriptions(&self, store: &StoreId) -> Result<Vec<SubscriptionInfo>, Error> {
+        let request = Request::GetSubscriptions {
+            store: store.clone(),
+        };
+        respond!(self, request, Subscriptions)
+    }
 
     /// Acknowledges the delivery of the event at `position` to `consumer`.
     ///
@@ -164,7 +274,15 @@ pub trait Gater: Send + Sync + 'static {
         key: &SubscriptionKey,
         consumer: ConsumerId,
         position: Position,
-    ) -> Result<(), Error>;
+    ) -> Result<(), Error> {
+        let request = Request::AckEvent {
+            store: store.clone(),
+            key: key.clone(),
+            consumer,
+            position,
+        };
+        respond!(self, request)
+    }
 
     /// Refuses a delivery: `Retry` sends it again (counting towards
     /// `max_retries`, after which it is parked), `Park` sets it aside, `Skip`
@@ -176,17 +294,38 @@ pub trait Gater: Send + Sync + 'static {
         consumer: ConsumerId,
         position: Position,
         action: NackAction,
-    ) -> Result<(), Error>;
+    ) -> Result<(), Error> {
+        let request = Request::NackEvent {
+            store: store.clone(),
+            key: key.clone(),
+            consumer,
+            position,
+            action,
+        };
+        respond!(self, request)
+    }
 
     /// The events parked for a persistent subscription, in position order.
     async fn list_parked(
         &self,
         store: &StoreId,
         key: &SubscriptionKey,
-    ) -> Result<Vec<RecordedEvent>, Error>;
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let request = Request::ListParked {
+            store: store.clone(),
+            key: key.clone(),
+        };
+        respond!(self, request, Events)
+    }
 
     /// Moves every parked event back to delivery; returns how many.
-    async fn replay_parked(&self, store: &StoreId, key: &SubscriptionKey) -> Result<u64, Error>;
+    async fn replay_parked(&self, store: &StoreId, key: &SubscriptionKey) -> Result<u64, Error> {
+        let request = Request::ReplayParked {
+            store: store.clone(),
+            key: key.clone(),
+        };
+        respond!(self, request, Replayed)
+    }
 
     /// Stores `data` under `key`, overwriting any snapshot with the same key.
     /// Empty or over-long source or stream → [`Error::InvalidArgument`]; data
@@ -196,7 +335,14 @@ pub trait Gater: Send + Sync + 'static {
         store: &StoreId,
         key: SnapshotKey,
         data: Vec<u8>,
-    ) -> Result<(), Error>;
+    ) -> Result<(), Error> {
+        let request = Request::RecordSnapshot {
+            store: store.clone(),
+            key,
+            data,
+        };
+        respond!(self, request)
+    }
 
     /// Reads the snapshot of `(source, stream)` at `version`, or the one with
     /// the highest version when `version` is `None`. Missing → [`Error::NotFound`].
@@ -206,7 +352,15 @@ pub trait Gater: Send + Sync + 'static {
         source: &str,
         stream: &str,
         version: Option<Version>,
-    ) -> Result<Snapshot, Error>;
+    ) -> Result<Snapshot, Error> {
+        let request = Request::ReadSnapshot {
+            store: store.clone(),
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            version,
+        };
+        respond!(self, request, Snapshot)
+    }
 
     /// Lists snapshot keys in key order: all, those of a source, or of a source and stream.
     async fn list_snapshots(
@@ -214,46 +368,85 @@ pub trait Gater: Send + Sync + 'static {
         store: &StoreId,
         source: Option<&str>,
         stream: Option<&str>,
-    ) -> Result<Vec<SnapshotKey>, Error>;
+    ) -> Result<Vec<SnapshotKey>, Error> {
+        let request = Request::ListSnapshots {
+            store: store.clone(),
+            source: source.map(str::to_owned),
+            stream: stream.map(str::to_owned),
+        };
+        respond!(self, request, SnapshotKeys)
+    }
 
     /// Deletes a snapshot. Missing → [`Error::NotFound`].
-    async fn delete_snapshot(&self, store: &StoreId, key: &SnapshotKey) -> Result<(), Error>;
+    async fn delete_snapshot(&self, store: &StoreId, key: &SnapshotKey) -> Result<(), Error> {
+        let request = Request::DeleteSnapshot {
+            store: store.clone(),
+            key: key.clone(),
+        };
+        respond!(self, request)
+    }
 
     /// Creates a store and returns once it serves requests. Creating an
     /// existing store with the same config is Ok; with another config →
     /// [`Error::StoreConfigConflict`].
-    async fn create_store(&self, store: &StoreId, config: StoreConfig) -> Result<(), Error>;
+    async fn create_store(&self, store: &StoreId, config: StoreConfig) -> Result<(), Error> {
+        let request = Request::CreateStore {
+            store: store.clone(),
+            config,
+        };
+        respond!(self, request)
+    }
 
     /// Stops a store (its consumers end with `StoreRemoved`, new requests get
     /// `StoreStopping`), then deletes its data. Unknown → [`Error::NotFound`].
-    async fn remove_store(&self, store: &StoreId) -> Result<(), Error>;
+    async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
+        let request = Request::RemoveStore {
+            store: store.clone(),
+        };
+        respond!(self, request)
+    }
 
     /// Lists stores, with the workers serving each.
-    async fn list_stores(&self) -> Result<Vec<StoreInfo>, Error>;
+    async fn list_stores(&self) -> Result<Vec<StoreInfo>, Error> {
+        respond!(self, Request::ListStores, Stores)
+    }
 
     /// A store's status: state, stream and event counts, head, disk bytes, workers.
-    async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error>;
+    async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error> {
+        let request = Request::GetStoreStatus {
+            store: store.clone(),
+        };
+        respond!(self, request, StoreStatus)
+    }
 
     /// A store's configuration.
-    async fn get_store_config(&self, store: &StoreId) -> Result<StoreConfig, Error>;
+    async fn get_store_config(&self, store: &StoreId) -> Result<StoreConfig, Error> {
+        let request = Request::GetStoreConfig {
+            store: store.clone(),
+        };
+        respond!(self, request, StoreConfig)
+    }
 
     /// The gateway workers behind this endpoint (the seed's `gateway_worker_pids`).
     /// A worker lists itself; a proxy lists its pool.
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, Error>;
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
+        respond!(self, Request::Workers, Workers)
+    }
 
     /// A worker announces itself (and heartbeats) to a proxy. Implementations
     /// that keep no membership answer [`Error::Unsupported`].
     async fn heartbeat(&self, worker: WorkerInfo) -> Result<(), Error> {
-        let _ = worker;
-        Err(Error::Unsupported(
-            "heartbeat: this endpoint keeps no membership".into(),
-        ))
+        respond!(self, Request::Heartbeat { worker })
     }
 }
 
 /// A shared [`Gater`] is a [`Gater`]: proxies and transports hold workers as `Arc<dyn Gater>`.
 #[async_trait]
 impl<G: Gater + ?Sized> Gater for Arc<G> {
+    async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
+        (**self).call(request, within).await
+    }
+
     async fn append_events(
         &self,
         store: &StoreId,

@@ -1,38 +1,32 @@
 //! The two ends of a transport, written once for all transports.
 //!
 //! On the server side, [`dispatch`] turns a wire [`Request`] into a call on a
-//! [`Gater`] and its result into a [`Response`]. On the client side,
-//! [`RemoteGater`] implements [`Gater`] over any [`Link`] (something that
-//! carries one request and brings back one response, and opens subscription
-//! streams), turning each method into a [`Request`] and each [`Response`] back
-//! into the method's result.
+//! [`Gater`] and its result into a [`Response`] (the default of
+//! [`Gater::call`]). On the client side, [`RemoteGater`] implements [`Gater`]
+//! over any [`Link`] (something that carries one request and brings back one
+//! response, and opens subscription streams): it answers [`Gater::call`] by
+//! carrying the request, and the trait's default methods turn each method
+//! into a [`Request`] and each [`Response`] back into the method's result.
 //!
 //! What it does not do: no I/O. Framing, connections, deadlines and retries
 //! belong to the transports; subscriptions need a long-lived stream, so
 //! `Subscribe` is not dispatched here but handed to [`Link::subscribe`].
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::api::Gater;
 use crate::error::Error;
-use crate::event::{
-    AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamPage,
-    Version,
-};
-use crate::id::{StoreId, StreamId};
-use crate::snapshot::{Snapshot, SnapshotKey};
-use crate::store::{StoreConfig, StoreInfo, StoreStatus, WorkerInfo};
-use crate::subscription::{
-    ConsumerId, NackAction, SubscribeOptions, Subscription, SubscriptionInfo, SubscriptionKey,
-    SubscriptionSpec,
-};
+use crate::id::StoreId;
+use crate::subscription::{SubscribeOptions, Subscription, SubscriptionKey};
 use crate::wire::{Request, Response};
 
 /// Calls `gater` with a request that arrived over the wire.
 ///
 /// `Subscribe` is refused with [`Error::Protocol`]: a subscription needs a
 /// stream of its own, which the transport opens and serves itself.
-pub async fn dispatch(gater: &dyn Gater, request: Request) -> Result<Response, Error> {
+pub async fn dispatch<G: Gater + ?Sized>(gater: &G, request: Request) -> Result<Response, Error> {
     use Request as R;
     Ok(match request {
         R::AppendEvents {
@@ -80,8 +74,8 @@ pub async fn dispatch(gater: &dyn Gater, request: Request) -> Result<Response, E
 }
 
 /// The second half of [`dispatch`]: subscriptions, snapshots, administration.
-async fn dispatch_subscriptions_and_admin(
-    gater: &dyn Gater,
+async fn dispatch_subscriptions_and_admin<G: Gater + ?Sized>(
+    gater: &G,
     request: Request,
 ) -> Result<Response, Error> {
     use Request as R;
@@ -127,8 +121,8 @@ async fn dispatch_subscriptions_and_admin(
 }
 
 /// The last part of [`dispatch`]: snapshots and administration.
-async fn dispatch_snapshots_and_admin(
-    gater: &dyn Gater,
+async fn dispatch_snapshots_and_admin<G: Gater + ?Sized>(
+    gater: &G,
     request: Request,
 ) -> Result<Response, Error> {
     use Request as R;
@@ -190,11 +184,13 @@ async fn dispatch_snapshots_and_admin(
 /// back; and subscription streams.
 #[async_trait]
 pub trait Link: Send + Sync + 'static {
-    /// Carries `request` to the server and returns its answer.
+    /// Carries `request` to the server and returns its answer, waiting at
+    /// most `within` (and at most the link's own deadline); the server is told
+    /// how long remains, so it does not start work that is already late.
     ///
     /// Failures of the path (connection lost, deadline) are the transport's
     /// own retryable errors; failures of the request are the server's.
-    async fn call(&self, request: Request) -> Result<Response, Error>;
+    async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error>;
 
     /// Opens a subscription stream for `Request::Subscribe { store, key, options }`.
     async fn subscribe(
@@ -224,10 +220,10 @@ impl<L: Link> RemoteGater<L> {
 }
 
 /// The error for an answer of the wrong shape: a server bug or a foreign peer.
-fn unexpected(method: &str, response: Response) -> Error {
+pub(crate) fn unexpected(method: &str, response: &Response) -> Error {
     Error::Protocol(format!(
         "{method}: unexpected response {}",
-        response_name(&response)
+        response_name(response)
     ))
 }
 
@@ -250,114 +246,10 @@ fn response_name(response: &Response) -> &'static str {
     }
 }
 
-/// Calls the link and extracts the expected response variant.
-macro_rules! call {
-    ($link:expr, $request:expr, $variant:ident) => {{
-        let request = $request;
-        let method = request.method();
-        match $link.call(request).await? {
-            Response::$variant(value) => Ok(value),
-            other => Err(unexpected(method, other)),
-        }
-    }};
-    ($link:expr, $request:expr) => {{
-        let request = $request;
-        let method = request.method();
-        match $link.call(request).await? {
-            Response::Done => Ok(()),
-            other => Err(unexpected(method, other)),
-        }
-    }};
-}
-
 #[async_trait]
 impl<L: Link> Gater for RemoteGater<L> {
-    async fn append_events(
-        &self,
-        store: &StoreId,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<EventData>,
-    ) -> Result<AppendResult, Error> {
-        let request = Request::AppendEvents {
-            store: store.clone(),
-            stream: stream.clone(),
-            expected,
-            events,
-        };
-        call!(self.link, request, Appended)
-    }
-
-    async fn get_events(
-        &self,
-        store: &StoreId,
-        stream: &StreamId,
-        start: Version,
-        count: u32,
-        direction: Direction,
-    ) -> Result<Vec<RecordedEvent>, Error> {
-        let request = Request::GetEvents {
-            store: store.clone(),
-            stream: stream.clone(),
-            start,
-            count,
-            direction,
-        };
-        call!(self.link, request, Events)
-    }
-
-    async fn read_all(
-        &self,
-        store: &StoreId,
-        from: Position,
-        count: u32,
-        direction: Direction,
-    ) -> Result<Vec<RecordedEvent>, Error> {
-        let request = Request::ReadAll {
-            store: store.clone(),
-            from,
-            count,
-            direction,
-        };
-        call!(self.link, request, Events)
-    }
-
-    async fn get_streams(
-        &self,
-        store: &StoreId,
-        after: Option<StreamId>,
-        limit: u32,
-    ) -> Result<StreamPage, Error> {
-        let request = Request::GetStreams {
-            store: store.clone(),
-            after,
-            limit,
-        };
-        call!(self.link, request, Streams)
-    }
-
-    async fn get_version(
-        &self,
-        store: &StoreId,
-        stream: &StreamId,
-    ) -> Result<Option<Version>, Error> {
-        let request = Request::GetVersion {
-            store: store.clone(),
-            stream: stream.clone(),
-        };
-        call!(self.link, request, Version)
-    }
-
-    async fn save_subscription(
-        &self,
-        store: &StoreId,
-        spec: SubscriptionSpec,
-    ) -> Result<(), Error> {
-        let request = Request::SaveSubscription {
-            store: store.clone(),
-            spec,
-        };
-        call!(self.link, request)
+    async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
+        self.link.call(request, within).await
     }
 
     async fn subscribe(
@@ -368,172 +260,6 @@ impl<L: Link> Gater for RemoteGater<L> {
     ) -> Result<Subscription, Error> {
         self.link.subscribe(store, key, options).await
     }
-
-    async fn remove_subscription(
-        &self,
-        store: &StoreId,
-        key: &SubscriptionKey,
-    ) -> Result<(), Error> {
-        let request = Request::RemoveSubscription {
-            store: store.clone(),
-            key: key.clone(),
-        };
-        call!(self.link, request)
-    }
-
-    async fn get_subscriptions(&self, store: &StoreId) -> Result<Vec<SubscriptionInfo>, Error> {
-        let request = Request::GetSubscriptions {
-            store: store.clone(),
-        };
-        call!(self.link, request, Subscriptions)
-    }
-
-    async fn ack_event(
-        &self,
-        store: &StoreId,
-        key: &SubscriptionKey,
-        consumer: ConsumerId,
-        position: Position,
-    ) -> Result<(), Error> {
-        let request = Request::AckEvent {
-            store: store.clone(),
-            key: key.clone(),
-            consumer,
-            position,
-        };
-        call!(self.link, request)
-    }
-
-    async fn nack_event(
-        &self,
-        store: &StoreId,
-        key: &SubscriptionKey,
-        consumer: ConsumerId,
-        position: Position,
-        action: NackAction,
-    ) -> Result<(), Error> {
-        let request = Request::NackEvent {
-            store: store.clone(),
-            key: key.clone(),
-            consumer,
-            position,
-            action,
-        };
-        call!(self.link, request)
-    }
-
-    async fn list_parked(
-        &self,
-        store: &StoreId,
-        key: &SubscriptionKey,
-    ) -> Result<Vec<RecordedEvent>, Error> {
-        let request = Request::ListParked {
-            store: store.clone(),
-            key: key.clone(),
-        };
-        call!(self.link, request, Events)
-    }
-
-    async fn replay_parked(&self, store: &StoreId, key: &SubscriptionKey) -> Result<u64, Error> {
-        let request = Request::ReplayParked {
-            store: store.clone(),
-            key: key.clone(),
-        };
-        call!(self.link, request, Replayed)
-    }
-
-    async fn record_snapshot(
-        &self,
-        store: &StoreId,
-        key: SnapshotKey,
-        data: Vec<u8>,
-    ) -> Result<(), Error> {
-        let request = Request::RecordSnapshot {
-            store: store.clone(),
-            key,
-            data,
-        };
-        call!(self.link, request)
-    }
-
-    async fn read_snapshot(
-        &self,
-        store: &StoreId,
-        source: &str,
-        stream: &str,
-        version: Option<Version>,
-    ) -> Result<Snapshot, Error> {
-        let request = Request::ReadSnapshot {
-            store: store.clone(),
-            source: source.to_owned(),
-            stream: stream.to_owned(),
-            version,
-        };
-        call!(self.link, request, Snapshot)
-    }
-
-    async fn list_snapshots(
-        &self,
-        store: &StoreId,
-        source: Option<&str>,
-        stream: Option<&str>,
-    ) -> Result<Vec<SnapshotKey>, Error> {
-        let request = Request::ListSnapshots {
-            store: store.clone(),
-            source: source.map(str::to_owned),
-            stream: stream.map(str::to_owned),
-        };
-        call!(self.link, request, SnapshotKeys)
-    }
-
-    async fn delete_snapshot(&self, store: &StoreId, key: &SnapshotKey) -> Result<(), Error> {
-        let request = Request::DeleteSnapshot {
-            store: store.clone(),
-            key: key.clone(),
-        };
-        call!(self.link, request)
-    }
-
-    async fn create_store(&self, store: &StoreId, config: StoreConfig) -> Result<(), Error> {
-        let request = Request::CreateStore {
-            store: store.clone(),
-            config,
-        };
-        call!(self.link, request)
-    }
-
-    async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
-        let request = Request::RemoveStore {
-            store: store.clone(),
-        };
-        call!(self.link, request)
-    }
-
-    async fn list_stores(&self) -> Result<Vec<StoreInfo>, Error> {
-        call!(self.link, Request::ListStores, Stores)
-    }
-
-    async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error> {
-        let request = Request::GetStoreStatus {
-            store: store.clone(),
-        };
-        call!(self.link, request, StoreStatus)
-    }
-
-    async fn get_store_config(&self, store: &StoreId) -> Result<StoreConfig, Error> {
-        let request = Request::GetStoreConfig {
-            store: store.clone(),
-        };
-        call!(self.link, request, StoreConfig)
-    }
-
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
-        call!(self.link, Request::Workers, Workers)
-    }
-
-    async fn heartbeat(&self, worker: WorkerInfo) -> Result<(), Error> {
-        call!(self.link, Request::Heartbeat { worker })
-    }
 }
 
 #[cfg(test)]
@@ -541,7 +267,9 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::store::WorkerHealth;
+    use crate::error::Side;
+    use crate::id::StreamId;
+    use crate::store::{WorkerHealth, WorkerInfo};
 
     /// A link that answers every call with a fixed response and records the request.
     struct Canned {
@@ -551,7 +279,11 @@ mod tests {
 
     #[async_trait]
     impl Link for Canned {
-        async fn call(&self, request: Request) -> Result<Response, Error> {
+        async fn call(
+            &self,
+            request: Request,
+            _within: Option<Duration>,
+        ) -> Result<Response, Error> {
             self.seen.lock().unwrap().push(request);
             Ok(self.answer.clone())
         }
@@ -593,6 +325,40 @@ mod tests {
             gater.link().seen.lock().unwrap().as_slice(),
             &[Request::GetVersion { store, stream }]
         );
+    }
+
+    #[test]
+    fn a_request_with_no_time_left_is_refused_before_any_method_runs() {
+        // A gater that answers methods and leaves `call` to its default, as a
+        // store does: a late request runs none of them.
+        let outer = Dispatching(remote(Response::Done));
+        let err = block_on(outer.call(Request::ListStores, Some(Duration::ZERO))).unwrap_err();
+        assert_eq!(err, Error::DeadlineExceeded { side: Side::Worker });
+        assert!(outer.0.link().seen.lock().unwrap().is_empty());
+        let ok = block_on(outer.call(Request::ListStores, Some(Duration::from_millis(1))));
+        assert_eq!(ok, Ok(Response::Stores(Vec::new())));
+        assert_eq!(outer.0.link().seen.lock().unwrap().len(), 1);
+    }
+
+    /// Answers methods by forwarding them to a remote gater, and leaves
+    /// `call` to the trait's default (dispatch), as a store does.
+    struct Dispatching(RemoteGater<Canned>);
+
+    #[async_trait]
+    impl Gater for Dispatching {
+        async fn subscribe(
+            &self,
+            store: &StoreId,
+            key: SubscriptionKey,
+            options: SubscribeOptions,
+        ) -> Result<Subscription, Error> {
+            self.0.subscribe(store, key, options).await
+        }
+
+        async fn list_stores(&self) -> Result<Vec<crate::store::StoreInfo>, Error> {
+            self.0.link().seen.lock().unwrap().push(Request::ListStores);
+            Ok(Vec::new())
+        }
     }
 
     #[test]

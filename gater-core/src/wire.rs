@@ -8,6 +8,8 @@
 //!
 //! Decoding never panics: arbitrary bytes give a [`FrameError`].
 
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -261,7 +263,9 @@ pub struct RequestEnvelope {
     /// The sender's protocol version; must be [`PROTOCOL_VERSION`]. Encoded first,
     /// so [`peek_version`] can read it even when the rest does not decode.
     pub version: u16,
-    /// Milliseconds the sender will wait; the server may drop work past it.
+    /// Milliseconds the sender will still wait for the answer. A server
+    /// passes what remains on to whatever it calls and refuses work that is
+    /// already late (0) with `DeadlineExceeded` instead of starting it.
     pub deadline_ms: Option<u32>,
     /// The request.
     pub request: Request,
@@ -275,6 +279,22 @@ impl RequestEnvelope {
             deadline_ms,
             request,
         }
+    }
+
+    /// How long the sender still waits, from [`RequestEnvelope::deadline_ms`].
+    pub fn within(&self) -> Option<Duration> {
+        self.deadline_ms.map(|ms| Duration::from_millis(ms.into()))
+    }
+}
+
+/// The tighter of a link's own deadline (`own_ms`) and what remains of the
+/// caller's (`within`), in the envelope's whole milliseconds (rounded down:
+/// less than a millisecond left is late).
+pub fn deadline_ms(own_ms: Option<u32>, within: Option<Duration>) -> Option<u32> {
+    let within_ms = within.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
+    match (own_ms, within_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -428,6 +448,26 @@ pub fn decode_request(body: &[u8]) -> Result<RequestEnvelope, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sooner_deadline_is_sent_in_whole_milliseconds() {
+        let ms = Duration::from_millis;
+        assert_eq!(deadline_ms(None, None), None);
+        assert_eq!(deadline_ms(Some(500), None), Some(500));
+        assert_eq!(deadline_ms(None, Some(ms(70))), Some(70));
+        assert_eq!(deadline_ms(Some(500), Some(ms(70))), Some(70));
+        assert_eq!(deadline_ms(Some(30), Some(ms(70))), Some(30));
+        assert_eq!(
+            deadline_ms(Some(30), Some(Duration::from_micros(900))),
+            Some(0)
+        );
+        assert_eq!(
+            deadline_ms(None, Some(Duration::from_secs(u64::MAX))),
+            Some(u32::MAX)
+        );
+        let env = RequestEnvelope::new(Request::ListStores, Some(70));
+        assert_eq!(env.within(), Some(ms(70)));
+    }
 
     #[test]
     fn frames_round_trip_and_report_their_length() {

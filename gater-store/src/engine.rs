@@ -814,6 +814,13 @@ impl Gater for Store {
             shared_storage: self.engine.backend.shared(),
         }])
     }
+
+    /// A worker keeps no membership: heartbeats go to proxies.
+    async fn heartbeat(&self, _worker: WorkerInfo) -> Result<(), Error> {
+        Err(Error::Unsupported(
+            "heartbeat: a worker keeps no membership (send it to a proxy)".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

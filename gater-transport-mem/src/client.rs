@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gater_core::dispatch::{Link, RemoteGater};
+use gater_core::wire;
 use gater_core::wire::{Request, RequestEnvelope, Response};
 use gater_core::{Error, Side, StoreId, SubscribeOptions, Subscription, SubscriptionKey};
 use tokio::time::Instant;
@@ -96,8 +97,12 @@ impl MemLink {
         rng.plan(faults)
     }
 
-    fn envelope(&self, request: Request) -> Result<RequestEnvelope, Error> {
-        let envelope = RequestEnvelope::new(request, self.deadline_ms);
+    fn envelope(
+        &self,
+        request: Request,
+        deadline_ms: Option<u32>,
+    ) -> Result<RequestEnvelope, Error> {
+        let envelope = RequestEnvelope::new(request, deadline_ms);
         self.server.inner.codec.carry_request(envelope)
     }
 
@@ -105,9 +110,10 @@ impl MemLink {
     /// the caller sees once it stops waiting.
     async fn within_deadline<T>(
         &self,
+        deadline_ms: Option<u32>,
         exchange: impl std::future::Future<Output = (Outcome, Option<T>)>,
     ) -> Result<(Response, Option<T>), Error> {
-        let Some(deadline_ms) = self.deadline_ms else {
+        let Some(deadline_ms) = deadline_ms else {
             return settle(exchange.await, None).await;
         };
         let deadline = Instant::now() + Duration::from_millis(deadline_ms.into());
@@ -117,11 +123,11 @@ impl MemLink {
         }
     }
 
-    async fn exchange(&self, request: Request) -> (Outcome, Option<()>) {
+    async fn exchange(&self, request: Request, deadline_ms: Option<u32>) -> (Outcome, Option<()>) {
         let Some(epoch) = self.connection.epoch() else {
             return (Outcome::Answer(Err(cut())), None);
         };
-        let envelope = match self.envelope(request) {
+        let envelope = match self.envelope(request, deadline_ms) {
             Ok(envelope) => envelope,
             Err(e) => return (Outcome::Answer(Err(e)), None),
         };
@@ -148,7 +154,7 @@ impl MemLink {
         let Some(epoch) = self.connection.epoch() else {
             return (Outcome::Answer(Err(cut())), None);
         };
-        let envelope = match self.envelope(request) {
+        let envelope = match self.envelope(request, self.deadline_ms) {
             Ok(envelope) => envelope,
             Err(e) => return (Outcome::Answer(Err(e)), None),
         };
@@ -186,8 +192,10 @@ impl MemLink {
 
 #[async_trait]
 impl Link for MemLink {
-    async fn call(&self, request: Request) -> Result<Response, Error> {
-        let (response, _) = self.within_deadline(self.exchange(request)).await?;
+    async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
+        let deadline_ms = wire::deadline_ms(self.deadline_ms, within);
+        let exchange = self.exchange(request, deadline_ms);
+        let (response, _) = self.within_deadline(deadline_ms, exchange).await?;
         Ok(response)
     }
 
@@ -202,7 +210,9 @@ impl Link for MemLink {
             key,
             options,
         };
-        let (response, consumer) = self.within_deadline(self.open(request)).await?;
+        let (response, consumer) = self
+            .within_deadline(self.deadline_ms, self.open(request))
+            .await?;
         match (response, consumer) {
             (Response::Subscribed(id), Some(consumer)) => {
                 Ok(consumer.start(id, self.server.options().subscription_credit))

@@ -3,13 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use gater_core::dispatch::dispatch;
 use gater_core::wire::{
     FrameError, Request, RequestEnvelope, Response, ResponseEnvelope, SubscriptionDown,
     SubscriptionUp, FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION,
 };
 use gater_core::{BoxGater, Error, Gater, Limits, Side};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
 
 use crate::breaker::Breaker;
 use crate::carry::Codec;
@@ -134,14 +134,20 @@ impl MemServer {
         let epoch = self.inner.breaker.epoch().ok_or_else(down)?;
         check_version(&envelope)?;
         let inner = Arc::clone(&self.inner);
+        let arrived = Instant::now();
         let work = async move {
             // The semaphore lives in `inner` and is never closed.
             let permit = Arc::clone(&inner.in_flight).acquire_owned().await;
+            // Time spent queued counts against the caller's deadline: work
+            // that became late while it waited is refused, not started.
+            let within = envelope
+                .within()
+                .map(|d| d.saturating_sub(arrived.elapsed()));
             let (tx, rx) = oneshot::channel();
             // Spawned: a caller that gives up does not cancel what the server started.
             tokio::spawn(async move {
                 let _permit = permit;
-                let _ = tx.send(dispatch(&*inner.gater, envelope.request).await);
+                let _ = tx.send(inner.gater.call(envelope.request, within).await);
             });
             rx.await
                 .unwrap_or_else(|_| Err(Error::unavailable(Side::Worker, "request task failed")))

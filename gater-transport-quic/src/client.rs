@@ -224,9 +224,10 @@ impl QuicLink {
 
     async fn within_deadline<T>(
         &self,
+        deadline_ms: Option<u32>,
         work: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let Some(ms) = self.options.deadline_ms else {
+        let Some(ms) = deadline_ms else {
             return work.await;
         };
         tokio::time::timeout(Duration::from_millis(ms.into()), work)
@@ -259,10 +260,12 @@ impl QuicLink {
 
 #[async_trait]
 impl Link for QuicLink {
-    async fn call(&self, request: Request) -> Result<Response, Error> {
-        let envelope = RequestEnvelope::new(request, self.options.deadline_ms);
+    async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
+        let deadline_ms = wire::deadline_ms(self.options.deadline_ms, within);
+        let envelope = RequestEnvelope::new(request, deadline_ms);
         let frame = wire::encode(&envelope, self.options.frame_bytes_max)?;
-        self.within_deadline(self.exchange(&frame)).await
+        self.within_deadline(deadline_ms, self.exchange(&frame))
+            .await
     }
 
     async fn subscribe(
@@ -282,6 +285,6 @@ impl Link for QuicLink {
             let credit = self.options.subscription_credit.max(1);
             subscription::open(&connection, envelope, self.options.frame_bytes_max, credit).await
         };
-        self.within_deadline(open).await
+        self.within_deadline(self.options.deadline_ms, open).await
     }
 }

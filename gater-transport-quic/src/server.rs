@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gater_core::dispatch::dispatch;
 use gater_core::wire::{self, Request, RequestEnvelope, Response, ResponseEnvelope};
 use gater_core::{BoxGater, Error, Gater, Limits};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -303,7 +302,10 @@ impl Stream {
                 };
                 return sub.run(options, stop).await;
             }
-            Ok(envelope) => dispatch(&*self.shared.gater, envelope.request).await,
+            Ok(envelope) => {
+                let within = envelope.within();
+                self.shared.gater.call(envelope.request, within).await
+            }
             Err(e) => Err(e),
         };
         self.respond(result).await;

@@ -2,44 +2,37 @@
 //! from every worker serving one, and lists and statuses merged over workers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use gater_core::routing::placement_order;
-use gater_core::wire::{Request, Response};
-use gater_core::{Error, Resource, Side, StoreConfig, StoreId, StoreInfo, StoreStatus};
+use gater_core::wire::Response;
+use gater_core::{Error, Resource, Side, StoreConfig, StoreId, StoreInfo};
 use tokio::time::Instant;
 
 use super::pool::{merge_store_lists, InFlight, Snapshot, Worker};
 use super::route::{from_worker, is_path_failure, NoSend};
-use super::{unexpected, Inner, StorageMode};
+use super::{unexpected, Inner};
 
 impl Inner {
-    /// Creates a store where the policy places it.
+    /// Creates a store where the policy places it (embedded storage; on
+    /// shared storage a create goes to any worker, balanced and retried like
+    /// other requests, and then [`Inner::note_everywhere`]).
     ///
-    /// Embedded: a store that a worker already serves goes back to that worker
-    /// (so a repeat is idempotent and a config conflict is reported); a new one
-    /// goes to the first worker with room in the policy's rendezvous placement
+    /// A store that a worker already serves goes back to that worker (so a
+    /// repeat is idempotent and a config conflict is reported); a new one goes
+    /// to the first worker with room in the policy's rendezvous placement
     /// order, so every proxy places the same store id on the same worker. It is
     /// not retried on another worker: a lost answer could otherwise leave two
-    /// copies. Shared: any worker, balanced and retried like other requests.
-    pub(crate) async fn create_store(
+    /// copies.
+    pub(crate) async fn place_store(
         &self,
         store: &StoreId,
         config: StoreConfig,
+        within: Option<Duration>,
     ) -> Result<(), Error> {
-        let request = Request::CreateStore {
-            store: store.clone(),
-            config,
-        };
-        if self.config.storage == StorageMode::Shared {
-            done("create_store", self.call(request).await?)?;
-            for worker in self.pool.all() {
-                worker.note_store(store, true);
-            }
-            return Ok(());
-        }
         let guard = self.placement(store)?;
         let worker = Arc::clone(guard.worker());
-        let deadline = Instant::now() + self.config.request_deadline;
+        let deadline = self.deadline(within);
         let answer =
             tokio::time::timeout_at(deadline, worker.client.create_store(store, config)).await;
         drop(guard);
@@ -56,6 +49,13 @@ impl Inner {
             }
         }
         result
+    }
+
+    /// Every worker of a shared pool serves a store created on one of them.
+    pub(crate) fn note_everywhere(&self, store: &StoreId) {
+        for worker in self.pool.all() {
+            worker.note_store(store, true);
+        }
     }
 
     /// The worker a store is created on (Embedded mode).
@@ -86,12 +86,16 @@ impl Inner {
     /// Each serving worker is asked once (removal is not idempotent, so it is
     /// never retried blindly). A worker that no longer has it is fine as long
     /// as one removed it; the first other failure is reported after all were asked.
-    pub(crate) async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
+    pub(crate) async fn remove_store(
+        &self,
+        store: &StoreId,
+        within: Option<Duration>,
+    ) -> Result<(), Error> {
         let workers = self.pool.serving(store);
         if workers.is_empty() {
             return Err(Error::not_found(Resource::Store, store));
         }
-        let deadline = Instant::now() + self.config.request_deadline;
+        let deadline = self.deadline(within);
         let answers = futures::future::join_all(workers.iter().map(|worker| async move {
             let answer = tokio::time::timeout_at(deadline, worker.client.remove_store(store)).await;
             match answer {
@@ -131,12 +135,15 @@ impl Inner {
     ///
     /// Workers that do not answer are left out (and their health is fed);
     /// when none answers, the proxy reports itself unavailable.
-    pub(crate) async fn list_stores(&self) -> Result<Vec<StoreInfo>, Error> {
+    pub(crate) async fn list_stores(
+        &self,
+        within: Option<Duration>,
+    ) -> Result<Vec<StoreInfo>, Error> {
         let workers = self.pool.all();
         if workers.is_empty() {
             return Ok(Vec::new());
         }
-        let deadline = Instant::now() + self.config.request_deadline;
+        let deadline = self.deadline(within);
         let answers = futures::future::join_all(workers.iter().map(|worker| async move {
             let seen = worker.store_changes();
             let started = Instant::now();
@@ -173,13 +180,13 @@ impl Inner {
         Ok(merge_store_lists(lists))
     }
 
-    /// A store's status from a worker serving it, naming every worker that serves it.
-    pub(crate) async fn store_status(&self, store: &StoreId) -> Result<StoreStatus, Error> {
-        let response = self
-            .call(Request::GetStoreStatus {
-                store: store.clone(),
-            })
-            .await?;
+    /// A worker's answer to `get_store_status`, naming every worker the
+    /// proxy knows to serve the store (the worker knows only itself).
+    pub(crate) fn name_serving_workers(
+        &self,
+        store: &StoreId,
+        response: Response,
+    ) -> Result<Response, Error> {
         let Response::StoreStatus(mut status) = response else {
             return Err(unexpected("get_store_status", &response));
         };
@@ -192,7 +199,7 @@ impl Inner {
         if !serving.is_empty() {
             status.workers = serving;
         }
-        Ok(status)
+        Ok(Response::StoreStatus(status))
     }
 
     /// Asks a worker which stores it serves right away (after a create or remove).
@@ -203,13 +210,5 @@ impl Inner {
         if let Ok(Ok(infos)) = answer {
             worker.set_stores(infos.into_iter().map(|i| i.store), seen, self.now());
         }
-    }
-}
-
-/// Unwraps the answer of a method that returns `()`.
-pub(crate) fn done(method: &str, response: Response) -> Result<(), Error> {
-    match response {
-        Response::Done => Ok(()),
-        other => Err(unexpected(method, &other)),
     }
 }

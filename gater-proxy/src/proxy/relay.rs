@@ -167,7 +167,7 @@ impl Inner {
             .pick(RequestClass::Subscribe, Some(&at.store), at.affinity, tried)
             .map_err(|no| self.no_send(no, Some(&at.store)))?;
         let worker = Arc::clone(guard.worker());
-        let deadline = Instant::now() + self.config.request_deadline;
+        let deadline = self.deadline(None);
         let started = Instant::now();
         let answer = tokio::time::timeout_at(
             deadline,
@@ -251,7 +251,7 @@ impl Inner {
     ) -> Result<(), Error> {
         let route = self.consumers.get(consumer, store, key)?;
         let worker = &route.worker;
-        let deadline = Instant::now() + self.config.request_deadline;
+        let deadline = self.deadline(None);
         let call = async {
             match action {
                 None => {

@@ -1,11 +1,11 @@
 //! The request path: snapshot the pool, let the core policy pick, send,
 //! feed the outcome back, and retry only when the policy allows it.
 
-use gater_core::dispatch::dispatch;
 use gater_core::routing::{NoWorker, Pick, RequestClass, RouteRequest};
 use gater_core::wire::{Request, Response};
 use gater_core::{Error, Resource, Side, StoreId};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 use super::pool::{InFlight, Snapshot};
@@ -22,12 +22,25 @@ pub(crate) enum NoSend {
 
 impl Inner {
     /// Sends `request` to a worker chosen by the policy, retrying on another
-    /// worker when the policy says it is safe, within the request's deadline.
-    pub(crate) async fn call(&self, request: Request) -> Result<Response, Error> {
-        let deadline = Instant::now() + self.config.request_deadline;
+    /// worker when the policy says it is safe, within the request's deadline
+    /// (the proxy's own, or what remains of the caller's when that is sooner).
+    ///
+    /// The request is copied for an attempt only when another attempt could
+    /// follow it, so a large append to a store one worker holds is moved, not
+    /// copied.
+    pub(crate) async fn call(
+        &self,
+        request: Request,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        if within == Some(Duration::ZERO) {
+            return Err(Error::DeadlineExceeded { side: Side::Proxy });
+        }
+        let deadline = self.deadline(within);
         let class = request.class();
         let store = request.store().cloned();
         lock(&self.retry).handle_request(self.now());
+        let mut request = Some(request);
         let mut tried: Vec<String> = Vec::new();
         let mut last_error: Option<Error> = None;
         loop {
@@ -38,7 +51,18 @@ impl Inner {
                 }
             };
             let worker = Arc::clone(guard.worker());
-            let error = match self.attempt(guard, request.clone(), deadline).await {
+            tried.push(worker.id.clone());
+            let sent = if self.another_worker_left(store.as_ref(), &tried) {
+                request.clone()
+            } else {
+                request.take()
+            };
+            let Some(sent) = sent else {
+                // Unreachable: a request is taken only when no worker is left
+                // to retry on, and then the loop ends below.
+                return Err(last_error.unwrap_or_else(|| self.no_send(NoSend::Full, None)));
+            };
+            let error = match self.attempt(guard, sent, deadline).await {
                 Ok(response) => return Ok(response),
                 Err(error) => error,
             };
@@ -54,7 +78,9 @@ impl Inner {
                 // elsewhere): forget it so routing stops sending it there.
                 worker.note_store(store, false);
             }
-            tried.push(worker.id.clone());
+            if request.is_none() {
+                return Err(error);
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let allowed = self.store_moved(&error, store.as_ref(), &tried)
                 || lock(&self.retry)
@@ -82,8 +108,9 @@ impl Inner {
     ) -> Result<Response, Error> {
         let worker = guard.worker();
         let started = Instant::now();
+        let within = deadline.saturating_duration_since(started);
         let result =
-            tokio::time::timeout_at(deadline, dispatch(worker.client.as_ref(), request)).await;
+            tokio::time::timeout_at(deadline, worker.client.call(request, Some(within))).await;
         let now = self.now();
         let result = match result {
             Ok(result) => result.map_err(from_worker),
@@ -132,6 +159,25 @@ impl Inner {
             full = true;
             skipped.push(&chosen.id);
         }
+    }
+
+    /// When a request must be answered: the proxy's deadline, or what remains
+    /// of the caller's when that is sooner.
+    pub(crate) fn deadline(&self, within: Option<Duration>) -> Instant {
+        let limit = within.map_or(self.config.request_deadline, |w| {
+            w.min(self.config.request_deadline)
+        });
+        Instant::now() + limit
+    }
+
+    /// Whether a worker the request has not tried could take it: without
+    /// one no retry can follow, whatever the policy says.
+    fn another_worker_left(&self, store: Option<&StoreId>, tried: &[String]) -> bool {
+        let candidates = match store {
+            Some(store) => self.pool.serving(store),
+            None => self.pool.all(),
+        };
+        candidates.iter().any(|w| !tried.contains(&w.id))
     }
 
     /// The pool frozen now, for one routing decision.

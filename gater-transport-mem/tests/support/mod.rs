@@ -415,4 +415,8 @@ impl Gater for TestGater {
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
         Err(unsupported("workers"))
     }
+
+    async fn heartbeat(&self, _worker: WorkerInfo) -> Result<(), Error> {
+        Err(unsupported("heartbeat"))
+    }
 }

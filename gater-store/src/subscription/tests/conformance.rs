@@ -203,6 +203,10 @@ impl Gater for FakeGater {
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
         unsupported("workers")
     }
+
+    async fn heartbeat(&self, _worker: WorkerInfo) -> Result<(), Error> {
+        unsupported("heartbeat")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
