@@ -221,8 +221,10 @@ impl SubscriptionSpec {
 pub struct SubscribeOptions {
     /// Most unacked deliveries this consumer holds at once (its credit); 1 to the limit.
     pub window: u32,
-    /// For transient subscriptions, or persistent ones without a checkpoint:
-    /// start here instead of the spec's `start_from`.
+    /// For transient subscriptions: start here instead of the spec's
+    /// `start_from`. Ignored for persistent ones: saving a persistent
+    /// subscription stores its `start_from` as the first checkpoint, and its
+    /// consumers always resume from the stored checkpoint.
     pub start_from: Option<Position>,
 }
 
