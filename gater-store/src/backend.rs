@@ -107,7 +107,8 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
     /// stored elsewhere or partially: `DuplicateEventId`) and then its
     /// expected-version check. All accepted appends are written in one atomic
     /// commit followed by one durable flush, stamped `created_us`. An `Err`
-    /// means nothing of the batch was written.
+    /// means nothing of the batch was written. The checks are
+    /// [`crate::stage::stage_batch`]'s; a backend only reads and commits.
     async fn append_batch(
         &self,
         appends: Vec<PendingAppend>,

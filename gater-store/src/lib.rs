@@ -37,6 +37,7 @@ mod engine;
 pub mod pg_harness;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod stage;
 mod subscription;
 mod validate;
 mod writer;

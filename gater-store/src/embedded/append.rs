@@ -1,15 +1,17 @@
-//! The embedded backend's group commit: checks a batch of appends in order
-//! against the stored state plus what earlier appends of the batch staged,
-//! then writes every accepted append in one fjall batch with one flush.
+//! The embedded backend's group commit: the batch is staged (`crate::stage`)
+//! over what the store's tables hold, and every accepted append is written
+//! in one fjall batch with one flush.
 
 use std::collections::HashMap;
 use std::io::Read;
 
 use fjall::{OwnedWriteBatch, Slice};
-use gater_core::{AppendResult, Error, EventId, Position, Version};
+use gater_core::{Error, EventId, Position, Version};
 
-use super::keys::{self, IdLocation};
+use super::keys;
 use super::{encode_error, fjall_error, StoreInner, Tables};
+use crate::backend::{BatchOutcome, PendingAppend};
+use crate::stage::{stage_batch, Location, Stored, Writes};
 
 /// Streams whose version the writer keeps in memory; the cache starts over when full.
 pub(super) const HEAD_CACHE_LEN_MAX: usize = 65_536;
@@ -42,53 +44,88 @@ impl HeadCache {
         }
     }
 }
-use crate::backend::{BatchOutcome, Counters, PendingAppend};
 
-/// What the appends accepted so far in this batch have changed; it borrows
-/// stream ids from the batch's appends instead of copying them per event.
-struct Staged<'a> {
-    counters: Counters,
-    /// New stream versions, written once per stream at the end of the batch.
-    heads: HashMap<&'a str, Version>,
-    /// Where the batch puts each new event: stream, version, position.
-    ids: HashMap<EventId, (&'a str, Version, Position)>,
-    written: bool,
+/// What the store held before the batch, as the writer reads it: stream
+/// versions from the cache or the heads table, event ids from the event-id
+/// index.
+struct Reader<'t> {
+    tables: &'t Tables,
+    cache: &'t HeadCache,
+    /// The event-id index value read last; locations borrow from it.
+    id_value: Option<Slice>,
 }
 
-impl Staged<'_> {
-    fn next_position(&self) -> u64 {
-        self.counters.head.map_or(0, |h| h.0 + 1)
-    }
-
-    fn version(
-        &self,
-        t: &Tables,
-        cache: &HeadCache,
-        stream: &str,
-    ) -> Result<Option<Version>, Error> {
-        if let Some(&version) = self.heads.get(stream).or_else(|| cache.get(stream)) {
+impl Stored for Reader<'_> {
+    fn version(&mut self, stream: &str) -> Result<Option<Version>, Error> {
+        if let Some(&version) = self.cache.get(stream) {
             return Ok(Some(version));
         }
-        t.index
+        self.tables
+            .index
             .get(keys::head_key(stream))
             .map_err(fjall_error)?
             .map(|v| keys::decode_u64(&v))
             .transpose()
     }
 
-    fn location(&self, t: &Tables, id: &EventId) -> Result<Option<IdLocation>, Error> {
-        if let Some(&(stream, version, position)) = self.ids.get(id) {
-            return Ok(Some(IdLocation {
-                stream: stream.to_owned(),
-                version,
-                position,
-            }));
-        }
-        t.index
+    fn location(&mut self, id: &EventId) -> Result<Option<Location<'_>>, Error> {
+        self.id_value = self
+            .tables
+            .index
             .get(keys::id_key(id))
-            .map_err(fjall_error)?
-            .map(|v| keys::decode_id_value(&v))
+            .map_err(fjall_error)?;
+        self.id_value
+            .as_deref()
+            .map(keys::decode_id_value)
             .transpose()
+    }
+}
+
+/// The fjall batch the accepted appends are written into.
+struct Batch<'t> {
+    tables: &'t Tables,
+    batch: OwnedWriteBatch,
+    created_us: u64,
+}
+
+impl<'a> Writes<'a> for Batch<'_> {
+    fn stage(
+        &mut self,
+        append: &'a PendingAppend,
+        first_version: Version,
+        first_position: Position,
+    ) -> Result<(), Error> {
+        let t = self.tables;
+        // Encode everything before staging anything, so a failure stages nothing.
+        let stream = append.stream.as_str();
+        let mut encoded = Vec::with_capacity(append.events.len());
+        for (i, event) in append.events.iter().enumerate() {
+            let version = first_version + i as u64;
+            let position = Position(first_position.0 + i as u64);
+            let value = match append.encoded.get(i) {
+                Some(payload) => record_value(stream, version, position, self.created_us, payload)?,
+                None => {
+                    let payload = postcard::to_stdvec(event).map_err(encode_error)?;
+                    record_value(stream, version, position, self.created_us, &payload)?
+                }
+            };
+            encoded.push((event.id, version, position, value));
+        }
+        for (id, version, position, value) in encoded {
+            self.batch
+                .insert(&t.log, keys::position_key(position.0), value);
+            self.batch.insert(
+                &t.index,
+                keys::stream_key(stream, version),
+                position.0.to_be_bytes(),
+            );
+            self.batch.insert(
+                &t.index,
+                keys::id_key(&id),
+                keys::id_value(stream, version, position),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -101,20 +138,21 @@ impl StoreInner {
     ) -> Result<BatchOutcome, Error> {
         self.with_tables(|t| {
             let mut cache = self.head_cache.lock().unwrap_or_else(|p| p.into_inner());
-            let mut staged = Staged {
-                counters: self.counters(),
-                heads: HashMap::new(),
-                ids: HashMap::new(),
-                written: false,
-            };
             let items: usize = appends.iter().map(|a| a.events.len() * 3).sum();
-            let mut batch = OwnedWriteBatch::with_capacity(t.db.clone(), items + 8)
-                .durability(Some(self.persist_mode));
-            let results = appends
-                .iter()
-                .map(|append| stage(t, &cache, &mut staged, &mut batch, append, created_us))
-                .collect();
-            if staged.written {
+            let mut writes = Batch {
+                tables: t,
+                batch: OwnedWriteBatch::with_capacity(t.db.clone(), items + 8)
+                    .durability(Some(self.persist_mode)),
+                created_us,
+            };
+            let mut reader = Reader {
+                tables: t,
+                cache: &cache,
+                id_value: None,
+            };
+            let staged = stage_batch(&appends, self.counters(), &mut reader, &mut writes);
+            if staged.written() {
+                let mut batch = writes.batch;
                 for (stream, version) in &staged.heads {
                     batch.insert(&t.index, keys::head_key(stream), version.to_be_bytes());
                 }
@@ -131,116 +169,11 @@ impl StoreInner {
                 cache.remember(&staged.heads);
             }
             Ok(BatchOutcome {
-                results,
+                results: staged.results,
                 head: staged.counters.head,
             })
         })
     }
-}
-
-/// Checks one append and, if it is accepted and new, stages its writes.
-fn stage<'a>(
-    t: &Tables,
-    cache: &HeadCache,
-    staged: &mut Staged<'a>,
-    batch: &mut OwnedWriteBatch,
-    append: &'a PendingAppend,
-    created_us: u64,
-) -> Result<AppendResult, Error> {
-    if let Some(original) = earlier_result(t, staged, append)? {
-        return Ok(original);
-    }
-    let current = staged.version(t, cache, append.stream.as_str())?;
-    if !append.expected.is_satisfied_by(current) {
-        return Err(Error::WrongExpectedVersion {
-            expected: append.expected,
-            current,
-        });
-    }
-    let first_version = current.map_or(0, |v| v + 1);
-    let first_position = staged.next_position();
-    let count = append.events.len() as u64;
-    // Encode everything before staging anything, so a failure stages nothing.
-    let stream = append.stream.as_str();
-    let mut encoded = Vec::with_capacity(append.events.len());
-    for (i, event) in append.events.iter().enumerate() {
-        let version = first_version + i as u64;
-        let position = Position(first_position + i as u64);
-        let value = match append.encoded.get(i) {
-            Some(payload) => record_value(stream, version, position, created_us, payload)?,
-            None => {
-                let payload = postcard::to_stdvec(event).map_err(encode_error)?;
-                record_value(stream, version, position, created_us, &payload)?
-            }
-        };
-        encoded.push((event.id, version, position, value));
-    }
-    for (id, version, position, value) in encoded {
-        batch.insert(&t.log, keys::position_key(position.0), value);
-        batch.insert(
-            &t.index,
-            keys::stream_key(stream, version),
-            position.0.to_be_bytes(),
-        );
-        batch.insert(
-            &t.index,
-            keys::id_key(&id),
-            keys::id_value(stream, version, position),
-        );
-        staged.ids.insert(id, (stream, version, position));
-    }
-    let last_version = first_version + count - 1;
-    let last_position = Position(first_position + count - 1);
-    if current.is_none() {
-        staged.counters.stream_count += 1;
-    }
-    staged.heads.insert(stream, last_version);
-    staged.counters.head = Some(last_position);
-    staged.counters.event_count += count;
-    staged.written = true;
-    Ok(AppendResult {
-        version: last_version,
-        position: last_position,
-    })
-}
-
-/// The idempotency check: `Some` with the original result when every id of
-/// `append` is already stored consecutively, in order, in its stream.
-fn earlier_result(
-    t: &Tables,
-    staged: &Staged,
-    append: &PendingAppend,
-) -> Result<Option<AppendResult>, Error> {
-    let Some(first) = append.events.first() else {
-        return Err(Error::invalid("an append needs at least one event"));
-    };
-    let Some(origin) = staged.location(t, &first.id)? else {
-        for event in &append.events[1..] {
-            if staged.location(t, &event.id)?.is_some() {
-                return Err(Error::DuplicateEventId { id: event.id });
-            }
-        }
-        return Ok(None);
-    };
-    let mut last = origin.clone();
-    for (i, event) in append.events.iter().enumerate() {
-        let at_place = match staged.location(t, &event.id)? {
-            Some(found)
-                if found.stream == append.stream.as_str()
-                    && Some(found.version) == origin.version.checked_add(i as u64) =>
-            {
-                found
-            }
-            Some(_) => return Err(Error::DuplicateEventId { id: event.id }),
-            // Part of the append is stored and part is not: the stored part is the duplicate.
-            None => return Err(Error::DuplicateEventId { id: first.id }),
-        };
-        last = at_place;
-    }
-    Ok(Some(AppendResult {
-        version: last.version,
-        position: last.position,
-    }))
 }
 
 /// Most bytes of a postcard varint (a u64 or a usize).

@@ -16,6 +16,7 @@ use std::ops::Bound;
 use gater_core::{Error, Position, SnapshotKey, StreamId, SubscriptionKey, Version};
 
 use crate::backend::Counters;
+use crate::stage::Location;
 
 /// Table prefix of the stream index: (stream, version) → position.
 const STREAMS: u8 = b's';
@@ -104,24 +105,16 @@ pub(super) fn id_value(stream: &str, version: Version, position: Position) -> Ve
     value
 }
 
-/// Where an event is stored, as read back from the event-id index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct IdLocation {
-    pub(super) stream: String,
-    pub(super) version: Version,
-    pub(super) position: Position,
-}
-
-/// Decodes an event-id index value.
-pub(super) fn decode_id_value(bytes: &[u8]) -> Result<IdLocation, Error> {
+/// Decodes an event-id index value, borrowing the stream id from it.
+pub(super) fn decode_id_value(bytes: &[u8]) -> Result<Location<'_>, Error> {
     if bytes.len() < 17 {
         return Err(corrupt("event-id index value too short"));
     }
     let (version, rest) = bytes.split_at(8);
     let (position, stream) = rest.split_at(8);
     let stream = std::str::from_utf8(stream).map_err(|_| corrupt("stream id is not UTF-8"))?;
-    Ok(IdLocation {
-        stream: stream.to_owned(),
+    Ok(Location {
+        stream,
         version: decode_u64(version)?,
         position: Position(decode_u64(position)?),
     })

@@ -3,27 +3,28 @@
 //! The transaction locks the store's head row first, so it runs alone among
 //! every worker's appends to the store; then it looks up, in two queries for
 //! the whole batch, which event ids are already stored and the current
-//! version of every stream the batch touches. Each append is checked in
-//! order against that state plus what earlier appends of the batch staged
-//! (exactly as the embedded backend does), and the accepted ones are written
-//! with one multi-row insert, one stream upsert and one head update, and
-//! committed. The statements of each of the two phases are pipelined on the
-//! connection: a batch costs two round trips plus the commit's flush.
+//! version of every stream the batch touches. The batch is staged over that
+//! state (`crate::stage`, exactly as in the embedded backend), and the
+//! accepted appends are written with one multi-row insert, one stream upsert
+//! and one head update, and committed. The statements of each of the two
+//! phases are pipelined on the connection: a batch costs two round trips
+//! plus the commit's flush.
 //!
 //! A transaction that loses a race (serialisation failure, deadlock, unique
 //! violation) is rolled back whole and run again, so a batch never commits
 //! in part.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use gater_core::{AppendResult, Error, Position, Side, Version};
+use gater_core::{Error, EventId, Position, Side, Version};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
 use super::error::is_conflict;
 use super::store::{counters_from_row, to_i64, to_u64, PostgresStore};
-use crate::backend::{BatchOutcome, Counters, PendingAppend};
+use crate::backend::{BatchOutcome, PendingAppend};
+use crate::stage::{stage_batch, Location, Staged, Stored, Writes};
 
 /// Runs of one batch's transaction before a lost race is reported as unavailable.
 const APPEND_ATTEMPTS_MAX: u32 = 3;
@@ -46,14 +47,6 @@ impl Failed {
     }
 }
 
-/// Where an event id is stored.
-#[derive(Clone)]
-struct Location {
-    stream: String,
-    version: Version,
-    position: Position,
-}
-
 /// Column arrays of events to insert, borrowing the batch.
 #[derive(Default)]
 struct Rows<'a> {
@@ -68,16 +61,15 @@ struct Rows<'a> {
     bytes: usize,
 }
 
-/// What the appends accepted so far in this batch have changed.
-struct Staged<'a> {
-    next_position: u64,
-    stream_count: u64,
-    /// Current version of every stream the batch touches (`None`: no stream).
-    versions: HashMap<&'a str, Option<Version>>,
-    /// Stored and staged event ids of the batch.
-    ids: HashMap<Uuid, Location>,
-    /// New stream versions, upserted once per stream.
-    heads: BTreeMap<&'a str, Version>,
+/// What the database held before the batch, read in its transaction: where
+/// the batch's event ids are stored and the versions of its streams.
+struct Found<'a> {
+    ids: HashMap<Uuid, (String, Version, Position)>,
+    versions: HashMap<&'a str, Version>,
+}
+
+/// The rows of the accepted appends, in insert statements of bounded size.
+struct Chunks<'a> {
     chunks: Vec<Rows<'a>>,
 }
 
@@ -167,90 +159,85 @@ impl PostgresStore {
         )
         .map_err(fail)?;
         let counters = counters_from_row(&head).map_err(Failed::fatal)?;
-        let mut staged = Staged::new(counters, &streams);
-        staged
-            .load(&found_ids, &found_versions)
-            .map_err(Failed::fatal)?;
-        let results: Vec<Result<AppendResult, Error>> =
-            appends.iter().map(|append| staged.stage(append)).collect();
-        let written = !staged.heads.is_empty();
-        if written {
-            staged
-                .write(client, [&insert, &upsert, &update], created_us)
+        let mut found =
+            Found::load(&found_ids, &found_versions, &streams).map_err(Failed::fatal)?;
+        let mut chunks = Chunks {
+            chunks: vec![Rows::default()],
+        };
+        let staged = stage_batch(appends, counters, &mut found, &mut chunks);
+        if staged.written() {
+            chunks
+                .write(client, [&insert, &upsert, &update], &staged, created_us)
                 .await
                 .map_err(fail)?;
-        }
-        if !written {
+        } else {
             client.batch_execute("ROLLBACK").await.map_err(fail)?;
         }
         pooled.set_in_transaction(false);
-        let after = Counters {
-            head: staged.next_position.checked_sub(1).map(Position),
-            event_count: staged.next_position,
-            stream_count: staged.stream_count,
-        };
-        self.advance_counters(after);
+        self.advance_counters(staged.counters);
         Ok(BatchOutcome {
-            results,
-            head: after.head,
+            results: staged.results,
+            head: staged.counters.head,
         })
     }
 }
 
-impl<'a> Staged<'a> {
-    fn new(counters: Counters, streams: &[&'a str]) -> Self {
-        Staged {
-            next_position: counters.event_count,
-            stream_count: counters.stream_count,
-            versions: streams.iter().map(|s| (*s, None)).collect(),
-            ids: HashMap::new(),
-            heads: BTreeMap::new(),
-            chunks: vec![Rows::default()],
-        }
-    }
-
-    /// Takes in the stored locations of the batch's ids and its streams' versions.
+impl<'a> Found<'a> {
+    /// Takes in the stored locations of the batch's ids and the versions of
+    /// its `streams` (sorted).
     fn load(
-        &mut self,
         ids: &[tokio_postgres::Row],
         versions: &[tokio_postgres::Row],
-    ) -> Result<(), Error> {
+        streams: &[&'a str],
+    ) -> Result<Self, Error> {
+        let mut found = Found {
+            ids: HashMap::with_capacity(ids.len()),
+            versions: HashMap::with_capacity(versions.len()),
+        };
         for row in ids {
-            let location = Location {
-                stream: row.get(1),
-                version: to_u64(row.get(2))?,
-                position: Position(to_u64(row.get(3))?),
-            };
-            self.ids.insert(row.get(0), location);
+            let location = (
+                row.get(1),
+                to_u64(row.get(2))?,
+                Position(to_u64(row.get(3))?),
+            );
+            found.ids.insert(row.get(0), location);
         }
         for row in versions {
-            let stream: String = row.get(0);
-            let version = to_u64(row.get(1))?;
-            if let Some(slot) = self.versions.get_mut(stream.as_str()) {
-                *slot = Some(version);
+            let stream: &str = row.get(0);
+            if let Ok(i) = streams.binary_search(&stream) {
+                found.versions.insert(streams[i], to_u64(row.get(1))?);
             }
         }
-        Ok(())
+        Ok(found)
+    }
+}
+
+impl Stored for Found<'_> {
+    fn version(&mut self, stream: &str) -> Result<Option<Version>, Error> {
+        Ok(self.versions.get(stream).copied())
     }
 
-    /// Checks one append and, if it is accepted and new, stages its rows.
-    fn stage(&mut self, append: &'a PendingAppend) -> Result<AppendResult, Error> {
-        if let Some(original) = self.earlier_result(append)? {
-            return Ok(original);
-        }
+    fn location(&mut self, id: &EventId) -> Result<Option<Location<'_>>, Error> {
+        Ok(self
+            .ids
+            .get(&id.uuid())
+            .map(|(stream, version, position)| Location {
+                stream,
+                version: *version,
+                position: *position,
+            }))
+    }
+}
+
+impl<'a> Writes<'a> for Chunks<'a> {
+    fn stage(
+        &mut self,
+        append: &'a PendingAppend,
+        first_version: Version,
+        first_position: Position,
+    ) -> Result<(), Error> {
         let stream = append.stream.as_str();
-        let current = self.versions.get(stream).copied().flatten();
-        if !append.expected.is_satisfied_by(current) {
-            return Err(Error::WrongExpectedVersion {
-                expected: append.expected,
-                current,
-            });
-        }
-        let first_version = current.map_or(0, |v| v + 1);
-        let first_position = self.next_position;
         for (i, event) in append.events.iter().enumerate() {
-            let version = first_version + i as u64;
-            let position = first_position + i as u64;
             let size = event.size_bytes();
             let full = self.chunks.last().is_some_and(|rows| {
                 !rows.positions.is_empty() && rows.bytes + size > INSERT_CHUNK_BYTES_MAX
@@ -261,75 +248,27 @@ impl<'a> Staged<'a> {
             let Some(rows) = self.chunks.last_mut() else {
                 unreachable!("staging starts with one chunk and only adds more");
             };
-            rows.positions.push(to_i64(position));
+            rows.positions.push(to_i64(first_position.0 + i as u64));
             rows.streams.push(stream);
-            rows.versions.push(to_i64(version));
+            rows.versions.push(to_i64(first_version + i as u64));
             rows.ids.push(event.id.uuid());
             rows.types.push(event.event_type.as_bytes());
             rows.data.push(&event.data);
             rows.metadata.push(&event.metadata);
             rows.content_types.push(event.content_type.as_bytes());
             rows.bytes += size;
-            let location = Location {
-                stream: stream.to_owned(),
-                version,
-                position: Position(position),
-            };
-            self.ids.insert(event.id.uuid(), location);
         }
-        let count = append.events.len() as u64;
-        let last_version = first_version + count - 1;
-        if current.is_none() {
-            self.stream_count += 1;
-        }
-        self.versions.insert(stream, Some(last_version));
-        self.heads.insert(stream, last_version);
-        self.next_position += count;
-        Ok(AppendResult {
-            version: last_version,
-            position: Position(first_position + count - 1),
-        })
+        Ok(())
     }
+}
 
-    /// The idempotency check: `Some` with the original result when every id
-    /// of `append` is already stored consecutively, in order, in its stream.
-    fn earlier_result(&self, append: &PendingAppend) -> Result<Option<AppendResult>, Error> {
-        let Some(first) = append.events.first() else {
-            return Err(Error::invalid("an append needs at least one event"));
-        };
-        let Some(origin) = self.ids.get(&first.id.uuid()) else {
-            for event in &append.events[1..] {
-                if self.ids.contains_key(&event.id.uuid()) {
-                    return Err(Error::DuplicateEventId { id: event.id });
-                }
-            }
-            return Ok(None);
-        };
-        let mut last = origin;
-        for (i, event) in append.events.iter().enumerate() {
-            last = match self.ids.get(&event.id.uuid()) {
-                Some(found)
-                    if found.stream == append.stream.as_str()
-                        && Some(found.version) == origin.version.checked_add(i as u64) =>
-                {
-                    found
-                }
-                Some(_) => return Err(Error::DuplicateEventId { id: event.id }),
-                // Part of the append is stored and part is not: the stored part is the duplicate.
-                None => return Err(Error::DuplicateEventId { id: first.id }),
-            };
-        }
-        Ok(Some(AppendResult {
-            version: last.version,
-            position: last.position,
-        }))
-    }
-
+impl Chunks<'_> {
     /// Writes the staged rows, stream versions and head and commits, pipelined.
     async fn write(
         &self,
         client: &Client,
         [insert, upsert, update]: [&Statement; 3],
+        staged: &Staged<'_>,
         created_us: u64,
     ) -> Result<(), tokio_postgres::Error> {
         let created_us = to_i64(created_us);
@@ -352,10 +291,13 @@ impl<'a> Staged<'a> {
                     async move { client.execute(insert, &params).await }
                 }),
         );
-        let streams: Vec<&str> = self.heads.keys().copied().collect();
-        let versions: Vec<i64> = self.heads.values().map(|v| to_i64(*v)).collect();
-        let next = to_i64(self.next_position);
-        let stream_count = to_i64(self.stream_count);
+        // Streams are upserted in id order.
+        let mut heads: Vec<(&str, Version)> = staged.heads.iter().map(|(s, v)| (*s, *v)).collect();
+        heads.sort_unstable();
+        let streams: Vec<&str> = heads.iter().map(|(s, _)| *s).collect();
+        let versions: Vec<i64> = heads.iter().map(|(_, v)| to_i64(*v)).collect();
+        let next = to_i64(staged.counters.head.map_or(0, |h| h.0 + 1));
+        let stream_count = to_i64(staged.counters.stream_count);
         let upsert_params: [&(dyn ToSql + Sync); 2] = [&streams, &versions];
         let update_params: [&(dyn ToSql + Sync); 2] = [&next, &stream_count];
         // COMMIT rides in the same round trip. Should a write fail, its error
