@@ -53,6 +53,7 @@ const ALLOWED_ARROWS: &[(&str, &[&str])] = &[
             "gater-proxy",
         ],
     ),
+    ("gater-cqrs-es", &["gater-core"]),
     // Test and benchmark helpers: a dev-dependency only, never shipped.
     ("gater-testkit", &[]),
 ];
