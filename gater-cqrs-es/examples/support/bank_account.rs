@@ -1,7 +1,7 @@
 //! A bank account aggregate and its account view: the example's domain, also
 //! checked by the crate's tests (cqrs-es `TestFramework`, and the adapter).
 
-#![allow(dead_code)] // the example and each test binary use different parts
+#![allow(dead_code, unreachable_pub)] // the example and each test binary use different parts
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope, View};
