@@ -39,7 +39,16 @@
 //! never be taken for a retry (ids derived from the aggregate and sequence
 //! alone would let a stale command's events pass as a retry of the winner's).
 //! The snapshot is written only after the append succeeded, so a crash never
-//! leaves a snapshot ahead of its events.
+//! leaves a snapshot ahead of its events; if writing it fails, the commit
+//! stands and `persist` says so ([`RepositoryError::SnapshotNotRecorded`]).
+//!
+//! cqrs-es hands a repository the snapshot's state but not the sequence it
+//! covers; the adapter records it at the commit's last event. That is exact
+//! for aggregate stores (`new_aggregate_store`) and for snapshot stores whose
+//! commands emit one event each; a snapshot store whose commit of several
+//! events crosses a snapshot boundary without ending on it gets a state that
+//! covers fewer events than its key says (cqrs-es applies the events only up
+//! to the boundary).
 //!
 //! What it does not do: it does not retry a command (cqrs-es's caller decides
 //! that, on reloaded state), it keeps every snapshot it records (older ones
