@@ -353,79 +353,137 @@ async fn views_are_kept_per_instance_and_optimistically_locked() {
     }
 }
 
+/// How a replay test writes and reads.
+struct ReplayShape {
+    accounts: usize,
+    rounds: usize,
+    per_commit: usize,
+    page: u32,
+    queue: usize,
+}
+
+/// The ten-thousand-event replay: 100 accounts, 2 rounds of 50-event commits.
+const TEN_THOUSAND: ReplayShape = ReplayShape {
+    accounts: 100,
+    rounds: 2,
+    per_commit: 50,
+    page: 256,
+    queue: 64,
+};
+
+fn slow_tests_enabled(test: &str) -> bool {
+    let enabled = std::env::var_os("RUN_SLOW_TESTS").is_some();
+    if !enabled {
+        eprintln!("{test}: skipped (set RUN_SLOW_TESTS=1 to run it)");
+    }
+    enabled
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_all_events_replays_ten_thousand_events_in_global_order_page_by_page() {
-    const ACCOUNTS: usize = 100;
-    const ROUNDS: usize = 10;
-    const PER_COMMIT: usize = 10;
-    const PAGE: u32 = 256;
-    const QUEUE: usize = 64;
-    for setup in SETUPS {
-        let harness = Harness::new(setup).await;
-        let writer = repository(&harness, harness.gater.clone());
-        // Commits interleave accounts, so global order differs from any one stream's.
-        let mut written = Vec::new();
-        for round in 0..ROUNDS {
-            for account in 0..ACCOUNTS {
-                let id = format!("acct-{account}");
-                let first = round * PER_COMMIT + 1;
-                let events: Vec<_> = (first..first + PER_COMMIT)
-                    .map(|sequence| serialized_deposit(&id, sequence))
-                    .collect();
-                writer.persist::<BankAccount>(&events, None).await.unwrap();
-                written.extend(events.iter().map(|e| (e.aggregate_id.clone(), e.sequence)));
-            }
-            // Events of other kinds in between, which the replay skips.
-            let other = StreamId::new(format!("Audit-{round}")).unwrap();
-            let raw = EventData::json(
-                EventId::from_random_bytes([round as u8; 16]),
-                "Raw",
-                b"{}".to_vec(),
-                b"{}".to_vec(),
-            );
-            harness
-                .gater
-                .append_events(&harness.store, &other, ExpectedVersion::Any, vec![raw])
-                .await
-                .unwrap();
-        }
-        assert_eq!(written.len(), 10_000);
+    check_replay_of_the_log(Setup::Embedded, &TEN_THOUSAND).await;
+}
 
-        let watched = Arc::new(Watched::new(harness.gater.clone()));
-        let reads = Arc::clone(&watched.reads);
-        let reader = repository(&harness, watched).with_options(RepositoryOptions {
-            read_page_len: PAGE,
-            replay_queue_len: QUEUE,
-            ..RepositoryOptions::default()
-        });
-        let mut replay = reader.stream_all_events::<BankAccount>().await.unwrap();
-        let mut replayed = Vec::with_capacity(written.len());
-        let mut last_sequence = BTreeMap::new();
-        while let Some(envelope) = replay.next::<BankAccount>(&[]).await {
-            let envelope = envelope.unwrap();
-            reads.consumed.fetch_add(1, Ordering::SeqCst);
-            let previous = last_sequence.insert(envelope.aggregate_id.clone(), envelope.sequence);
-            assert_eq!(previous.unwrap_or(0) + 1, envelope.sequence);
-            replayed.push((envelope.aggregate_id, envelope.sequence));
-        }
-        assert_eq!(replayed, written, "{setup:?}: every event, in commit order");
-
-        let calls = reads.calls.load(Ordering::SeqCst);
-        let ahead_max = reads.ahead_max.load(Ordering::SeqCst);
-        assert!(
-            reads.count_max.load(Ordering::SeqCst) <= u64::from(PAGE),
-            "pages of at most {PAGE}"
-        );
-        assert!(
-            calls >= 10_010 / u64::from(PAGE),
-            "{setup:?}: {calls} reads"
-        );
-        // Read but not yet taken: at most a full queue, one event in hand,
-        // one page, and the other kinds' events the replay skipped.
-        let bound = QUEUE as u64 + 1 + u64::from(PAGE) + ROUNDS as u64;
-        assert!(
-            ahead_max <= bound,
-            "{setup:?}: {ahead_max} events held, bound {bound}"
-        );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_all_events_replays_ten_thousand_events_through_the_mem_transport_and_a_proxy() {
+    if !slow_tests_enabled(
+        "stream_all_events_replays_ten_thousand_events_through_the_mem_transport_and_a_proxy",
+    ) {
+        return;
     }
+    for setup in [Setup::Mem, Setup::Proxy] {
+        check_replay_of_the_log(setup, &TEN_THOUSAND).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_all_events_pages_through_the_mem_transport_and_a_proxy() {
+    let small = ReplayShape {
+        accounts: 20,
+        rounds: 3,
+        per_commit: 10,
+        page: 32,
+        queue: 8,
+    };
+    for setup in [Setup::Mem, Setup::Proxy] {
+        check_replay_of_the_log(setup, &small).await;
+    }
+}
+
+/// Writes `shape`'s events (commits interleaving accounts, other kinds'
+/// events in between), then replays the aggregate type's events from the
+/// global log and checks order, completeness, page size and how many events
+/// the replay held at most.
+async fn check_replay_of_the_log(setup: Setup, shape: &ReplayShape) {
+    let harness = Harness::new(setup).await;
+    let writer = repository(&harness, harness.gater.clone());
+    let mut written = Vec::new();
+    for round in 0..shape.rounds {
+        for account in 0..shape.accounts {
+            let id = format!("acct-{account}");
+            let first = round * shape.per_commit + 1;
+            let events: Vec<_> = (first..first + shape.per_commit)
+                .map(|sequence| serialized_deposit(&id, sequence))
+                .collect();
+            writer.persist::<BankAccount>(&events, None).await.unwrap();
+            written.extend(events.iter().map(|e| (e.aggregate_id.clone(), e.sequence)));
+        }
+        let other = StreamId::new(format!("Audit-{round}")).unwrap();
+        let raw = EventData::json(
+            EventId::from_random_bytes([round as u8; 16]),
+            "Raw",
+            b"{}".to_vec(),
+            b"{}".to_vec(),
+        );
+        harness
+            .gater
+            .append_events(&harness.store, &other, ExpectedVersion::Any, vec![raw])
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        written.len(),
+        shape.accounts * shape.rounds * shape.per_commit
+    );
+
+    let watched = Arc::new(Watched::new(harness.gater.clone()));
+    let reads = Arc::clone(&watched.reads);
+    let reader = repository(&harness, watched).with_options(RepositoryOptions {
+        read_page_len: shape.page,
+        replay_queue_len: shape.queue,
+        ..RepositoryOptions::default()
+    });
+    let mut replay = reader.stream_all_events::<BankAccount>().await.unwrap();
+    let mut replayed = Vec::with_capacity(written.len());
+    let mut last_sequence = BTreeMap::new();
+    while let Some(envelope) = replay.next::<BankAccount>(&[]).await {
+        let envelope = envelope.unwrap();
+        reads.consumed.fetch_add(1, Ordering::SeqCst);
+        let previous = last_sequence.insert(envelope.aggregate_id.clone(), envelope.sequence);
+        assert_eq!(previous.unwrap_or(0) + 1, envelope.sequence);
+        replayed.push((envelope.aggregate_id, envelope.sequence));
+    }
+    assert_eq!(replayed, written, "{setup:?}: every event, in commit order");
+
+    let page = u64::from(shape.page);
+    let calls = reads.calls.load(Ordering::SeqCst);
+    let ahead_max = reads.ahead_max.load(Ordering::SeqCst);
+    assert!(
+        reads.count_max.load(Ordering::SeqCst) <= page,
+        "pages of at most {page}"
+    );
+    let logged = (written.len() + shape.rounds) as u64;
+    assert!(calls >= logged / page, "{setup:?}: {calls} reads");
+    // Read but not yet taken: at most a full queue, one event in hand,
+    // one page, and the other kinds' events the replay skipped.
+    let bound = shape.queue as u64 + 1 + page + shape.rounds as u64;
+    eprintln!(
+        "{setup:?}: replayed {} events in {calls} reads of at most {page}; \
+         at most {ahead_max} held at once (bound {bound})",
+        replayed.len()
+    );
+    assert!(
+        ahead_max <= bound,
+        "{setup:?}: {ahead_max} events held, bound {bound}"
+    );
 }
