@@ -131,6 +131,9 @@ impl<'a> Writes<'a> for Batch<'_> {
 
 impl StoreInner {
     /// Applies a batch; see `BackendStore::append_batch`.
+    // Never inlined, so a profile sees the writer's commit as one function
+    // (`cargo xtask profile-append`); it runs once per batch.
+    #[inline(never)]
     pub(super) fn append_batch(
         &self,
         appends: Vec<PendingAppend>,
