@@ -18,7 +18,7 @@ pub const VIEW_UPDATED_EVENT_TYPE: &str = "ViewUpdated";
 /// `{"aggregate_type":"BankAccount"}`) select an aggregate type without
 /// parsing stream names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventEnvelope {
+pub struct MetadataEnvelope {
     /// `Aggregate::TYPE`.
     pub aggregate_type: String,
     /// The aggregate instance.
@@ -105,7 +105,7 @@ pub(crate) fn event_data(
     event: &SerializedEvent,
     id: EventId,
 ) -> Result<EventData, RepositoryError> {
-    let envelope = EventEnvelope {
+    let envelope = MetadataEnvelope {
         aggregate_type: event.aggregate_type.clone(),
         aggregate_id: event.aggregate_id.clone(),
         event_version: event.event_version.clone(),
@@ -130,7 +130,7 @@ pub(crate) fn serialized_event(
         version: recorded.version,
         reason,
     };
-    let envelope: EventEnvelope = serde_json::from_slice(&recorded.data.metadata)
+    let envelope: MetadataEnvelope = serde_json::from_slice(&recorded.data.metadata)
         .map_err(|e| foreign(format!("metadata is not a cqrs-es envelope: {e}")))?;
     let payload: Value = serde_json::from_slice(&recorded.data.data)
         .map_err(|e| foreign(format!("data is not JSON: {e}")))?;

@@ -25,7 +25,8 @@ pub enum RepositoryError {
         /// The aggregate id.
         aggregate_id: String,
     },
-    /// The events of one `persist` must belong to one aggregate and have consecutive sequences.
+    /// The events of one `persist` (and its snapshot) must belong to one
+    /// aggregate, and the events must have consecutive sequences.
     #[error("events of one commit must be consecutive events of one aggregate: expected {aggregate_type} {aggregate_id:?} sequence {expected_sequence}, got {got}")]
     NotOneCommit {
         /// The aggregate type of the first event.

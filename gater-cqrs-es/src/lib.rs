@@ -17,7 +17,7 @@
 //!   bytes, a control character) is a typed [`RepositoryError::InvalidStreamId`].
 //! - A cqrs-es event is one Gater event: the event type is Gater's
 //!   `event_type`, the payload is the JSON `data`, and the metadata is a JSON
-//!   object [`EventEnvelope`] holding the aggregate type and id, the event
+//!   object [`MetadataEnvelope`] holding the aggregate type and id, the event
 //!   version and the cqrs-es metadata, so all four round-trip exactly.
 //! - cqrs-es sequences start at 1, Gater versions at 0: sequence = version + 1.
 //! - A snapshot is a Gater snapshot with source = aggregate type, stream = the
@@ -63,7 +63,7 @@ mod options;
 mod repository;
 mod view;
 
-pub use codec::{stream_id, EventEnvelope, SnapshotData, VIEW_UPDATED_EVENT_TYPE};
+pub use codec::{stream_id, MetadataEnvelope, SnapshotData, VIEW_UPDATED_EVENT_TYPE};
 pub use error::RepositoryError;
 pub use options::{
     RepositoryOptions, CALL_ATTEMPTS_MAX_DEFAULT, READ_PAGE_LEN_DEFAULT, REPLAY_QUEUE_LEN_DEFAULT,

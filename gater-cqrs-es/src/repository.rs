@@ -109,6 +109,16 @@ impl GaterEventRepository {
         codec::check_one_commit(events)?;
         let stream = codec::stream_id(aggregate_type, &first.aggregate_id)?;
         let expected = codec::expected_version(first)?;
+        if let Some((aggregate_id, _, _)) = &snapshot_update {
+            if *aggregate_id != first.aggregate_id {
+                return Err(RepositoryError::NotOneCommit {
+                    aggregate_type: aggregate_type.to_owned(),
+                    aggregate_id: first.aggregate_id.clone(),
+                    expected_sequence: first.sequence + events.len(),
+                    got: format!("a snapshot of {aggregate_id:?}"),
+                });
+            }
+        }
         // Fresh ids per commit, kept across this commit's retries: see the crate docs.
         let batch = events
             .iter()
@@ -121,15 +131,14 @@ impl GaterEventRepository {
                     .append_events(&self.store, &stream, expected, batch.clone())
             })
             .await?;
-        let Some((aggregate_id, aggregate, current_snapshot)) = snapshot_update else {
+        let Some((_, aggregate, current_snapshot)) = snapshot_update else {
             return Ok(());
         };
         // The snapshot covers the events up to the last one just appended; it
         // is written only now that they are durable.
-        let snapshot_stream = codec::stream_id(aggregate_type, &aggregate_id)?;
         let key = SnapshotKey {
             source: aggregate_type.to_owned(),
-            stream: snapshot_stream.to_string(),
+            stream: stream.to_string(),
             version: appended.version,
         };
         let data = codec::snapshot_data(aggregate, current_snapshot)?;
@@ -140,7 +149,7 @@ impl GaterEventRepository {
             })
             .await
             .map_err(|source| RepositoryError::SnapshotNotRecorded {
-                stream: snapshot_stream.to_string(),
+                stream: stream.to_string(),
                 version: appended.version,
                 source,
             })
