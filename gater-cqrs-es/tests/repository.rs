@@ -22,7 +22,7 @@ use support::bank_account::{
     AccountView, BankAccount, BankAccountCommand, BankAccountError, BankAccountEvent,
     BankAccountServices,
 };
-use support::{Gated, Harness, LoseFirstAppendAnswer, Setup, Watched, SETUPS};
+use support::{Gated, Harness, LoseFirstAppendAnswer, RefuseSnapshots, Setup, Watched, SETUPS};
 
 type Cqrs = CqrsFramework<BankAccount, PersistedEventStore<GaterEventRepository, BankAccount>>;
 
@@ -242,6 +242,34 @@ async fn an_aggregate_store_keeps_its_snapshot_at_the_last_event() {
     assert_eq!(context.aggregate.balance_cents, 15);
     assert_eq!(context.current_sequence, 3);
     assert_eq!(context.current_snapshot, Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_recorded_leaves_the_commit_standing_and_says_so() {
+    let harness = Harness::new(Setup::Embedded).await;
+    let refusing = Arc::new(RefuseSnapshots::new(harness.gater.clone()));
+    let repo = repository(&harness, refusing).with_options(RepositoryOptions {
+        retry_backoff_ms: 0,
+        ..RepositoryOptions::default()
+    });
+    let events = [serialized_deposit("acct-1", 1)];
+    let snapshot = Some(("acct-1".to_owned(), json!({"balance_cents": 1}), 1));
+    let answer = repo.persist::<BankAccount>(&events, snapshot).await;
+    let Err(PersistenceError::UnknownError(error)) = answer else {
+        panic!("expected the snapshot failure, got {answer:?}");
+    };
+    let error = error.downcast::<RepositoryError>().unwrap();
+    assert!(matches!(
+        *error,
+        RepositoryError::SnapshotNotRecorded { version: 0, .. }
+    ));
+    let stored = repo.get_events::<BankAccount>("acct-1").await.unwrap();
+    assert_eq!(stored, events, "the events are stored");
+    assert!(repo
+        .get_snapshot::<BankAccount>("acct-1")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

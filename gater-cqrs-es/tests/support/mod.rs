@@ -248,3 +248,33 @@ impl Gater for LoseFirstAppendAnswer {
         self.inner.subscribe(store, key, options).await
     }
 }
+
+/// Refuses every `record_snapshot` with a storage error; passes everything else on.
+pub struct RefuseSnapshots {
+    inner: BoxGater,
+}
+
+impl RefuseSnapshots {
+    pub fn new(inner: BoxGater) -> RefuseSnapshots {
+        RefuseSnapshots { inner }
+    }
+}
+
+#[async_trait]
+impl Gater for RefuseSnapshots {
+    async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
+        if matches!(request, Request::RecordSnapshot { .. }) {
+            return Err(Error::Storage("the disk is full".to_owned()));
+        }
+        self.inner.call(request, within).await
+    }
+
+    async fn subscribe(
+        &self,
+        store: &StoreId,
+        key: SubscriptionKey,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        self.inner.subscribe(store, key, options).await
+    }
+}
