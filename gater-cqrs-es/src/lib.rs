@@ -44,11 +44,13 @@
 //!
 //! cqrs-es hands a repository the snapshot's state but not the sequence it
 //! covers; the adapter records it at the commit's last event. That is exact
-//! for aggregate stores (`new_aggregate_store`) and for snapshot stores whose
-//! commands emit one event each; a snapshot store whose commit of several
-//! events crosses a snapshot boundary without ending on it gets a state that
-//! covers fewer events than its key says (cqrs-es applies the events only up
-//! to the boundary).
+//! for aggregate stores (`new_aggregate_store`) and for snapshot stores
+//! (`new_snapshot_store`) whose commands emit one event each. With a snapshot
+//! store, a command that emits several events and crosses a snapshot
+//! boundary without ending on it makes cqrs-es build the snapshot from the
+//! events up to the boundary only, and a later load would miss the rest:
+//! with snapshot stores, keep to commands of one event, or use an event or
+//! aggregate store.
 //!
 //! What it does not do: it does not retry a command (cqrs-es's caller decides
 //! that, on reloaded state), it keeps every snapshot it records (older ones
