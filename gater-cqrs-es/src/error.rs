@@ -83,6 +83,16 @@ pub enum RepositoryError {
         /// What Gater answered.
         source: Error,
     },
+    /// The events were appended, but the snapshot cqrs-es gave with them
+    /// matches none of them, so it was not recorded (a snapshot under the
+    /// wrong version would make loads skip or repeat events).
+    #[error("events of {stream} are stored, but their snapshot is not: cannot tell which events it covers: {reason}")]
+    SnapshotCoverage {
+        /// The stream.
+        stream: String,
+        /// Why the snapshot could not be placed.
+        reason: String,
+    },
     /// Gater answered with an error.
     #[error(transparent)]
     Gater(#[from] Error),

@@ -42,15 +42,16 @@
 //! leaves a snapshot ahead of its events; if writing it fails, the commit
 //! stands and `persist` says so ([`RepositoryError::SnapshotNotRecorded`]).
 //!
-//! cqrs-es hands a repository the snapshot's state but not the sequence it
-//! covers; the adapter records it at the commit's last event. That is exact
-//! for aggregate stores (`new_aggregate_store`) and for snapshot stores
-//! (`new_snapshot_store`) whose commands emit one event each. With a snapshot
-//! store, a command that emits several events and crosses a snapshot
-//! boundary without ending on it makes cqrs-es build the snapshot from the
-//! events up to the boundary only, and a later load would miss the rest:
-//! with snapshot stores, keep to commands of one event, or use an event or
-//! aggregate store.
+//! cqrs-es hands a repository a snapshot's state but not the sequence it
+//! covers. A commit of one event is covered by it. For a commit of several,
+//! a snapshot store (`new_snapshot_store`) builds the state from the events
+//! up to its snapshot boundary only, which may end before the commit does;
+//! the adapter then replays the aggregate from its previous snapshot through
+//! the commit (without upcasters) and keys the snapshot at the last event
+//! after which the state equals it. If none does (or the replay does not
+//! decode), the snapshot is not recorded and `persist` says so
+//! ([`RepositoryError::SnapshotCoverage`]): a snapshot under the wrong
+//! version would make loads skip or repeat events.
 //!
 //! What it does not do: it does not retry a command (cqrs-es's caller decides
 //! that, on reloaded state), it keeps every snapshot it records (older ones

@@ -95,12 +95,12 @@ impl GaterEventRepository {
         Ok(events)
     }
 
-    async fn persist_events(
+    async fn persist_events<A: Aggregate>(
         &self,
-        aggregate_type: &str,
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), RepositoryError> {
+        let aggregate_type = A::TYPE;
         // cqrs-es sends no events when a command decided nothing; a snapshot
         // then covers nothing new, and cqrs-es sends none either.
         let Some(first) = events.first() else {
@@ -134,12 +134,18 @@ impl GaterEventRepository {
         let Some((_, aggregate, current_snapshot)) = snapshot_update else {
             return Ok(());
         };
-        // The snapshot covers the events up to the last one just appended; it
-        // is written only now that they are durable.
+        // Written only now that the events are durable. One event: the
+        // snapshot covers it; several: find which of them it covers.
+        let version = if events.len() == 1 {
+            appended.version
+        } else {
+            self.covered_version::<A>(&stream, events, &aggregate)
+                .await?
+        };
         let key = SnapshotKey {
             source: aggregate_type.to_owned(),
             stream: stream.to_string(),
-            version: appended.version,
+            version,
         };
         let data = codec::snapshot_data(aggregate, current_snapshot)?;
         self.options
@@ -153,6 +159,63 @@ impl GaterEventRepository {
                 version: appended.version,
                 source,
             })
+    }
+
+    /// The version the snapshot state `snapshot` of a commit of several
+    /// `events` (already appended to `stream`) covers.
+    ///
+    /// A snapshot store builds the state from the commit's events up to its
+    /// snapshot boundary only, and cqrs-es does not say where that is: replay
+    /// the aggregate from its previous snapshot through the commit and take
+    /// the last of the commit's events after which the state is `snapshot`.
+    async fn covered_version<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        events: &[SerializedEvent],
+        snapshot: &Value,
+    ) -> Result<Version, RepositoryError> {
+        let unknown = |reason: String| RepositoryError::SnapshotCoverage {
+            stream: stream.to_string(),
+            reason,
+        };
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Err(unknown("the commit has no events".to_owned()));
+        };
+        let base = self
+            .latest_snapshot(A::TYPE, &first.aggregate_id)
+            .await?
+            .filter(|previous| previous.current_sequence < first.sequence);
+        let (mut state, base_sequence) = match base {
+            Some(previous) => (
+                serde_json::from_value::<A>(previous.aggregate)
+                    .map_err(|e| unknown(format!("the previous snapshot does not decode: {e}")))?,
+                previous.current_sequence,
+            ),
+            None => (A::default(), 0),
+        };
+        let mut covered = None;
+        // Sequences after `base_sequence` start at version `base_sequence`.
+        let mut pages = StreamPages::new(self.clone(), stream.clone(), base_sequence as Version);
+        'replay: while let Some(page) = pages.next().await? {
+            for recorded in &page {
+                let event = codec::serialized_event(recorded)?;
+                if event.sequence > last.sequence {
+                    break 'replay;
+                }
+                let payload: A::Event = serde_json::from_value(event.payload).map_err(|e| {
+                    unknown(format!("event {} does not decode: {e}", event.sequence))
+                })?;
+                state.apply(payload);
+                if event.sequence >= first.sequence
+                    && serde_json::to_value(&state).map_err(RepositoryError::Encode)? == *snapshot
+                {
+                    covered = Some(event.sequence);
+                }
+            }
+        }
+        covered.map(codec::version_of).ok_or_else(|| {
+            unknown("it is the aggregate's state after none of the commit's events".to_owned())
+        })
     }
 
     async fn latest_snapshot(
@@ -226,9 +289,7 @@ impl PersistedEventRepository for GaterEventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        Ok(self
-            .persist_events(A::TYPE, events, snapshot_update)
-            .await?)
+        Ok(self.persist_events::<A>(events, snapshot_update).await?)
     }
 
     async fn stream_events<A: Aggregate>(

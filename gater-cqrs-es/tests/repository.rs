@@ -225,6 +225,70 @@ async fn a_snapshot_store_loads_from_its_latest_snapshot_plus_later_events() {
     }
 }
 
+fn deposited(amount_cents: u64, balance_cents: u64) -> BankAccountEvent {
+    BankAccountEvent::CustomerDepositedMoney {
+        amount_cents,
+        balance_cents,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_of_several_events_gets_its_snapshot_keyed_at_the_event_it_covers() {
+    for setup in SETUPS {
+        let harness = Harness::new(setup).await;
+        let repo = repository(&harness, harness.gater.clone());
+        let snapshots = PersistedEventStore::<_, BankAccount>::new_snapshot_store(repo.clone(), 3);
+        event_store(&repo)
+            .execute("acct-1", open("ana"))
+            .await
+            .unwrap();
+        // Sequences 2, 3 and 4 in one commit: cqrs-es snapshots at 3 (a
+        // multiple of 3) and builds that state from sequences 2 and 3 only.
+        let context = snapshots.load_aggregate("acct-1").await.unwrap();
+        let three = vec![deposited(10, 10), deposited(20, 30), deposited(40, 70)];
+        snapshots
+            .commit(three, context, HashMap::new())
+            .await
+            .unwrap();
+        let snapshot = repo
+            .get_snapshot::<BankAccount>("acct-1")
+            .await
+            .unwrap()
+            .expect("a snapshot was recorded");
+        assert_eq!(snapshot.current_sequence, 3, "{setup:?}");
+        assert_eq!(
+            snapshot.aggregate,
+            json!({"opened": true, "balance_cents": 30})
+        );
+        let context = snapshots.load_aggregate("acct-1").await.unwrap();
+        assert_eq!(
+            (context.aggregate.balance_cents, context.current_sequence),
+            (70, 4),
+            "{setup:?}: the load applies sequence 4 after the snapshot"
+        );
+
+        // An aggregate store's snapshot of a commit covers all of it.
+        let aggregates = PersistedEventStore::<_, BankAccount>::new_aggregate_store(repo.clone());
+        let context = aggregates.load_aggregate("acct-2").await.unwrap();
+        let opened = BankAccountEvent::AccountOpened {
+            owner: "bo".to_owned(),
+        };
+        let three = vec![opened, deposited(1, 1), deposited(1, 2)];
+        aggregates
+            .commit(three, context, HashMap::new())
+            .await
+            .unwrap();
+        let snapshot = repo
+            .get_snapshot::<BankAccount>("acct-2")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(snapshot.current_sequence, 3, "{setup:?}");
+        let context = aggregates.load_aggregate("acct-2").await.unwrap();
+        assert_eq!(context.aggregate.balance_cents, 2);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aggregate_store_keeps_its_snapshot_at_the_last_event() {
     let harness = Harness::new(Setup::Embedded).await;
