@@ -181,18 +181,17 @@ impl GaterEventRepository {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Err(unknown("the commit has no events".to_owned()));
         };
+        // From the previous snapshot when there is one that decodes (as
+        // cqrs-es does, a snapshot of an older shape means a full replay).
         let base = self
             .latest_snapshot(A::TYPE, &first.aggregate_id)
             .await?
-            .filter(|previous| previous.current_sequence < first.sequence);
-        let (mut state, base_sequence) = match base {
-            Some(previous) => (
-                serde_json::from_value::<A>(previous.aggregate)
-                    .map_err(|e| unknown(format!("the previous snapshot does not decode: {e}")))?,
-                previous.current_sequence,
-            ),
-            None => (A::default(), 0),
-        };
+            .filter(|previous| previous.current_sequence < first.sequence)
+            .and_then(|previous| {
+                let state = serde_json::from_value::<A>(previous.aggregate).ok()?;
+                Some((state, previous.current_sequence))
+            });
+        let (mut state, base_sequence) = base.unwrap_or_else(|| (A::default(), 0));
         let mut covered = None;
         // Sequences after `base_sequence` start at version `base_sequence`.
         let mut pages = StreamPages::new(self.clone(), stream.clone(), base_sequence as Version);
