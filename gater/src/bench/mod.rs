@@ -13,9 +13,11 @@
 //! not), no network setup of its own beyond loopback servers in the suite.
 
 mod args;
+mod cpu;
 mod driver;
 mod failover;
 mod latency;
+mod processes;
 mod report;
 mod subscriptions;
 mod suite;
@@ -47,7 +49,8 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> Result<()> {
                 global.json,
                 suite::COMPARE_CASE_COUNT + suite::POSTGRES_CASE_COUNT,
             );
-            suite::compare(&params, &mut recorder).await?;
+            let binary = std::env::current_exe().context("cannot find the gater binary")?;
+            suite::compare(&params, Some(&binary), &mut recorder).await?;
             let cases = recorder.finish();
             (
                 "compare".to_owned(),
