@@ -1,5 +1,7 @@
 //! The QUIC client: a [`Link`] that keeps one connection to one of several
-//! server addresses, reconnecting with back-off when it is lost.
+//! server addresses, reconnecting with back-off when it is lost, and sends
+//! its requests on one long-lived request stream of that connection
+//! (see `mux`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -7,11 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gater_core::dispatch::{Link, RemoteGater};
-use gater_core::wire::{self, Request, RequestEnvelope, Response, ResponseEnvelope};
+use gater_core::wire::{self, Request, RequestEnvelope, Response};
 use gater_core::{Error, Limits, Side, StoreId, SubscribeOptions, Subscription, SubscriptionKey};
 use tokio::time::Instant;
 
-use crate::frame::{lost, FrameReader};
+use crate::frame::lost;
+use crate::mux::Mux;
 use crate::tls::ClientTls;
 use crate::{subscription, transport_config};
 
@@ -36,6 +39,9 @@ pub const CLIENT_IDLE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const CLIENT_KEEP_ALIVE_MS_DEFAULT: u64 = 1_000;
 /// Streams a client lets the server open (it opens none).
 const PEER_STREAMS_MAX: u32 = 0;
+/// Request streams a call tries: a stream found closed as the call starts
+/// is replaced once.
+const STREAM_ATTEMPTS: usize = 2;
 
 /// A [`Gater`](gater_core::Gater) reached over QUIC. Transport controls are on [`QuicClient::link`].
 pub type QuicClient = RemoteGater<QuicLink>;
@@ -62,6 +68,8 @@ pub struct ClientOptions {
     pub keep_alive_ms: u64,
     /// Items a consumer may have in transit (its credit).
     pub subscription_credit: u32,
+    /// Requests in flight on the connection at once; more calls wait their turn.
+    pub in_flight_max: u32,
 }
 
 impl Default for ClientOptions {
@@ -76,6 +84,7 @@ impl Default for ClientOptions {
             idle_timeout_ms: CLIENT_IDLE_TIMEOUT_MS_DEFAULT,
             keep_alive_ms: CLIENT_KEEP_ALIVE_MS_DEFAULT,
             subscription_credit: SUBSCRIPTION_CREDIT_DEFAULT,
+            in_flight_max: Limits::DEFAULT.connection_in_flight_max,
         }
     }
 }
@@ -103,6 +112,12 @@ pub struct QuicLink {
     current: Mutex<Option<quinn::Connection>>,
     /// Serialises dialling, and remembers where and when to dial next.
     dialer: tokio::sync::Mutex<Dialer>,
+    /// The request stream in use; read on every call.
+    mux: Mutex<Option<Arc<Mux>>>,
+    /// Serialises opening a request stream.
+    opening: tokio::sync::Mutex<()>,
+    /// One permit per request in flight.
+    in_flight: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, Default)]
@@ -142,9 +157,12 @@ impl QuicLink {
             endpoint,
             config,
             addresses: addresses.to_vec(),
-            options,
             current: Mutex::new(None),
             dialer: tokio::sync::Mutex::new(Dialer::default()),
+            mux: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+            in_flight: tokio::sync::Semaphore::new(options.in_flight_max.max(1) as usize),
+            options,
         })
     }
 
@@ -235,26 +253,42 @@ impl QuicLink {
             .unwrap_or(Err(Error::DeadlineExceeded { side: Side::Client }))
     }
 
-    async fn exchange(&self, frame: &[u8]) -> Result<Response, Error> {
+    /// The open request stream, opening one (and connecting) if there is none.
+    async fn mux(&self) -> Result<Arc<Mux>, Error> {
+        if let Some(mux) = self.open_mux() {
+            return Ok(mux);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(mux) = self.open_mux() {
+            return Ok(mux);
+        }
         let connection = self.connection().await?;
-        let (mut send, mut recv) = connection.open_bi().await.map_err(lost)?;
-        match send.write_all(frame).await {
-            // The server stopped reading (it refused the request): its answer says why.
-            Ok(()) | Err(quinn::WriteError::Stopped(_)) => {}
-            Err(e) => return Err(lost(e)),
+        let (send, recv) = connection.open_bi().await.map_err(lost)?;
+        let mux = Arc::new(Mux::start(
+            send,
+            recv,
+            self.options.in_flight_max as usize,
+            self.options.frame_bytes_max,
+        ));
+        *self.mux.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&mux));
+        Ok(mux)
+    }
+
+    fn open_mux(&self) -> Option<Arc<Mux>> {
+        let mux = self.mux.lock().unwrap_or_else(PoisonError::into_inner);
+        mux.as_ref().filter(|m| !m.is_closed()).cloned()
+    }
+
+    async fn exchange(&self, mut envelope: RequestEnvelope) -> Result<Response, Error> {
+        // The semaphore is never closed.
+        let _permit = self.in_flight.acquire().await.map_err(lost)?;
+        for _ in 0..STREAM_ATTEMPTS {
+            match self.mux().await?.call(envelope).await {
+                Ok(result) => return result,
+                Err(unsent) => envelope = unsent,
+            }
         }
-        let _ = send.finish();
-        let mut reader = FrameReader::new(self.options.frame_bytes_max);
-        match reader
-            .next(&mut recv, wire::decode_body::<ResponseEnvelope>)
-            .await?
-        {
-            Some(envelope) => envelope.result,
-            None => Err(Error::unavailable(
-                Side::Worker,
-                "stream ended without an answer",
-            )),
-        }
+        Err(lost("request streams keep closing"))
     }
 }
 
@@ -263,8 +297,7 @@ impl Link for QuicLink {
     async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
         let deadline_ms = wire::deadline_ms(self.options.deadline_ms, within);
         let envelope = RequestEnvelope::new(request, deadline_ms);
-        let frame = wire::encode(&envelope, self.options.frame_bytes_max)?;
-        self.within_deadline(deadline_ms, self.exchange(&frame))
+        self.within_deadline(deadline_ms, self.exchange(envelope))
             .await
     }
 

@@ -284,6 +284,10 @@ async fn bad_input_gets_a_typed_error_and_the_connection_keeps_serving() {
     foreign.version = PROTOCOL_VERSION + 98;
     let mut unknown_variant = postcard::to_stdvec(&PROTOCOL_VERSION).unwrap();
     unknown_variant.extend_from_slice(&[0x00, 0x7f]); // no deadline, then variant 127
+                                                      // What a client of protocol version 1 sent: version, deadline, request; no id.
+    let mut version_1 = postcard::to_stdvec(&1u16).unwrap();
+    version_1.extend_from_slice(&postcard::to_stdvec(&Some(500u32)).unwrap());
+    version_1.extend_from_slice(&postcard::to_stdvec(&Request::ListStores).unwrap());
     let unknown_store = RequestEnvelope::new(
         Request::GetStoreConfig {
             store: store("nope"),
@@ -306,7 +310,12 @@ async fn bad_input_gets_a_typed_error_and_the_connection_keeps_serving() {
             u32::MAX.to_be_bytes().to_vec(),
             "limit_exceeded",
         ),
-        ("wrong version", frame_of(&foreign), "protocol"),
+        ("wrong version", frame_of(&foreign), "unsupported_version"),
+        (
+            "version 1 request",
+            framed(&version_1),
+            "unsupported_version",
+        ),
         ("unknown variant", framed(&unknown_variant), "protocol"),
         ("empty stream", Vec::new(), "protocol"),
         ("unknown store", frame_of(&unknown_store), "not_found"),
@@ -550,5 +559,44 @@ async fn connections_over_the_limit_are_refused() {
         first.get_store_config(&store("s")).await,
         Ok(StoreConfig::default())
     );
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_one_connection_each_get_their_own_answer() {
+    let dir = dev_dir();
+    // A small bound on the server: requests past it wait, none is lost.
+    let server = start_with(
+        TestGater::new(),
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        |config| config.streams_per_connection_max = 4,
+    );
+    let options = ClientOptions {
+        in_flight_max: 16,
+        ..ClientOptions::default()
+    };
+    let tls = ClientTls::from_dir(dir.path()).unwrap();
+    let client = connect(&[server.addr], tls, options).await.unwrap();
+    with_store(&client).await;
+    let s = store("s");
+    // Stream i holds i + 1 events, so its version names it.
+    for i in 0..40u64 {
+        let events = (0..=i).map(|n| event(i * 100 + n)).collect();
+        client
+            .append_events(&s, &stream(&format!("s-{i}")), ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+    let calls = (0..40u64).map(|i| {
+        let (client, s) = (&client, &s);
+        async move {
+            let version = client.get_version(s, &stream(&format!("s-{i}"))).await;
+            (i, version)
+        }
+    });
+    for (i, version) in futures::future::join_all(calls).await {
+        assert_eq!(version, Ok(Some(i)), "stream s-{i}");
+    }
     server.shut_down().await;
 }
