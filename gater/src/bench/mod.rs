@@ -50,7 +50,8 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> Result<()> {
                 suite::COMPARE_CASE_COUNT + suite::POSTGRES_CASE_COUNT,
             );
             let binary = std::env::current_exe().context("cannot find the gater binary")?;
-            suite::compare(&params, Some(&binary), &mut recorder).await?;
+            let postgres_url = args.postgres_url.as_deref();
+            suite::compare(&params, Some(&binary), postgres_url, &mut recorder).await?;
             let cases = recorder.finish();
             (
                 "compare".to_owned(),

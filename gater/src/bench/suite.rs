@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use gater_core::{BoxGater, StoreConfig};
-use gater_store::pg_harness::PgServer;
 use gater_store::{PostgresOptions, Store, StoreOptions};
 
 use super::args::{BenchArgs, Workload};
@@ -133,10 +132,12 @@ fn w1_group(batch: u32) -> String {
 
 /// The compare suite: every target side by side, in this process, except
 /// the separate proxy and worker processes, run from `binary` (the `gater`
-/// binary; without it that target is skipped, with a note).
+/// binary; without it that target is skipped, with a note), and PostgreSQL
+/// at `postgres_url`.
 pub(crate) async fn compare(
     params: &Params,
     binary: Option<&Path>,
+    postgres_url: Option<&str>,
     recorder: &mut Recorder,
 ) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("gater-bench").tempdir()?;
@@ -198,29 +199,26 @@ pub(crate) async fn compare(
     recorder.note("w6 failover");
     let case = failover::run(params, &dir.path().join("failover")).await?;
     recorder.record(case);
-    postgres(dir.path(), params, &names, recorder).await
+    postgres(dir.path(), postgres_url, params, &names, recorder).await
 }
 
-/// W1 and W4 on the PostgreSQL backend, over a throwaway local server started
-/// from the machine's own binaries; skipped, with a note, on a machine without them.
+/// W1 and W4 on the PostgreSQL backend, in the database at `url`; skipped,
+/// with a note, without one.
 async fn postgres(
     dir: &std::path::Path,
+    url: Option<&str>,
     params: &Params,
     names: &StoreNames,
     recorder: &mut Recorder,
 ) -> Result<()> {
-    let server = match tokio::task::spawn_blocking(PgServer::start).await? {
-        Ok(Some(server)) => server,
-        Ok(None) => {
-            recorder.note("postgres: skipped, no PostgreSQL binaries on this machine");
-            return Ok(());
-        }
-        Err(e) => anyhow::bail!("cannot start a throwaway PostgreSQL: {e}"),
+    let Some(url) = url else {
+        recorder.note("postgres: skipped, no --postgres-url");
+        return Ok(());
     };
-    recorder.note("starting postgres");
+    recorder.note("opening postgres");
     let mut options = StoreOptions::new(dir.join(POSTGRES));
     options.worker_id = format!("bench-{POSTGRES}");
-    let store = Store::open_postgres(options, PostgresOptions::new(server.url())).await?;
+    let store = Store::open_postgres(options, PostgresOptions::new(url.to_owned())).await?;
     let gater: BoxGater = Arc::new(store.clone());
     let (g, t) = (&gater, POSTGRES);
     let case = W1 {
@@ -233,8 +231,6 @@ async fn postgres(
     w4(g, names, params, t, recorder).await?;
     drop(gater);
     store.shutdown().await;
-    // Stopping the server waits for pg_ctl.
-    tokio::task::spawn_blocking(move || drop(server)).await?;
     Ok(())
 }
 
@@ -584,6 +580,8 @@ pub(crate) fn compare_goals() -> Vec<Goal> {
 mod tests {
     use std::time::Duration;
 
+    use gater_testkit::pg_harness::PgServer;
+
     use super::super::driver::Timing;
     use super::super::report::ratios;
     use super::*;
@@ -609,9 +607,20 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn compare_suite_produces_figures_for_every_case() {
+        // The PostgreSQL cases run where the machine has PostgreSQL's binaries.
+        let server = tokio::task::spawn_blocking(PgServer::start)
+            .await
+            .unwrap()
+            .unwrap();
+        if server.is_none() {
+            eprintln!("postgres cases skipped: no PostgreSQL binaries on this machine");
+        }
+        let url = server.as_ref().map(PgServer::url);
         let mut recorder = Recorder::hidden();
         // A unit test runs in the test binary, not `gater`: no separate processes.
-        compare(&tiny(), None, &mut recorder).await.unwrap();
+        compare(&tiny(), None, url.as_deref(), &mut recorder)
+            .await
+            .unwrap();
         let cases = recorder.finish();
         let on_postgres = cases.iter().any(|c| c.target == POSTGRES);
         let postgres_cases = if on_postgres { POSTGRES_CASE_COUNT } else { 0 };
@@ -681,6 +690,10 @@ mod tests {
         );
         let computed = ratios(&cases, &compare_ratios());
         assert_eq!(computed.len(), compare_ratios().len());
+        // Stopping the server waits for pg_ctl.
+        tokio::task::spawn_blocking(move || drop(server))
+            .await
+            .unwrap();
     }
 
     #[test]
