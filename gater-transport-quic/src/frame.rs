@@ -95,7 +95,7 @@ impl FrameReader {
 }
 
 /// Bytes a writer gathers from frames that are ready before it writes them.
-const COALESCE_BYTES_MAX: usize = 64 * 1024;
+pub(crate) const COALESCE_BYTES_MAX: usize = 64 * 1024;
 
 /// Writes queued frames until the queue closes, gathering every frame that
 /// is ready (up to [`COALESCE_BYTES_MAX`]) into one write, in one buffer

@@ -2,11 +2,12 @@
 //! sends on it is answered, each answer carrying its request's id, in the
 //! order the answers are ready.
 //!
-//! One task per stream reads frames and drives the requests in flight (no
-//! task per request); a writer task writes the answers, coalescing those
-//! that are ready into one write. A request takes a permit of its
-//! connection's in-flight bound before its frame is read, so a client past
-//! the bound is slowed by flow control, never buffered without limit.
+//! One task per stream reads frames, drives the requests in flight (no task
+//! per request) and writes the answers, gathering every answer that is
+//! ready into one write from one buffer reused for the stream's life. A
+//! request takes a permit of its connection's in-flight bound before its
+//! frame is read, so a client past the bound is slowed by flow control,
+//! never buffered without limit.
 //!
 //! [`answer`] is the one point where a request is handed to the `Gater`.
 
@@ -15,17 +16,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use gater_core::wire::{self, FrameError, Request, RequestEnvelope, Response, ResponseEnvelope};
 use gater_core::Error;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::frame::{write_queued, FrameReader, ReadFailure};
+use crate::frame::{FrameReader, ReadFailure, COALESCE_BYTES_MAX};
 use crate::server::{stopping, Shared, Stream, STREAM_REFUSED};
-
-/// Answers a writer may have queued; past it the stream stops taking
-/// answers (and so reading requests) until the writer catches up.
-const ANSWER_QUEUE_LEN: usize = 256;
 
 /// A request frame as read.
 pub(crate) enum Read {
@@ -66,23 +63,18 @@ pub(crate) async fn answer(shared: &Shared, envelope: RequestEnvelope) -> Result
     shared.gater.call(envelope.request, within).await
 }
 
-/// One answer frame; an answer too large for a frame becomes the error saying so.
-pub(crate) fn answer_frame(id: u64, result: Result<Response, Error>, max: u32) -> Option<Vec<u8>> {
-    match wire::encode(&ResponseEnvelope { id, result }, max) {
-        Ok(frame) => Some(frame),
-        Err(e) => match wire::encode(
-            &ResponseEnvelope {
-                id,
-                result: Err(e.into()),
-            },
-            max,
-        ) {
-            Ok(frame) => Some(frame),
-            Err(e) => {
-                tracing::error!("cannot encode even an error response: {e}");
-                None
-            }
-        },
+/// Appends one answer frame to `out`; an answer too large for a frame
+/// becomes the error saying so.
+pub(crate) fn push_answer(out: &mut Vec<u8>, id: u64, result: Result<Response, Error>, max: u32) {
+    let Err(e) = wire::encode_into(&ResponseEnvelope { id, result }, out, max) else {
+        return;
+    };
+    let refusal = ResponseEnvelope {
+        id,
+        result: Err(e.into()),
+    };
+    if let Err(e) = wire::encode_into(&refusal, out, max) {
+        tracing::error!("cannot encode even an error response: {e}");
     }
 }
 
@@ -100,17 +92,17 @@ pub(crate) async fn serve(
 ) {
     let Stream {
         shared,
-        send,
+        mut send,
         mut recv,
     } = stream;
     let max = shared.frame_bytes_max;
-    let (answers, queued) = mpsc::channel(ANSWER_QUEUE_LEN);
-    let writer = tokio::spawn(write_answers(send, queued));
+    let mut out = Vec::new();
     let mut in_flight: FuturesUnordered<Answering> = FuturesUnordered::new();
     let first_permit = Arc::clone(&permits).acquire_owned().await;
     let mut read = first_permit.ok().map(|permit| (permit, Ok(Some(first))));
     let mut reading = true;
     loop {
+        out.clear();
         if let Some((permit, frame)) = read.take() {
             let refusal = match frame {
                 Ok(Some(Read::Request(envelope))) => match envelope.request {
@@ -142,18 +134,25 @@ pub(crate) async fn serve(
                     let _ = recv.stop(STREAM_REFUSED.into());
                     reading = false;
                 }
-                if let Some(frame) = answer_frame(id, Err(error), max) {
-                    if answers.send(frame).await.is_err() {
-                        break;
-                    }
-                }
+                push_answer(&mut out, id, Err(error), max);
             }
         }
+        if !out.is_empty() && send.write_all(&out).await.is_err() {
+            break;
+        }
+        out.clear();
         tokio::select! {
             biased;
             Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                let Some(frame) = answer_frame(id, result, max) else { continue };
-                if answers.send(frame).await.is_err() {
+                push_answer(&mut out, id, result, max);
+                // Gather the answers that are ready too, for one write.
+                while out.len() < COALESCE_BYTES_MAX {
+                    let Some(Some((id, result))) = in_flight.next().now_or_never() else {
+                        break;
+                    };
+                    push_answer(&mut out, id, result, max);
+                }
+                if send.write_all(&out).await.is_err() {
                     break;
                 }
             }
@@ -167,8 +166,9 @@ pub(crate) async fn serve(
             else => break,
         }
     }
-    drop(answers);
-    let _ = writer.await;
+    let _ = send.finish();
+    // Keep the task (and the shutdown drain) until the peer has the answers.
+    let _ = send.stopped().await;
 }
 
 /// Takes a permit, then reads the next request frame. Cancel-safe: the
@@ -192,16 +192,4 @@ async fn handle(
     let result = answer(&shared, envelope).await;
     drop(permit);
     (id, result)
-}
-
-/// Writes answers as they are queued; finishes the stream once the queue
-/// closes and waits until the client has them.
-async fn write_answers(mut send: quinn::SendStream, mut queued: mpsc::Receiver<Vec<u8>>) {
-    if let Err(e) = write_queued(&mut send, &mut queued).await {
-        tracing::debug!("answers not delivered: {e}");
-        return;
-    }
-    let _ = send.finish();
-    // Keep the task (and the shutdown drain) until the peer has the answers.
-    let _ = send.stopped().await;
 }

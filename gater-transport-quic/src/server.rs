@@ -324,9 +324,8 @@ impl Stream {
 
     /// Writes one answer frame.
     pub(crate) async fn respond(&mut self, id: u64, result: Result<Response, Error>) {
-        let Some(frame) = requests::answer_frame(id, result, self.shared.frame_bytes_max) else {
-            return;
-        };
+        let mut frame = Vec::new();
+        requests::push_answer(&mut frame, id, result, self.shared.frame_bytes_max);
         if let Err(e) = self.send.write_all(&frame).await {
             tracing::debug!("response not delivered: {e}");
         }
