@@ -20,8 +20,10 @@
 //!
 //! The client ([`connect`]) is a [`QuicClient`]: a `Gater` that keeps one
 //! connection and one long-lived request stream on it, shared by every call
-//! (pipelined, answers matched by id), fails over across the addresses it
-//! was given and reconnects with back-off. A call in flight when the
+//! (pipelined, answers matched by id), and reconnects with back-off. Its
+//! connection attempts race across the addresses it was given (the next
+//! address is dialled after a short stagger, the first handshake wins), and
+//! it remembers addresses that failed, dialling them last while they back off. A call in flight when the
 //! connection or the stream drops fails with a retryable
 //! `Unavailable { side: Worker }`; every call has a deadline. Acks and nacks
 //! travel as unary requests.
@@ -38,6 +40,7 @@
 
 pub mod certs;
 mod client;
+mod dialer;
 mod frame;
 mod mux;
 mod requests;
@@ -50,7 +53,7 @@ use std::time::Duration;
 pub use client::{
     connect, ClientOptions, QuicClient, QuicLink, BACKOFF_MAX_MS_DEFAULT, BACKOFF_MIN_MS_DEFAULT,
     CLIENT_IDLE_TIMEOUT_MS_DEFAULT, CLIENT_KEEP_ALIVE_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT,
-    DEADLINE_MS_DEFAULT, SUBSCRIPTION_CREDIT_DEFAULT,
+    DEADLINE_MS_DEFAULT, RACE_STAGGER_MS_DEFAULT, SUBSCRIPTION_CREDIT_DEFAULT,
 };
 pub use server::{
     serve, ServeError, Server, ServerConfig, IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_MS_DEFAULT,

@@ -442,6 +442,29 @@ async fn the_client_fails_over_to_the_next_address() {
 }
 
 #[tokio::test]
+async fn connection_attempts_race_past_an_address_that_never_answers() {
+    let dir = dev_dir();
+    let server = start(TestGater::new(), dir.path());
+    // Bound, so nothing else answers there, and never read: a black hole.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = silent.local_addr().unwrap();
+    // Dialling the addresses one after another would wait out the first
+    // attempt (ten minutes) and miss the call's deadline; racing does not.
+    let options = ClientOptions {
+        connect_timeout_ms: 600_000,
+        deadline_ms: Some(20_000),
+        ..ClientOptions::default()
+    };
+    let tls = ClientTls::from_dir(dir.path()).unwrap();
+    let link = gater_transport_quic::QuicLink::new(&[dead, server.addr], tls, options).unwrap();
+    let client = gater_core::dispatch::RemoteGater::new(link);
+    with_store(&client).await;
+    assert_eq!(client.link().connected_to(), Some(server.addr));
+    server.shut_down().await;
+    drop(silent);
+}
+
+#[tokio::test]
 async fn a_request_in_flight_when_the_connection_drops_is_retryable_unavailable() {
     let dir = dev_dir();
     let gater = TestGater::new();
