@@ -497,6 +497,24 @@ pub fn split_request(body: &[u8]) -> Result<(RequestHeader, &[u8]), FrameError> 
     postcard::take_from_bytes::<RequestHeader>(body).map_err(|e| FrameError::Decode(e.to_string()))
 }
 
+/// Appends the answer to a request of protocol `version` (not this build's)
+/// to `out`, in a shape that version reads where this build knows it:
+/// version 1 answered a bare result, and knew no `UnsupportedVersion`, so it
+/// gets a `Protocol` error naming both versions; any other version gets an
+/// envelope of this version with `UnsupportedVersion` under request id 0.
+pub fn encode_version_refusal(version: u16, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let unsupported = FrameError::UnsupportedVersion(version);
+    if version == 1 {
+        let result: Result<Response, Error> = Err(Error::Protocol(unsupported.to_string()));
+        return encode_into(&result, out, u32::MAX);
+    }
+    let refusal = ResponseEnvelope {
+        id: 0,
+        result: Err(unsupported.into()),
+    };
+    encode_into(&refusal, out, u32::MAX)
+}
+
 /// Decodes a request envelope body, checking the version first.
 pub fn decode_request(body: &[u8]) -> Result<RequestEnvelope, FrameError> {
     let (header, request) = split_request(body)?;
@@ -588,6 +606,28 @@ mod tests {
         assert_eq!(header, env.header());
         assert_eq!(request, postcard::to_stdvec(&env.request).unwrap());
         assert_eq!(decode_request(&body), Ok(env));
+    }
+
+    #[test]
+    fn a_version_1_client_reads_its_refusal_as_its_own_response_shape() {
+        // Version 1's response envelope: the bare result.
+        #[derive(Deserialize)]
+        struct Version1Response {
+            result: Result<Response, Error>,
+        }
+        let mut out = Vec::new();
+        encode_version_refusal(1, &mut out).unwrap();
+        let (v1, _) = decode::<Version1Response>(&out, u32::MAX).unwrap().unwrap();
+        let message = v1.result.unwrap_err().to_string();
+        assert!(
+            message.contains("unsupported protocol version 1"),
+            "{message}"
+        );
+        out.clear();
+        encode_version_refusal(3, &mut out).unwrap();
+        let (v2, _) = decode::<ResponseEnvelope>(&out, u32::MAX).unwrap().unwrap();
+        assert_eq!(v2.id, 0);
+        assert_eq!(v2.result.unwrap_err().kind(), "unsupported_version");
     }
 
     #[test]

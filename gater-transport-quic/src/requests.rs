@@ -134,7 +134,14 @@ pub(crate) async fn serve(
                     let _ = recv.stop(STREAM_REFUSED.into());
                     reading = false;
                 }
-                push_answer(&mut out, id, Err(error), max);
+                match error {
+                    Error::UnsupportedVersion { version, .. } => {
+                        if let Err(e) = wire::encode_version_refusal(version, &mut out) {
+                            tracing::error!("cannot encode a version refusal: {e}");
+                        }
+                    }
+                    error => push_answer(&mut out, id, Err(error), max),
+                }
             }
         }
         if !out.is_empty() && send.write_all(&out).await.is_err() {
