@@ -93,7 +93,8 @@ fn row(case: &Case) -> String {
     )
 }
 
-/// The total CPU time per append, then each process's share: `60.5 (client 20 · proxy 18.5 · worker 22)`.
+/// The total CPU time per append, then each process's share, to a tenth of a
+/// microsecond: `60.5 (client 20.0 · proxy 18.5 · worker 22.0)`.
 fn cpu_cell(case: &Case) -> String {
     let Some(total) = case.figures.get(CPU_US_PER_APPEND) else {
         return String::new();
@@ -101,12 +102,12 @@ fn cpu_cell(case: &Case) -> String {
     let parts: Vec<String> = case
         .cpu_per_append()
         .into_iter()
-        .map(|(role, v)| format!("{role} {}", number(v)))
+        .map(|(role, v)| format!("{role} {v:.1}"))
         .collect();
     if parts.len() <= 1 {
-        return number(*total);
+        return format!("{total:.1}");
     }
-    format!("{} ({})", number(*total), parts.join(" · "))
+    format!("{total:.1} ({})", parts.join(" · "))
 }
 
 /// A number with thousands grouped and at most three decimals.
@@ -159,7 +160,7 @@ mod tests {
             "| w1/embedded/c64/e1 | 150,000 | 150,000 | 350.0 µs | 900.0 µs | 1.50 ms | 2.00 ms | 0 | 12.5 |  |"
         ));
         assert!(md.contains("| w1/quic/c64/e1 | 75,000 |"));
-        assert!(md.contains("| unavailable 2 | 60.5 (client 20 · proxy 18.5 · worker 22) |"));
+        assert!(md.contains("| unavailable 2 | 60.5 (client 20.0 · proxy 18.5 · worker 22.0) |"));
         assert!(md.contains("unavailable 2"));
         assert!(md.contains("duplicated 0, lost 0"));
         assert!(md.contains("| W1 events/s: quic / embedded | 0.500 |"));
