@@ -129,7 +129,10 @@ pub trait Gater: Send + Sync + 'static {
     /// `start, start-1, …` descending; `start = u64::MAX` (or any start past the
     /// end) means from the last event. Clipped to what exists: a missing stream
     /// or a forward start past the end gives an empty list. `count` of 0 or over
-    /// the read limit → [`Error::InvalidArgument`].
+    /// the read limit → [`Error::InvalidArgument`]. A page is bounded by bytes
+    /// too ([`page::fit_in_frame`](crate::page::fit_in_frame)): it may hold
+    /// fewer than `count` events (at least one when any is left), so a reader
+    /// that wants more goes on after the last event it got, until a page is empty.
     async fn get_events(
         &self,
         store: &StoreId,
@@ -152,7 +155,8 @@ pub trait Gater: Send + Sync + 'static {
     ///
     /// Forward from position `from` ascending; backward from `from` descending
     /// (`Position::END` means from the last event). Positions are gapless, so a
-    /// reader can resume at `last.position + 1`. Same `count` rules as `get_events`.
+    /// reader can resume at `last.position + 1`. Same `count` and page-size
+    /// rules as `get_events`.
     async fn read_all(
         &self,
         store: &StoreId,

@@ -524,10 +524,12 @@ impl Gater for Store {
         validate::read_count(&self.engine.options.limits, count)?;
         validate::writable_stream(stream)?;
         let handle = self.engine.serving(store).await?;
-        handle
+        let mut page = handle
             .backend
             .read_stream(stream, start, count, direction)
-            .await
+            .await?;
+        gater_core::page::fit_in_frame(&mut page, self.engine.options.limits.frame_bytes_max);
+        Ok(page)
     }
 
     async fn read_all(
@@ -539,7 +541,9 @@ impl Gater for Store {
     ) -> Result<Vec<RecordedEvent>, Error> {
         validate::read_count(&self.engine.options.limits, count)?;
         let handle = self.engine.serving(store).await?;
-        handle.backend.read_all(from, count, direction).await
+        let mut page = handle.backend.read_all(from, count, direction).await?;
+        gater_core::page::fit_in_frame(&mut page, self.engine.options.limits.frame_bytes_max);
+        Ok(page)
     }
 
     async fn get_streams(

@@ -352,3 +352,48 @@ fn workers_lists_the_embedded_worker() {
         .any(|x| x == "w"));
     assert_eq!(workers[0]["health"], "healthy");
 }
+
+#[test]
+fn reads_page_past_a_frame_and_count_all_reads_every_event() {
+    if std::env::var_os("RUN_SLOW_TESTS").is_none() {
+        eprintln!("skipped: set RUN_SLOW_TESTS=1 to read 18 MB through the CLI");
+        return;
+    }
+    const EVENTS: usize = 4_500;
+    let s = DevServer::start();
+    s.ok(&["store", "create", "big"], "");
+    // 4,500 events of 4 KB: 18 MB, more than one 16 MiB frame holds.
+    let filler = "x".repeat(4_000);
+    let input: String = (0..EVENTS)
+        .map(|n| {
+            format!("{{\"type\":\"Filled\",\"data\":{{\"n\":{n},\"filler\":\"{filler}\"}}}}\n")
+        })
+        .collect();
+    s.ok(&["append", "big", "s"], &input);
+    let all = s.ok(&["read", "big", "s", "--count", "all"], "");
+    assert_eq!(all.len(), EVENTS);
+    assert!(all
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e["version"] == i as u64));
+    let counted = s.ok(&["read", "big", "s", "--count", "10000"], "");
+    assert_eq!(
+        counted.len(),
+        EVENTS,
+        "a count within the limit never fails for size"
+    );
+    let some = s.ok(
+        &["read", "big", "s", "--count", "2500", "--from", "100"],
+        "",
+    );
+    assert_eq!(some.len(), 2_500);
+    assert_eq!(some[0]["version"], 100);
+    assert_eq!(some[2_499]["version"], 2_599);
+    let back = s.ok(&["read", "big", "s", "--backward", "--count", "all"], "");
+    assert_eq!(back.len(), EVENTS);
+    assert_eq!(back[0]["version"], (EVENTS - 1) as u64);
+    assert_eq!(back[EVENTS - 1]["version"], 0);
+    let log = s.ok(&["read-all", "big", "--count", "all"], "");
+    assert_eq!(log.len(), EVENTS);
+    assert_eq!(log[EVENTS - 1]["position"], (EVENTS - 1) as u64);
+}

@@ -72,13 +72,13 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = SEED_DEFAULT)]
     pub(crate) seed: u64,
     /// Workloads to run against a server.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Workload::W1, Workload::W2, Workload::W3, Workload::W4, Workload::W5])]
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 1.., default_values_t = [Workload::W1, Workload::W2, Workload::W3, Workload::W4, Workload::W5])]
     pub(crate) workloads: Vec<Workload>,
     /// W1 client counts.
-    #[arg(long, value_delimiter = ',', default_values_t = [1u64, 16, 64], value_parser = clap::value_parser!(u64).range(1..=CLIENTS_MAX))]
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = [1u64, 16, 64], value_parser = clap::value_parser!(u64).range(1..=CLIENTS_MAX))]
     pub(crate) clients: Vec<u64>,
     /// W1 events per append.
-    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 10, 100], value_parser = clap::value_parser!(u32).range(1..=EVENTS_PER_APPEND_MAX))]
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = [1u32, 10, 100], value_parser = clap::value_parser!(u32).range(1..=EVENTS_PER_APPEND_MAX))]
     pub(crate) events_per_append: Vec<u32>,
     /// Streams W1 and W3 spread appends over.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=STREAMS_MAX))]
@@ -171,5 +171,46 @@ mod tests {
         for bad in ["0", "-1", "nan", "inf", "1e9", "three"] {
             assert!(seconds(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn list_flags_take_the_form_help_shows_and_the_comma_form() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        for argv in [
+            &["bench", "--clients", "1", "16", "64", "--seconds", "2"][..],
+            &["bench", "--clients", "1,16,64", "--seconds", "2"][..],
+            &[
+                "bench",
+                "--clients",
+                "1",
+                "--clients",
+                "16,64",
+                "--seconds",
+                "2",
+            ][..],
+        ] {
+            let args = Cli::try_parse_from(argv).expect("parses").bench;
+            assert_eq!(args.clients, vec![1, 16, 64], "{argv:?}");
+            assert_eq!(args.seconds, 2.0);
+        }
+        let args = Cli::try_parse_from([
+            "bench",
+            "--events-per-append",
+            "1",
+            "10",
+            "--workloads",
+            "w1",
+            "w3",
+        ])
+        .expect("parses")
+        .bench;
+        assert_eq!(args.events_per_append, vec![1, 10]);
+        assert_eq!(args.workloads, vec![Workload::W1, Workload::W3]);
+        assert!(Cli::try_parse_from(["bench", "--clients", "0"]).is_err());
     }
 }

@@ -202,6 +202,27 @@ pub(crate) struct AppendArgs {
     pub(crate) expected: String,
 }
 
+/// How many events `read` and `read-all` print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadCount {
+    /// At most this many (0 is passed on for the server to refuse).
+    Events(u64),
+    /// Every event from the start to the end.
+    All,
+}
+
+impl ReadCount {
+    /// `all` or a number.
+    fn parse(text: &str) -> Result<ReadCount, String> {
+        if text == "all" {
+            return Ok(ReadCount::All);
+        }
+        text.parse()
+            .map(ReadCount::Events)
+            .map_err(|_| format!("{text:?} is neither a number nor `all`"))
+    }
+}
+
 /// `gater read`.
 #[derive(Args, Debug)]
 pub(crate) struct ReadArgs {
@@ -212,9 +233,9 @@ pub(crate) struct ReadArgs {
     /// First version to read (backward: default the last one).
     #[arg(long)]
     pub(crate) from: Option<u64>,
-    /// Most events to read.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) count: u32,
+    /// Most events to read, or `all`; reads past one page go on page by page.
+    #[arg(long, default_value = "100", value_parser = ReadCount::parse)]
+    pub(crate) count: ReadCount,
     /// Read newest first.
     #[arg(long)]
     pub(crate) backward: bool,
@@ -228,9 +249,9 @@ pub(crate) struct ReadAllArgs {
     /// First position to read (backward: default the last one).
     #[arg(long)]
     pub(crate) from: Option<u64>,
-    /// Most events to read.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) count: u32,
+    /// Most events to read, or `all`; reads past one page go on page by page.
+    #[arg(long, default_value = "100", value_parser = ReadCount::parse)]
+    pub(crate) count: ReadCount,
     /// Read newest first.
     #[arg(long)]
     pub(crate) backward: bool,
@@ -409,5 +430,32 @@ mod tests {
         assert_eq!(cli.global.servers, vec!["a:1", "b:2"]);
         assert!(cli.global.json);
         assert!(matches!(cli.command, Command::Read(_)));
+    }
+
+    #[test]
+    fn read_counts_are_a_number_or_all() {
+        let count = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Read(r)) => Ok(r.count),
+            Ok(_) => panic!("not a read"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(
+            count(&["gater", "read", "s", "x"]),
+            Ok(ReadCount::Events(100))
+        );
+        assert_eq!(
+            count(&["gater", "read", "s", "x", "--count", "all"]),
+            Ok(ReadCount::All)
+        );
+        assert_eq!(
+            count(&["gater", "read", "s", "x", "--count", "25000"]),
+            Ok(ReadCount::Events(25_000))
+        );
+        assert_eq!(
+            count(&["gater", "read", "s", "x", "--count", "0"]),
+            Ok(ReadCount::Events(0)),
+            "0 reaches the server, which refuses it with its own error"
+        );
+        assert!(count(&["gater", "read", "s", "x", "--count", "many"]).is_err());
     }
 }

@@ -19,6 +19,7 @@ use super::args::{
 };
 use super::input::parse_events;
 use super::output::{bytes_json, Output};
+use super::pages;
 
 /// Events sent per append when stdin holds more than one append may carry.
 const APPEND_CHUNK_LEN: usize = 1000;
@@ -223,14 +224,9 @@ async fn read<W: Write>(
 ) -> Result<(), CommandError> {
     let store = StoreId::new(args.store).map_err(Error::from)?;
     let stream = StreamId::new(args.stream).map_err(Error::from)?;
-    let (direction, start) = read_start(args.backward, args.from);
-    for event in gater
-        .get_events(&store, &stream, start, args.count, direction)
-        .await?
-    {
-        out.event(&event)?;
-    }
-    Ok(())
+    let start = read_start(args.backward, args.from);
+    let source = pages::Source::Stream(&stream);
+    pages::print(gater, &store, source, start, args.count, out).await
 }
 
 /// Where a read starts: `--from`, else the beginning, or the end when reading backward
@@ -249,14 +245,8 @@ async fn read_all<W: Write>(
     out: &mut Output<W>,
 ) -> Result<(), CommandError> {
     let store = StoreId::new(args.store).map_err(Error::from)?;
-    let (direction, from) = read_start(args.backward, args.from);
-    for event in gater
-        .read_all(&store, Position(from), args.count, direction)
-        .await?
-    {
-        out.event(&event)?;
-    }
-    Ok(())
+    let start = read_start(args.backward, args.from);
+    pages::print(gater, &store, pages::Source::Log, start, args.count, out).await
 }
 
 async fn streams<W: Write>(

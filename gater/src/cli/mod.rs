@@ -5,3 +5,4 @@ pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod input;
 pub(crate) mod output;
+pub(crate) mod pages;
