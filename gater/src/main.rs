@@ -73,6 +73,24 @@ async fn run_client(global: &Global, command: Command) -> ExitCode {
             eprintln!("{}", error_line(&e, global.json));
             ExitCode::FAILURE
         }
+        Err(CommandError::Import(stop)) => {
+            // Where the import stopped, then the store's own typed error.
+            let at = serde_json::json!({
+                "import_stopped_at_line": stop.line,
+                "stream": stop.stream,
+                "version": stop.version,
+            });
+            if global.json {
+                eprintln!("{at}");
+            } else {
+                eprintln!(
+                    "import stopped at line {} (stream {}, version {}): nothing after it was written",
+                    stop.line, stop.stream, stop.version
+                );
+            }
+            eprintln!("{}", error_line(&stop.error, global.json));
+            ExitCode::FAILURE
+        }
         Err(CommandError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(CommandError::Io(e)) => {
             eprintln!("error: {e}");

@@ -397,3 +397,71 @@ fn reads_page_past_a_frame_and_count_all_reads_every_event() {
     assert_eq!(log.len(), EVENTS);
     assert_eq!(log[EVENTS - 1]["position"], (EVENTS - 1) as u64);
 }
+
+#[test]
+fn export_then_import_recreates_a_store_and_a_second_import_changes_nothing() {
+    let s = DevServer::start();
+    for store in ["src", "dst", "clash"] {
+        s.ok(&["store", "create", store], "");
+    }
+    for (stream, n) in [("a", 0), ("b", 0), ("a", 1), ("a", 2), ("c", 0), ("b", 1)] {
+        let line = format!(
+            "{{\"type\":\"T{n}\",\"data\":{{\"n\":{n}}},\"metadata\":{{\"s\":\"{stream}\"}}}}\n"
+        );
+        s.ok(&["append", "src", stream], &line);
+    }
+    s.ok(
+        &["snapshot", "record", "src", "cart", "a", "2"],
+        "{\"items\":2}\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("src.jsonl");
+    let file = file.to_str().unwrap();
+    let summary = s.ok(&["export", "src", "--out", file], "");
+    assert_eq!(summary[0]["events"], 6);
+    assert_eq!(summary[0]["snapshots"], 1);
+
+    let imported = s.ok(&["import", "dst", "--in", file], "");
+    assert_eq!(imported[0]["events"], 6);
+    let again = dir.path().join("dst.jsonl");
+    s.ok(&["export", "dst", "--out", again.to_str().unwrap()], "");
+    let lines = |path: &str| -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                let o = v.as_object_mut().unwrap();
+                o.remove("created");
+                o.remove("created_us");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(
+        lines(file),
+        lines(again.to_str().unwrap()),
+        "same events, ids, versions, positions and snapshot"
+    );
+
+    s.ok(&["import", "dst", "--in", file], "");
+    let status = s.ok(&["store", "status", "dst"], "");
+    assert_eq!(status[0]["events"], 6, "a second import is a no-op");
+
+    // A store whose stream `b` already holds another event: the import stops there.
+    s.ok(
+        &["append", "clash", "b"],
+        "{\"type\":\"Other\",\"data\":{}}\n",
+    );
+    let out = s.run(&["import", "clash", "--in", file], "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"import_stopped_at_line\":2"), "{stderr}");
+    assert!(stderr.contains("wrong_expected_version"), "{stderr}");
+    let clash = s.ok(&["read-all", "clash", "--count", "all"], "");
+    assert_eq!(
+        clash.len(),
+        2,
+        "the run before the conflict and nothing after: {clash:?}"
+    );
+}

@@ -71,6 +71,10 @@ pub(crate) enum Command {
     /// Record, read, list and delete snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Write every event, snapshot and persistent subscription of a store as JSON lines.
+    Export(ExportArgs),
+    /// Append what `export` wrote to a store (again: a no-op).
+    Import(ImportArgs),
     /// List the gateway workers behind the server.
     Workers,
     /// Measure a server, or compare every transport in process (`--suite compare`).
@@ -255,6 +259,26 @@ pub(crate) struct ReadAllArgs {
     /// Read newest first.
     #[arg(long)]
     pub(crate) backward: bool,
+}
+
+/// `gater export`.
+#[derive(Args, Debug)]
+pub(crate) struct ExportArgs {
+    /// Store id.
+    pub(crate) store: String,
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+}
+
+/// `gater import`.
+#[derive(Args, Debug)]
+pub(crate) struct ImportArgs {
+    /// Store id (created beforehand).
+    pub(crate) store: String,
+    /// Read this file instead of stdin.
+    #[arg(long = "in", value_name = "FILE")]
+    pub(crate) input: Option<PathBuf>,
 }
 
 /// `gater streams`.

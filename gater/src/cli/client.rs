@@ -20,6 +20,7 @@ use super::args::{
 use super::input::parse_events;
 use super::output::{bytes_json, Output};
 use super::pages;
+use super::transfer;
 
 /// Events sent per append when stdin holds more than one append may carry.
 const APPEND_CHUNK_LEN: usize = 1000;
@@ -35,6 +36,9 @@ pub(crate) enum CommandError {
     /// Writing the output failed (e.g. a closed pipe).
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
+    /// An import stopped at an event the store refused.
+    #[error("import stopped at line {}: {}", .0.line, .0.error)]
+    Import(Box<transfer::ImportStop>),
 }
 
 /// Runs a client command. `input` is stdin (for append and snapshot record).
@@ -70,6 +74,8 @@ pub(crate) async fn execute<W: Write>(
         Command::Parked(args) => parked(gater, args, false, out).await,
         Command::ReplayParked(args) => parked(gater, args, true, out).await,
         Command::Snapshot(cmd) => snapshot(gater, cmd, input, out).await,
+        Command::Export(args) => transfer::export(gater, args, out).await,
+        Command::Import(args) => transfer::import(gater, args, input, out).await,
         Command::Workers => {
             let rows: Vec<Value> = gater
                 .workers()
@@ -204,7 +210,7 @@ async fn append<W: Write>(
 }
 
 /// A progress bar on stderr when it is a terminal and the work is long, else a hidden one.
-fn progress_bar(len: u64, long: bool) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(len: u64, long: bool) -> indicatif::ProgressBar {
     if !long || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }

@@ -6,3 +6,4 @@ pub(crate) mod config;
 pub(crate) mod input;
 pub(crate) mod output;
 pub(crate) mod pages;
+pub(crate) mod transfer;
