@@ -481,4 +481,120 @@ mod tests {
         assert_eq!(unhex(&hex(&bytes)), Some(bytes));
         assert_eq!(unhex("abc"), None);
     }
+
+    /// Export of `gater` into a file, as the CLI runs it; the lines without
+    /// creation times.
+    async fn export_lines(gater: &dyn Gater, store: &StoreId, file: &Path) -> Vec<Value> {
+        let args = ExportArgs {
+            store: store.to_string(),
+            out: Some(file.to_owned()),
+        };
+        let mut sink = Output::new(Vec::new(), true);
+        export(gater, args, &mut sink).await.unwrap();
+        std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                let line = v.as_object_mut().unwrap();
+                line.remove("created");
+                line.remove("created_us");
+                v
+            })
+            .collect()
+    }
+
+    async fn import_file(gater: &dyn Gater, store: &StoreId, file: &Path) {
+        let args = ImportArgs {
+            store: store.to_string(),
+            input: Some(file.to_owned()),
+        };
+        let mut sink = Output::new(Vec::new(), true);
+        import(gater, args, std::io::empty(), &mut sink)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_to_postgres_to_embedded_gives_the_same_export() {
+        use gater_core::StoreConfig;
+        use gater_store::{PostgresOptions, Store, StoreOptions};
+        use gater_testkit::pg_harness::PgServer;
+
+        if std::env::var_os("RUN_SLOW_TESTS").is_none() {
+            eprintln!("skipped: set RUN_SLOW_TESTS=1 to round-trip through PostgreSQL");
+            return;
+        }
+        let Some(server) = tokio::task::spawn_blocking(PgServer::start)
+            .await
+            .unwrap()
+            .unwrap()
+        else {
+            eprintln!("skipped: no PostgreSQL binaries on this machine");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let embedded = Store::open(StoreOptions::new(dir.path().join("a")))
+            .await
+            .unwrap();
+        let mut options = StoreOptions::new(dir.path().join("pg"));
+        options.worker_id = "transfer-test".to_owned();
+        let postgres = Store::open_postgres(options, PostgresOptions::new(server.url()))
+            .await
+            .unwrap();
+        let (from, to) = (StoreId::new("from").unwrap(), StoreId::new("to").unwrap());
+        for (gater, store) in [(&embedded, &from), (&postgres, &to), (&embedded, &to)] {
+            gater
+                .create_store(store, StoreConfig::default())
+                .await
+                .unwrap();
+        }
+        for n in 0..300u64 {
+            let stream = StreamId::new(format!("s-{}", n % 7)).unwrap();
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&n.to_le_bytes());
+            let (data, content_type) = if n % 5 == 0 {
+                (vec![0, 255, n as u8], "application/octet-stream")
+            } else {
+                (format!("{{\"n\":{n}}}").into_bytes(), CONTENT_TYPE_JSON)
+            };
+            let event = EventData {
+                id: EventId::from_bytes(id),
+                event_type: format!("T{}", n % 3),
+                data,
+                metadata: b"{\"k\": 1}".to_vec(),
+                content_type: content_type.to_owned(),
+            };
+            embedded
+                .append_events(&from, &stream, ExpectedVersion::Any, vec![event])
+                .await
+                .unwrap();
+        }
+        embedded
+            .record_snapshot(
+                &from,
+                SnapshotKey {
+                    source: "cart".into(),
+                    stream: "s-1".into(),
+                    version: 4,
+                },
+                b"{\"items\":4}".to_vec(),
+            )
+            .await
+            .unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let first = export_lines(&embedded, &from, &files.path().join("1")).await;
+        import_file(&postgres, &to, &files.path().join("1")).await;
+        let second = export_lines(&postgres, &to, &files.path().join("2")).await;
+        import_file(&embedded, &to, &files.path().join("2")).await;
+        let third = export_lines(&embedded, &to, &files.path().join("3")).await;
+        assert_eq!(first.len(), 301);
+        assert_eq!(first, second, "embedded → PostgreSQL");
+        assert_eq!(first, third, "PostgreSQL → embedded");
+        embedded.shutdown().await;
+        postgres.shutdown().await;
+        tokio::task::spawn_blocking(move || drop(server))
+            .await
+            .unwrap();
+    }
 }
