@@ -11,13 +11,14 @@ use async_trait::async_trait;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use gater_core::dispatch::{Link, RemoteGater};
+use gater_core::routing::retry_is_safe;
 use gater_core::wire::{self, Request, RequestEnvelope, Response};
 use gater_core::{Error, Limits, Side, StoreId, SubscribeOptions, Subscription, SubscriptionKey};
 use tokio::time::Instant;
 
 use crate::dialer::{Backoff, Dialer};
 use crate::frame::lost;
-use crate::mux::Mux;
+use crate::mux::{Mux, Outcome};
 use crate::tls::ClientTls;
 use crate::{subscription, transport_config};
 
@@ -35,18 +36,27 @@ pub const BACKOFF_MAX_MS_DEFAULT: u64 = 2_000;
 pub const SUBSCRIPTION_CREDIT_DEFAULT: u32 = 256;
 /// Default idle timeout of a client's connection, milliseconds.
 ///
-/// Short on purpose: a server that restarts on the same address loses the
-/// connection's state and never answers on it again, so the client notices
-/// only when the connection idles out. Keep-alives keep a healthy connection
-/// from idling, so this bounds how long a dead peer goes unnoticed.
-pub const CLIENT_IDLE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
-/// Default keep-alive interval of a client's connection, milliseconds.
-pub const CLIENT_KEEP_ALIVE_MS_DEFAULT: u64 = 1_000;
+/// Short on purpose: it is how fast a dead server is noticed. A server that
+/// was killed, or restarted on the same address and lost the connection's
+/// state, never answers on it again, so the client notices only when the
+/// connection idles out; its requests in flight then fail over (see
+/// [`QuicLink`]). Keep-alives every [`CLIENT_KEEP_ALIVE_MS_DEFAULT`] make a
+/// live server answer in the meantime (even while a slow request runs), so
+/// only a server silent for this long is given up. quinn never times out
+/// sooner than three probe timeouts, so a slow path stretches it by itself.
+pub const CLIENT_IDLE_TIMEOUT_MS_DEFAULT: u64 = 600;
+/// Default keep-alive interval of a client's connection, milliseconds: a
+/// third of [`CLIENT_IDLE_TIMEOUT_MS_DEFAULT`], so two keep-alives in a row
+/// may go unanswered before the connection idles out.
+pub const CLIENT_KEEP_ALIVE_MS_DEFAULT: u64 = 200;
 /// Streams a client lets the server open (it opens none).
 const PEER_STREAMS_MAX: u32 = 0;
 /// Request streams a call tries: a stream found closed as the call starts
 /// is replaced once.
 const STREAM_ATTEMPTS: usize = 2;
+/// Times a request lost with its connection is sent again (on a new
+/// connection, other addresses first), when that is safe.
+const RESENDS_MAX: u32 = 1;
 
 /// How a round of connection attempts ended.
 struct Race {
@@ -129,8 +139,9 @@ pub struct QuicLink {
     config: quinn::ClientConfig,
     addresses: Vec<SocketAddr>,
     options: ClientOptions,
-    /// The connection in use; read on every call, so a plain mutex held briefly.
-    current: Mutex<Option<quinn::Connection>>,
+    /// The connection in use and the index of its address; read on every
+    /// call, so a plain mutex held briefly.
+    current: Mutex<Option<(usize, quinn::Connection)>>,
     /// Serialises dialling, and remembers where and when to dial next.
     dialer: tokio::sync::Mutex<Dialer>,
     /// The request stream in use; read on every call.
@@ -200,8 +211,23 @@ impl QuicLink {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         current
             .as_ref()
+            .map(|(_, c)| c)
             .filter(|c| c.close_reason().is_none())
             .cloned()
+    }
+
+    /// The address index of the connection in use once it has closed, which
+    /// is then forgotten.
+    fn take_closed(&self) -> Option<usize> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        match current.as_ref() {
+            Some((index, c)) if c.close_reason().is_some() => {
+                let index = *index;
+                *current = None;
+                Some(index)
+            }
+            _ => None,
+        }
     }
 
     /// The live connection, dialling (with back-off, racing the addresses) if there is none.
@@ -212,6 +238,11 @@ impl QuicLink {
         let mut dialer = self.dialer.lock().await;
         if let Some(connection) = self.live() {
             return Ok(connection);
+        }
+        // A connection that closed under us (its server went silent, went
+        // away or reset it) counts against its address: others are dialled first.
+        if let Some(index) = self.take_closed() {
+            dialer.failed(index, Instant::now());
         }
         if let Some(at) = dialer.retry_at {
             tokio::time::sleep_until(at).await;
@@ -224,7 +255,8 @@ impl QuicLink {
         }
         if let Some((index, connection)) = race.winner {
             dialer.connected(index);
-            *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
+            *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((index, connection.clone()));
             return Ok(connection);
         }
         let backoff = dialer.round_failed(now);
@@ -329,6 +361,7 @@ impl QuicLink {
         let connection = self.connection().await?;
         let (send, recv) = connection.open_bi().await.map_err(lost)?;
         let mux = Arc::new(Mux::start(
+            connection,
             send,
             recv,
             self.options.in_flight_max as usize,
@@ -343,16 +376,48 @@ impl QuicLink {
         mux.as_ref().filter(|m| !m.is_closed()).cloned()
     }
 
+    /// Sends `envelope` and waits for its answer. A request lost with its
+    /// connection gives that connection up; it is sent again (at most
+    /// [`RESENDS_MAX`] times, on a new connection that tries the other
+    /// addresses first) when there are other addresses and gater-core's
+    /// `retry_is_safe` allows it for its class (reads, appends, idempotent
+    /// writes), and is otherwise answered with the retryable `Unavailable`
+    /// at once.
     async fn exchange(&self, mut envelope: RequestEnvelope) -> Result<Response, Error> {
+        let started = Instant::now();
         // The semaphore is never closed.
         let _permit = self.in_flight.acquire().await.map_err(lost)?;
-        for _ in 0..STREAM_ATTEMPTS {
-            match self.mux().await?.call(envelope).await {
-                Ok(result) => return result,
-                Err(unsent) => envelope = unsent,
+        let mut unsent = 0;
+        let mut resent = 0;
+        loop {
+            let mux = self.mux().await?;
+            match mux.call(envelope).await {
+                Outcome::Answered(result) => return result,
+                Outcome::Unsent(back) => {
+                    unsent += 1;
+                    if unsent >= STREAM_ATTEMPTS {
+                        return Err(lost("request streams keep closing"));
+                    }
+                    envelope = back;
+                }
+                Outcome::Lost(error, back) => {
+                    mux.give_up();
+                    let safe = retry_is_safe(back.request.class(), &error);
+                    if resent >= RESENDS_MAX || self.addresses.len() < 2 || !safe {
+                        return Err(error);
+                    }
+                    resent += 1;
+                    envelope = back;
+                    // The server is told what is left of the caller's wait.
+                    let spent = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+                    envelope.deadline_ms = envelope.deadline_ms.map(|ms| ms.saturating_sub(spent));
+                    tracing::debug!(
+                        id = envelope.id,
+                        "request lost with its connection: sent again"
+                    );
+                }
             }
         }
-        Err(lost("request streams keep closing"))
     }
 }
 

@@ -23,16 +23,22 @@
 //! (pipelined, answers matched by id), and reconnects with back-off. Its
 //! connection attempts race across the addresses it was given (the next
 //! address is dialled after a short stagger, the first handshake wins), and
-//! it remembers addresses that failed, dialling them last while they back off. A call in flight when the
-//! connection or the stream drops fails with a retryable
+//! it remembers addresses that failed, dialling them last while they back off.
+//! A dead server is noticed within the client's idle timeout (600 ms by
+//! default; keep-alives make a live one answer meanwhile). A call in flight
+//! when the connection or the stream drops gives that connection up: with
+//! other addresses to go to it is sent once more on a new connection if
+//! gater-core's `retry_is_safe` allows it for its request class (reads,
+//! appends, idempotent writes), and otherwise fails at once with a retryable
 //! `Unavailable { side: Worker }`; every call has a deadline. Acks and nacks
 //! travel as unary requests.
 //!
 //! [`certs`] generates development certificates in the layout the `gater`
 //! binary uses.
 //!
-//! What it does not do: no retries of failed calls (the proxy decides those,
-//! knowing which are safe), no load balancing across addresses (they are
+//! What it does not do: no retries of calls that failed otherwise than by
+//! losing their connection (the proxy decides those, with its budget), and
+//! none at all for a client of one address; no load balancing across addresses (they are
 //! fail-over targets), and no certificate management beyond development
 //! certificates.
 

@@ -5,8 +5,10 @@
 //! envelope and queues the frame. One writer task per stream takes every
 //! frame that is ready and writes them in one go (coalesced writes, one
 //! buffer reused for the stream's life); one reader task decodes answers
-//! and wakes their waiters. Losing the stream fails every request in flight
-//! with a retryable `Unavailable`; the next call opens a new stream.
+//! and wakes their waiters. Losing the stream (its connection failed or
+//! went silent, or the server stopped it) hands every request in flight back
+//! to its caller as [`Outcome::Lost`] with a retryable `Unavailable`, so the
+//! link decides whether it may be sent again; the next call opens a new stream.
 //!
 //! Bounded: the waiters table holds at most `in_flight_max` requests and the
 //! frame queue as many frames; callers past that get `Overloaded` at once
@@ -21,12 +23,38 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::frame::{lost, write_queued, FrameReader, ReadFailure};
 
-type Waiter = oneshot::Sender<Result<Response, Error>>;
+type Waiter = oneshot::Sender<Reply>;
+
+/// QUIC application error code of a connection the client gave up.
+const CONNECTION_GIVEN_UP: u32 = 2;
+
+/// What a waiter is told.
+#[derive(Debug)]
+enum Reply {
+    /// The server's answer, or an answer that could not be read.
+    Answer(Result<Response, Error>),
+    /// The stream was lost with the request in flight.
+    Lost(Error),
+}
+
+/// How a call on the stream ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The server answered (an error answer included).
+    Answered(Result<Response, Error>),
+    /// The stream was closed before the request was queued: the server
+    /// never saw it.
+    Unsent(RequestEnvelope),
+    /// The stream was lost with the request in flight: the server may or may
+    /// not have carried it out.
+    Lost(Error, RequestEnvelope),
+}
 
 /// One request stream and its tasks. Dropping it finishes the stream once
 /// the queued frames are written.
 #[derive(Debug)]
 pub(crate) struct Mux {
+    connection: quinn::Connection,
     frames: mpsc::Sender<Vec<u8>>,
     pending: Arc<Mutex<Pending<Waiter>>>,
     frame_bytes_max: u32,
@@ -35,6 +63,7 @@ pub(crate) struct Mux {
 impl Mux {
     /// Starts the tasks of a freshly opened stream.
     pub(crate) fn start(
+        connection: quinn::Connection,
         send: quinn::SendStream,
         recv: quinn::RecvStream,
         in_flight_max: usize,
@@ -45,6 +74,7 @@ impl Mux {
         tokio::spawn(write(send, queued, Arc::clone(&pending)));
         tokio::spawn(read(recv, frame_bytes_max, Arc::clone(&pending)));
         Mux {
+            connection,
             frames,
             pending,
             frame_bytes_max,
@@ -56,18 +86,23 @@ impl Mux {
         lock(&self.pending).closed().is_some() || self.frames.is_closed()
     }
 
-    /// Sends `envelope` (its id set here) and waits for its answer. A
-    /// stream already closed gives the envelope back, unsent, for a new stream.
-    pub(crate) async fn call(
-        &self,
-        mut envelope: RequestEnvelope,
-    ) -> Result<Result<Response, Error>, RequestEnvelope> {
+    /// Gives up the stream's connection after the stream was lost: it is
+    /// closed (if it is not already), so no new request or stream goes to a
+    /// server that stopped answering or is going away.
+    pub(crate) fn give_up(&self) {
+        self.connection
+            .close(CONNECTION_GIVEN_UP.into(), b"request stream lost");
+    }
+
+    /// Sends `envelope` (its id set here) and waits for its answer; the
+    /// envelope comes back with an [`Outcome`] that did not answer it.
+    pub(crate) async fn call(&self, mut envelope: RequestEnvelope) -> Outcome {
         let (waiter, answer) = oneshot::channel();
         let id = match lock(&self.pending).register(waiter) {
             Ok(id) => id,
-            Err(RegisterError::Closed(_)) => return Err(envelope),
+            Err(RegisterError::Closed(_)) => return Outcome::Unsent(envelope),
             Err(RegisterError::Full(n)) => {
-                return Ok(Err(Error::Overloaded {
+                return Outcome::Answered(Err(Error::Overloaded {
                     side: Side::Client,
                     message: format!("{n} requests in flight on the connection"),
                 }))
@@ -81,17 +116,18 @@ impl Mux {
         envelope.id = id;
         let frame = match wire::encode(&envelope, self.frame_bytes_max) {
             Ok(frame) => frame,
-            Err(e) => return Ok(Err(e.into())),
+            Err(e) => return Outcome::Answered(Err(e.into())),
         };
         if self.frames.send(frame).await.is_err() {
-            return Err(envelope);
+            return Outcome::Unsent(envelope);
         }
         let answer = answer.await;
         drop(guard);
         match answer {
-            Ok(result) => Ok(result),
+            Ok(Reply::Answer(result)) => Outcome::Answered(result),
+            Ok(Reply::Lost(error)) => Outcome::Lost(error, envelope),
             // The reader dropped the waiter without an answer: the stream is gone.
-            Err(_) => Ok(Err(lost("request stream closed"))),
+            Err(_) => Outcome::Lost(lost("request stream closed"), envelope),
         }
     }
 }
@@ -113,11 +149,19 @@ fn lock(pending: &Mutex<Pending<Waiter>>) -> MutexGuard<'_, Pending<Waiter>> {
     pending.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Fails every request in flight with `error` and refuses new ones.
-fn close(pending: &Mutex<Pending<Waiter>>, error: Error) {
-    let waiters = lock(pending).close(error.clone());
+/// Ends every request in flight with `reply` and refuses new ones.
+fn close(pending: &Mutex<Pending<Waiter>>, reply: Reply) {
+    let error = match &reply {
+        Reply::Answer(Err(e)) | Reply::Lost(e) => e.clone(),
+        Reply::Answer(Ok(_)) => lost("request stream closed"),
+    };
+    let waiters = lock(pending).close(error);
     for waiter in waiters {
-        let _ = waiter.send(Err(error.clone()));
+        let reply = match &reply {
+            Reply::Answer(result) => Reply::Answer(result.clone()),
+            Reply::Lost(e) => Reply::Lost(e.clone()),
+        };
+        let _ = waiter.send(reply);
     }
 }
 
@@ -132,7 +176,7 @@ async fn write(
         Ok(()) => {
             let _ = send.finish();
         }
-        Err(e) => close(&pending, lost(e)),
+        Err(e) => close(&pending, Reply::Lost(lost(e))),
     }
 }
 
@@ -143,7 +187,7 @@ async fn read(
     pending: Arc<Mutex<Pending<Waiter>>>,
 ) {
     let mut reader = FrameReader::new(frame_bytes_max);
-    let error = loop {
+    let reply = loop {
         match reader
             .next(&mut recv, wire::decode_body::<ResponseEnvelope>)
             .await
@@ -151,22 +195,23 @@ async fn read(
             Ok(Some(envelope)) => match envelope.id {
                 // An answer to no request of ours: the server could not read one.
                 0 => {
-                    break envelope
+                    break Reply::Answer(Err(envelope
                         .result
                         .err()
-                        .unwrap_or_else(|| Error::Protocol("an answer with request id 0".into()))
+                        .unwrap_or_else(|| Error::Protocol("an answer with request id 0".into()))))
                 }
                 id => {
                     let waiter = lock(&pending).complete(id);
                     if let Some(waiter) = waiter {
-                        let _ = waiter.send(envelope.result);
+                        let _ = waiter.send(Reply::Answer(envelope.result));
                     }
                 }
             },
-            Ok(None) => break lost("the server ended the request stream"),
-            Err(ReadFailure::Stream(e)) => break lost(e),
-            Err(failure) => break failure.into(),
+            Ok(None) => break Reply::Lost(lost("the server ended the request stream")),
+            Err(ReadFailure::Stream(e)) => break Reply::Lost(lost(e)),
+            // Bytes that are no answer: an answer nobody can read, not a lost path.
+            Err(failure) => break Reply::Answer(Err(failure.into())),
         }
     };
-    close(&pending, error);
+    close(&pending, reply);
 }

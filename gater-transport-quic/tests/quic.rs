@@ -1,6 +1,6 @@
 //! The QUIC transport end to end on loopback: requests, subscriptions with
-//! credit, bad input on raw streams, mutual TLS, reconnection, deadlines and
-//! graceful shutdown.
+//! credit, bad input on raw streams, mutual TLS, reconnection, fail-over of
+//! requests in flight on a killed server, deadlines and graceful shutdown.
 
 #[path = "../../gater-transport-mem/tests/support/mod.rs"]
 mod support;
@@ -506,6 +506,116 @@ async fn a_request_in_flight_when_the_connection_drops_is_retryable_unavailable(
         ),
         "{result:?}"
     );
+}
+
+/// A UDP relay in front of `to`: the address a client dials instead of the
+/// server's. Aborting its task kills it (both sockets close) as a killed
+/// server process would: from then on the client's packets go nowhere and
+/// nothing comes back, no close, no reset.
+async fn relay(to: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut up, mut down) = (vec![0u8; 65_536], vec![0u8; 65_536]);
+        let mut client = None;
+        loop {
+            tokio::select! {
+                received = front.recv_from(&mut up) => if let Ok((n, from)) = received {
+                    client = Some(from);
+                    let _ = back.send_to(&up[..n], to).await;
+                },
+                received = back.recv_from(&mut down) => {
+                    if let (Ok((n, _)), Some(client)) = (received, client) {
+                        let _ = front.send_to(&down[..n], client).await;
+                    }
+                },
+            }
+        }
+    });
+    (addr, task)
+}
+
+/// Generous: the dead connection is given up after the client's idle
+/// timeout (600 ms) and the requests answered soon after; before, they
+/// waited out a 5 s idle timeout.
+const FAILOVER_BOUND: Duration = Duration::from_secs(3);
+
+#[tokio::test]
+async fn requests_in_flight_on_a_killed_server_fail_over_or_are_answered_unavailable() {
+    let dir = dev_dir();
+    let (doomed, healthy) = (TestGater::new(), TestGater::new());
+    with_store(&doomed).await;
+    with_store(&healthy).await;
+    // Appends reach the doomed server and stay in flight there.
+    doomed.hold_appends.send_replace(true);
+    let a = start_with(
+        doomed.clone(),
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        |c| c.shutdown_grace_ms = 50,
+    );
+    let b = start(healthy.clone(), dir.path());
+    let (a_addr, a_relay) = relay(a.addr).await;
+    let options = ClientOptions {
+        // The first connection goes to the relayed server, whatever the load.
+        race_stagger_ms: 600_000,
+        // Far beyond the bound: answers come from the fail-over, not deadlines.
+        deadline_ms: Some(60_000),
+        ..ClientOptions::default()
+    };
+    let tls = ClientTls::from_dir(dir.path()).unwrap();
+    let client = connect(&[a_addr, b.addr], tls, options).await.unwrap();
+    assert_eq!(client.link().connected_to(), Some(a_addr));
+    let s = store("s");
+    const APPENDS: u64 = 4;
+    let appends = futures::future::join_all((0..APPENDS).map(|i| {
+        let (client, s) = (&client, &s);
+        async move {
+            let a = stream(&format!("a-{i}"));
+            client
+                .append_events(s, &a, ExpectedVersion::NoStream, vec![event(i)])
+                .await
+        }
+    }));
+    let kill_then_more = async {
+        // Every append is waiting in the doomed server's gater.
+        while doomed.hold_appends.receiver_count() < APPENDS as usize {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        a_relay.abort();
+        // Sent on the connection to the killed server before it is given up.
+        tokio::join!(client.get_store_config(&s), client.remove_store(&s),)
+    };
+    let answered = tokio::time::timeout(FAILOVER_BOUND, async {
+        tokio::join!(appends, kill_then_more)
+    })
+    .await;
+    let (appended, (read, removed)) =
+        answered.expect("every request answered well within the old 5 s idle timeout");
+    // Appends are safe to repeat: each was sent again and stored on the healthy server.
+    for (i, result) in appended.into_iter().enumerate() {
+        assert_eq!(result.map(|r| r.version), Ok(0), "append {i}");
+        let version = healthy.get_version(&s, &stream(&format!("a-{i}"))).await;
+        assert_eq!(version, Ok(Some(0)), "append {i} on the healthy server");
+    }
+    assert_eq!(read, Ok(StoreConfig::default()));
+    // Removing a store is not: it is answered unavailable (retryable), not repeated.
+    assert!(
+        matches!(
+            &removed,
+            Err(e @ Error::Unavailable { side: Side::Worker, .. }) if e.is_retryable()
+        ),
+        "{removed:?}"
+    );
+    assert_eq!(
+        healthy.get_store_config(&s).await,
+        Ok(StoreConfig::default())
+    );
+    assert_eq!(client.link().connected_to(), Some(b.addr));
+    doomed.hold_appends.send_replace(false);
+    a.shut_down().await;
+    b.shut_down().await;
 }
 
 #[tokio::test]
