@@ -411,15 +411,7 @@ async fn poll_head(
         }
         match backend.refresh_head().await {
             // Only forward: this worker's writer may have published a later head meanwhile.
-            Ok(latest) => {
-                head.send_if_modified(|current| {
-                    let newer = latest > *current;
-                    if newer {
-                        *current = latest;
-                    }
-                    newer
-                });
-            }
+            Ok(latest) => crate::writer::publish_head(&head, latest),
             Err(Error::StoreStopping { .. }) => return,
             Err(error) => tracing::debug!(%store, %error, "polling the head failed; polling on"),
         }
