@@ -478,7 +478,8 @@ impl Group {
     /// A delivery went unacked (timeout or nack Retry): redeliver, or park after too many tries.
     fn failed(&mut self, event: RecordedEvent, attempt: u32, last: Option<ConsumerId>) {
         let position = event.position;
-        if attempt >= self.spec.max_retries.max(1) {
+        // `attempt` counts deliveries; the first is no retry.
+        if attempt > self.spec.max_retries {
             if !self.parked_full() {
                 self.park(position);
                 return;
