@@ -123,7 +123,7 @@ const LONG_ACK_TIMEOUT_MS: u64 = 3_600_000;
 /// How long a test waits for an item that should come (paused time: instant).
 const PATIENCE: Duration = Duration::from_secs(60);
 
-async fn open(log: &Arc<FakeLog>) -> Subscriptions {
+async fn open(log: &Arc<FakeLog>) -> Arc<Subscriptions> {
     let log: Arc<dyn SubscriptionLog> = log.clone();
     Subscriptions::open(StoreId::new("test").unwrap(), log)
         .await
