@@ -564,6 +564,16 @@ impl SubscriptionLog for LogView {
     fn lease_period(&self) -> Duration {
         self.claimant.period
     }
+
+    /// Not clipped to the head: on shared storage another worker's commit
+    /// may be parked here before this worker's head poll announces it.
+    async fn read_committed(&self, position: Position) -> Result<Option<RecordedEvent>, Error> {
+        let events = self
+            .backend
+            .read_all(position, 1, Direction::Forward)
+            .await?;
+        Ok(events.into_iter().find(|e| e.position == position))
+    }
 }
 
 #[async_trait]

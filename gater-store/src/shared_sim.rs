@@ -10,6 +10,10 @@
 //! lease expiry), and a store removed and created again is a new
 //! incarnation that workers holding the old one find gone.
 //!
+//! A worker can be cut off from the storage ([`SimulatedShared::isolate`]):
+//! its lease claims and record writes fail as a dead or partitioned worker's
+//! would, so its leases run out and other workers take them over.
+//!
 //! What it does not do: records and leases live in memory only, so it
 //! simulates no restart of the storage itself.
 
@@ -50,8 +54,24 @@ impl SimulatedShared {
                 stores: Mutex::default(),
                 incarnations: AtomicU64::new(1),
                 admin: tokio::sync::Mutex::new(()),
+                isolated: Arc::default(),
             }),
         })
+    }
+
+    /// Cuts worker `worker_id` off from the storage's leases and records
+    /// (`false`: reconnects it).
+    pub fn isolate(&self, worker_id: &str, isolated: bool) {
+        let mut set = self
+            .backend
+            .isolated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if isolated {
+            set.insert(worker_id.to_owned());
+        } else {
+            set.remove(worker_id);
+        }
     }
 }
 
@@ -73,7 +93,11 @@ struct SimBackend {
     incarnations: AtomicU64,
     /// Serialises creations and removals across workers (the catalog lock).
     admin: tokio::sync::Mutex<()>,
+    /// Worker ids cut off from leases and records.
+    isolated: Isolated,
 }
+
+type Isolated = Arc<Mutex<std::collections::BTreeSet<String>>>;
 
 impl SimBackend {
     fn stores(&self) -> std::sync::MutexGuard<'_, BTreeMap<StoreId, Arc<SimStore>>> {
@@ -105,6 +129,7 @@ impl Backend for SimBackend {
             appends: tokio::sync::Mutex::new(()),
             gone: AtomicBool::new(false),
             incarnation: self.incarnations.fetch_add(1, Ordering::Relaxed),
+            isolated: Arc::clone(&self.isolated),
         });
         self.stores().insert(store.clone(), Arc::clone(&opened));
         Ok(opened)
@@ -148,6 +173,7 @@ struct SimStore {
     appends: tokio::sync::Mutex<()>,
     gone: AtomicBool,
     incarnation: u64,
+    isolated: Isolated,
 }
 
 impl std::fmt::Debug for SimStore {
@@ -165,6 +191,24 @@ impl SimStore {
             return Err(Error::StoreStopping {
                 store: self.store.to_string(),
             });
+        }
+        Ok(())
+    }
+
+    /// Refuses a lease holder cut off from the storage.
+    fn reachable(&self, holder: &str) -> Result<(), Error> {
+        self.live()?;
+        let worker = holder.rsplit_once('/').map_or(holder, |(worker, _)| worker);
+        let isolated = self
+            .isolated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(worker);
+        if isolated {
+            return Err(Error::unavailable(
+                gater_core::Side::Storage,
+                format!("worker {worker} is cut off from the storage"),
+            ));
         }
         Ok(())
     }
@@ -295,7 +339,7 @@ impl BackendStore for SimStore {
         key: &SubscriptionKey,
         claimant: &Claimant,
     ) -> Result<Claim, Error> {
-        self.live()?;
+        self.reachable(&claimant.holder)?;
         Ok(self.table().claim(key, claimant, Instant::now()))
     }
 
@@ -305,7 +349,7 @@ impl BackendStore for SimStore {
         holder: &str,
         epoch: u64,
     ) -> Result<(), Error> {
-        self.live()?;
+        self.reachable(holder)?;
         self.table().release(key, holder, epoch, Instant::now());
         Ok(())
     }
@@ -316,7 +360,7 @@ impl BackendStore for SimStore {
         holder: &str,
         epoch: u64,
     ) -> Result<Fence, Error> {
-        self.live()?;
+        self.reachable(holder)?;
         Ok(self
             .table()
             .put_fenced(record, holder, epoch, Instant::now()))

@@ -877,10 +877,9 @@ impl Group {
     }
 
     async fn read_event(&self, position: Position) -> Result<RecordedEvent, Error> {
-        let events = self.log.read_all_forward(position, 1).await?;
-        events
-            .into_iter()
-            .find(|e| e.position == position)
+        self.log
+            .read_committed(position)
+            .await?
             .ok_or_else(|| Error::Storage(format!("parked event at position {position} is gone")))
     }
 

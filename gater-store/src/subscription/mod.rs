@@ -101,6 +101,12 @@ pub(crate) trait SubscriptionLog: Send + Sync + 'static {
     ) -> Result<Fence, Error> {
         self.put_subscription(record).await.map(|()| Fence::Written)
     }
+    /// The event at `position`, which was committed (a parked event), even
+    /// if this worker's head has not announced it yet.
+    async fn read_committed(&self, position: Position) -> Result<Option<RecordedEvent>, Error> {
+        let events = self.read_all_forward(position, 1).await?;
+        Ok(events.into_iter().find(|e| e.position == position))
+    }
     /// How long a lease holds without renewal.
     fn lease_period(&self) -> Duration {
         Duration::from_millis(crate::lease::LEASE_PERIOD_MS_DEFAULT)
@@ -320,7 +326,7 @@ impl Subscriptions {
             key,
             options,
         };
-        let (target, source) = self.resolve(&at).await?;
+        let (target, source) = self.resolve_patiently(&at).await?;
         let id = self.shared.next_consumer_id();
         let cell: TargetCell = Arc::new(Mutex::new(target));
         lock(&self.relays).insert(id, Arc::clone(&cell));

@@ -218,6 +218,27 @@ impl Subscriptions {
         Err(last)
     }
 
+    /// [`Subscriptions::resolve`], tried again while the holder cannot be
+    /// reached (a dead holder's lease has not run out yet), up to the
+    /// attempts; the caller's own deadline may end the wait sooner.
+    pub(super) async fn resolve_patiently(
+        &self,
+        at: &Attachment,
+    ) -> Result<(Target, Subscription), Error> {
+        let pause = self.shared.log.lease_period() / RENEWALS_PER_PERIOD;
+        let mut attempt = 1;
+        loop {
+            match self.resolve(at).await {
+                Err(error) if error.is_retryable() && attempt < RESOLVE_ATTEMPTS_MAX => {
+                    tracing::debug!(subscription = %at.key, %error, "the lease holder is not reachable yet");
+                    attempt += 1;
+                    tokio::time::sleep(pause).await;
+                }
+                found => return found,
+            }
+        }
+    }
+
     /// Attaches a consumer for `at` where the lease holder is: here, taking
     /// the lease if it is free, or on the holder through a peer.
     pub(super) async fn resolve(&self, at: &Attachment) -> Result<(Target, Subscription), Error> {
