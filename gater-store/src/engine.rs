@@ -252,15 +252,6 @@ impl Engine {
             .ok_or_else(|| Error::not_found(Resource::Store, store))
     }
 
-    /// The store, if it exists and is not being removed.
-    fn running(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
-        let handle = self.handle(store)?;
-        if handle.stopping.load(Ordering::Acquire) {
-            return Err(handle.stopping_error());
-        }
-        Ok(handle)
-    }
-
     /// The store, if it exists and is not being removed; over a shared
     /// backend, a store another worker created is opened first.
     async fn serving(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
@@ -729,7 +720,8 @@ impl Gater for Store {
         key: &SubscriptionKey,
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.engine
-            .running(store)?
+            .serving(store)
+            .await?
             .subscriptions
             .list_parked(key)
             .await
