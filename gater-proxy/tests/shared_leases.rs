@@ -119,6 +119,15 @@ impl World {
         }
     }
 
+    /// Stops every worker, so a run over many seeds does not keep the
+    /// earlier worlds' tasks busy.
+    async fn shutdown(self) {
+        drop(self.proxy);
+        for w in &self.workers {
+            w.store.shutdown().await;
+        }
+    }
+
     fn client(&self, i: usize) -> &dyn Gater {
         self.workers[i].client.as_ref()
     }
@@ -242,6 +251,7 @@ async fn two_consumers_through_different_workers_share_events_without_double_dis
         delivered.keys().copied().collect::<Vec<_>>(),
         (0..n).collect::<Vec<_>>()
     );
+    world.shutdown().await;
 }
 
 async fn the_owner_dies_mid_stream_and_another_worker_resumes_from_the_checkpoint(seed: u64) {
@@ -324,6 +334,7 @@ async fn the_owner_dies_mid_stream_and_another_worker_resumes_from_the_checkpoin
         Position(total),
         "seed {seed}: the new owner's checkpoint"
     );
+    world.shutdown().await;
 }
 
 async fn removal_ends_consumers_on_two_workers_and_the_record_stays_removed(seed: u64) {
@@ -374,6 +385,7 @@ async fn removal_ends_consumers_on_two_workers_and_the_record_stays_removed(seed
             "seed {seed}: w{i} lists the removed group: {listed:?}"
         );
     }
+    world.shutdown().await;
 }
 
 async fn replay_parked_through_any_worker_moves_parked_events_back(seed: u64) {
@@ -444,6 +456,7 @@ async fn replay_parked_through_any_worker_moves_parked_events_back(seed: u64) {
     }
     again.sort();
     assert_eq!(again, parked, "seed {seed}: the parked events come back");
+    world.shutdown().await;
 }
 
 async fn a_store_removed_and_created_again_replaces_the_old_handle_everywhere(seed: u64) {
@@ -485,6 +498,7 @@ async fn a_store_removed_and_created_again_replaces_the_old_handle_everywhere(se
             "seed {seed}: the old group leaked into the new store: {listed:?}"
         );
     }
+    world.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -21,12 +21,16 @@
 //! in one process, as simulations use); the PostgreSQL backend states the
 //! same rules in SQL, with the database's clock.
 
+#[cfg(any(test, feature = "conformance"))]
 use std::collections::HashMap;
 use std::time::Duration;
 
+#[cfg(any(test, feature = "conformance"))]
 use gater_core::SubscriptionKey;
+#[cfg(any(test, feature = "conformance"))]
 use tokio::time::Instant;
 
+#[cfg(any(test, feature = "conformance"))]
 use crate::subscription::SubscriptionRecord;
 
 /// Default lease period: how long a dead owner's subscriptions wait before
@@ -59,6 +63,10 @@ pub(crate) struct Lease {
 }
 
 /// What a claim found.
+#[cfg_attr(
+    not(any(test, feature = "conformance", feature = "postgres")),
+    allow(dead_code) // only shared backends refuse or report other holders
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Claim {
     /// The claimant holds the lease (taken or renewed) at this epoch.
@@ -70,6 +78,10 @@ pub(crate) enum Claim {
 }
 
 /// What a fenced record write did.
+#[cfg_attr(
+    not(any(test, feature = "conformance", feature = "postgres")),
+    allow(dead_code) // only shared backends refuse or report other holders
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fence {
     /// Written.
@@ -81,6 +93,7 @@ pub(crate) enum Fence {
 }
 
 /// A lease row with its expiry.
+#[cfg(any(test, feature = "conformance"))]
 #[derive(Clone, Debug)]
 struct Row {
     lease: Lease,
@@ -88,12 +101,14 @@ struct Row {
 }
 
 /// The lease rules over in-memory records and leases of one store.
+#[cfg(any(test, feature = "conformance"))]
 #[derive(Debug, Default)]
 pub(crate) struct LeaseTable {
     records: HashMap<SubscriptionKey, SubscriptionRecord>,
     leases: HashMap<SubscriptionKey, Row>,
 }
 
+#[cfg(any(test, feature = "conformance"))]
 impl LeaseTable {
     /// Takes or renews the lease of `key` for `claimant` at `now`.
     pub(crate) fn claim(
