@@ -179,7 +179,13 @@ pub enum ConsumerStrategy {
     /// Each event to the next consumer with room in its window.
     #[default]
     RoundRobin,
-    /// All events of a stream to the same consumer, in order.
+    /// All events of a stream to the same consumer, strictly in version
+    /// order: a stream's next event is delivered only once the one before
+    /// it is acked, skipped or parked, so timeouts, retries, consumers
+    /// joining or leaving and a move to another worker never reorder a
+    /// stream; other streams keep flowing meanwhile. (Replayed parked events
+    /// come back after the stream has moved on: parking takes an event out
+    /// of its order.)
     PinnedByStream,
 }
 

@@ -23,6 +23,7 @@ use super::group::READ_BATCH_MAX;
 
 #[cfg(feature = "conformance")]
 mod conformance;
+mod pinned;
 use super::{SubscriptionLog, SubscriptionRecord, Subscriptions};
 
 /// A store's log in memory: events, a head watch and subscription records.
@@ -512,6 +513,10 @@ async fn pinned_by_stream_keeps_each_stream_on_one_consumer_in_order() {
                 continue;
             };
             let event = delivery.event;
+            // A stream's next event comes once this one is acked.
+            subs.ack(&key, sub.consumer(), event.position)
+                .await
+                .unwrap();
             let previous = owner.insert(event.stream.clone(), sub.consumer());
             assert!(
                 previous.is_none_or(|p| p == sub.consumer()),
