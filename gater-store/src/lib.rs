@@ -36,8 +36,6 @@ mod embedded;
 mod engine;
 mod lease;
 #[cfg(feature = "postgres")]
-pub mod pg_harness;
-#[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "conformance")]
 mod shared_sim;
