@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cli_support::{free_port, json_lines, run_cli, wait_ok, ServerProcess};
-use gater_store::pg_harness::PgServer;
+use gater_testkit::pg_harness::PgServer;
 
 fn pg_worker(dir: &Path, certs: &Path, name: &str, url: &str) -> (ServerProcess, String) {
     let addr = format!("127.0.0.1:{}", free_port());
