@@ -6,6 +6,11 @@
 //!
 //! Each scenario prints its seed; `GATER_SEED=<seed>` replays one run and,
 //! with `RUN_SLOW_TESTS` set, `GATER_SEEDS=<n>` runs seeds 0 to n-1.
+//!
+//! The same scenarios run on real PostgreSQL (three `Store::open_postgres`
+//! workers on one throwaway database, real time) with `RUN_SLOW_TESTS` set;
+//! there a dying owner is cut off from the other workers only, so its
+//! lease moves when it finds itself without consumers.
 
 mod support;
 
@@ -21,7 +26,8 @@ use gater_core::{
     SubscriptionSpec, SubscriptionType,
 };
 use gater_proxy::{Proxy, ProxyConfig, StorageMode};
-use gater_store::{PeerConnector, SimulatedShared, Store, StoreOptions};
+use gater_store::{PeerConnector, PostgresOptions, SimulatedShared, Store, StoreOptions};
+use gater_testkit::pg_harness::PgServer;
 use gater_transport_mem::{serve, MemServer};
 use support::{event, rng, store, stream, FAST};
 
@@ -60,17 +66,29 @@ struct Worker {
     client: BoxGater,
 }
 
+/// What the workers share.
+enum Storage {
+    /// `SimulatedShared`, with a paused clock.
+    Simulated,
+    /// A PostgreSQL database at this URL, in real time.
+    Postgres(String),
+}
+
 struct World {
-    shared: SimulatedShared,
+    /// `None` on PostgreSQL.
+    shared: Option<SimulatedShared>,
     workers: Vec<Worker>,
     proxy: Proxy,
     _dir: tempfile::TempDir,
 }
 
 impl World {
-    async fn new(seed: u64) -> World {
+    async fn new(seed: u64, storage: &Storage) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let shared = SimulatedShared::open(dir.path()).unwrap();
+        let shared = match storage {
+            Storage::Simulated => Some(SimulatedShared::open(dir.path()).unwrap()),
+            Storage::Postgres(_) => None,
+        };
         let peers = Arc::new(Peers::default());
         let mut workers = Vec::new();
         for i in 0..WORKERS {
@@ -79,9 +97,14 @@ impl World {
             options.worker_id = id.clone();
             options.address = format!("mem:{id}");
             options.lease_period_ms = LEASE_MS;
-            let store = Store::open_simulated_shared(options, &shared)
-                .await
-                .unwrap();
+            let store = match (&shared, storage) {
+                (Some(shared), _) => Store::open_simulated_shared(options, shared).await,
+                (None, Storage::Postgres(url)) => {
+                    Store::open_postgres(options, PostgresOptions::new(url.clone())).await
+                }
+                (None, Storage::Simulated) => unreachable!("a simulated world has its storage"),
+            }
+            .unwrap();
             store.connect_peers(peers.clone());
             let server = serve(store.clone());
             peers
@@ -125,6 +148,16 @@ impl World {
         drop(self.proxy);
         for w in &self.workers {
             w.store.shutdown().await;
+        }
+    }
+
+    /// Worker `i` dies as its peers and the proxy see it: its server goes
+    /// down; on simulated storage it is also cut off from the storage, so
+    /// its leases run out.
+    fn kill(&self, i: usize) {
+        self.workers[i].server.set_down(true);
+        if let Some(shared) = &self.shared {
+            shared.isolate(&self.workers[i].id, true);
         }
     }
 
@@ -201,9 +234,12 @@ fn seeds(default: u64) -> Vec<u64> {
     }
 }
 
-async fn two_consumers_through_different_workers_share_events_without_double_dispatch(seed: u64) {
+async fn two_consumers_through_different_workers_share_events_without_double_dispatch(
+    seed: u64,
+    storage: &Storage,
+) {
     eprintln!("seed {seed}: no double dispatch");
-    let world = World::new(seed).await;
+    let world = World::new(seed, storage).await;
     let mut rng = rng(seed);
     let (id, key) = world.store_with_group(ConsumerStrategy::RoundRobin).await;
     let a_at = rng.below(WORKERS as u64) as usize;
@@ -254,9 +290,12 @@ async fn two_consumers_through_different_workers_share_events_without_double_dis
     world.shutdown().await;
 }
 
-async fn the_owner_dies_mid_stream_and_another_worker_resumes_from_the_checkpoint(seed: u64) {
+async fn the_owner_dies_mid_stream_and_another_worker_resumes_from_the_checkpoint(
+    seed: u64,
+    storage: &Storage,
+) {
     eprintln!("seed {seed}: owner dies");
-    let world = World::new(seed).await;
+    let world = World::new(seed, storage).await;
     let mut rng = rng(seed);
     let (id, key) = world.store_with_group(ConsumerStrategy::RoundRobin).await;
     let mut sub = world
@@ -287,8 +326,7 @@ async fn the_owner_dies_mid_stream_and_another_worker_resumes_from_the_checkpoin
         "seed {seed}: worker {} dies after {before} of {n} events",
         world.workers[dead].id
     );
-    world.workers[dead].server.set_down(true);
-    world.shared.isolate(&world.workers[dead].id, true);
+    world.kill(dead);
     let more = rng.below(10);
     world.append(survivor(dead), &id, &mut rng, more).await;
     let total = n + more;
@@ -345,9 +383,12 @@ async fn the_owner_dies_mid_stream_and_another_worker_resumes_from_the_checkpoin
     world.shutdown().await;
 }
 
-async fn removal_ends_consumers_on_two_workers_and_the_record_stays_removed(seed: u64) {
+async fn removal_ends_consumers_on_two_workers_and_the_record_stays_removed(
+    seed: u64,
+    storage: &Storage,
+) {
     eprintln!("seed {seed}: removal");
-    let world = World::new(seed).await;
+    let world = World::new(seed, storage).await;
     let mut rng = rng(seed);
     let (id, key) = world.store_with_group(ConsumerStrategy::RoundRobin).await;
     let mut a = world
@@ -396,9 +437,9 @@ async fn removal_ends_consumers_on_two_workers_and_the_record_stays_removed(seed
     world.shutdown().await;
 }
 
-async fn replay_parked_through_any_worker_moves_parked_events_back(seed: u64) {
+async fn replay_parked_through_any_worker_moves_parked_events_back(seed: u64, storage: &Storage) {
     eprintln!("seed {seed}: replay parked");
-    let world = World::new(seed).await;
+    let world = World::new(seed, storage).await;
     let mut rng = rng(seed);
     let (id, key) = world.store_with_group(ConsumerStrategy::RoundRobin).await;
     let at = rng.below(WORKERS as u64) as usize;
@@ -467,9 +508,12 @@ async fn replay_parked_through_any_worker_moves_parked_events_back(seed: u64) {
     world.shutdown().await;
 }
 
-async fn a_store_removed_and_created_again_replaces_the_old_handle_everywhere(seed: u64) {
+async fn a_store_removed_and_created_again_replaces_the_old_handle_everywhere(
+    seed: u64,
+    storage: &Storage,
+) {
     eprintln!("seed {seed}: store incarnations");
-    let world = World::new(seed).await;
+    let world = World::new(seed, storage).await;
     let mut rng = rng(seed);
     let (id, key) = world.store_with_group(ConsumerStrategy::RoundRobin).await;
     let holder = 1 + rng.below(WORKERS as u64 - 1) as usize;
@@ -512,34 +556,101 @@ async fn a_store_removed_and_created_again_replaces_the_old_handle_everywhere(se
 #[tokio::test(start_paused = true)]
 async fn consumers_through_different_workers_receive_each_event_exactly_once() {
     for seed in seeds(151) {
-        two_consumers_through_different_workers_share_events_without_double_dispatch(seed).await;
+        two_consumers_through_different_workers_share_events_without_double_dispatch(
+            seed,
+            &Storage::Simulated,
+        )
+        .await;
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn when_the_owner_dies_another_worker_takes_over_and_nothing_is_lost() {
     for seed in seeds(152) {
-        the_owner_dies_mid_stream_and_another_worker_resumes_from_the_checkpoint(seed).await;
+        the_owner_dies_mid_stream_and_another_worker_resumes_from_the_checkpoint(
+            seed,
+            &Storage::Simulated,
+        )
+        .await;
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn removal_through_any_worker_ends_every_consumer_and_stays() {
     for seed in seeds(153) {
-        removal_ends_consumers_on_two_workers_and_the_record_stays_removed(seed).await;
+        removal_ends_consumers_on_two_workers_and_the_record_stays_removed(
+            seed,
+            &Storage::Simulated,
+        )
+        .await;
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn parked_events_are_listed_and_replayed_through_any_worker() {
     for seed in seeds(154) {
-        replay_parked_through_any_worker_moves_parked_events_back(seed).await;
+        replay_parked_through_any_worker_moves_parked_events_back(seed, &Storage::Simulated).await;
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_recreated_store_is_a_new_incarnation_on_every_worker() {
     for seed in seeds(155) {
-        a_store_removed_and_created_again_replaces_the_old_handle_everywhere(seed).await;
+        a_store_removed_and_created_again_replaces_the_old_handle_everywhere(
+            seed,
+            &Storage::Simulated,
+        )
+        .await;
     }
 }
+
+/// A throwaway PostgreSQL server for one scenario, or why it is skipped.
+fn postgres(case: &str) -> Option<PgServer> {
+    if std::env::var_os("RUN_SLOW_TESTS").is_none() {
+        eprintln!("{case}: skipped, slow test (set RUN_SLOW_TESTS=1 to run it)");
+        return None;
+    }
+    let server = PgServer::start().expect("the PostgreSQL server starts");
+    if server.is_none() {
+        eprintln!("{case}: skipped, no PostgreSQL binaries (initdb, pg_ctl) on this machine");
+    }
+    server
+}
+
+macro_rules! on_postgres {
+    ($name:ident, $scenario:ident, $seed:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(pg) = postgres(stringify!($name)) else {
+                return;
+            };
+            $scenario(support::seed($seed), &Storage::Postgres(pg.url())).await;
+        }
+    };
+}
+
+on_postgres!(
+    postgres_consumers_through_different_workers_receive_each_event_exactly_once,
+    two_consumers_through_different_workers_share_events_without_double_dispatch,
+    161
+);
+on_postgres!(
+    postgres_when_the_owner_dies_another_worker_takes_over_and_nothing_is_lost,
+    the_owner_dies_mid_stream_and_another_worker_resumes_from_the_checkpoint,
+    162
+);
+on_postgres!(
+    postgres_removal_through_any_worker_ends_every_consumer_and_stays,
+    removal_ends_consumers_on_two_workers_and_the_record_stays_removed,
+    163
+);
+on_postgres!(
+    postgres_parked_events_are_listed_and_replayed_through_any_worker,
+    replay_parked_through_any_worker_moves_parked_events_back,
+    164
+);
+on_postgres!(
+    postgres_a_recreated_store_is_a_new_incarnation_on_every_worker,
+    a_store_removed_and_created_again_replaces_the_old_handle_everywhere,
+    165
+);

@@ -77,7 +77,7 @@ pub(super) enum Command {
     },
     /// `list_parked`.
     ListParked {
-        reply: oneshot::Sender<Result<Vec<RecordedEvent>, Error>>,
+        reply: oneshot::Sender<Result<Routed<Vec<RecordedEvent>>, Error>>,
     },
     /// `replay_parked`.
     ReplayParked {
@@ -389,7 +389,7 @@ impl Group {
                 let _ = reply.send(self.info());
             }
             Command::ListParked { reply } => {
-                let _ = reply.send(self.parked_events().await);
+                let _ = reply.send(self.list_parked().await);
             }
             Command::ReplayParked { reply } => {
                 let _ = reply.send(self.replay_parked().await);
@@ -889,6 +889,15 @@ impl Group {
             events.push(self.read_event(*position).await?);
         }
         Ok(events)
+    }
+
+    /// The parked events as the lease holder knows them (it may not have
+    /// stored its latest park yet).
+    async fn list_parked(&mut self) -> Result<Routed<Vec<RecordedEvent>>, Error> {
+        if let Some(address) = self.take_ownership().await? {
+            return Ok(Routed::Owner(address));
+        }
+        self.parked_events().await.map(Routed::Here)
     }
 
     async fn replay_parked(&mut self) -> Result<Routed<u64>, Error> {

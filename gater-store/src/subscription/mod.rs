@@ -555,13 +555,22 @@ impl Subscriptions {
             return self.check_transient_known(key).map(|()| Vec::new());
         }
         if self.shared.log.shared() {
-            // The stored record, as its holder last wrote it.
             let _admin = self.admin.lock().await;
             self.refresh(key).await?;
         }
         let commands = self.persistent_commands(key)?;
-        self.request(key, &commands, |reply| Command::ListParked { reply })
-            .await?
+        match self
+            .request(key, &commands, |reply| Command::ListParked { reply })
+            .await??
+        {
+            Routed::Here(events) => Ok(events),
+            Routed::Owner(address) => {
+                self.peer(&address)
+                    .await?
+                    .list_parked(&self.store, key)
+                    .await
+            }
+        }
     }
 
     /// `Gater::replay_parked`.
