@@ -268,7 +268,6 @@ impl Engine {
         match self.handle(store) {
             Ok(handle) if handle.backend.gone() => {
                 let _admin = self.admin.lock().await;
-                self.drop_gone(store).await;
                 self.discover(store).await
             }
             Err(_) if self.backend.shared() => {
@@ -298,8 +297,10 @@ impl Engine {
     }
 
     /// The store, running or stopping; over a shared backend it is opened
-    /// if another worker created it. The caller holds `admin`.
+    /// if another worker created it, and opened anew if another worker
+    /// removed the incarnation this worker had open. The caller holds `admin`.
     async fn discover(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
+        self.drop_gone(store).await;
         if let Ok(handle) = self.handle(store) {
             return Ok(handle);
         }

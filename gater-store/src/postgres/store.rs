@@ -780,3 +780,93 @@ fn record_from(bytes: Vec<u8>) -> Result<SubscriptionRecord, Error> {
 pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Storage(format!("corrupt data: {what}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gater_core::{
+        Position, StoreConfig, StoreId, SubscriptionKey, SubscriptionSpec, SubscriptionType,
+    };
+    use gater_testkit::pg_harness::PgServer;
+
+    use crate::backend::Backend;
+    use crate::lease::{Claim, Claimant, Fence};
+    use crate::postgres::{PostgresBackend, PostgresOptions};
+    use crate::subscription::SubscriptionRecord;
+
+    const PERIOD: Duration = Duration::from_millis(300);
+
+    fn claimant(holder: &str) -> Claimant {
+        Claimant {
+            holder: holder.to_owned(),
+            address: format!("{holder}:7401"),
+            period: PERIOD,
+        }
+    }
+
+    fn record(checkpoint: u64) -> SubscriptionRecord {
+        let key = SubscriptionKey::new(SubscriptionType::ByStream, "$all", "g").unwrap();
+        SubscriptionRecord {
+            spec: SubscriptionSpec::new(key),
+            checkpoint: Position(checkpoint),
+            parked: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_owners_checkpoint_write_is_refused_by_postgres() {
+        let case = "an_expired_owners_checkpoint_write_is_refused_by_postgres";
+        if std::env::var_os("RUN_SLOW_TESTS").is_none() {
+            eprintln!("{case}: skipped, slow test (set RUN_SLOW_TESTS=1 to run it)");
+            return;
+        }
+        let Some(pg) = PgServer::start().unwrap() else {
+            eprintln!("{case}: skipped, no PostgreSQL binaries (initdb, pg_ctl) on this machine");
+            return;
+        };
+        let backend = PostgresBackend::new(&PostgresOptions::new(pg.url())).unwrap();
+        let config = StoreConfig {
+            fsync: false,
+            group_commit: true,
+        };
+        let store = backend
+            .create_store(&StoreId::new("fenced").unwrap(), config)
+            .await
+            .unwrap();
+        let key = record(0).spec.key;
+        store.put_subscription(&record(0)).await.unwrap();
+        let (a, b) = (claimant("a"), claimant("b"));
+        assert_eq!(store.claim_lease(&key, &a).await.unwrap(), Claim::Held(1));
+        assert_eq!(store.claim_lease(&key, &a).await.unwrap(), Claim::Held(1));
+        let Claim::Other(lease) = store.claim_lease(&key, &b).await.unwrap() else {
+            panic!("a holds the lease");
+        };
+        assert_eq!((lease.holder.as_str(), lease.epoch), ("a", 1));
+        let write = |checkpoint, holder: &'static str, epoch| {
+            let store = store.clone();
+            async move {
+                store
+                    .put_subscription_fenced(&record(checkpoint), holder, epoch)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(write(5, "a", 1).await, Fence::Written);
+        tokio::time::sleep(PERIOD * 2).await;
+        assert_eq!(write(6, "a", 1).await, Fence::LeaseLost, "expired: refused");
+        assert_eq!(store.claim_lease(&key, &b).await.unwrap(), Claim::Held(2));
+        assert_eq!(
+            write(7, "a", 1).await,
+            Fence::LeaseLost,
+            "taken over: refused"
+        );
+        assert_eq!(write(8, "b", 2).await, Fence::Written);
+        let stored = store.load_subscription(&key).await.unwrap().unwrap();
+        assert_eq!(stored.checkpoint, Position(8));
+        store.delete_subscription(&key).await.unwrap();
+        assert_eq!(write(9, "b", 2).await, Fence::Removed, "never re-created");
+        assert_eq!(store.claim_lease(&key, &b).await.unwrap(), Claim::Removed);
+        assert!(store.load_subscription(&key).await.unwrap().is_none());
+    }
+}
