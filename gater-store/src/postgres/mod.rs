@@ -270,6 +270,8 @@ impl Backend for PostgresBackend {
             .timed(catalog_row(shared, store))
             .await?
             .ok_or_else(|| Error::not_found(Resource::Store, store))?;
+        // A store created before subscriptions had leases lacks their table.
+        shared.timed(ensure_leases(shared, store, &schema)).await?;
         let opened = PostgresStore::new(
             Arc::clone(shared),
             store.clone(),
@@ -420,6 +422,35 @@ async fn create_schema(
     conn.forget_statements();
     pooled.set_in_transaction(false);
     Ok((schema, created_us))
+}
+
+/// Creates the store's `leases` table if it is missing, under the catalog
+/// lock (two workers opening the store at once must not both create it).
+async fn ensure_leases(shared: &Shared, store: &StoreId, schema: &str) -> Result<(), Error> {
+    let mut pooled = shared.catalog_conn().await?;
+    let found: Option<String> = pooled
+        .conn()
+        .client
+        .query_one(
+            "SELECT to_regclass($1)::text",
+            &[&format!("\"{schema}\".leases")],
+        )
+        .await
+        .map_err(|e| shared.error(Some(store), &e))?
+        .get(0);
+    if found.is_some() {
+        return Ok(());
+    }
+    drop(pooled);
+    let mut pooled = shared.locked_catalog().await?;
+    let e = |e: tokio_postgres::Error| shared.error(Some(store), &e);
+    let conn = pooled.conn();
+    conn.client
+        .batch_execute(&format!("{}; COMMIT", store::leases_ddl(schema)))
+        .await
+        .map_err(e)?;
+    pooled.set_in_transaction(false);
+    Ok(())
 }
 
 /// Drops the store's schema and catalog row in one transaction.

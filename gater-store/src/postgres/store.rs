@@ -257,7 +257,15 @@ pub(super) fn schema_ddl(schema: &str) -> String {
              checkpoint bigint NOT NULL,
              record bytea NOT NULL
          );
-         CREATE TABLE {s}.leases (
+         {}",
+        leases_ddl(schema)
+    )
+}
+
+/// The table of subscription leases (see `crate::lease`).
+pub(super) fn leases_ddl(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS \"{schema}\".leases (
              key bytea PRIMARY KEY,
              holder text NOT NULL,
              address text NOT NULL,

@@ -260,6 +260,11 @@ impl Group {
         }
         loop {
             self.head_pos = *self.head.borrow_and_update();
+            if self.lease_ran_out() {
+                // A renewal came too late (a slow read or storage): another
+                // worker may hold the lease now, so nothing more goes out here.
+                self.lose_lease();
+            }
             if self.caught_up_at.is_none() && self.at_head() {
                 self.caught_up_at = Some(self.next_read);
             }
@@ -439,6 +444,7 @@ impl Group {
             return Ok(None);
         }
         let key = self.spec.key.clone();
+        let asked = Instant::now();
         let epoch = match self.log.claim_lease(&key).await? {
             Claim::Held(epoch) => epoch,
             Claim::Other(lease) => return Ok(Some(lease.address)),
@@ -460,18 +466,20 @@ impl Group {
             }
         };
         self.reset(record);
-        self.role = self.owner(epoch);
+        self.role = self.owner(epoch, asked);
         tracing::debug!(subscription = %key, epoch, "took the subscription's lease");
         Ok(None)
     }
 
-    fn owner(&self, epoch: u64) -> Role {
-        let now = Instant::now();
+    /// The lease held at `epoch` as claimed at `asked`: it is counted from
+    /// before the claim was sent, so this worker stops serving no later than
+    /// the storage lets another worker take over.
+    fn owner(&self, epoch: u64, asked: Instant) -> Role {
         let period = self.log.lease_period();
         Role::Owner {
             epoch,
-            renew_at: now + period / RENEWALS_PER_PERIOD,
-            valid_until: now + period,
+            renew_at: asked + period / RENEWALS_PER_PERIOD,
+            valid_until: asked + period,
         }
     }
 
@@ -490,9 +498,11 @@ impl Group {
             self.give_up_lease().await;
             return;
         }
+        let asked = Instant::now();
+        let result = self.log.claim_lease(&self.spec.key).await;
         let now = Instant::now();
-        match self.log.claim_lease(&self.spec.key).await {
-            Ok(Claim::Held(renewed)) if renewed == epoch => self.role = self.owner(epoch),
+        match result {
+            Ok(Claim::Held(renewed)) if renewed == epoch => self.role = self.owner(epoch, asked),
             // Held at a new epoch: it expired meanwhile and this state may be stale.
             Ok(Claim::Held(_) | Claim::Other(_)) => self.lose_lease(),
             Ok(Claim::Removed) => self.removed = true,
@@ -510,6 +520,10 @@ impl Group {
                 };
             }
         }
+    }
+
+    fn lease_ran_out(&self) -> bool {
+        matches!(self.role, Role::Owner { valid_until, .. } if Instant::now() >= valid_until)
     }
 
     /// Lets the lease go (no consumer left, or the task ends) so another
