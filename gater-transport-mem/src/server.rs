@@ -126,8 +126,11 @@ impl MemServer {
         &self,
         envelope: RequestEnvelope,
     ) -> Result<ResponseEnvelope, Error> {
+        let id = envelope.id;
         let result = self.answer(envelope).await;
-        self.inner.codec.carry_response(ResponseEnvelope { result })
+        self.inner
+            .codec
+            .carry_response(ResponseEnvelope { id, result })
     }
 
     async fn answer(&self, envelope: RequestEnvelope) -> Result<Response, Error> {
@@ -163,12 +166,15 @@ impl MemServer {
         &self,
         envelope: RequestEnvelope,
     ) -> (Result<ResponseEnvelope, Error>, Option<Channels>) {
+        let id = envelope.id;
         let (result, channels) = match self.attach(envelope).await {
             Ok((consumer, channels)) => (Ok(Response::Subscribed(consumer)), Some(channels)),
             Err(e) => (Err(e), None),
         };
         (
-            self.inner.codec.carry_response(ResponseEnvelope { result }),
+            self.inner
+                .codec
+                .carry_response(ResponseEnvelope { id, result }),
             channels,
         )
     }

@@ -1,5 +1,5 @@
-//! The QUIC server: accepts connections, serves one request per
-//! bidirectional stream and one subscription per long stream, and shuts down
+//! The QUIC server: accepts connections, serves request streams (see
+//! `requests`) and one subscription per long stream, and shuts down
 //! gracefully.
 
 use std::future::Future;
@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gater_core::wire::{self, Request, RequestEnvelope, Response, ResponseEnvelope};
+use gater_core::wire::{Request, RequestEnvelope, Response};
 use gater_core::{BoxGater, Error, Gater, Limits};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::frame::{FrameReader, ReadFailure};
+use crate::requests::{self, Read};
 use crate::subscription;
 use crate::tls::{ServerTls, TlsError};
 use crate::transport_config;
@@ -30,7 +31,7 @@ pub(crate) const UP_FRAME_BYTES_MAX: u32 = 1024;
 /// a peer that never answers (a half-open handshake) must not hold it longer.
 const CLOSE_WAIT_MS: u64 = 1_000;
 /// QUIC application error code of a refused stream.
-const STREAM_REFUSED: u32 = 1;
+pub(crate) const STREAM_REFUSED: u32 = 1;
 /// QUIC application error code of a server shutdown.
 const SHUTDOWN_CODE: u32 = 0;
 
@@ -43,7 +44,8 @@ pub struct ServerConfig {
     pub tls: ServerTls,
     /// Largest frame body, bytes.
     pub frame_bytes_max: u32,
-    /// Streams (requests and subscriptions) one connection may have open at once.
+    /// Streams (request streams and subscriptions) one connection may have
+    /// open at once, and requests it may have in flight over all its request streams.
     pub streams_per_connection_max: u32,
     /// Connections served at once; more are refused.
     pub connections_max: u32,
@@ -100,6 +102,7 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     connections_max: u32,
+    streams_per_connection_max: u32,
     shutdown_grace: Duration,
 }
 
@@ -157,6 +160,7 @@ impl Server {
                 subscription_credit_max: config.subscription_credit_max.max(1),
             }),
             connections_max: config.connections_max,
+            streams_per_connection_max: config.streams_per_connection_max,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         })
     }
@@ -193,6 +197,7 @@ impl Server {
                 shared: Arc::clone(&self.shared),
                 stop: stop_rx.clone(),
                 drain: drain_tx.clone(),
+                in_flight: Arc::new(Semaphore::new(self.streams_per_connection_max as usize)),
             };
             tokio::spawn(async move {
                 let _permit = permit;
@@ -225,6 +230,8 @@ struct Connection {
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
+    /// One permit per request in flight on the connection.
+    in_flight: Arc<Semaphore>,
 }
 
 impl Connection {
@@ -253,9 +260,10 @@ impl Connection {
                 recv,
             };
             let (stop, drain) = (self.stop.clone(), self.drain.clone());
+            let in_flight = Arc::clone(&self.in_flight);
             tokio::spawn(async move {
                 let _drain = drain;
-                stream.run(stop).await;
+                stream.run(in_flight, stop).await;
             });
         }
     }
@@ -269,23 +277,30 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    async fn run(mut self, stop: watch::Receiver<bool>) {
+    /// Reads the first frame: a `Subscribe` makes the stream a subscription,
+    /// anything else makes it a request stream.
+    async fn run(mut self, in_flight: Arc<Semaphore>, stop: watch::Receiver<bool>) {
         let mut reader = FrameReader::new(self.shared.frame_bytes_max);
-        let envelope = match reader.next(&mut self.recv, wire::decode_request).await {
-            Ok(Some(envelope)) => Ok(envelope),
-            Ok(None) => Err(Error::Protocol("stream ended before a request".into())),
+        let first = match reader.next(&mut self.recv, requests::read_request).await {
+            Ok(Some(first)) => first,
+            Ok(None) => Read::Refused {
+                id: 0,
+                error: Error::Protocol("stream ended before a request".into()),
+                fatal: true,
+            },
             Err(ReadFailure::Stream(e)) => {
                 tracing::debug!("request stream failed: {e}");
                 return;
             }
-            Err(failure) => Err(failure.into()),
-        }
-        .inspect_err(|_| {
-            // Bad input: stop the peer sending more of it on this stream.
-            let _ = self.recv.stop(STREAM_REFUSED.into());
-        });
-        let result = match envelope {
-            Ok(RequestEnvelope {
+            Err(failure) => Read::Refused {
+                id: 0,
+                error: failure.into(),
+                fatal: true,
+            },
+        };
+        match first {
+            Read::Request(RequestEnvelope {
+                id,
                 request:
                     Request::Subscribe {
                         store,
@@ -297,41 +312,20 @@ impl Stream {
                 let sub = subscription::Serve {
                     stream: self,
                     reader: FrameReader::new(UP_FRAME_BYTES_MAX),
+                    id,
                     store,
                     key,
                 };
-                return sub.run(options, stop).await;
+                sub.run(options, stop).await
             }
-            Ok(envelope) => {
-                let within = envelope.within();
-                self.shared.gater.call(envelope.request, within).await
-            }
-            Err(e) => Err(e),
-        };
-        self.respond(result).await;
-        let _ = self.send.finish();
-        // Keep the task (and the shutdown drain) until the peer has the answer.
-        let _ = self.send.stopped().await;
+            first => requests::serve(self, reader, first, in_flight, stop).await,
+        }
     }
 
-    /// Writes one response frame; an answer too large for a frame becomes the error saying so.
-    pub(crate) async fn respond(&mut self, result: Result<Response, Error>) {
-        let max = self.shared.frame_bytes_max;
-        let frame = match wire::encode(&ResponseEnvelope { result }, max) {
-            Ok(frame) => frame,
-            Err(e) => match wire::encode(
-                &ResponseEnvelope {
-                    result: Err(e.into()),
-                },
-                max,
-            ) {
-                Ok(frame) => frame,
-                Err(e) => {
-                    tracing::error!("cannot encode even an error response: {e}");
-                    return;
-                }
-            },
-        };
+    /// Writes one answer frame.
+    pub(crate) async fn respond(&mut self, id: u64, result: Result<Response, Error>) {
+        let mut frame = Vec::new();
+        requests::push_answer(&mut frame, id, result, self.shared.frame_bytes_max);
         if let Err(e) = self.send.write_all(&frame).await {
             tracing::debug!("response not delivered: {e}");
         }
