@@ -49,10 +49,10 @@ pub enum RequestClass {
     /// Appends: safe to retry because event ids make them idempotent.
     Append,
     /// Writes that are idempotent by construction (create store, save subscription,
-    /// record snapshot, acks).
+    /// record snapshot).
     IdempotentWrite,
     /// Writes whose repetition is observable (remove store, delete snapshot,
-    /// remove subscription, nack, replay parked): never retried blindly.
+    /// remove subscription, ack, nack, replay parked): never retried blindly.
     Write,
     /// Attaching a consumer: routed by affinity, re-attached rather than retried.
     Subscribe,

@@ -179,7 +179,13 @@ pub enum ConsumerStrategy {
     /// Each event to the next consumer with room in its window.
     #[default]
     RoundRobin,
-    /// All events of a stream to the same consumer, in order.
+    /// All events of a stream to the same consumer, strictly in version
+    /// order: a stream's next event is delivered only once the one before
+    /// it is acked, skipped or parked, so timeouts, retries, consumers
+    /// joining or leaving and a move to another worker never reorder a
+    /// stream; other streams keep flowing meanwhile. (Replayed parked events
+    /// come back after the stream has moved on: parking takes an event out
+    /// of its order.)
     PinnedByStream,
 }
 
@@ -194,14 +200,16 @@ pub struct SubscriptionSpec {
     pub strategy: ConsumerStrategy,
     /// An unacked delivery is sent again after this long, milliseconds.
     pub ack_timeout_ms: u64,
-    /// After this many deliveries without an ack an event is parked.
+    /// Redeliveries of an unacked event (timeouts and `Retry` nacks) before
+    /// it is parked: with 1 an event is delivered twice, with 0 it is parked
+    /// after its first failed delivery (KurrentDB's `max_retry_count`).
     pub max_retries: u32,
 }
 
 impl SubscriptionSpec {
     /// Default time before an unacked delivery is redelivered, milliseconds.
     pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 30_000;
-    /// Default deliveries before an event is parked.
+    /// Default redeliveries before an event is parked.
     pub const MAX_RETRIES_DEFAULT: u32 = 10;
 
     /// A spec with the defaults: start at position 0, round robin, 30 s ack timeout, 10 retries.

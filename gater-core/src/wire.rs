@@ -231,9 +231,10 @@ impl Request {
             Request::AppendEvents { .. } => RequestClass::Append,
             Request::SaveSubscription { .. }
             | Request::RecordSnapshot { .. }
-            | Request::CreateStore { .. }
-            | Request::AckEvent { .. } => RequestClass::IdempotentWrite,
+            | Request::CreateStore { .. } => RequestClass::IdempotentWrite,
+            // A second ack of a delivery answers NotFound: not idempotent.
             Request::RemoveSubscription { .. }
+            | Request::AckEvent { .. }
             | Request::NackEvent { .. }
             | Request::ReplayParked { .. }
             | Request::DeleteSnapshot { .. }
@@ -529,6 +530,30 @@ pub fn decode_request(body: &[u8]) -> Result<RequestEnvelope, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acks_and_nacks_are_never_retried_after_a_lost_answer() {
+        let store = StoreId::new("s").unwrap();
+        let key = SubscriptionKey::new(crate::SubscriptionType::ByStream, "$all", "g").unwrap();
+        let lost = Error::unavailable(crate::Side::Worker, "connection lost");
+        let ack = Request::AckEvent {
+            store: store.clone(),
+            key: key.clone(),
+            consumer: crate::ConsumerId(1),
+            position: crate::Position(0),
+        };
+        let nack = Request::NackEvent {
+            store,
+            key,
+            consumer: crate::ConsumerId(1),
+            position: crate::Position(0),
+            action: crate::NackAction::Retry,
+        };
+        for request in [ack, nack] {
+            assert_eq!(request.class(), RequestClass::Write, "{request:?}");
+            assert!(!crate::routing::retry_is_safe(request.class(), &lost));
+        }
+    }
 
     #[test]
     fn the_sooner_deadline_is_sent_in_whole_milliseconds() {

@@ -21,6 +21,7 @@ use gater_core::{
     SnapshotKey, StoreConfig, StoreId, StreamId, StreamPage, SubscriptionKey, Version,
 };
 
+use crate::lease::{Claim, Claimant, Fence};
 use crate::subscription::SubscriptionRecord;
 
 /// Creates, opens, lists and removes stores.
@@ -174,11 +175,59 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
         Ok(records.into_iter().find(|r| &r.spec.key == key))
     }
 
-    /// Stores (creates or overwrites) a subscription record durably.
+    /// Stores a subscription record durably: creates it, or on a store of
+    /// this worker alone overwrites it. A shared backend keeps an existing
+    /// record (its holder writes it with [`BackendStore::put_subscription_fenced`]).
     async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error>;
 
-    /// Deletes a subscription record; a missing one is Ok.
+    /// Deletes a subscription record, and its lease; a missing one is Ok.
     async fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error>;
+
+    /// Takes or renews the lease of persistent subscription `key` for
+    /// `claimant` (see `lease`). A store of this worker alone needs none:
+    /// its one worker always holds it.
+    async fn claim_lease(
+        &self,
+        _key: &SubscriptionKey,
+        _claimant: &Claimant,
+    ) -> Result<Claim, Error> {
+        Ok(Claim::Held(0))
+    }
+
+    /// Gives up a lease `holder` holds at `epoch`, so another worker may take it at once.
+    async fn release_lease(
+        &self,
+        _key: &SubscriptionKey,
+        _holder: &str,
+        _epoch: u64,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Overwrites a record if `holder` holds its lease at `epoch`, unexpired,
+    /// and the record was not removed: a compare-and-set, so a worker that
+    /// lost its lease never writes.
+    async fn put_subscription_fenced(
+        &self,
+        record: &SubscriptionRecord,
+        _holder: &str,
+        _epoch: u64,
+    ) -> Result<Fence, Error> {
+        self.put_subscription(record).await.map(|()| Fence::Written)
+    }
+
+    /// Tells this creation of the store from an earlier one with the same id
+    /// (a store removed and created again); 0 when the backend has only one.
+    fn incarnation(&self) -> u64 {
+        0
+    }
+
+    /// Whether another worker removed this incarnation of the store (and
+    /// maybe created the id again): the engine then drops this handle, its
+    /// writer and its subscription tasks, and opens the store anew.
+    fn gone(&self) -> bool {
+        false
+    }
 
     /// Flushes and releases the store's files; later calls get `StoreStopping`.
     async fn close(&self) -> Result<(), Error>;

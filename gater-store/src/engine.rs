@@ -30,7 +30,10 @@ use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, BackendStore, PendingAppend};
 use crate::embedded::EmbeddedBackend;
-use crate::subscription::{SubscriptionLog, SubscriptionRecord, Subscriptions};
+use crate::lease::{Claim, Claimant, Fence};
+use crate::subscription::{
+    PeerConnector, PeerSlot, SubscriptionLog, SubscriptionRecord, Subscriptions,
+};
 use crate::validate;
 use crate::writer::{AppendRequest, BatchBounds, Writer};
 
@@ -50,6 +53,10 @@ pub struct StoreOptions {
     pub batch_appends_max: u32,
     /// A batch stops taking appends once it holds this many events.
     pub batch_events_max: u32,
+    /// On shared storage, how long a worker's lease of a persistent
+    /// subscription holds without renewal: a dead worker's subscriptions
+    /// move to another worker within it. Milliseconds.
+    pub lease_period_ms: u64,
 }
 
 impl StoreOptions {
@@ -67,6 +74,7 @@ impl StoreOptions {
             limits: Limits::DEFAULT,
             batch_appends_max: Self::BATCH_APPENDS_MAX_DEFAULT,
             batch_events_max: Self::BATCH_EVENTS_MAX_DEFAULT,
+            lease_period_ms: crate::lease::LEASE_PERIOD_MS_DEFAULT,
         }
     }
 }
@@ -88,6 +96,10 @@ struct Engine {
     stores: RwLock<BTreeMap<StoreId, Arc<StoreHandle>>>,
     /// Serialises creations and removals, which span several awaits.
     admin: tokio::sync::Mutex<()>,
+    /// This worker process as it claims subscription leases.
+    claimant: Claimant,
+    /// Reaches other workers of a shared storage (set by the application).
+    peers: PeerSlot,
 }
 
 /// One open store.
@@ -101,7 +113,7 @@ struct StoreHandle {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Polls the head for other workers' commits (shared backends only).
     poll: Option<JoinHandle<()>>,
-    subscriptions: Subscriptions,
+    subscriptions: Arc<Subscriptions>,
     /// The head as published after each commit.
     head: watch::Receiver<Option<Position>>,
 }
@@ -125,6 +137,7 @@ impl std::fmt::Debug for dyn Backend {
 struct LogView {
     backend: Arc<dyn BackendStore>,
     head: watch::Receiver<Option<Position>>,
+    claimant: Claimant,
 }
 
 impl Store {
@@ -134,12 +147,15 @@ impl Store {
         let backend = tokio::task::spawn_blocking(move || EmbeddedBackend::open(&dir))
             .await
             .map_err(|e| Error::Storage(format!("opening the data directory failed: {e}")))??;
-        let engine = Engine {
-            options,
-            backend: Arc::new(backend),
-            stores: RwLock::new(BTreeMap::new()),
-            admin: tokio::sync::Mutex::new(()),
-        };
+        Store::open_over(options, Arc::new(backend)).await
+    }
+
+    /// Opens a worker over `backend` and every store it lists now.
+    pub(crate) async fn open_over(
+        options: StoreOptions,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Store, Error> {
+        let engine = Engine::new(options, backend);
         for id in engine.backend.list_stores().await? {
             let backend = engine.backend.open_store(&id).await?;
             let handle = engine.start(id.clone(), backend).await?;
@@ -162,12 +178,7 @@ impl Store {
         postgres: crate::PostgresOptions,
     ) -> Result<Store, Error> {
         let backend = crate::postgres::PostgresBackend::new(&postgres)?;
-        let engine = Engine {
-            options,
-            backend: Arc::new(backend),
-            stores: RwLock::new(BTreeMap::new()),
-            admin: tokio::sync::Mutex::new(()),
-        };
+        let engine = Engine::new(options, Arc::new(backend));
         {
             let _admin = engine.admin.lock().await;
             if let Err(error) = engine.sync_stores().await {
@@ -196,7 +207,34 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Lets this worker reach the others of its shared storage, to relay
+    /// consumers of a persistent subscription whose lease another worker
+    /// holds. Set once; later calls are ignored. Without it such consumers
+    /// are refused with `Unavailable`.
+    pub fn connect_peers(&self, connector: Arc<dyn PeerConnector>) {
+        let _ = self.engine.peers.set(connector);
+    }
+}
+
 impl Engine {
+    fn new(options: StoreOptions, backend: Arc<dyn Backend>) -> Engine {
+        let claimant = Claimant {
+            // Unique per process: a restarted worker with the same id is a new holder.
+            holder: format!("{}/{}", options.worker_id, now_us()),
+            address: options.address.clone(),
+            period: Duration::from_millis(options.lease_period_ms.max(1)),
+        };
+        Engine {
+            options,
+            backend,
+            stores: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+            claimant,
+            peers: PeerSlot::default(),
+        }
+    }
+
     fn read_stores(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<StoreId, Arc<StoreHandle>>> {
         // A panic while holding this lock cannot leave the map half-updated:
         // every critical section is a single insert, remove or read.
@@ -214,15 +252,6 @@ impl Engine {
             .ok_or_else(|| Error::not_found(Resource::Store, store))
     }
 
-    /// The store, if it exists and is not being removed.
-    fn running(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
-        let handle = self.handle(store)?;
-        if handle.stopping.load(Ordering::Acquire) {
-            return Err(handle.stopping_error());
-        }
-        Ok(handle)
-    }
-
     /// The store, if it exists and is not being removed; over a shared
     /// backend, a store another worker created is opened first.
     async fn serving(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
@@ -237,6 +266,10 @@ impl Engine {
     /// another worker created is opened first.
     async fn known(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
         match self.handle(store) {
+            Ok(handle) if handle.backend.gone() => {
+                let _admin = self.admin.lock().await;
+                self.discover(store).await
+            }
             Err(_) if self.backend.shared() => {
                 let _admin = self.admin.lock().await;
                 self.discover(store).await
@@ -245,9 +278,29 @@ impl Engine {
         }
     }
 
+    /// Stops and forgets the handle of `store` if another worker removed
+    /// that incarnation: its consumers end with `StoreRemoved`, its writer
+    /// and subscription tasks stop. The caller holds `admin`.
+    async fn drop_gone(&self, store: &StoreId) {
+        let gone = {
+            let mut stores = self.write_stores();
+            match stores.get(store) {
+                Some(handle) if handle.backend.gone() => stores.remove(store),
+                _ => None,
+            }
+        };
+        if let Some(handle) = gone {
+            tracing::info!(store = %store, incarnation = handle.backend.incarnation(), "dropping a store another worker removed");
+            handle.stop(SubscriptionEnd::StoreRemoved).await;
+            let _ = handle.backend.close().await;
+        }
+    }
+
     /// The store, running or stopping; over a shared backend it is opened
-    /// if another worker created it. The caller holds `admin`.
+    /// if another worker created it, and opened anew if another worker
+    /// removed the incarnation this worker had open. The caller holds `admin`.
     async fn discover(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
+        self.drop_gone(store).await;
         if let Ok(handle) = self.handle(store) {
             return Ok(handle);
         }
@@ -268,9 +321,9 @@ impl Engine {
         let gone: Vec<Arc<StoreHandle>> = {
             let mut stores = self.write_stores();
             let ids: Vec<StoreId> = stores
-                .keys()
-                .filter(|id| listed.binary_search(id).is_err())
-                .cloned()
+                .iter()
+                .filter(|(id, handle)| listed.binary_search(id).is_err() || handle.backend.gone())
+                .map(|(id, _)| id.clone())
                 .collect();
             ids.iter().filter_map(|id| stores.remove(id)).collect()
         };
@@ -297,8 +350,15 @@ impl Engine {
         let log = Arc::new(LogView {
             backend: backend.clone(),
             head: head_rx.clone(),
+            claimant: self.claimant.clone(),
         });
-        let subscriptions = match Subscriptions::open(id.clone(), log).await {
+        let opened = Subscriptions::open_with_peers(
+            id.clone(),
+            log,
+            self.options.address.clone(),
+            Arc::clone(&self.peers),
+        );
+        let subscriptions = match opened.await {
             Ok(subscriptions) => subscriptions,
             Err(error) => {
                 let _ = backend.close().await;
@@ -411,15 +471,7 @@ async fn poll_head(
         }
         match backend.refresh_head().await {
             // Only forward: this worker's writer may have published a later head meanwhile.
-            Ok(latest) => {
-                head.send_if_modified(|current| {
-                    let newer = latest > *current;
-                    if newer {
-                        *current = latest;
-                    }
-                    newer
-                });
-            }
+            Ok(latest) => crate::writer::publish_head(&head, latest),
             Err(Error::StoreStopping { .. }) => return,
             Err(error) => tracing::debug!(%store, %error, "polling the head failed; polling on"),
         }
@@ -479,6 +531,40 @@ impl SubscriptionLog for LogView {
         key: &SubscriptionKey,
     ) -> Result<Option<SubscriptionRecord>, Error> {
         self.backend.load_subscription(key).await
+    }
+
+    async fn claim_lease(&self, key: &SubscriptionKey) -> Result<Claim, Error> {
+        self.backend.claim_lease(key, &self.claimant).await
+    }
+
+    async fn release_lease(&self, key: &SubscriptionKey, epoch: u64) -> Result<(), Error> {
+        self.backend
+            .release_lease(key, &self.claimant.holder, epoch)
+            .await
+    }
+
+    async fn put_subscription_fenced(
+        &self,
+        record: &SubscriptionRecord,
+        epoch: u64,
+    ) -> Result<Fence, Error> {
+        self.backend
+            .put_subscription_fenced(record, &self.claimant.holder, epoch)
+            .await
+    }
+
+    fn lease_period(&self) -> Duration {
+        self.claimant.period
+    }
+
+    /// Not clipped to the head: on shared storage another worker's commit
+    /// may be parked here before this worker's head poll announces it.
+    async fn read_committed(&self, position: Position) -> Result<Option<RecordedEvent>, Error> {
+        let events = self
+            .backend
+            .read_all(position, 1, Direction::Forward)
+            .await?;
+        Ok(events.into_iter().find(|e| e.position == position))
     }
 }
 
@@ -639,7 +725,8 @@ impl Gater for Store {
         key: &SubscriptionKey,
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.engine
-            .running(store)?
+            .serving(store)
+            .await?
             .subscriptions
             .list_parked(key)
             .await
@@ -860,6 +947,7 @@ mod tests {
         let log = LogView {
             backend: handle.backend.clone(),
             head: watch::channel(None).1,
+            claimant: store.engine.claimant.clone(),
         };
         let empty = log.read_all_forward(Position::START, 10).await.unwrap();
         assert!(empty.is_empty(), "nothing is read past an unpublished head");
@@ -875,6 +963,7 @@ mod tests {
         let log = LogView {
             backend: handle.backend.clone(),
             head: watched.clone(),
+            claimant: store.engine.claimant.clone(),
         };
         let read = log.read_all_forward(Position(1), 10).await.unwrap();
         let positions: Vec<u64> = read.iter().map(|e| e.position.0).collect();

@@ -25,7 +25,8 @@
 //!   may trail the counters by the commit whose appends are being answered.
 //!
 //! With the `conformance` feature, the `conformance` module holds the suite every
-//! `Gater` implementation must pass.
+//! `Gater` implementation must pass, and [`SimulatedShared`] lets several
+//! workers in one process share stores, for simulations of a shared cluster.
 #![warn(missing_docs)]
 
 mod backend;
@@ -33,14 +34,21 @@ mod backend;
 pub mod conformance;
 mod embedded;
 mod engine;
+mod lease;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "conformance")]
+mod shared_sim;
 mod stage;
 mod subscription;
 mod validate;
 mod writer;
 
 pub use engine::{Store, StoreOptions};
+pub use lease::LEASE_PERIOD_MS_DEFAULT;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresOptions;
+#[cfg(feature = "conformance")]
+pub use shared_sim::SimulatedShared;
+pub use subscription::PeerConnector;
 pub use validate::{EVENT_TYPE_LEN_MAX, SNAPSHOT_PART_LEN_MAX};

@@ -113,11 +113,7 @@ impl Writer {
             Ok(outcome) => {
                 // Publish before answering: whoever sees its append succeed
                 // and then watches the head must find it there.
-                self.head.send_if_modified(|head| {
-                    let changed = *head != outcome.head;
-                    *head = outcome.head;
-                    changed
-                });
+                publish_head(&self.head, outcome.head);
                 debug_assert_eq!(outcome.results.len(), replies.len());
                 for (reply, result) in replies.into_iter().zip(outcome.results) {
                     let _ = reply.send(result);
@@ -136,5 +132,44 @@ impl Writer {
         Error::StoreStopping {
             store: self.store.to_string(),
         }
+    }
+}
+
+/// Publishes `seen` as the head if it is later than the published one: on a
+/// shared backend a head poll may already have published another worker's
+/// later commit, and the head never moves back.
+pub(crate) fn publish_head(head: &watch::Sender<Option<Position>>, seen: Option<Position>) {
+    head.send_if_modified(|current| {
+        let newer = seen > *current;
+        if newer {
+            *current = seen;
+        }
+        newer
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_head_only_moves_forward() {
+        let (head, watched) = watch::channel(None);
+        publish_head(&head, Some(Position(5)));
+        assert_eq!(*watched.borrow(), Some(Position(5)));
+        publish_head(&head, Some(Position(3)));
+        assert_eq!(
+            *watched.borrow(),
+            Some(Position(5)),
+            "an earlier head is ignored"
+        );
+        publish_head(&head, None);
+        assert_eq!(
+            *watched.borrow(),
+            Some(Position(5)),
+            "an empty head is ignored"
+        );
+        publish_head(&head, Some(Position(9)));
+        assert_eq!(*watched.borrow(), Some(Position(9)));
     }
 }

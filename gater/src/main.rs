@@ -6,6 +6,7 @@
 
 mod bench;
 mod cli;
+mod peers;
 mod server;
 
 use std::io::{self, IsTerminal};

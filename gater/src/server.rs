@@ -81,6 +81,10 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
             Store::open_postgres(options, PostgresOptions::new(url)).await?
         }
     };
+    // Consumers of a persistent subscription whose lease another worker
+    // holds are relayed to it (shared storage only).
+    let peers = crate::peers::QuicPeers::new(client_tls(&global.certs, &config.tls)?);
+    store.connect_peers(Arc::new(peers));
     let store = Arc::new(store);
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let server = Server::bind(ServerConfig::new(listen, server_tls), store.clone())?;

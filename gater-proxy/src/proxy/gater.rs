@@ -17,7 +17,7 @@ use super::{Proxy, StorageMode};
 impl Gater for Proxy {
     async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
         let inner = &self.inner;
-        let shared = inner.config.storage == StorageMode::Shared;
+        let shared = inner.storage() == StorageMode::Shared;
         Ok(match request {
             Request::AckEvent {
                 store,

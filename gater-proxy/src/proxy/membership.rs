@@ -45,6 +45,11 @@ impl Inner {
     }
 
     async fn probe(&self, worker: &Arc<Worker>) {
+        if let Err(error) = self.learn_storage(worker).await {
+            tracing::error!(worker = %worker.id, %error, "worker refused");
+            self.pool.remove(worker);
+            return;
+        }
         let seen = worker.store_changes();
         let started = Instant::now();
         let answer =
@@ -71,7 +76,9 @@ impl Inner {
             let silent = now.saturating_sub(worker.last_heard());
             if worker.dynamic && silent > self.config.removal_timeout {
                 tracing::info!(worker = %worker.id, "removing a worker silent for {silent:?}");
-                self.pool.remove(&worker);
+                if self.pool.remove(&worker) {
+                    self.storage_reports.forget(&worker.id);
+                }
             }
         }
     }
@@ -81,6 +88,7 @@ impl Inner {
     pub(crate) async fn heartbeat(&self, info: WorkerInfo) -> Result<(), Error> {
         check_heartbeat(&info)?;
         let now = self.now();
+        self.heard_storage(&info.id, info.shared_storage)?;
         let shared = info.shared_storage || self.config.storage == StorageMode::Shared;
         if let Some(worker) = self.pool.get(&info.id) {
             if worker.address == info.address {

@@ -20,6 +20,7 @@ mod membership;
 mod pool;
 mod relay;
 mod route;
+mod storage;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +42,7 @@ pub use membership::{WORKER_ADDRESS_LEN_MAX, WORKER_ID_LEN_MAX, WORKER_STORES_MA
 
 use pool::{NewWorker, Pool};
 use relay::Consumers;
+use storage::StorageReports;
 
 /// Reaches a worker by address; used for workers that join at run time.
 ///
@@ -130,10 +132,12 @@ impl ProxyBuilder {
         self
     }
 
-    /// Builds the proxy, probes every worker once, and starts the probe loop.
+    /// Builds the proxy, asks every static worker what storage it has,
+    /// probes every worker once, and starts the probe loop.
     ///
-    /// Fails with `InvalidArgument` for a zero interval, limit or two static
-    /// workers with one id. Must be called inside a tokio runtime.
+    /// Fails with `InvalidArgument` for a zero interval, limit, two static
+    /// workers with one id, or workers that mix embedded and shared storage.
+    /// Must be called inside a tokio runtime.
     pub async fn build(self) -> Result<Proxy, Error> {
         let config = self.config;
         validate(&config)?;
@@ -167,6 +171,7 @@ impl ProxyBuilder {
         let inner = Arc::new(Inner {
             retry: Mutex::new(RetryPolicy::new(config.retry)),
             consumers: Consumers::new(config.consumers_max),
+            storage_reports: StorageReports::default(),
             connector: self.connector,
             router: Mutex::new(router),
             any_router: Mutex::new(any),
@@ -175,6 +180,9 @@ impl ProxyBuilder {
             config,
             probe_task: Mutex::new(None),
         });
+        // The storage mode is known before the first request is answered
+        // (of every static worker that answers now; the others tell later).
+        inner.learn_all_storage().await?;
         inner.probe_all().await;
         let task = tokio::spawn(membership::probe_loop(Arc::downgrade(&inner)));
         *lock(&inner.probe_task) = Some(task);
@@ -234,6 +242,8 @@ pub(crate) struct Inner {
     any_router: Mutex<Router>,
     retry: Mutex<RetryPolicy>,
     consumers: Consumers,
+    /// What each worker said about its storage (see `storage`).
+    storage_reports: StorageReports,
     connector: Option<Arc<dyn Connector>>,
     probe_task: Mutex<Option<JoinHandle<()>>>,
 }

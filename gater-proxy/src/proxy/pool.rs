@@ -128,6 +128,11 @@ impl Worker {
         state.last_heard = state.last_heard.max(now);
     }
 
+    /// The worker reported shared storage: it serves every store.
+    pub(crate) fn set_shared_storage(&self) {
+        self.state().shared_storage = true;
+    }
+
     /// A request or probe answered after `latency`.
     pub(crate) fn handle_success(&self, latency: Duration, now: Duration) {
         let mut state = self.state();

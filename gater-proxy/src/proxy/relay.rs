@@ -2,8 +2,14 @@
 //! policy chooses, relay its deliveries through a bounded queue, map the
 //! proxy's consumer ids to the worker's for acks and nacks, and move a
 //! persistent consumer to another worker when its worker fails.
+//!
+//! A moved consumer keeps its proxy id and sees one `CaughtUp` in its
+//! session. The relay remembers which attachment made each outstanding
+//! delivery: an ack or nack of a delivery made before the move is answered
+//! as a harmless no-op (the consumer that got it is gone with the old
+//! worker, and the subscription redelivers the event from its checkpoint).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +26,11 @@ use super::pool::Worker;
 use super::route::{from_worker, is_path_failure};
 use super::{lock, Inner};
 
+/// Outstanding deliveries remembered per consumer; past it those of earlier
+/// attachments are forgotten first (their acks then reach the current
+/// worker and may answer `NotFound`).
+const DELIVERIES_TRACKED_MAX: usize = 4096;
+
 /// The consumers attached through the proxy, by the proxy's consumer id.
 #[derive(Debug)]
 pub(crate) struct Consumers {
@@ -35,6 +46,42 @@ struct Route {
     key: SubscriptionKey,
     worker: Arc<Worker>,
     consumer: ConsumerId,
+    /// Outstanding deliveries, by the attachment that made them.
+    delivered: Arc<Mutex<Deliveries>>,
+}
+
+/// Positions relayed to a persistent consumer and not acked or nacked yet.
+#[derive(Debug, Default)]
+struct Deliveries {
+    /// Made by the worker the consumer is attached to now.
+    current: BTreeSet<Position>,
+    /// Made by workers it has left.
+    earlier: BTreeSet<Position>,
+}
+
+impl Deliveries {
+    fn note(&mut self, position: Position) {
+        if self.current.len() + self.earlier.len() >= DELIVERIES_TRACKED_MAX {
+            self.earlier.clear();
+        }
+        if self.current.len() < DELIVERIES_TRACKED_MAX {
+            self.current.insert(position);
+        }
+    }
+
+    /// Whether an ack of `position` is for a delivery of a worker the
+    /// consumer has left (and none of the current one); forgets it either way.
+    fn settle(&mut self, position: Position) -> bool {
+        if self.current.remove(&position) {
+            return false;
+        }
+        self.earlier.remove(&position)
+    }
+
+    fn moved(&mut self) {
+        let current = std::mem::take(&mut self.current);
+        self.earlier.extend(current);
+    }
 }
 
 impl Consumers {
@@ -93,6 +140,17 @@ impl Consumers {
         if let Some(route) = lock(&self.routes).get_mut(&id) {
             route.worker = worker;
             route.consumer = consumer;
+            lock(&route.delivered).moved();
+        }
+    }
+
+    /// Notes that the consumer's current attachment delivered `position`.
+    fn delivered(&self, id: ConsumerId, position: Position) {
+        let delivered = lock(&self.routes)
+            .get(&id)
+            .map(|r| Arc::clone(&r.delivered));
+        if let Some(delivered) = delivered {
+            lock(&delivered).note(position);
         }
     }
 
@@ -143,6 +201,7 @@ impl Inner {
             key: attachment.key.clone(),
             worker: Arc::clone(&worker),
             consumer: sub.consumer(),
+            delivered: Arc::default(),
         })?;
         let (tx, rx) = mpsc::channel(self.config.relay_queue_len);
         let guard = RouteGuard {
@@ -250,6 +309,11 @@ impl Inner {
         action: Option<NackAction>,
     ) -> Result<(), Error> {
         let route = self.consumers.get(consumer, store, key)?;
+        if lock(&route.delivered).settle(position) {
+            // Delivered by a worker the consumer has left: nothing to tell
+            // the new one, which delivers the event again.
+            return Ok(());
+        }
         let worker = &route.worker;
         let deadline = self.deadline(None);
         let call = async {
@@ -303,6 +367,7 @@ async fn relay(
     tx: mpsc::Sender<SubscriptionItem>,
 ) {
     let inner = Arc::clone(&guard.inner);
+    let mut caught_up_sent = false;
     loop {
         let item = tokio::select! {
             item = sub.next() => item,
@@ -324,7 +389,18 @@ async fn relay(
                 let _ = tx.send(item).await;
                 return;
             }
+            // One `CaughtUp` per consumer session, however often it moves.
+            Some(SubscriptionItem::CaughtUp) if caught_up_sent => continue,
             Some(item) => {
+                match &item {
+                    SubscriptionItem::CaughtUp => caught_up_sent = true,
+                    // Transient deliveries need no ack: nothing to remember.
+                    SubscriptionItem::Event(d) if !at.key.is_transient() => {
+                        inner.consumers.delivered(guard.id, d.event.position);
+                    }
+                    SubscriptionItem::Event(_) => {}
+                    SubscriptionItem::End(_) => {}
+                }
                 if tx.send(item).await.is_err() {
                     return;
                 }

@@ -249,7 +249,7 @@ async fn events_are_parked_after_max_retries_and_replayed(gater: &dyn Gater) {
     let case = "events_are_parked_after_max_retries_and_replayed";
     let store = new_store(gater, case).await;
     append(gater, &store, "s", "E", 1).await;
-    let key = save(gater, &store, "poison", SHORT_ACK_TIMEOUT_MS, 2, case).await;
+    let key = save(gater, &store, "poison", SHORT_ACK_TIMEOUT_MS, 1, case).await;
     let mut sub = subscribe(gater, &store, key.clone(), 1, case).await;
     for attempt in 1..=2 {
         let delivery = next_delivery(&mut sub, case).await;
@@ -270,7 +270,7 @@ async fn events_are_parked_after_max_retries_and_replayed(gater: &dyn Gater) {
     assert_eq!(
         parked,
         vec![0],
-        "{case}: parked after two unacked deliveries"
+        "{case}: parked after one retry, two unacked deliveries"
     );
     assert_eq!(
         info(gater, &store, &key, case).await.checkpoint,

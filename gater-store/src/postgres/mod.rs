@@ -250,13 +250,14 @@ impl Backend for PostgresBackend {
         config: StoreConfig,
     ) -> Result<Arc<dyn BackendStore>, Error> {
         let shared = &self.shared;
-        let schema = shared.timed(create_schema(shared, store, config)).await?;
+        let (schema, incarnation) = shared.timed(create_schema(shared, store, config)).await?;
         let opened = PostgresStore::new(
             Arc::clone(shared),
             store.clone(),
             schema,
             config,
             Counters::default(),
+            incarnation,
         );
         // A concurrent creation by another worker may have won: read its head.
         opened.refresh_counters().await?;
@@ -265,16 +266,19 @@ impl Backend for PostgresBackend {
 
     async fn open_store(&self, store: &StoreId) -> Result<Arc<dyn BackendStore>, Error> {
         let shared = &self.shared;
-        let (schema, config) = shared
+        let (schema, config, incarnation) = shared
             .timed(catalog_row(shared, store))
             .await?
             .ok_or_else(|| Error::not_found(Resource::Store, store))?;
+        // A store created before subscriptions had leases lacks their table.
+        shared.timed(ensure_leases(shared, store, &schema)).await?;
         let opened = PostgresStore::new(
             Arc::clone(shared),
             store.clone(),
             schema,
             config,
             Counters::default(),
+            incarnation,
         );
         opened.refresh_counters().await?;
         Ok(Arc::new(opened))
@@ -335,45 +339,46 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The catalog row of `store`: its schema and config.
+/// The catalog row of `store`: its schema, config and incarnation (`created_us`).
 async fn catalog_row(
     shared: &Shared,
     store: &StoreId,
-) -> Result<Option<(String, StoreConfig)>, Error> {
+) -> Result<Option<(String, StoreConfig, u64)>, Error> {
     let mut pooled = shared.catalog_conn().await?;
     let row = pooled
         .conn()
         .client
         .query_opt(
-            "SELECT schema_name, fsync, group_commit FROM gater.stores WHERE id = $1",
+            "SELECT schema_name, fsync, group_commit, created_us FROM gater.stores WHERE id = $1",
             &[&store.as_str()],
         )
         .await
         .map_err(|e| shared.error(None, &e))?;
-    Ok(row.map(|row| {
+    row.map(|row| {
         let config = StoreConfig {
             fsync: row.get(1),
             group_commit: row.get(2),
         };
-        (row.get(0), config)
-    }))
+        Ok((row.get(0), config, store::to_u64(row.get(3))?))
+    })
+    .transpose()
 }
 
 /// Creates the store's schema, tables and catalog row in one transaction;
-/// returns the schema. An existing store with the same config is opened,
-/// with another config it is a conflict.
+/// returns the schema and the incarnation. An existing store with the same
+/// config is opened, with another config it is a conflict.
 async fn create_schema(
     shared: &Shared,
     store: &StoreId,
     config: StoreConfig,
-) -> Result<String, Error> {
+) -> Result<(String, u64), Error> {
     let mut pooled = shared.locked_catalog().await?;
     let e = |e: tokio_postgres::Error| shared.error(None, &e);
     let conn = pooled.conn();
     let existing = conn
         .client
         .query_opt(
-            "SELECT schema_name, fsync, group_commit FROM gater.stores WHERE id = $1",
+            "SELECT schema_name, fsync, group_commit, created_us FROM gater.stores WHERE id = $1",
             &[&store.as_str()],
         )
         .await
@@ -390,9 +395,10 @@ async fn create_schema(
                 store: store.to_string(),
             });
         }
-        return Ok(row.get(0));
+        return Ok((row.get(0), store::to_u64(row.get(3))?));
     }
     let schema = schema_name(store);
+    let created_us = crate::engine::now_us();
     conn.client
         .batch_execute(&store::schema_ddl(&schema))
         .await
@@ -406,7 +412,7 @@ async fn create_schema(
                 &schema,
                 &config.fsync,
                 &config.group_commit,
-                &i64::try_from(crate::engine::now_us()).unwrap_or(i64::MAX),
+                &store::to_i64(created_us),
             ],
         )
         .await
@@ -415,7 +421,36 @@ async fn create_schema(
     // A schema of the same name may have existed before; its plans are stale.
     conn.forget_statements();
     pooled.set_in_transaction(false);
-    Ok(schema)
+    Ok((schema, created_us))
+}
+
+/// Creates the store's `leases` table if it is missing, under the catalog
+/// lock (two workers opening the store at once must not both create it).
+async fn ensure_leases(shared: &Shared, store: &StoreId, schema: &str) -> Result<(), Error> {
+    let mut pooled = shared.catalog_conn().await?;
+    let found: Option<String> = pooled
+        .conn()
+        .client
+        .query_one(
+            "SELECT to_regclass($1)::text",
+            &[&format!("\"{schema}\".leases")],
+        )
+        .await
+        .map_err(|e| shared.error(Some(store), &e))?
+        .get(0);
+    if found.is_some() {
+        return Ok(());
+    }
+    drop(pooled);
+    let mut pooled = shared.locked_catalog().await?;
+    let e = |e: tokio_postgres::Error| shared.error(Some(store), &e);
+    let conn = pooled.conn();
+    conn.client
+        .batch_execute(&format!("{}; COMMIT", store::leases_ddl(schema)))
+        .await
+        .map_err(e)?;
+    pooled.set_in_transaction(false);
+    Ok(())
 }
 
 /// Drops the store's schema and catalog row in one transaction.

@@ -15,6 +15,7 @@ use tokio_postgres::Row;
 
 use super::Shared;
 use crate::backend::{BackendStore, BatchOutcome, Counters, PendingAppend};
+use crate::lease::{Claim, Claimant, Fence, Lease};
 use crate::subscription::SubscriptionRecord;
 
 /// The columns of an event row, in the order `event_from_row` reads them.
@@ -51,6 +52,10 @@ pub(super) struct Sql {
     load_subscription: String,
     put_subscription: String,
     delete_subscription: String,
+    read_head_checked: String,
+    claim_lease: String,
+    release_lease: String,
+    put_subscription_fenced: String,
 }
 
 impl Sql {
@@ -142,12 +147,66 @@ impl Sql {
             ),
             load_subscriptions: format!("SELECT record FROM {s}.subscriptions ORDER BY key"),
             load_subscription: format!("SELECT record FROM {s}.subscriptions WHERE key = $1"),
+            // Creates only: an existing record is written by its lease holder, fenced.
             put_subscription: format!(
                 "INSERT INTO {s}.subscriptions (key, checkpoint, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (key)
-                 DO UPDATE SET checkpoint = EXCLUDED.checkpoint, record = EXCLUDED.record"
+                 ON CONFLICT (key) DO NOTHING"
             ),
-            delete_subscription: format!("DELETE FROM {s}.subscriptions WHERE key = $1"),
+            delete_subscription: format!(
+                "WITH lease AS (DELETE FROM {s}.leases WHERE key = $1)
+                 DELETE FROM {s}.subscriptions WHERE key = $1"
+            ),
+            // The head plus this store's catalog row: a store removed and
+            // created again has another `created_us` (its incarnation).
+            read_head_checked: format!(
+                "SELECT next_position, stream_count,
+                        (SELECT created_us FROM gater.stores WHERE id = $1)
+                 FROM {s}.head"
+            ),
+            // Takes a missing or expired lease (epoch + 1) or renews the
+            // claimant's own; a live lease of another holder is left alone.
+            // Returns whether the record exists, the epoch taken (NULL when
+            // none) and the lease as it was before.
+            claim_lease: format!(
+                "WITH record AS (SELECT 1 FROM {s}.subscriptions WHERE key = $1),
+                 taken AS (
+                     INSERT INTO {s}.leases AS l (key, holder, address, epoch, expires_at)
+                     SELECT $1, $2, $3, 1, now() + $4::bigint * interval '1 millisecond'
+                     FROM record
+                     ON CONFLICT (key) DO UPDATE SET
+                         holder = EXCLUDED.holder,
+                         address = EXCLUDED.address,
+                         epoch = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
+                                      THEN l.epoch ELSE l.epoch + 1 END,
+                         expires_at = EXCLUDED.expires_at
+                     WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()
+                     RETURNING l.epoch
+                 )
+                 SELECT EXISTS (SELECT 1 FROM record), (SELECT epoch FROM taken),
+                        l.holder, l.address, l.epoch
+                 FROM (SELECT 1) AS one LEFT JOIN {s}.leases AS l ON l.key = $1"
+            ),
+            release_lease: format!(
+                "UPDATE {s}.leases SET expires_at = now()
+                 WHERE key = $1 AND holder = $2 AND epoch = $3"
+            ),
+            // The compare-and-set: written only while the holder's lease is
+            // live at its epoch (the lease row locked, so no claim slips in),
+            // and never re-creating a removed record.
+            put_subscription_fenced: format!(
+                "WITH lease AS (
+                     SELECT 1 FROM {s}.leases
+                     WHERE key = $1 AND holder = $4 AND epoch = $5 AND expires_at > now()
+                     FOR UPDATE
+                 ),
+                 written AS (
+                     UPDATE {s}.subscriptions SET checkpoint = $2, record = $3
+                     WHERE key = $1 AND EXISTS (SELECT 1 FROM lease)
+                     RETURNING 1
+                 )
+                 SELECT EXISTS (SELECT 1 FROM written),
+                        EXISTS (SELECT 1 FROM {s}.subscriptions WHERE key = $1)"
+            ),
         }
     }
 }
@@ -197,6 +256,21 @@ pub(super) fn schema_ddl(schema: &str) -> String {
              key bytea PRIMARY KEY,
              checkpoint bigint NOT NULL,
              record bytea NOT NULL
+         );
+         {}",
+        leases_ddl(schema)
+    )
+}
+
+/// The table of subscription leases (see `crate::lease`).
+pub(super) fn leases_ddl(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS \"{schema}\".leases (
+             key bytea PRIMARY KEY,
+             holder text NOT NULL,
+             address text NOT NULL,
+             epoch bigint NOT NULL,
+             expires_at timestamptz NOT NULL
          );"
     )
 }
@@ -212,6 +286,10 @@ pub(crate) struct PostgresStore {
     /// The counters as last seen: after this worker's commits and each head poll.
     counters: Mutex<Counters>,
     closed: AtomicBool,
+    /// The catalog row's `created_us`: tells this creation of the id from a later one.
+    incarnation: u64,
+    /// Another worker removed this incarnation (found by a head poll).
+    gone: AtomicBool,
 }
 
 impl PostgresStore {
@@ -221,6 +299,7 @@ impl PostgresStore {
         schema: String,
         config: StoreConfig,
         counters: Counters,
+        incarnation: u64,
     ) -> Self {
         let sql = Sql::new(&schema);
         PostgresStore {
@@ -231,7 +310,46 @@ impl PostgresStore {
             sql,
             counters: Mutex::new(counters),
             closed: AtomicBool::new(false),
+            incarnation,
+            gone: AtomicBool::new(false),
         }
+    }
+
+    /// Reads the head row and moves the cached counters forward, unless the
+    /// store was removed (and maybe created again) by another worker: then
+    /// this handle is closed and `gone`.
+    async fn refresh_checked(&self) -> Result<Counters, Error> {
+        let rows = match self
+            .query(&self.sql.read_head_checked, &[&self.store.as_str()])
+            .await
+        {
+            Ok(rows) => rows,
+            Err(Error::NotFound { .. }) => {
+                self.mark_gone();
+                return Err(Error::StoreStopping {
+                    store: self.store.to_string(),
+                });
+            }
+            Err(error) => return Err(error),
+        };
+        let row = rows
+            .first()
+            .ok_or_else(|| corrupt(format!("store {} has no head row", self.store)))?;
+        let created: Option<i64> = row.get(2);
+        if created.map(to_u64).transpose()? != Some(self.incarnation) {
+            self.mark_gone();
+            return Err(Error::StoreStopping {
+                store: self.store.to_string(),
+            });
+        }
+        Ok(self.advance_counters(counters_from_row(row)?))
+    }
+
+    fn mark_gone(&self) {
+        if !self.gone.swap(true, Ordering::AcqRel) {
+            tracing::info!(store = %self.store, "the store was removed by another worker");
+        }
+        self.closed.store(true, Ordering::Release);
     }
 
     pub(super) fn check_open(&self) -> Result<(), Error> {
@@ -536,7 +654,80 @@ impl BackendStore for PostgresStore {
     }
 
     async fn refresh_head(&self) -> Result<Option<Position>, Error> {
-        Ok(self.refresh_counters().await?.head)
+        Ok(self.refresh_checked().await?.head)
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    async fn claim_lease(
+        &self,
+        key: &SubscriptionKey,
+        claimant: &Claimant,
+    ) -> Result<Claim, Error> {
+        let key = encode(key)?;
+        let period_ms = i64::try_from(claimant.period.as_millis()).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&key, &claimant.holder, &claimant.address, &period_ms];
+        let row = self.query_one(&self.sql.claim_lease, &params).await?;
+        if !row.get::<_, bool>(0) {
+            return Ok(Claim::Removed);
+        }
+        if let Some(epoch) = row.get::<_, Option<i64>>(1) {
+            return Ok(Claim::Held(to_u64(epoch)?));
+        }
+        match (
+            row.get::<_, Option<String>>(2),
+            row.get::<_, Option<String>>(3),
+        ) {
+            (Some(holder), Some(address)) => Ok(Claim::Other(Lease {
+                holder,
+                address,
+                epoch: to_u64(row.get(4))?,
+            })),
+            // Another worker created the lease row at this instant: ask again later.
+            _ => Err(Error::unavailable(
+                gater_core::Side::Storage,
+                "the subscription's lease is being taken by another worker",
+            )),
+        }
+    }
+
+    async fn release_lease(
+        &self,
+        key: &SubscriptionKey,
+        holder: &str,
+        epoch: u64,
+    ) -> Result<(), Error> {
+        let key = encode(key)?;
+        let epoch = to_i64(epoch);
+        let params: [&(dyn ToSql + Sync); 3] = [&key, &holder, &epoch];
+        self.query(&self.sql.release_lease, &params).await.map(drop)
+    }
+
+    async fn put_subscription_fenced(
+        &self,
+        record: &SubscriptionRecord,
+        holder: &str,
+        epoch: u64,
+    ) -> Result<Fence, Error> {
+        let key = encode(&record.spec.key)?;
+        let value = encode(record)?;
+        let (checkpoint, epoch) = (to_i64(record.checkpoint.0), to_i64(epoch));
+        let params: [&(dyn ToSql + Sync); 5] = [&key, &checkpoint, &value, &holder, &epoch];
+        let row = self
+            .query_one(&self.sql.put_subscription_fenced, &params)
+            .await?;
+        Ok(match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
+            (true, _) => Fence::Written,
+            (false, true) => Fence::LeaseLost,
+            (false, false) => Fence::Removed,
+        })
     }
 }
 
@@ -596,4 +787,94 @@ fn record_from(bytes: Vec<u8>) -> Result<SubscriptionRecord, Error> {
 /// A storage error for rows that do not decode.
 pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Storage(format!("corrupt data: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gater_core::{
+        Position, StoreConfig, StoreId, SubscriptionKey, SubscriptionSpec, SubscriptionType,
+    };
+    use gater_testkit::pg_harness::PgServer;
+
+    use crate::backend::Backend;
+    use crate::lease::{Claim, Claimant, Fence};
+    use crate::postgres::{PostgresBackend, PostgresOptions};
+    use crate::subscription::SubscriptionRecord;
+
+    const PERIOD: Duration = Duration::from_millis(300);
+
+    fn claimant(holder: &str) -> Claimant {
+        Claimant {
+            holder: holder.to_owned(),
+            address: format!("{holder}:7401"),
+            period: PERIOD,
+        }
+    }
+
+    fn record(checkpoint: u64) -> SubscriptionRecord {
+        let key = SubscriptionKey::new(SubscriptionType::ByStream, "$all", "g").unwrap();
+        SubscriptionRecord {
+            spec: SubscriptionSpec::new(key),
+            checkpoint: Position(checkpoint),
+            parked: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_owners_checkpoint_write_is_refused_by_postgres() {
+        let case = "an_expired_owners_checkpoint_write_is_refused_by_postgres";
+        if std::env::var_os("RUN_SLOW_TESTS").is_none() {
+            eprintln!("{case}: skipped, slow test (set RUN_SLOW_TESTS=1 to run it)");
+            return;
+        }
+        let Some(pg) = PgServer::start().unwrap() else {
+            eprintln!("{case}: skipped, no PostgreSQL binaries (initdb, pg_ctl) on this machine");
+            return;
+        };
+        let backend = PostgresBackend::new(&PostgresOptions::new(pg.url())).unwrap();
+        let config = StoreConfig {
+            fsync: false,
+            group_commit: true,
+        };
+        let store = backend
+            .create_store(&StoreId::new("fenced").unwrap(), config)
+            .await
+            .unwrap();
+        let key = record(0).spec.key;
+        store.put_subscription(&record(0)).await.unwrap();
+        let (a, b) = (claimant("a"), claimant("b"));
+        assert_eq!(store.claim_lease(&key, &a).await.unwrap(), Claim::Held(1));
+        assert_eq!(store.claim_lease(&key, &a).await.unwrap(), Claim::Held(1));
+        let Claim::Other(lease) = store.claim_lease(&key, &b).await.unwrap() else {
+            panic!("a holds the lease");
+        };
+        assert_eq!((lease.holder.as_str(), lease.epoch), ("a", 1));
+        let write = |checkpoint, holder: &'static str, epoch| {
+            let store = store.clone();
+            async move {
+                store
+                    .put_subscription_fenced(&record(checkpoint), holder, epoch)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(write(5, "a", 1).await, Fence::Written);
+        tokio::time::sleep(PERIOD * 2).await;
+        assert_eq!(write(6, "a", 1).await, Fence::LeaseLost, "expired: refused");
+        assert_eq!(store.claim_lease(&key, &b).await.unwrap(), Claim::Held(2));
+        assert_eq!(
+            write(7, "a", 1).await,
+            Fence::LeaseLost,
+            "taken over: refused"
+        );
+        assert_eq!(write(8, "b", 2).await, Fence::Written);
+        let stored = store.load_subscription(&key).await.unwrap().unwrap();
+        assert_eq!(stored.checkpoint, Position(8));
+        store.delete_subscription(&key).await.unwrap();
+        assert_eq!(write(9, "b", 2).await, Fence::Removed, "never re-created");
+        assert_eq!(store.claim_lease(&key, &b).await.unwrap(), Claim::Removed);
+        assert!(store.load_subscription(&key).await.unwrap().is_none());
+    }
 }

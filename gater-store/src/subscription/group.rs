@@ -11,6 +11,13 @@
 //!
 //! A durable (persistent) group tracks every delivery until it is acked,
 //! skipped or parked; a transient one hands events over and forgets them.
+//!
+//! On shared storage a durable group reads, dispatches and writes its record
+//! only while it holds the subscription's lease (see `crate::lease`): it
+//! claims the lease when a consumer attaches here, renews it a few times per
+//! period, writes every checkpoint fenced by its epoch, and gives it up when
+//! it has no consumer left. A group that does not hold the lease attaches
+//! nobody and answers with the holder's address, to which the caller relays.
 
 mod dispatch;
 
@@ -27,6 +34,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::consumer::ConsumerLink;
 use super::{SubscriptionLog, SubscriptionRecord};
+use crate::lease::{Claim, Fence, RENEWALS_PER_PERIOD};
 use gater_core::selector::Selector;
 
 /// Events read per history read.
@@ -48,7 +56,7 @@ pub(super) enum Command {
     /// Attach a consumer.
     Attach {
         link: ConsumerLink,
-        reply: oneshot::Sender<Result<(), Error>>,
+        reply: oneshot::Sender<Result<Routed<()>, Error>>,
     },
     /// `ack_event`.
     Ack {
@@ -69,16 +77,16 @@ pub(super) enum Command {
     },
     /// `list_parked`.
     ListParked {
-        reply: oneshot::Sender<Result<Vec<RecordedEvent>, Error>>,
+        reply: oneshot::Sender<Result<Routed<Vec<RecordedEvent>>, Error>>,
     },
     /// `replay_parked`.
     ReplayParked {
-        reply: oneshot::Sender<Result<u64, Error>>,
+        reply: oneshot::Sender<Result<Routed<u64>, Error>>,
     },
     /// `save_subscription` of an existing persistent subscription: new settings.
     Update {
         spec: SubscriptionSpec,
-        reply: oneshot::Sender<Result<(), Error>>,
+        reply: oneshot::Sender<Result<Routed<()>, Error>>,
     },
     /// `remove_subscription`: delete the record, end the consumers, stop.
     Remove {
@@ -90,6 +98,31 @@ pub(super) enum Command {
         record: SubscriptionRecord,
         reply: oneshot::Sender<()>,
     },
+}
+
+/// Done here, or to be done by the worker holding the lease, reached at this address.
+#[derive(Debug)]
+pub(super) enum Routed<T> {
+    /// Done by this worker.
+    Here(T),
+    /// Another worker holds the lease; it is reached at this address.
+    Owner(String),
+}
+
+/// Whether this task may read, dispatch and write the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// A transient group, or a store of this worker alone: always.
+    Sole,
+    /// Holds the lease at `epoch`; renews at `renew_at`; without a renewal
+    /// it must stop at `valid_until`.
+    Owner {
+        epoch: u64,
+        renew_at: Instant,
+        valid_until: Instant,
+    },
+    /// Another worker, or nobody, holds the lease: nothing is done here.
+    Follower,
 }
 
 /// Where a subscription starts and what it remembers.
@@ -178,13 +211,23 @@ struct Group {
     cursor: Option<ConsumerId>,
     persisted_checkpoint: Position,
     parked_dirty: bool,
+    role: Role,
+    /// The record was found removed: the task ends.
+    removed: bool,
 }
 
 impl Group {
     fn new(start: Start, log: Arc<dyn SubscriptionLog>) -> Group {
         let selector = start.spec.key.parsed_selector();
         let head = log.watch_head();
+        let role = if start.durable && log.shared() {
+            Role::Follower
+        } else {
+            Role::Sole
+        };
         Group {
+            role,
+            removed: false,
             spec: start.spec,
             selector,
             durable: start.durable,
@@ -217,6 +260,11 @@ impl Group {
         }
         loop {
             self.head_pos = *self.head.borrow_and_update();
+            if self.lease_ran_out() {
+                // A renewal came too late (a slow read or storage): another
+                // worker may hold the lease now, so nothing more goes out here.
+                self.lose_lease();
+            }
             if self.caught_up_at.is_none() && self.at_head() {
                 self.caught_up_at = Some(self.next_read);
             }
@@ -225,7 +273,12 @@ impl Group {
                 return;
             }
             self.persist_if_dirty().await;
+            if self.removed {
+                self.finish_all(SubscriptionEnd::Removed);
+                return;
+            }
             if self.wait(&mut inputs).await == Flow::Exit {
+                self.give_up_lease().await;
                 return;
             }
         }
@@ -240,8 +293,16 @@ impl Group {
         let blocked = self.blocked_sender();
         let wait_room = blocked.is_some();
         let detached = Arc::clone(&inputs.detached);
+        let renew_at = match self.role {
+            Role::Owner { renew_at, .. } => Some(renew_at),
+            Role::Sole | Role::Follower => None,
+        };
         // Unbiased: a flood of acks must not starve reading, nor reading the acks.
         tokio::select! {
+            () = sleep_until(renew_at.unwrap_or_else(Instant::now)), if renew_at.is_some() => {
+                self.renew().await;
+                Flow::Continue
+            }
             changed = inputs.stop.changed() => {
                 let end = match changed {
                     Ok(()) => inputs.stop.borrow().clone(),
@@ -312,7 +373,7 @@ impl Group {
     async fn handle(&mut self, command: Command) -> Flow {
         match command {
             Command::Attach { link, reply } => {
-                let _ = reply.send(self.attach(link));
+                let _ = reply.send(self.attach(link).await);
             }
             Command::Ack {
                 consumer,
@@ -333,7 +394,7 @@ impl Group {
                 let _ = reply.send(self.info());
             }
             Command::ListParked { reply } => {
-                let _ = reply.send(self.parked_events().await);
+                let _ = reply.send(self.list_parked().await);
             }
             Command::ReplayParked { reply } => {
                 let _ = reply.send(self.replay_parked().await);
@@ -360,7 +421,7 @@ impl Group {
         Flow::Continue
     }
 
-    fn attach(&mut self, link: ConsumerLink) -> Result<(), Error> {
+    async fn attach(&mut self, link: ConsumerLink) -> Result<Routed<()>, Error> {
         if self.consumers.len() >= CONSUMERS_MAX {
             return Err(Error::limit(
                 "subscription_consumers_max",
@@ -368,8 +429,129 @@ impl Group {
                 self.consumers.len() as u64 + 1,
             ));
         }
+        if let Some(address) = self.take_ownership().await? {
+            return Ok(Routed::Owner(address));
+        }
         self.consumers.insert(link.id, link);
-        Ok(())
+        Ok(Routed::Here(()))
+    }
+
+    /// Makes this task the lease holder unless another live worker holds it
+    /// (then its address). Taking the lease starts over from the stored
+    /// record, which the previous holder left.
+    async fn take_ownership(&mut self) -> Result<Option<String>, Error> {
+        if self.role != Role::Follower {
+            return Ok(None);
+        }
+        let key = self.spec.key.clone();
+        let asked = Instant::now();
+        let epoch = match self.log.claim_lease(&key).await? {
+            Claim::Held(epoch) => epoch,
+            Claim::Other(lease) => return Ok(Some(lease.address)),
+            Claim::Removed => {
+                self.removed = true;
+                return Err(Error::not_found(Resource::Subscription, &key));
+            }
+        };
+        let record = match self.log.load_subscription(&key).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                self.removed = true;
+                return Err(Error::not_found(Resource::Subscription, &key));
+            }
+            Err(error) => {
+                // Not started: let the lease go again rather than hold it idle.
+                let _ = self.log.release_lease(&key, epoch).await;
+                return Err(error);
+            }
+        };
+        self.reset(record);
+        self.role = self.owner(epoch, asked);
+        tracing::debug!(subscription = %key, epoch, "took the subscription's lease");
+        Ok(None)
+    }
+
+    /// The lease held at `epoch` as claimed at `asked`: it is counted from
+    /// before the claim was sent, so this worker stops serving no later than
+    /// the storage lets another worker take over.
+    fn owner(&self, epoch: u64, asked: Instant) -> Role {
+        let period = self.log.lease_period();
+        Role::Owner {
+            epoch,
+            renew_at: asked + period / RENEWALS_PER_PERIOD,
+            valid_until: asked + period,
+        }
+    }
+
+    /// Renews the lease; gives it up when no consumer is left here; stops
+    /// serving when it was lost or the record removed.
+    async fn renew(&mut self) {
+        let Role::Owner {
+            epoch, valid_until, ..
+        } = self.role
+        else {
+            return;
+        };
+        self.reap_detached();
+        if self.consumers.is_empty() && self.replaying.is_empty() {
+            self.persist_if_dirty().await;
+            self.give_up_lease().await;
+            return;
+        }
+        let asked = Instant::now();
+        let result = self.log.claim_lease(&self.spec.key).await;
+        let now = Instant::now();
+        match result {
+            Ok(Claim::Held(renewed)) if renewed == epoch => self.role = self.owner(epoch, asked),
+            // Held at a new epoch: it expired meanwhile and this state may be stale.
+            Ok(Claim::Held(_) | Claim::Other(_)) => self.lose_lease(),
+            Ok(Claim::Removed) => self.removed = true,
+            Err(error) if now >= valid_until => {
+                tracing::warn!(subscription = %self.spec.key, %error, "the lease could not be renewed");
+                self.lose_lease();
+            }
+            Err(_) => {
+                let period = self.log.lease_period();
+                let retry = now + period / (RENEWALS_PER_PERIOD * 2);
+                self.role = Role::Owner {
+                    epoch,
+                    renew_at: retry.min(valid_until),
+                    valid_until,
+                };
+            }
+        }
+    }
+
+    fn lease_ran_out(&self) -> bool {
+        matches!(self.role, Role::Owner { valid_until, .. } if Instant::now() >= valid_until)
+    }
+
+    /// Lets the lease go (no consumer left, or the task ends) so another
+    /// worker may take it at once.
+    async fn give_up_lease(&mut self) {
+        let Role::Owner { epoch, .. } = self.role else {
+            return;
+        };
+        if let Err(error) = self.log.release_lease(&self.spec.key, epoch).await {
+            tracing::debug!(subscription = %self.spec.key, %error, "releasing the lease failed; it expires");
+        }
+        self.role = Role::Follower;
+        self.clear_delivery();
+    }
+
+    /// The lease went to another worker: this task stops serving; its
+    /// consumers end with a retryable failure and attach again (to the holder).
+    fn lose_lease(&mut self) {
+        tracing::info!(subscription = %self.spec.key, "lost the subscription's lease");
+        self.role = Role::Follower;
+        self.finish_all(SubscriptionEnd::Failed(Error::unavailable(
+            gater_core::Side::Worker,
+            format!(
+                "this worker lost the lease of subscription {}",
+                self.spec.key
+            ),
+        )));
+        self.clear_delivery();
     }
 
     fn ack(&mut self, consumer: ConsumerId, position: Position) -> Result<(), Error> {
@@ -478,7 +660,8 @@ impl Group {
     /// A delivery went unacked (timeout or nack Retry): redeliver, or park after too many tries.
     fn failed(&mut self, event: RecordedEvent, attempt: u32, last: Option<ConsumerId>) {
         let position = event.position;
-        if attempt >= self.spec.max_retries.max(1) {
+        // `attempt` counts deliveries; the first is no retry.
+        if attempt > self.spec.max_retries {
             if !self.parked_full() {
                 self.park(position);
                 return;
@@ -605,11 +788,22 @@ impl Group {
         if record.checkpoint == self.persisted_checkpoint && !self.parked_dirty {
             return;
         }
-        match self.log.put_subscription(&record).await {
-            Ok(()) => {
+        let written = match self.role {
+            Role::Sole => self
+                .log
+                .put_subscription(&record)
+                .await
+                .map(|()| Fence::Written),
+            Role::Owner { epoch, .. } => self.log.put_subscription_fenced(&record, epoch).await,
+            Role::Follower => return,
+        };
+        match written {
+            Ok(Fence::Written) => {
                 self.persisted_checkpoint = record.checkpoint;
                 self.parked_dirty = false;
             }
+            Ok(Fence::LeaseLost) => self.lose_lease(),
+            Ok(Fence::Removed) => self.removed = true,
             Err(e) => tracing::warn!(
                 subscription = %self.spec.key,
                 error = %e,
@@ -618,18 +812,21 @@ impl Group {
         }
     }
 
-    /// Starts over from a stored record, if no consumer is attached here.
+    /// Starts over from a stored record, if no consumer is attached here
+    /// and this task does not hold the lease (then its state is the live one).
     fn reload(&mut self, record: SubscriptionRecord) {
         self.reap_detached();
-        if !self.consumers.is_empty() || !self.durable {
+        let owner = matches!(self.role, Role::Owner { .. });
+        if !self.consumers.is_empty() || !self.durable || owner {
             return;
         }
-        self.spec = record.spec;
-        self.selector = self.spec.key.parsed_selector();
-        self.next_read = record.checkpoint;
-        self.persisted_checkpoint = record.checkpoint;
-        self.parked = record.parked.into_iter().collect();
-        self.parked_dirty = false;
+        self.reset(record);
+    }
+
+    /// Forgets every delivery in progress (the lease went elsewhere: the
+    /// next holder redelivers from the stored checkpoint).
+    fn clear_delivery(&mut self) {
+        self.next_read = self.persisted_checkpoint;
         self.caught_up_at = None;
         self.read_retry_at = None;
         self.cursor = None;
@@ -641,23 +838,62 @@ impl Group {
         self.replaying.clear();
     }
 
-    async fn update(&mut self, spec: SubscriptionSpec) -> Result<(), Error> {
+    /// Starts over from `record`.
+    fn reset(&mut self, record: SubscriptionRecord) {
+        self.spec = record.spec;
+        self.selector = self.spec.key.parsed_selector();
+        self.next_read = record.checkpoint;
+        self.persisted_checkpoint = record.checkpoint;
+        self.parked = record.parked.into_iter().collect();
+        self.parked_dirty = false;
+        self.clear_delivery();
+    }
+
+    async fn update(&mut self, spec: SubscriptionSpec) -> Result<Routed<()>, Error> {
+        if let Some(address) = self.take_ownership().await? {
+            return Ok(Routed::Owner(address));
+        }
         let previous = std::mem::replace(&mut self.spec, spec);
         let record = self.record();
-        if let Err(e) = self.log.put_subscription(&record).await {
+        let written = match self.role {
+            Role::Owner { epoch, .. } => self.log.put_subscription_fenced(&record, epoch).await,
+            Role::Sole | Role::Follower => self
+                .log
+                .put_subscription(&record)
+                .await
+                .map(|()| Fence::Written),
+        };
+        let refused = match written {
+            Ok(Fence::Written) => None,
+            Ok(Fence::LeaseLost) => {
+                self.lose_lease();
+                Some(Error::unavailable(
+                    gater_core::Side::Worker,
+                    format!(
+                        "the lease of subscription {} moved; save it again",
+                        self.spec.key
+                    ),
+                ))
+            }
+            Ok(Fence::Removed) => {
+                self.removed = true;
+                Some(Error::not_found(Resource::Subscription, &self.spec.key))
+            }
+            Err(e) => Some(e),
+        };
+        if let Some(error) = refused {
             self.spec = previous;
-            return Err(e);
+            return Err(error);
         }
         self.persisted_checkpoint = record.checkpoint;
         self.parked_dirty = false;
-        Ok(())
+        Ok(Routed::Here(()))
     }
 
     async fn read_event(&self, position: Position) -> Result<RecordedEvent, Error> {
-        let events = self.log.read_all_forward(position, 1).await?;
-        events
-            .into_iter()
-            .find(|e| e.position == position)
+        self.log
+            .read_committed(position)
+            .await?
             .ok_or_else(|| Error::Storage(format!("parked event at position {position} is gone")))
     }
 
@@ -669,7 +905,19 @@ impl Group {
         Ok(events)
     }
 
-    async fn replay_parked(&mut self) -> Result<u64, Error> {
+    /// The parked events as the lease holder knows them (it may not have
+    /// stored its latest park yet).
+    async fn list_parked(&mut self) -> Result<Routed<Vec<RecordedEvent>>, Error> {
+        if let Some(address) = self.take_ownership().await? {
+            return Ok(Routed::Owner(address));
+        }
+        self.parked_events().await.map(Routed::Here)
+    }
+
+    async fn replay_parked(&mut self) -> Result<Routed<u64>, Error> {
+        if let Some(address) = self.take_ownership().await? {
+            return Ok(Routed::Owner(address));
+        }
         let events = self.parked_events().await?;
         let count = events.len() as u64;
         for event in events {
@@ -684,7 +932,7 @@ impl Group {
             self.retry.insert(position, retry);
         }
         self.parked_dirty = true;
-        Ok(count)
+        Ok(Routed::Here(count))
     }
 
     async fn read_batch(&mut self) {

@@ -7,6 +7,7 @@
 
 mod consumer;
 mod group;
+mod relay;
 #[cfg(test)]
 mod tests;
 
@@ -14,10 +15,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use gater_core::{
-    ConsumerId, Error, Limits, NackAction, Position, RecordedEvent, Resource, StoreId,
+    ConsumerId, Error, Limits, NackAction, Position, RecordedEvent, Resource, Side, StoreId,
     SubscribeOptions, Subscription, SubscriptionEnd, SubscriptionInfo, SubscriptionKey,
     SubscriptionSpec,
 };
@@ -25,8 +27,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::lease::{Claim, Fence};
 use consumer::consumer_pair;
-use group::{Command, Inputs, Start};
+use group::{Command, Inputs, Routed, Start};
+pub use relay::PeerConnector;
+pub(crate) use relay::PeerSlot;
+use relay::{Attachment, TargetCell};
 
 /// Longest ack timeout a subscription may ask for, milliseconds (one day).
 pub(crate) const ACK_TIMEOUT_MS_MAX: u64 = 24 * 60 * 60 * 1000;
@@ -78,6 +84,33 @@ pub(crate) trait SubscriptionLog: Send + Sync + 'static {
         let records = self.load_subscriptions().await?;
         Ok(records.into_iter().find(|r| &r.spec.key == key))
     }
+    /// Takes or renews this worker's lease of `key` (see `crate::lease`);
+    /// a log of this worker alone always grants it.
+    async fn claim_lease(&self, _key: &SubscriptionKey) -> Result<Claim, Error> {
+        Ok(Claim::Held(0))
+    }
+    /// Gives up this worker's lease of `key` at `epoch`.
+    async fn release_lease(&self, _key: &SubscriptionKey, _epoch: u64) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Writes `record` if this worker holds its lease at `epoch` (a fenced compare-and-set).
+    async fn put_subscription_fenced(
+        &self,
+        record: &SubscriptionRecord,
+        _epoch: u64,
+    ) -> Result<Fence, Error> {
+        self.put_subscription(record).await.map(|()| Fence::Written)
+    }
+    /// The event at `position`, which was committed (a parked event), even
+    /// if this worker's head has not announced it yet.
+    async fn read_committed(&self, position: Position) -> Result<Option<RecordedEvent>, Error> {
+        let events = self.read_all_forward(position, 1).await?;
+        Ok(events.into_iter().find(|e| e.position == position))
+    }
+    /// How long a lease holds without renewal.
+    fn lease_period(&self) -> Duration {
+        Duration::from_millis(crate::lease::LEASE_PERIOD_MS_DEFAULT)
+    }
 }
 
 /// The subscriptions of one store.
@@ -87,9 +120,17 @@ pub(crate) trait SubscriptionLog: Send + Sync + 'static {
 /// forgotten) the moment the consumer's `Subscription` is dropped.
 pub(crate) struct Subscriptions {
     store: StoreId,
+    /// Where other workers reach this one (shared storage).
+    address: String,
     shared: Arc<Shared>,
     /// Serialises `save` and `remove`, which span awaits on the log.
     admin: tokio::sync::Mutex<()>,
+    /// Reaches the worker holding a subscription's lease (shared storage).
+    peers: PeerSlot,
+    /// Consumers relayed to the lease holder, by the id given here.
+    relays: Mutex<HashMap<ConsumerId, TargetCell>>,
+    /// Lets relay tasks reach back without keeping the subscriptions alive.
+    this: Weak<Subscriptions>,
 }
 
 /// What the API side and the transient tasks share.
@@ -132,7 +173,22 @@ impl fmt::Debug for Subscriptions {
 
 impl Subscriptions {
     /// Loads the store's persistent subscriptions and starts serving them.
-    pub(crate) async fn open(store: StoreId, log: Arc<dyn SubscriptionLog>) -> Result<Self, Error> {
+    #[cfg(test)]
+    pub(crate) async fn open(
+        store: StoreId,
+        log: Arc<dyn SubscriptionLog>,
+    ) -> Result<Arc<Self>, Error> {
+        Self::open_with_peers(store, log, String::new(), PeerSlot::default()).await
+    }
+
+    /// [`Subscriptions::open`] for a worker reached at `address` that
+    /// relays to other workers through `peers`.
+    pub(crate) async fn open_with_peers(
+        store: StoreId,
+        log: Arc<dyn SubscriptionLog>,
+        address: String,
+        peers: PeerSlot,
+    ) -> Result<Arc<Self>, Error> {
         let records = log.load_subscriptions().await?;
         let (stop, _) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -154,11 +210,15 @@ impl Subscriptions {
                     .insert(key, shared.spawn_persistent(record));
             }
         }
-        Ok(Subscriptions {
+        Ok(Arc::new_cyclic(|this| Subscriptions {
             store,
+            address,
             shared,
             admin: tokio::sync::Mutex::new(()),
-        })
+            peers,
+            relays: Mutex::default(),
+            this: this.clone(),
+        }))
     }
 
     /// `Gater::save_subscription`.
@@ -186,9 +246,19 @@ impl Subscriptions {
         };
         if let Some(commands) = existing {
             let key = spec.key.clone();
-            return self
+            let forward = spec.clone();
+            return match self
                 .request(&key, &commands, |reply| Command::Update { spec, reply })
-                .await?;
+                .await??
+            {
+                Routed::Here(()) => Ok(()),
+                Routed::Owner(address) => {
+                    self.peer(&address)
+                        .await?
+                        .save_subscription(&self.store, forward)
+                        .await
+                }
+            };
         }
         let count = {
             let registry = self.shared.registry();
@@ -232,9 +302,55 @@ impl Subscriptions {
             return self.subscribe_transient(key, options);
         }
         if self.shared.log.shared() {
-            let _admin = self.admin.lock().await;
-            self.refresh(&key).await?;
+            return self.subscribe_relayed(key, options).await;
         }
+        match self.attach_here(&key, &options).await? {
+            Ok(sub) => Ok(sub),
+            // Only a shared log has leases held elsewhere.
+            Err(address) => Err(Error::unavailable(
+                Side::Worker,
+                format!("subscription {key} is served by the worker at {address}"),
+            )),
+        }
+    }
+
+    /// A consumer on shared storage: attached where the lease holder is, and
+    /// followed there for its whole session (see `relay`).
+    async fn subscribe_relayed(
+        &self,
+        key: SubscriptionKey,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        let at = Attachment {
+            store: self.store.clone(),
+            key,
+            options,
+        };
+        let (target, source) = self.resolve_patiently(&at).await?;
+        let id = self.shared.next_consumer_id();
+        let cell: TargetCell = Arc::new(Mutex::new(target));
+        lock(&self.relays).insert(id, Arc::clone(&cell));
+        let (tx, rx) = mpsc::channel(at.options.window as usize + 1);
+        tokio::spawn(relay::run(self.this.clone(), id, at, cell, source, tx));
+        let items = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Subscription::new(id, items))
+    }
+
+    /// Attaches a consumer to this worker's own task for `key`; on shared
+    /// storage only while this worker holds (or can take) the lease, else
+    /// the holder's address.
+    async fn attach_here(
+        &self,
+        key: &SubscriptionKey,
+        options: &SubscribeOptions,
+    ) -> Result<Result<Subscription, String>, Error> {
+        if self.shared.log.shared() {
+            let _admin = self.admin.lock().await;
+            self.refresh(key).await?;
+        }
+        let key = key.clone();
         let (commands, detached) = {
             let registry = self.shared.registry();
             self.check_running(&registry)?;
@@ -246,9 +362,25 @@ impl Subscriptions {
         };
         let id = self.shared.next_consumer_id();
         let (link, stream) = consumer_pair(id, options.window, detached);
-        self.request(&key, &commands, |reply| Command::Attach { link, reply })
-            .await??;
-        Ok(Subscription::new(id, stream))
+        match self
+            .request(&key, &commands, |reply| Command::Attach { link, reply })
+            .await??
+        {
+            Routed::Here(()) => Ok(Ok(Subscription::new(id, stream))),
+            Routed::Owner(address) => Ok(Err(address)),
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.shared.registry().stopping
+    }
+
+    fn forget_relay(&self, id: ConsumerId) {
+        lock(&self.relays).remove(&id);
+    }
+
+    fn relay_target(&self, id: ConsumerId) -> Option<TargetCell> {
+        lock(&self.relays).get(&id).cloned()
     }
 
     /// `Gater::remove_subscription`.
@@ -356,6 +488,19 @@ impl Subscriptions {
         if key.is_transient() {
             return self.check_transient_consumer(key, consumer);
         }
+        if let Some(cell) = self.relay_target(consumer) {
+            return relay::forward_ack(self, &cell, key, consumer, position, None).await;
+        }
+        self.ack_local(key, consumer, position).await
+    }
+
+    /// An ack of a consumer attached to this worker's own task.
+    async fn ack_local(
+        &self,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+    ) -> Result<(), Error> {
         let commands = self.persistent_commands(key)?;
         self.request(key, &commands, |reply| Command::Ack {
             consumer,
@@ -376,6 +521,20 @@ impl Subscriptions {
         if key.is_transient() {
             return self.check_transient_consumer(key, consumer);
         }
+        if let Some(cell) = self.relay_target(consumer) {
+            return relay::forward_ack(self, &cell, key, consumer, position, Some(action)).await;
+        }
+        self.nack_local(key, consumer, position, action).await
+    }
+
+    /// A nack of a consumer attached to this worker's own task.
+    async fn nack_local(
+        &self,
+        key: &SubscriptionKey,
+        consumer: ConsumerId,
+        position: Position,
+        action: NackAction,
+    ) -> Result<(), Error> {
         let commands = self.persistent_commands(key)?;
         self.request(key, &commands, |reply| Command::Nack {
             consumer,
@@ -395,9 +554,23 @@ impl Subscriptions {
             // Transient deliveries are never parked.
             return self.check_transient_known(key).map(|()| Vec::new());
         }
+        if self.shared.log.shared() {
+            let _admin = self.admin.lock().await;
+            self.refresh(key).await?;
+        }
         let commands = self.persistent_commands(key)?;
-        self.request(key, &commands, |reply| Command::ListParked { reply })
-            .await?
+        match self
+            .request(key, &commands, |reply| Command::ListParked { reply })
+            .await??
+        {
+            Routed::Here(events) => Ok(events),
+            Routed::Owner(address) => {
+                self.peer(&address)
+                    .await?
+                    .list_parked(&self.store, key)
+                    .await
+            }
+        }
     }
 
     /// `Gater::replay_parked`.
@@ -405,9 +578,23 @@ impl Subscriptions {
         if key.is_transient() {
             return self.check_transient_known(key).map(|()| 0);
         }
+        if self.shared.log.shared() {
+            let _admin = self.admin.lock().await;
+            self.refresh(key).await?;
+        }
         let commands = self.persistent_commands(key)?;
-        self.request(key, &commands, |reply| Command::ReplayParked { reply })
-            .await?
+        match self
+            .request(key, &commands, |reply| Command::ReplayParked { reply })
+            .await??
+        {
+            Routed::Here(count) => Ok(count),
+            Routed::Owner(address) => {
+                self.peer(&address)
+                    .await?
+                    .replay_parked(&self.store, key)
+                    .await
+            }
+        }
     }
 
     /// Ends every consumer with `end` and stops background work (store removal, shutdown).
@@ -656,6 +843,11 @@ impl Shared {
             join,
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain maps, each update whole: a panic elsewhere leaves them consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn forget_transient(shared: &Weak<Shared>, id: ConsumerId) {

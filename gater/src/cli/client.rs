@@ -343,9 +343,22 @@ async fn subscribe<W: Write>(
                 out.event(&delivery.event)?;
                 out.flush()?;
                 if !args.no_ack {
-                    gater
-                        .ack_event(&store, &key, consumer, delivery.event.position)
-                        .await?;
+                    let position = delivery.event.position;
+                    match gater.ack_event(&store, &key, consumer, position).await {
+                        // At-least-once: after a redelivery or a failover the
+                        // delivery may no longer be outstanding, and the event
+                        // comes again if it was not handled; nothing is lost.
+                        Err(error @ Error::NotFound { resource, .. })
+                            if resource == gater_core::Resource::Delivery
+                                || resource == gater_core::Resource::Consumer =>
+                        {
+                            eprintln!(
+                                "warning: the ack of position {position} was not taken \
+                                 ({error}); continuing"
+                            );
+                        }
+                        other => other?,
+                    }
                 }
                 seen += 1;
             }

@@ -1,6 +1,12 @@
 //! Handing events to consumers: who gets the next event (round robin or
 //! pinned by stream), how much credit each consumer has, and the `CaughtUp`
 //! marker that separates history from live events.
+//!
+//! Pinned by stream is ordered per stream: a stream has at most one event
+//! outstanding (in flight, or waiting for redelivery) at a time, and its
+//! later events wait until that one is acked, skipped or parked. Timeouts,
+//! retries and a consumer leaving therefore never let a later event of the
+//! stream overtake an earlier one; other streams keep flowing.
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -71,7 +77,16 @@ impl Group {
         if self.consumers.is_empty() {
             return;
         }
-        let mut blocked_streams: HashSet<StreamId> = HashSet::new();
+        let ordered = self.ordered_by_stream();
+        // Streams with an event outstanding wait for it (pinned only).
+        let mut blocked_streams: HashSet<StreamId> = if ordered {
+            self.in_flight
+                .values()
+                .map(|f| f.event.stream.clone())
+                .collect()
+        } else {
+            HashSet::new()
+        };
         let mut full: HashSet<ConsumerId> = HashSet::new();
         if !self.retry.is_empty() {
             let positions: Vec<Position> = self.retry.keys().copied().collect();
@@ -101,10 +116,16 @@ impl Group {
                             self.retry.insert(position, Retry { event, ..retry });
                             full.insert(consumer);
                             blocked_streams.insert(stream);
+                        } else if ordered {
+                            blocked_streams.insert(stream);
                         }
                     }
                 }
             }
+        }
+        if ordered {
+            // A redelivery still waiting holds back its stream's later events.
+            blocked_streams.extend(self.retry.values().map(|r| r.event.stream.clone()));
         }
         self.dispatch_ready(&mut blocked_streams, &mut full);
         self.announce_caught_up();
@@ -134,15 +155,23 @@ impl Group {
                     let Some(event) = self.ready.remove(index) else {
                         break;
                     };
+                    let stream = event.stream.clone();
                     if let Some(event) = self.offer(consumer, event, 1) {
-                        blocked_streams.insert(event.stream.clone());
                         self.ready.insert(index, event);
                         full.insert(consumer);
                         index += 1;
+                        blocked_streams.insert(stream);
+                    } else if self.ordered_by_stream() {
+                        blocked_streams.insert(stream);
                     }
                 }
             }
         }
+    }
+
+    /// Whether events are ordered per stream (pinned by stream, durable).
+    fn ordered_by_stream(&self) -> bool {
+        self.durable && self.spec.strategy == ConsumerStrategy::PinnedByStream
     }
 
     /// Who gets the next event of `stream`.
@@ -169,10 +198,9 @@ impl Group {
     }
 
     /// The consumer a stream is pinned to: rendezvous hashing, so a consumer
-    /// joining or leaving moves only the streams it gains or loses. While the
-    /// consumers stay the same, a stream's events go to one consumer in order;
-    /// when a stream moves, events still in flight on its old consumer may be
-    /// handled after newer ones on the new consumer.
+    /// joining or leaving moves only the streams it gains or loses. Order
+    /// survives a move: the stream's one outstanding event goes back to
+    /// delivery when its consumer leaves, before any later one.
     fn pinned(&self, stream: &StreamId) -> Option<ConsumerId> {
         self.consumers
             .keys()

@@ -181,7 +181,7 @@ impl Gater for FakeGater {
         }
         let log = FakeLog::new();
         let engine: Arc<dyn SubscriptionLog> = log.clone();
-        let subs = Arc::new(Subscriptions::open(store.clone(), engine).await?);
+        let subs = Subscriptions::open(store.clone(), engine).await?;
         self.stores
             .lock()
             .unwrap()

@@ -23,6 +23,7 @@ use super::group::READ_BATCH_MAX;
 
 #[cfg(feature = "conformance")]
 mod conformance;
+mod pinned;
 use super::{SubscriptionLog, SubscriptionRecord, Subscriptions};
 
 /// A store's log in memory: events, a head watch and subscription records.
@@ -123,7 +124,7 @@ const LONG_ACK_TIMEOUT_MS: u64 = 3_600_000;
 /// How long a test waits for an item that should come (paused time: instant).
 const PATIENCE: Duration = Duration::from_secs(60);
 
-async fn open(log: &Arc<FakeLog>) -> Subscriptions {
+async fn open(log: &Arc<FakeLog>) -> Arc<Subscriptions> {
     let log: Arc<dyn SubscriptionLog> = log.clone();
     Subscriptions::open(StoreId::new("test").unwrap(), log)
         .await
@@ -392,8 +393,9 @@ async fn event_is_parked_after_max_retries_and_replay_brings_it_back() {
     log.append_plain("a", 1);
     let subs = open(&log).await;
     let key = all("poison");
-    subs.save(spec(key.clone(), 100, 3)).await.unwrap();
+    subs.save(spec(key.clone(), 100, 2)).await.unwrap();
     let mut sub = subs.subscribe(key.clone(), window(2)).await.unwrap();
+    // Two retries: three deliveries in all.
     for attempt in 1..=3 {
         let delivery = next_delivery(&mut sub).await;
         assert_eq!(
@@ -420,6 +422,38 @@ async fn event_is_parked_after_max_retries_and_replay_brings_it_back() {
     );
     subs.ack(&key, sub.consumer(), Position(0)).await.unwrap();
     assert_eq!(info(&subs, &key).await.parked, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_retries_counts_retries_not_deliveries() {
+    let log = FakeLog::new();
+    log.append_plain("a", 1);
+    let subs = open(&log).await;
+    let key = all("once");
+    subs.save(spec(key.clone(), LONG_ACK_TIMEOUT_MS, 1))
+        .await
+        .unwrap();
+    let mut sub = subs.subscribe(key.clone(), window(2)).await.unwrap();
+    let first = next_delivery(&mut sub).await;
+    assert_eq!(first.attempt, 1);
+    subs.nack(&key, sub.consumer(), Position(0), NackAction::Retry)
+        .await
+        .unwrap();
+    let retried = next_delivery(&mut sub).await;
+    assert_eq!(
+        (retried.event.position, retried.attempt),
+        (Position(0), 2),
+        "max_retries 1 allows one retry"
+    );
+    subs.nack(&key, sub.consumer(), Position(0), NackAction::Retry)
+        .await
+        .unwrap();
+    assert!(nothing_within(&mut sub, Duration::from_secs(5)).await);
+    assert_eq!(
+        info(&subs, &key).await.parked,
+        1,
+        "parked after its one retry"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -479,6 +513,10 @@ async fn pinned_by_stream_keeps_each_stream_on_one_consumer_in_order() {
                 continue;
             };
             let event = delivery.event;
+            // A stream's next event comes once this one is acked.
+            subs.ack(&key, sub.consumer(), event.position)
+                .await
+                .unwrap();
             let previous = owner.insert(event.stream.clone(), sub.consumer());
             assert!(
                 previous.is_none_or(|p| p == sub.consumer()),
