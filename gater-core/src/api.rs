@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::access::Whoami;
 use crate::dispatch::unexpected;
 
 use crate::error::{Error, Side};
@@ -438,6 +439,14 @@ pub trait Gater: Send + Sync + 'static {
     async fn heartbeat(&self, worker: WorkerInfo) -> Result<(), Error> {
         respond!(self, Request::Heartbeat { worker })
     }
+
+    /// The identity the serving endpoint learned from this client's
+    /// certificate, and its grants. Answered by a server that checks
+    /// identities (see [`access`](crate::access)); anything else answers
+    /// [`Error::Unsupported`].
+    async fn whoami(&self) -> Result<Whoami, Error> {
+        respond!(self, Request::Whoami, Whoami)
+    }
 }
 
 /// A shared [`Gater`] is a [`Gater`]: proxies and transports hold workers as `Arc<dyn Gater>`.
@@ -598,5 +607,8 @@ impl<G: Gater + ?Sized> Gater for Arc<G> {
     }
     async fn heartbeat(&self, worker: WorkerInfo) -> Result<(), Error> {
         (**self).heartbeat(worker).await
+    }
+    async fn whoami(&self) -> Result<Whoami, Error> {
+        (**self).whoami().await
     }
 }

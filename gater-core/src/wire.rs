@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::access::Whoami;
 use crate::error::Error;
 use crate::event::{
     AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamPage,
@@ -143,6 +144,8 @@ pub enum Request {
     Heartbeat {
         worker: WorkerInfo,
     },
+    /// The identity the server sees and its grants; answered by the server itself.
+    Whoami,
 }
 
 impl Request {
@@ -173,6 +176,7 @@ impl Request {
             Request::GetStoreConfig { .. } => "get_store_config",
             Request::Workers => "workers",
             Request::Heartbeat { .. } => "heartbeat",
+            Request::Whoami => "whoami",
         }
     }
 
@@ -200,7 +204,10 @@ impl Request {
             | Request::RemoveStore { store }
             | Request::GetStoreStatus { store }
             | Request::GetStoreConfig { store } => Some(store),
-            Request::ListStores | Request::Workers | Request::Heartbeat { .. } => None,
+            Request::ListStores
+            | Request::Workers
+            | Request::Heartbeat { .. }
+            | Request::Whoami => None,
         }
     }
 
@@ -228,9 +235,10 @@ impl Request {
             | Request::DeleteSnapshot { .. }
             | Request::RemoveStore { .. } => RequestClass::Write,
             Request::Subscribe { .. } => RequestClass::Subscribe,
-            Request::ListStores | Request::Workers | Request::Heartbeat { .. } => {
-                RequestClass::Cluster
-            }
+            Request::ListStores
+            | Request::Workers
+            | Request::Heartbeat { .. }
+            | Request::Whoami => RequestClass::Cluster,
         }
     }
 }
@@ -255,6 +263,7 @@ pub enum Response {
     StoreStatus(StoreStatus),
     StoreConfig(StoreConfig),
     Workers(Vec<WorkerInfo>),
+    Whoami(Whoami),
 }
 
 /// The first frame of every request stream.

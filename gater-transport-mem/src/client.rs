@@ -39,6 +39,7 @@ pub struct MemLink {
     deadline_ms: Option<u32>,
     connection: Arc<Breaker>,
     faults: Mutex<(Faults, Rng)>,
+    identity: Option<Arc<str>>,
 }
 
 /// What became of a request on the link.
@@ -50,8 +51,13 @@ enum Outcome {
 }
 
 impl MemLink {
-    pub(crate) fn new(server: MemServer, options: MemClientOptions) -> Self {
+    pub(crate) fn new(
+        server: MemServer,
+        options: MemClientOptions,
+        identity: Option<Arc<str>>,
+    ) -> Self {
         MemLink {
+            identity,
             server,
             deadline_ms: options.deadline_ms,
             connection: Arc::new(Breaker::new()),
@@ -137,7 +143,7 @@ impl MemLink {
             if plan.drop_request {
                 return Outcome::Lost("request");
             }
-            let response = self.server.handle(envelope).await;
+            let response = self.server.handle(envelope, self.identity.as_ref()).await;
             pause(plan.delay_down_ms).await;
             if plan.drop_response {
                 return Outcome::Lost("response");
@@ -164,7 +170,10 @@ impl MemLink {
             if plan.drop_request {
                 return (Outcome::Lost("request"), None);
             }
-            let (response, channels) = self.server.open_subscription(envelope).await;
+            let (response, channels) = self
+                .server
+                .open_subscription(envelope, self.identity.as_ref())
+                .await;
             pause(plan.delay_down_ms).await;
             if plan.drop_response {
                 // Dropping the channels detaches the consumer on the server.

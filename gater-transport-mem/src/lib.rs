@@ -37,4 +37,6 @@ mod subscription;
 
 pub use client::{MemClient, MemClientOptions, MemLink};
 pub use faults::Faults;
-pub use server::{serve, serve_with, MemOptions, MemServer, SUBSCRIPTION_CREDIT_DEFAULT};
+pub use server::{
+    serve, serve_guarded, serve_with, MemOptions, MemServer, SUBSCRIPTION_CREDIT_DEFAULT,
+};

@@ -31,6 +31,7 @@
 pub mod certs;
 mod client;
 mod frame;
+mod identity;
 mod server;
 mod subscription;
 mod tls;
@@ -42,6 +43,7 @@ pub use client::{
     CLIENT_IDLE_TIMEOUT_MS_DEFAULT, CLIENT_KEEP_ALIVE_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT,
     DEADLINE_MS_DEFAULT, SUBSCRIPTION_CREDIT_DEFAULT,
 };
+pub use identity::{certificate_identity, peer_identity};
 pub use server::{
     serve, ServeError, Server, ServerConfig, IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_MS_DEFAULT,
     SHUTDOWN_GRACE_MS_DEFAULT, SUBSCRIPTION_CREDIT_MAX_DEFAULT,

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gater_core::access::Gatekeeper;
 use gater_core::wire::{self, Request, RequestEnvelope, Response, ResponseEnvelope};
 use gater_core::{BoxGater, Error, Gater, Limits};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -31,6 +32,8 @@ pub(crate) const UP_FRAME_BYTES_MAX: u32 = 1024;
 const CLOSE_WAIT_MS: u64 = 1_000;
 /// QUIC application error code of a refused stream.
 const STREAM_REFUSED: u32 = 1;
+/// QUIC application error code of a connection whose certificate names no identity.
+const IDENTITY_REFUSED: u32 = 2;
 /// QUIC application error code of a server shutdown.
 const SHUTDOWN_CODE: u32 = 0;
 
@@ -55,6 +58,9 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Most credit a consumer may hold; grants past it are capped.
     pub subscription_credit_max: u32,
+    /// The rules each connection's identity (its certificate's name) is held
+    /// to; `None` serves every connection without a check.
+    pub access: Option<Arc<Gatekeeper>>,
 }
 
 impl ServerConfig {
@@ -71,6 +77,7 @@ impl ServerConfig {
             keep_alive_ms: KEEP_ALIVE_MS_DEFAULT,
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
             subscription_credit_max: SUBSCRIPTION_CREDIT_MAX_DEFAULT,
+            access: None,
         }
     }
 }
@@ -108,6 +115,24 @@ pub(crate) struct Shared {
     pub(crate) gater: BoxGater,
     pub(crate) frame_bytes_max: u32,
     pub(crate) subscription_credit_max: u32,
+    access: Option<Arc<Gatekeeper>>,
+}
+
+impl Shared {
+    /// What one connection's streams read: with access rules, the gater
+    /// guarded for the identity of the peer's certificate (`None` if it has none).
+    fn for_peer(self: &Arc<Self>, connection: &quinn::Connection) -> Option<Arc<Shared>> {
+        let Some(keeper) = &self.access else {
+            return Some(Arc::clone(self));
+        };
+        let identity = crate::identity::peer_identity(connection)?;
+        Some(Arc::new(Shared {
+            gater: Arc::new(keeper.guard(Arc::clone(&self.gater), identity)),
+            frame_bytes_max: self.frame_bytes_max,
+            subscription_credit_max: self.subscription_credit_max,
+            access: None,
+        }))
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -155,6 +180,7 @@ impl Server {
                 gater: Arc::new(gater),
                 frame_bytes_max: config.frame_bytes_max,
                 subscription_credit_max: config.subscription_credit_max.max(1),
+                access: config.access,
             }),
             connections_max: config.connections_max,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
@@ -241,6 +267,11 @@ impl Connection {
                 return;
             }
         };
+        let Some(shared) = self.shared.for_peer(&connection) else {
+            tracing::warn!(remote = %connection.remote_address(), "peer certificate names no identity: refused");
+            connection.close(IDENTITY_REFUSED.into(), b"certificate names no identity");
+            return;
+        };
         loop {
             let accepted = tokio::select! {
                 () = stopping(&mut self.stop) => return,
@@ -248,7 +279,7 @@ impl Connection {
             };
             let Ok((send, recv)) = accepted else { return };
             let stream = Stream {
-                shared: Arc::clone(&self.shared),
+                shared: Arc::clone(&shared),
                 send,
                 recv,
             };
