@@ -34,6 +34,10 @@ pub(crate) struct Global {
     /// Seconds to wait for each request.
     #[arg(long, global = true, default_value_t = 30)]
     pub(crate) timeout: u64,
+    /// Name the server's certificate must carry (default: the host dialled;
+    /// set it when dialling an IP address the certificate does not name).
+    #[arg(long, global = true, env = "GATER_SERVER_NAME")]
+    pub(crate) server_name: Option<String>,
 }
 
 /// A `gater` command.
@@ -73,6 +77,11 @@ pub(crate) enum Command {
     Snapshot(SnapshotCommand),
     /// List the gateway workers behind the server.
     Workers,
+    /// Print the identity the server sees (the certificate's name) and its grants.
+    Whoami,
+    /// Issue certificates for identities.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Measure a server, or compare every transport in process (`--suite compare`).
     Bench(crate::bench::BenchArgs),
 }
@@ -89,6 +98,39 @@ pub(crate) struct DevArgs {
     /// Log as JSON.
     #[arg(long)]
     pub(crate) log_json: bool,
+    /// Access rules (TOML); without it every certificate from the CA is admin.
+    #[arg(long, env = "GATER_ACCESS")]
+    pub(crate) access: Option<PathBuf>,
+}
+
+/// `gater certs ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum CertsCommand {
+    /// Sign a client certificate with CN=NAME; `gater --certs OUT ...` then acts as NAME.
+    Issue(IssueArgs),
+}
+
+/// `gater certs issue`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct IssueArgs {
+    /// Directory holding the CA (ca.crt, ca.key).
+    #[arg(long)]
+    pub(crate) ca_dir: PathBuf,
+    /// The identity (the certificate's common name).
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Where to write ca.crt, client.crt and client.key.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Also write server.crt and server.key (a worker that serves and heartbeats).
+    #[arg(long)]
+    pub(crate) worker: bool,
+    /// Extra names of the server certificate (besides localhost, 127.0.0.1, ::1).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) hosts: Vec<String>,
+    /// Replace keys that exist already.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// Storage engine of a worker.
@@ -130,6 +172,9 @@ pub(crate) struct WorkerArgs {
     /// Log as JSON.
     #[arg(long)]
     pub(crate) log_json: bool,
+    /// Access rules (TOML); without it every certificate from the CA is admin.
+    #[arg(long, env = "GATER_ACCESS")]
+    pub(crate) access: Option<PathBuf>,
 }
 
 /// `gater proxy`.
@@ -151,6 +196,9 @@ pub(crate) struct ProxyArgs {
     /// Log as JSON.
     #[arg(long)]
     pub(crate) log_json: bool,
+    /// Access rules (TOML); without it every certificate from the CA is admin.
+    #[arg(long, env = "GATER_ACCESS")]
+    pub(crate) access: Option<PathBuf>,
 }
 
 /// `gater store ...`.

@@ -38,6 +38,7 @@ pub(crate) struct WorkerFile {
     id: Option<String>,
     backend: Option<String>,
     postgres_url: Option<String>,
+    access: Option<PathBuf>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -51,6 +52,7 @@ pub(crate) struct ProxyFile {
     workers: Vec<String>,
     /// `"embedded"` (the default) or `"shared"`.
     storage: Option<String>,
+    access: Option<PathBuf>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -72,6 +74,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) backend: BackendKind,
     /// PostgreSQL URL.
     pub(crate) postgres_url: Option<String>,
+    /// Access rules file.
+    pub(crate) access: Option<PathBuf>,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -85,6 +89,8 @@ pub(crate) struct ProxyConfig {
     pub(crate) workers: Vec<String>,
     /// How the workers hold their stores.
     pub(crate) storage: StorageMode,
+    /// Access rules file.
+    pub(crate) access: Option<PathBuf>,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -141,6 +147,7 @@ impl WorkerConfig {
                 .unwrap_or_else(|| advertise.clone()),
             join: args.join.clone().or(file.join),
             postgres_url: args.postgres_url.clone().or(file.postgres_url),
+            access: args.access.clone().or(file.access),
             listen,
             advertise,
             backend,
@@ -162,6 +169,7 @@ impl ProxyConfig {
         };
         Ok(ProxyConfig {
             storage,
+            access: args.access.clone().or(file.access),
             listen: args
                 .listen
                 .clone()
