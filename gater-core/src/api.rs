@@ -88,6 +88,22 @@ pub trait Gater: Send + Sync + 'static {
         crate::dispatch::dispatch(self, request).await
     }
 
+    /// [`Gater::call`] on behalf of `identity`, the name a server learned
+    /// from the caller's certificate (see [`access`](crate::access)).
+    ///
+    /// The default ignores the identity. An implementation that keeps state
+    /// per identity overrides it: a proxy records which identity registered
+    /// a worker that joins by heartbeat.
+    async fn call_as(
+        &self,
+        identity: &str,
+        request: Request,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        let _ = identity;
+        self.call(request, within).await
+    }
+
     /// Appends `events` to `stream` atomically (all or none) if `expected` holds.
     ///
     /// Returns the last event's version and global position. Events get
@@ -454,6 +470,15 @@ pub trait Gater: Send + Sync + 'static {
 impl<G: Gater + ?Sized> Gater for Arc<G> {
     async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
         (**self).call(request, within).await
+    }
+
+    async fn call_as(
+        &self,
+        identity: &str,
+        request: Request,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        (**self).call_as(identity, request, within).await
     }
 
     async fn append_events(

@@ -185,9 +185,22 @@ struct QuicConnector {
 
 #[async_trait]
 impl Connector for QuicConnector {
+    /// Resolves the address with tokio's resolver (on its blocking pool, so
+    /// a slow DNS server never stalls the runtime), then connects on first use.
     async fn connect(&self, address: &str) -> Result<BoxGater, Error> {
-        quic_client(&[address.to_owned()], self.tls.clone(), None, None)
-            .map_err(|e| Error::invalid(format!("worker address {address:?}: {e:#}")))
+        let invalid =
+            |e: &dyn std::fmt::Display| Error::invalid(format!("worker address {address:?}: {e}"));
+        let addr = tokio::net::lookup_host(address)
+            .await
+            .map_err(|e| invalid(&e))?
+            .next()
+            .ok_or_else(|| invalid(&"resolves to no address"))?;
+        let options = ClientOptions {
+            server_name: dialled_host(address).to_owned(),
+            ..ClientOptions::default()
+        };
+        let link = QuicLink::new(&[addr], self.tls.clone(), options).map_err(|e| invalid(&e))?;
+        Ok(Arc::new(RemoteGater::new(link)))
     }
 }
 

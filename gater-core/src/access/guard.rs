@@ -129,7 +129,7 @@ impl Gater for Guarded {
             _ => {}
         }
         let listing = need_is_listing(&request);
-        let response = self.inner.call(request, within).await?;
+        let response = self.inner.call_as(identity, request, within).await?;
         Ok(match response {
             Response::Stores(mut stores) if listing => {
                 stores.retain(|s| keeper.access.may_read(identity, s.store.as_str()));
