@@ -193,13 +193,13 @@ fn samples() -> Vec<Request> {
         Request::AckEvent {
             store: store.clone(),
             key: persistent(),
-            consumer: gater_core::ConsumerId(u64::MAX),
+            consumer: gater_core::ConsumerId(u128::MAX),
             position: Position(0),
         },
         Request::NackEvent {
             store: store.clone(),
             key: persistent(),
-            consumer: gater_core::ConsumerId(u64::MAX),
+            consumer: gater_core::ConsumerId(u128::MAX),
             position: Position(0),
             action: gater_core::NackAction::Retry,
         },

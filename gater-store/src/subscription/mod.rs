@@ -625,8 +625,19 @@ impl Shared {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// 128 random bits from the OS; should the OS source fail, the counter
+    /// keeps ids unique (and the process-random hasher keys unpredictable).
     fn next_consumer_id(&self) -> ConsumerId {
-        ConsumerId(self.next_consumer.fetch_add(1, Ordering::Relaxed))
+        let mut bytes = [0; 16];
+        if getrandom::getrandom(&mut bytes).is_err() {
+            use std::hash::{BuildHasher, Hasher};
+            let n = self.next_consumer.fetch_add(1, Ordering::Relaxed);
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(n);
+            bytes[..8].copy_from_slice(&hasher.finish().to_le_bytes());
+            bytes[8..].copy_from_slice(&n.to_le_bytes());
+        }
+        ConsumerId::from_random_bytes(bytes)
     }
 
     fn inputs(&self, detached: Arc<Notify>) -> (mpsc::Sender<Command>, Inputs) {
