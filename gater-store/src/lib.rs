@@ -44,5 +44,5 @@ mod writer;
 
 pub use engine::{Store, StoreOptions};
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresOptions;
+pub use postgres::{redact_url, PostgresOptions};
 pub use validate::{EVENT_TYPE_LEN_MAX, SNAPSHOT_PART_LEN_MAX};

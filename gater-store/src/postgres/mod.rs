@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use gater_core::{Error, Resource, StoreConfig, StoreId};
 
 use crate::backend::{Backend, BackendStore, Counters};
-pub(crate) use error::redact_url;
+pub use error::redact_url;
 use error::{map_error, Redactor};
 use pool::{Pool, PoolConfig, Pooled};
 use store::PostgresStore;

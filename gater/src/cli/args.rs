@@ -163,9 +163,14 @@ pub(crate) struct WorkerArgs {
     /// Storage engine.
     #[arg(long, value_enum, env = "GATER_BACKEND")]
     pub(crate) backend: Option<BackendKind>,
-    /// PostgreSQL connection URL (with --backend postgres).
-    #[arg(long, env = "GATER_POSTGRES_URL")]
+    /// PostgreSQL connection URL (with --backend postgres). Prefer
+    /// GATER_POSTGRES_URL or --postgres-url-file: a flag shows in `ps`.
+    #[arg(long, env = "GATER_POSTGRES_URL", hide_env_values = true)]
     pub(crate) postgres_url: Option<String>,
+    /// File holding the PostgreSQL connection URL (first line), so the
+    /// password appears neither in `ps` nor in the environment.
+    #[arg(long, env = "GATER_POSTGRES_URL_FILE", conflicts_with = "postgres_url")]
+    pub(crate) postgres_url_file: Option<PathBuf>,
     /// TOML configuration file; flags and GATER_* variables win over it.
     #[arg(long, env = "GATER_CONFIG")]
     pub(crate) config: Option<PathBuf>,

@@ -38,6 +38,7 @@ pub(crate) struct WorkerFile {
     id: Option<String>,
     backend: Option<String>,
     postgres_url: Option<String>,
+    postgres_url_file: Option<PathBuf>,
     access: Option<PathBuf>,
     #[serde(default)]
     tls: TlsFiles,
@@ -57,8 +58,9 @@ pub(crate) struct ProxyFile {
     tls: TlsFiles,
 }
 
-/// A worker's settings after merging file and flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A worker's settings after merging file and flags. Its `Debug` shows the
+/// PostgreSQL URL with the password redacted.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct WorkerConfig {
     /// Data directory.
     pub(crate) data_dir: PathBuf,
@@ -78,6 +80,50 @@ pub(crate) struct WorkerConfig {
     pub(crate) access: Option<PathBuf>,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("join", &self.join)
+            .field("advertise", &self.advertise)
+            .field("id", &self.id)
+            .field("backend", &self.backend)
+            .field(
+                "postgres_url",
+                &self.postgres_url.as_deref().map(gater_store::redact_url),
+            )
+            .field("access", &self.access)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// The PostgreSQL URL: the flag (or GATER_POSTGRES_URL), else the first
+/// line of the URL file (flag, GATER_POSTGRES_URL_FILE or config), else
+/// the config file's `postgres_url`.
+fn postgres_url(args: &WorkerArgs, file: &WorkerFile) -> Result<Option<String>> {
+    if let Some(url) = &args.postgres_url {
+        return Ok(Some(url.clone()));
+    }
+    if let Some(path) = args
+        .postgres_url_file
+        .as_ref()
+        .or(file.postgres_url_file.as_ref())
+    {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read the PostgreSQL URL file {}", path.display()))?;
+        let url = text.lines().next().unwrap_or("").trim().to_owned();
+        anyhow::ensure!(
+            !url.is_empty(),
+            "{} holds no PostgreSQL URL",
+            path.display()
+        );
+        return Ok(Some(url));
+    }
+    Ok(file.postgres_url.clone())
 }
 
 /// A proxy's settings after merging file and flags.
@@ -113,6 +159,7 @@ impl WorkerConfig {
     /// Merges the config file (if any) under the flags.
     pub(crate) fn load(args: &WorkerArgs) -> Result<Self> {
         let file: WorkerFile = read_toml(args.config.as_deref())?;
+        let postgres_url = postgres_url(args, &file)?;
         let listen = args
             .listen
             .clone()
@@ -146,7 +193,7 @@ impl WorkerConfig {
                 .or(file.id)
                 .unwrap_or_else(|| advertise.clone()),
             join: args.join.clone().or(file.join),
-            postgres_url: args.postgres_url.clone().or(file.postgres_url),
+            postgres_url,
             access: args.access.clone().or(file.access),
             listen,
             advertise,
@@ -280,5 +327,28 @@ mod tests {
             Some("postgres://gater@localhost/events")
         );
         assert!(WorkerConfig::load(&worker_args(&["gater", "worker"])).is_err());
+    }
+
+    #[test]
+    fn the_postgres_url_comes_from_a_file_and_debug_hides_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg-url");
+        fs::write(&path, "postgres://gater:s3cret@db/events\n").unwrap();
+        let args = worker_args(&[
+            "gater",
+            "worker",
+            "--backend",
+            "postgres",
+            "--postgres-url-file",
+            path.to_str().unwrap(),
+        ]);
+        let config = WorkerConfig::load(&args).unwrap();
+        assert_eq!(
+            config.postgres_url.as_deref(),
+            Some("postgres://gater:s3cret@db/events")
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://gater:***@db/events"), "{shown}");
     }
 }
