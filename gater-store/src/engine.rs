@@ -299,7 +299,9 @@ impl Engine {
             head: head_rx.clone(),
         });
         let subscriptions = match Subscriptions::open(id.clone(), log).await {
-            Ok(subscriptions) => subscriptions,
+            Ok(subscriptions) => {
+                subscriptions.with_window_max(self.options.limits.subscription_window_max)
+            }
             Err(error) => {
                 let _ = backend.close().await;
                 return Err(error);
@@ -734,6 +736,15 @@ impl Gater for Store {
                 store: store.to_string(),
             });
         }
+        let stores_max = self.engine.options.limits.stores_max;
+        let open = self.engine.read_stores().len();
+        if open >= stores_max as usize {
+            return Err(Error::limit(
+                "stores_max",
+                stores_max.into(),
+                open as u64 + 1,
+            ));
+        }
         let backend = self.engine.backend.create_store(store, config).await?;
         let handle = self.engine.start(store.clone(), backend).await?;
         self.engine.write_stores().insert(store.clone(), handle);
@@ -847,6 +858,36 @@ mod tests {
             b"{}".to_vec(),
             Vec::new(),
         )
+    }
+
+    #[tokio::test]
+    async fn a_worker_refuses_stores_past_stores_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::new(dir.path());
+        options.limits.stores_max = 2;
+        let store = Store::open(options).await.unwrap();
+        let config = StoreConfig {
+            fsync: false,
+            group_commit: true,
+        };
+        for id in ["a", "b"] {
+            store
+                .create_store(&StoreId::new(id).unwrap(), config)
+                .await
+                .unwrap();
+        }
+        let third = store
+            .create_store(&StoreId::new("c").unwrap(), config)
+            .await;
+        assert!(
+            matches!(&third, Err(Error::LimitExceeded { limit, .. }) if limit == "stores_max"),
+            "{third:?}"
+        );
+        // Creating one that exists is still the idempotent no-op.
+        store
+            .create_store(&StoreId::new("a").unwrap(), config)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

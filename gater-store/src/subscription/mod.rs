@@ -90,6 +90,8 @@ pub(crate) struct Subscriptions {
     shared: Arc<Shared>,
     /// Serialises `save` and `remove`, which span awaits on the log.
     admin: tokio::sync::Mutex<()>,
+    /// Largest window a consumer may ask for (`Limits::subscription_window_max`).
+    window_max: u32,
 }
 
 /// What the API side and the transient tasks share.
@@ -158,7 +160,15 @@ impl Subscriptions {
             store,
             shared,
             admin: tokio::sync::Mutex::new(()),
+            window_max: Limits::DEFAULT.subscription_window_max,
         })
+    }
+
+    /// The same registry enforcing `window_max` (the store's configured
+    /// `Limits::subscription_window_max`) instead of the default.
+    pub(crate) fn with_window_max(mut self, window_max: u32) -> Self {
+        self.window_max = window_max;
+        self
     }
 
     /// `Gater::save_subscription`.
@@ -221,7 +231,7 @@ impl Subscriptions {
         key: SubscriptionKey,
         options: SubscribeOptions,
     ) -> Result<Subscription, Error> {
-        let window_max = Limits::DEFAULT.subscription_window_max;
+        let window_max = self.window_max;
         if options.window == 0 || options.window > window_max {
             return Err(Error::invalid(format!(
                 "subscription window must be 1 to {window_max}, got {}",

@@ -1002,3 +1002,14 @@ async fn consumer_ids_are_random_not_sequential() {
     assert!(ids.iter().any(|id| id >> 64 != 0), "{ids:x?}");
     assert!(ids.windows(2).all(|w| w[0].abs_diff(w[1]) > 1), "{ids:x?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_configured_window_limit_is_enforced() {
+    let log = FakeLog::new();
+    let subs = open(&log).await.with_window_max(8);
+    assert!(subs.subscribe(all(TRANSIENT), window(8)).await.is_ok());
+    assert!(matches!(
+        subs.subscribe(all(TRANSIENT), window(9)).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
