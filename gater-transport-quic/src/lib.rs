@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+mod budget;
 pub mod certs;
 mod client;
 mod frame;
@@ -38,6 +39,9 @@ mod tls;
 
 use std::time::Duration;
 
+pub use budget::{
+    receive_windows, BudgetPermit, MemoryBudget, MEMORY_MAX_BYTES_DEFAULT, RECEIVE_WINDOW_MIN,
+};
 pub use client::{
     connect, ClientOptions, QuicClient, QuicLink, BACKOFF_MAX_MS_DEFAULT, BACKOFF_MIN_MS_DEFAULT,
     CLIENT_IDLE_TIMEOUT_MS_DEFAULT, CLIENT_KEEP_ALIVE_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT,

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use gater_core::access::Gatekeeper;
 use gater_core::wire::{self, Request, RequestEnvelope, Response, ResponseEnvelope};
-use gater_core::{BoxGater, Error, Gater, Limits};
+use gater_core::{BoxGater, Error, Gater, Limits, Side};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::budget::{receive_windows, MemoryBudget, MEMORY_MAX_BYTES_DEFAULT};
 use crate::frame::{FrameReader, ReadFailure};
 use crate::subscription;
 use crate::tls::{ServerTls, TlsError};
@@ -61,6 +62,11 @@ pub struct ServerConfig {
     /// The rules each connection's identity (its certificate's name) is held
     /// to; `None` serves every connection without a check.
     pub access: Option<Arc<Gatekeeper>>,
+    /// Server-wide byte budget of request frames being received or served;
+    /// QUIC receive windows are derived from it (see [`MemoryBudget`]).
+    pub memory_max_bytes: u64,
+    /// What this server is, for the side named by its refusals (`Overloaded`).
+    pub side: Side,
 }
 
 impl ServerConfig {
@@ -78,6 +84,8 @@ impl ServerConfig {
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
             subscription_credit_max: SUBSCRIPTION_CREDIT_MAX_DEFAULT,
             access: None,
+            memory_max_bytes: MEMORY_MAX_BYTES_DEFAULT,
+            side: Side::Worker,
         }
     }
 }
@@ -116,6 +124,8 @@ pub(crate) struct Shared {
     pub(crate) frame_bytes_max: u32,
     pub(crate) subscription_credit_max: u32,
     access: Option<Arc<Gatekeeper>>,
+    budget: Arc<MemoryBudget>,
+    side: Side,
 }
 
 impl Shared {
@@ -131,6 +141,8 @@ impl Shared {
             frame_bytes_max: self.frame_bytes_max,
             subscription_credit_max: self.subscription_credit_max,
             access: None,
+            budget: Arc::clone(&self.budget),
+            side: self.side,
         }))
     }
 }
@@ -161,12 +173,24 @@ impl Server {
                 "streams_per_connection_max and connections_max must be at least 1".into(),
             ));
         }
-        let transport = transport_config(
+        let mut transport = transport_config(
             config.idle_timeout_ms,
             config.keep_alive_ms,
             config.streams_per_connection_max,
         )
         .map_err(ServeError::Config)?;
+        let (connection_window, stream_window) = receive_windows(
+            config.memory_max_bytes,
+            config.connections_max,
+            config.frame_bytes_max,
+        );
+        let varint = |v: u64| {
+            quinn::VarInt::from_u64(v).map_err(|e| ServeError::Config(format!("window {v}: {e}")))
+        };
+        transport
+            .receive_window(varint(connection_window)?)
+            .stream_receive_window(varint(stream_window)?)
+            .send_window(connection_window);
         let quinn_config = config.tls.quinn_config(Arc::new(transport))?;
         let endpoint = quinn::Endpoint::server(quinn_config, config.listen).map_err(|source| {
             ServeError::Bind {
@@ -181,10 +205,17 @@ impl Server {
                 frame_bytes_max: config.frame_bytes_max,
                 subscription_credit_max: config.subscription_credit_max.max(1),
                 access: config.access,
+                budget: MemoryBudget::new(config.memory_max_bytes),
+                side: config.side,
             }),
             connections_max: config.connections_max,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         })
+    }
+
+    /// The server's memory budget (for its accounting: in use, peak).
+    pub fn budget(&self) -> Arc<MemoryBudget> {
+        Arc::clone(&self.shared.budget)
     }
 
     /// The address the server listens on.
@@ -301,7 +332,11 @@ pub(crate) struct Stream {
 
 impl Stream {
     async fn run(mut self, stop: watch::Receiver<bool>) {
-        let mut reader = FrameReader::new(self.shared.frame_bytes_max);
+        let mut reader = FrameReader::with_budget(
+            self.shared.frame_bytes_max,
+            Arc::clone(&self.shared.budget),
+            self.shared.side,
+        );
         let envelope = match reader.next(&mut self.recv, wire::decode_request).await {
             Ok(Some(envelope)) => Ok(envelope),
             Ok(None) => Err(Error::Protocol("stream ended before a request".into())),
@@ -315,6 +350,8 @@ impl Stream {
             // Bad input: stop the peer sending more of it on this stream.
             let _ = self.recv.stop(STREAM_REFUSED.into());
         });
+        // The request's bytes count against the budget until it is answered.
+        let permit = reader.take_permit();
         let result = match envelope {
             Ok(RequestEnvelope {
                 request:
@@ -325,6 +362,7 @@ impl Stream {
                     },
                 ..
             }) => {
+                drop(permit);
                 let sub = subscription::Serve {
                     stream: self,
                     reader: FrameReader::new(UP_FRAME_BYTES_MAX),
@@ -340,6 +378,7 @@ impl Stream {
             Err(e) => Err(e),
         };
         self.respond(result).await;
+        drop(permit);
         let _ = self.send.finish();
         // Keep the task (and the shutdown drain) until the peer has the answer.
         let _ = self.send.stopped().await;

@@ -48,6 +48,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
         .await?;
     let mut server_config = ServerConfig::new(listen, ServerTls::from_dir(&certs_dir)?);
     server_config.access = Some(access::gatekeeper(args.access.as_deref(), Side::Proxy)?);
+    server_config.side = Side::Proxy;
     let server = Server::bind(server_config, proxy)?;
     let addr = server.local_addr();
     println!("gater dev listening on {addr} (QUIC, mutual TLS)");
@@ -85,6 +86,7 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let mut server_config = ServerConfig::new(listen, server_tls);
     server_config.access = Some(access::gatekeeper(config.access.as_deref(), Side::Worker)?);
+    server_config.memory_max_bytes = config.memory_max_bytes;
     let server = Server::bind(server_config, store.clone())?;
     println!(
         "gater worker {} listening on {}",
@@ -166,6 +168,8 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let mut server_config = ServerConfig::new(listen, server_tls);
     server_config.access = Some(gatekeeper);
+    server_config.memory_max_bytes = config.memory_max_bytes;
+    server_config.side = Side::Proxy;
     let server = Server::bind(server_config, proxy)?;
     println!("gater proxy listening on {}", server.local_addr());
     if config.storage == gater_proxy::StorageMode::Shared {

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use gater_proxy::StorageMode;
+use gater_transport_quic::MEMORY_MAX_BYTES_DEFAULT;
 
 use super::args::{BackendKind, ProxyArgs, WorkerArgs};
 
@@ -40,6 +41,7 @@ pub(crate) struct WorkerFile {
     postgres_url: Option<String>,
     postgres_url_file: Option<PathBuf>,
     access: Option<PathBuf>,
+    memory_max_bytes: Option<u64>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -54,6 +56,7 @@ pub(crate) struct ProxyFile {
     /// `"embedded"` (the default) or `"shared"`.
     storage: Option<String>,
     access: Option<PathBuf>,
+    memory_max_bytes: Option<u64>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -78,6 +81,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) postgres_url: Option<String>,
     /// Access rules file.
     pub(crate) access: Option<PathBuf>,
+    /// Server-wide byte budget of requests.
+    pub(crate) memory_max_bytes: u64,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -96,6 +101,7 @@ impl std::fmt::Debug for WorkerConfig {
                 &self.postgres_url.as_deref().map(gater_store::redact_url),
             )
             .field("access", &self.access)
+            .field("memory_max_bytes", &self.memory_max_bytes)
             .field("tls", &self.tls)
             .finish()
     }
@@ -137,6 +143,8 @@ pub(crate) struct ProxyConfig {
     pub(crate) storage: StorageMode,
     /// Access rules file.
     pub(crate) access: Option<PathBuf>,
+    /// Server-wide byte budget of requests.
+    pub(crate) memory_max_bytes: u64,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -195,6 +203,7 @@ impl WorkerConfig {
             join: args.join.clone().or(file.join),
             postgres_url,
             access: args.access.clone().or(file.access),
+            memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
             listen,
             advertise,
             backend,
@@ -217,6 +226,7 @@ impl ProxyConfig {
         Ok(ProxyConfig {
             storage,
             access: args.access.clone().or(file.access),
+            memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
             listen: args
                 .listen
                 .clone()
