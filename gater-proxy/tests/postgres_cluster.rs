@@ -18,8 +18,8 @@ use gater_core::{
     StoreConfig,
 };
 use gater_proxy::{Proxy, ProxyConfig, StorageMode};
-use gater_store::pg_harness::PgServer;
 use gater_store::{PostgresOptions, Store, StoreOptions};
+use gater_testkit::pg_harness::PgServer;
 use gater_transport_mem::MemClientOptions;
 use support::{sim_worker, store, stream};
 

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use gater_core::{
     Direction, EventData, EventId, ExpectedVersion, Gater, StoreConfig, StoreId, StreamId,
 };
-use gater_store::pg_harness::PgServer;
 use gater_store::{PostgresOptions, Store, StoreOptions};
+use gater_testkit::pg_harness::PgServer;
 
 const APPENDERS: usize = 64;
 const READERS: usize = 64;

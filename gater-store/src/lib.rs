@@ -34,8 +34,6 @@ pub mod conformance;
 mod embedded;
 mod engine;
 #[cfg(feature = "postgres")]
-pub mod pg_harness;
-#[cfg(feature = "postgres")]
 mod postgres;
 mod stage;
 mod subscription;

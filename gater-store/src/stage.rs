@@ -86,11 +86,13 @@ pub(crate) fn stage_batch<'a>(
     stored: &mut impl Stored,
     writes: &mut impl Writes<'a>,
 ) -> Staged<'a> {
+    // Sized up front: growing a map rehashes every key it holds.
+    let events = appends.iter().map(|a| a.events.len()).sum();
     let mut staged = Staged {
         results: Vec::with_capacity(appends.len()),
         counters,
-        heads: HashMap::new(),
-        ids: HashMap::new(),
+        heads: HashMap::with_capacity(appends.len()),
+        ids: HashMap::with_capacity(events),
     };
     for append in appends {
         let result = staged.stage(stored, writes, append);

@@ -31,8 +31,10 @@ const CHILD_APPENDERS: u8 = 8;
 const STREAMS: u32 = 5;
 /// Kill rounds per seed.
 const ROUNDS: u8 = 3;
-/// Seeds.
+/// Seeds run by default; `GATER_CRASH_SEEDS=N` runs the first N of the same series.
 const SEEDS: [u64; 3] = [0x5eed_0001, 0x5eed_0002, 0x5eed_0003];
+/// Sets how many seeds of the series `0x5eed_0001, 0x5eed_0002, …` to run.
+const SEEDS_VAR: &str = "GATER_CRASH_SEEDS";
 /// Longest wait for the child's first acknowledgement.
 const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -61,7 +63,12 @@ fn acknowledged_appends_survive_sigkill() {
     if std::env::var_os("RUN_SLOW_TESTS").is_none() {
         return;
     }
-    for seed in SEEDS {
+    let seeds: Vec<u64> = match std::env::var(SEEDS_VAR).ok().and_then(|n| n.parse().ok()) {
+        Some(n) => (1..=n).map(|i: u64| 0x5eed_0000 + i).collect(),
+        None => SEEDS.to_vec(),
+    };
+    for seed in seeds {
+        eprintln!("crash test: seed {seed:#x}");
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut rng = XorShift(seed);
         let mut acked = Vec::new();

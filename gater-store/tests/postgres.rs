@@ -16,8 +16,8 @@ use gater_core::{
     SubscriptionSpec, SubscriptionType,
 };
 use gater_store::conformance;
-use gater_store::pg_harness::{PgServer, Session, PASSWORD};
 use gater_store::{PostgresOptions, Store, StoreOptions};
+use gater_testkit::pg_harness::{PgServer, Session, PASSWORD};
 
 /// A fresh server, or `None` (with a message) when PostgreSQL is not installed.
 fn server(case: &str) -> Option<PgServer> {

@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use gater_testkit::pg_harness::PgServer;
 
 use crate::project_root;
 
@@ -69,7 +70,9 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Builds the release binary and runs `gater bench --suite compare --out <json>`.
+/// Builds the release binary and runs `gater bench --suite compare --out <json>`,
+/// with `--postgres-url` of a throwaway PostgreSQL server where the machine
+/// has PostgreSQL's binaries (its cases are skipped otherwise).
 fn run_suite(json: &Path, seconds: Option<f64>) -> Result<()> {
     let binary = crate::cluster::build_gater(false)?;
     let mut command = Command::new(&binary);
@@ -80,14 +83,27 @@ fn run_suite(json: &Path, seconds: Option<f64>) -> Result<()> {
     if let Some(seconds) = seconds {
         command.args(["--seconds", &seconds.to_string()]);
     }
+    let postgres = PgServer::start().map_err(anyhow::Error::msg)?;
+    match &postgres {
+        Some(server) => {
+            command.args(["--postgres-url", &server.url()]);
+        }
+        None => eprintln!("bench: no PostgreSQL binaries here, its cases are skipped"),
+    }
     eprintln!(
-        "$ {} bench --suite compare --out {}",
+        "$ {} bench --suite compare --out {}{}",
         binary.display(),
-        json.display()
+        json.display(),
+        if postgres.is_some() {
+            " --postgres-url <throwaway server>"
+        } else {
+            ""
+        }
     );
     let status = command
         .status()
         .with_context(|| format!("cannot start {}", binary.display()))?;
+    drop(postgres);
     if !status.success() {
         bail!("the benchmark suite failed with {status}");
     }

@@ -18,7 +18,7 @@
 mod postgres;
 mod process;
 
-pub(crate) use process::build_gater;
+pub(crate) use process::{build_executable, build_gater};
 mod state;
 
 use std::fmt::Write as _;

@@ -10,6 +10,7 @@ mod ci;
 mod cluster;
 mod demo;
 mod fuzz;
+mod profile;
 #[cfg(test)]
 mod tidy;
 
@@ -53,6 +54,12 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Count the embedded writer's instructions per append under callgrind (needs valgrind).
+    ProfileAppend {
+        /// Appends to make (64 appenders, one 256-byte event each).
+        #[arg(long, default_value_t = 20_000)]
+        appends: u64,
+    },
     /// Start a local cluster of workers and proxies; Ctrl-C stops it.
     Cluster(cluster::ClusterArgs),
     /// Write a development CA with server and client certificates for `gater --certs DIR`.
@@ -66,6 +73,7 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Ci { slow } => ci::run(slow),
         Cmd::Fuzz { seconds } => fuzz::run(seconds),
+        Cmd::ProfileAppend { appends } => profile::run(appends),
         Cmd::Cluster(args) => cluster::run(args),
         Cmd::Certs(args) => certs::run(args),
         Cmd::Demo(args) => demo::run(args),

@@ -53,6 +53,8 @@ const ALLOWED_ARROWS: &[(&str, &[&str])] = &[
             "gater-proxy",
         ],
     ),
+    // Test and benchmark helpers: a dev-dependency only, never shipped.
+    ("gater-testkit", &[]),
 ];
 
 /// Crates the proxy library must never pull into a user's build: they belong

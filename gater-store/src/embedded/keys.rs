@@ -22,8 +22,8 @@ use crate::stage::Location;
 const STREAMS: u8 = b's';
 /// Table prefix of the event-id index: id → (stream, version, position).
 const IDS: u8 = b'i';
-/// Table prefix of stream heads: stream → version.
-const HEADS: u8 = b'h';
+// Prefix `h` held stream heads (stream → version) in stores made before the
+// stream index answered versions; such rows are left alone and never read.
 /// Table prefix of snapshots.
 const SNAPSHOTS: u8 = b'p';
 /// Table prefix of subscription records.
@@ -72,21 +72,45 @@ pub(super) fn id_key(id: &gater_core::EventId) -> [u8; 17] {
     key
 }
 
-/// The heads key of `stream`.
-pub(super) fn head_key(stream: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(stream.len() + 1);
-    key.push(HEADS);
+/// The prefix of every stream-index key of `stream`: its last key holds
+/// the stream's version, so the index is also the table of stream heads.
+pub(super) fn stream_prefix(stream: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 10);
+    key.push(STREAMS);
     key.extend_from_slice(stream.as_bytes());
+    key.push(STREAM_END);
     key
 }
 
-/// The heads keys after `after` (all of them when `None`).
-pub(super) fn heads_after(after: Option<&str>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+/// The first stream-index key of any stream after `after` (of the first
+/// stream when `None`), and the end of the stream index.
+pub(super) fn streams_after(after: Option<&str>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let lower = match after {
-        Some(after) => Bound::Excluded(head_key(after)),
-        None => Bound::Included(vec![HEADS]),
+        // Stream ids hold no control characters, so every key of a later
+        // stream sorts at or after `after` + 0x01, and every key of `after`
+        // (`after` + 0x00 + version) before it.
+        Some(after) => {
+            let mut key = Vec::with_capacity(after.len() + 2);
+            key.push(STREAMS);
+            key.extend_from_slice(after.as_bytes());
+            key.push(STREAM_END + 1);
+            Bound::Included(key)
+        }
+        None => Bound::Included(vec![STREAMS]),
     };
-    (lower, Bound::Excluded(vec![HEADS + 1]))
+    (lower, Bound::Excluded(vec![STREAMS + 1]))
+}
+
+/// Decodes a stream-index key into its stream id and version.
+pub(super) fn decode_stream_key(bytes: &[u8]) -> Result<(StreamId, Version), Error> {
+    let bytes = strip(bytes, STREAMS)?;
+    if bytes.len() < 9 || bytes[bytes.len() - 9] != STREAM_END {
+        return Err(corrupt("stream-index key too short"));
+    }
+    let (stream, version) = bytes.split_at(bytes.len() - 9);
+    let text = std::str::from_utf8(stream).map_err(|_| corrupt("stream id is not UTF-8"))?;
+    let stream = StreamId::new(text).map_err(|e| corrupt(format!("stored stream id: {e}")))?;
+    Ok((stream, decode_u64(&version[1..])?))
 }
 
 /// The subscription-record key of `key`.
@@ -118,13 +142,6 @@ pub(super) fn decode_id_value(bytes: &[u8]) -> Result<Location<'_>, Error> {
         version: decode_u64(version)?,
         position: Position(decode_u64(position)?),
     })
-}
-
-/// Decodes the stream id of a heads key.
-pub(super) fn decode_head_key(bytes: &[u8]) -> Result<StreamId, Error> {
-    let bytes = strip(bytes, HEADS)?;
-    let text = std::str::from_utf8(bytes).map_err(|_| corrupt("stream id is not UTF-8"))?;
-    StreamId::new(text).map_err(|e| corrupt(format!("stored stream id: {e}")))
 }
 
 /// The snapshot key of `(source, stream, version)`.
@@ -261,9 +278,35 @@ mod tests {
         let a = stream_key("a", u64::MAX);
         let ab = stream_key("ab", 0);
         assert!(a < ab);
-        let mut prefix = vec![STREAMS, b'a'];
-        prefix.push(STREAM_END);
+        let prefix = stream_prefix("a");
         assert!(a.starts_with(&prefix) && !ab.starts_with(&prefix));
+    }
+
+    #[test]
+    fn stream_keys_decode_to_their_stream_and_version() {
+        for (stream, version) in [("a", 0), ("order-17", 41), ("é$x", u64::MAX)] {
+            let (decoded, v) = decode_stream_key(&stream_key(stream, version)).unwrap();
+            assert_eq!((decoded.as_str(), v), (stream, version));
+        }
+        assert!(decode_stream_key(&[STREAMS, b'a']).is_err());
+        assert!(decode_stream_key(&stream_key("a", 1)[..9]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn streams_after_a_stream_start_after_all_its_keys_and_before_every_later_stream(
+            a in "[ -~]{1,8}", b in "[ -~]{1,8}", version in any::<u64>(),
+        ) {
+            let (Bound::Included(lower), _) = streams_after(Some(&a)) else {
+                panic!("the lower bound is inclusive");
+            };
+            prop_assert!(stream_key(&a, version) < lower);
+            if b > a {
+                prop_assert!(stream_key(&b, 0) >= lower);
+            } else {
+                prop_assert!(stream_key(&b, version) < lower);
+            }
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! Two keyspaces: `log` (position → postcard `RecordedEvent`) and `index`,
 //! which holds the other tables under one-byte prefixes (see `keys`): the
-//! stream index ((stream, version) → position), the event-id index (id →
-//! stream, version, position), stream heads (stream → version), snapshots,
+//! stream index ((stream, version) → position; the last key of a stream's
+//! range gives its version, so there is no separate table of stream heads),
+//! the event-id index (id → stream, version, position), snapshots,
 //! subscription records and the meta rows (config, counters). An append
 //! batch writes all of them in one fjall write batch, which fjall journals and makes visible atomically; the batch
 //! is flushed with `fdatasync` before it is applied when the store's `fsync`
@@ -182,6 +183,16 @@ impl Tables {
         Ok(Tables { db, log, index })
     }
 
+    /// The version of `stream`'s last event: the last key of its range in
+    /// the stream index.
+    fn stream_version(&self, stream: &str) -> Result<Option<Version>, Error> {
+        let Some(guard) = self.index.prefix(keys::stream_prefix(stream)).next_back() else {
+            return Ok(None);
+        };
+        let (_, version) = keys::decode_stream_key(&guard.key().map_err(fjall_error)?)?;
+        Ok(Some(version))
+    }
+
     /// Reads the counters row and checks it against the log it describes.
     fn recover_counters(&self) -> Result<Counters, Error> {
         let counters = match self.index.get(COUNTERS_KEY).map_err(fjall_error)? {
@@ -320,31 +331,32 @@ impl StoreInner {
     fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {
         self.with_tables(|t| {
             let mut streams = Vec::with_capacity(limit as usize);
-            let mut more = false;
-            let bounds = keys::heads_after(after.as_ref().map(StreamId::as_str));
-            for guard in t.index.range::<Vec<u8>, _>(bounds) {
+            let mut after = after;
+            // One step per stream: the first key after the previous stream
+            // names the next one, the last key of its range its version.
+            loop {
+                let bounds = keys::streams_after(after.as_ref().map(StreamId::as_str));
+                let Some(guard) = t.index.range::<Vec<u8>, _>(bounds).next() else {
+                    return Ok(StreamPage::new(streams, false));
+                };
                 if streams.len() == limit as usize {
-                    more = true;
-                    break;
+                    return Ok(StreamPage::new(streams, true));
                 }
-                let (key, value) = guard.into_inner().map_err(fjall_error)?;
+                let (stream, _) = keys::decode_stream_key(&guard.key().map_err(fjall_error)?)?;
+                let version = t.stream_version(stream.as_str())?.ok_or_else(|| {
+                    corrupt(format!("stream {stream} vanished while being listed"))
+                })?;
                 streams.push(StreamInfo {
-                    stream: keys::decode_head_key(&key)?,
-                    version: keys::decode_u64(&value)?,
+                    stream: stream.clone(),
+                    version,
                 });
+                after = Some(stream);
             }
-            Ok(StreamPage::new(streams, more))
         })
     }
 
     fn version(&self, stream: &StreamId) -> Result<Option<Version>, Error> {
-        self.with_tables(|t| {
-            t.index
-                .get(keys::head_key(stream.as_str()))
-                .map_err(fjall_error)?
-                .map(|v| keys::decode_u64(&v))
-                .transpose()
-        })
+        self.with_tables(|t| t.stream_version(stream.as_str()))
     }
 
     fn record_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {

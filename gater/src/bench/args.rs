@@ -116,6 +116,11 @@ pub(crate) struct BenchArgs {
     /// Create the benchmark stores without group commit.
     #[arg(long)]
     pub(crate) no_group_commit: bool,
+    /// PostgreSQL database for the compare suite's PostgreSQL cases (W1, W4);
+    /// without it they are skipped. `cargo xtask bench` starts a throwaway
+    /// server and passes its URL.
+    #[arg(long, value_name = "URL")]
+    pub(crate) postgres_url: Option<String>,
 }
 
 /// Longest measured window of one case: a day.

@@ -47,7 +47,7 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> Result<()> {
                 global.json,
                 suite::COMPARE_CASE_COUNT + suite::POSTGRES_CASE_COUNT,
             );
-            suite::compare(&params, &mut recorder).await?;
+            suite::compare(&params, args.postgres_url.as_deref(), &mut recorder).await?;
             let cases = recorder.finish();
             (
                 "compare".to_owned(),

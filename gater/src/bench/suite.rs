@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use gater_core::{BoxGater, StoreConfig};
-use gater_store::pg_harness::PgServer;
 use gater_store::{PostgresOptions, Store, StoreOptions};
 
 use super::args::{BenchArgs, Workload};
@@ -109,7 +108,11 @@ pub(crate) fn server_case_count(args: &BenchArgs) -> u64 {
 pub(crate) const COMPARE_CASE_COUNT: u64 = 2 * COMPARE_TARGETS.len() as u64 + 1 + 1 + 4 + 3 + 1;
 
 /// The compare suite: every target side by side, in this process.
-pub(crate) async fn compare(params: &Params, recorder: &mut Recorder) -> Result<()> {
+pub(crate) async fn compare(
+    params: &Params,
+    postgres_url: Option<&str>,
+    recorder: &mut Recorder,
+) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("gater-bench").tempdir()?;
     let certs = targets::dev_certs(dir.path())?;
     let names = StoreNames::new("bench");
@@ -149,37 +152,32 @@ pub(crate) async fn compare(params: &Params, recorder: &mut Recorder) -> Result<
     recorder.note("w6 failover");
     let case = failover::run(params, &dir.path().join("failover")).await?;
     recorder.record(case);
-    postgres(dir.path(), params, &names, recorder).await
+    postgres(dir.path(), postgres_url, params, &names, recorder).await
 }
 
-/// W1 and W4 on the PostgreSQL backend, over a throwaway local server started
-/// from the machine's own binaries; skipped, with a note, on a machine without them.
+/// W1 and W4 on the PostgreSQL backend, in the database at `url`; skipped,
+/// with a note, without one.
 async fn postgres(
     dir: &std::path::Path,
+    url: Option<&str>,
     params: &Params,
     names: &StoreNames,
     recorder: &mut Recorder,
 ) -> Result<()> {
-    let server = match tokio::task::spawn_blocking(PgServer::start).await? {
-        Ok(Some(server)) => server,
-        Ok(None) => {
-            recorder.note("postgres: skipped, no PostgreSQL binaries on this machine");
-            return Ok(());
-        }
-        Err(e) => anyhow::bail!("cannot start a throwaway PostgreSQL: {e}"),
+    let Some(url) = url else {
+        recorder.note("postgres: skipped, no --postgres-url");
+        return Ok(());
     };
-    recorder.note("starting postgres");
+    recorder.note("opening postgres");
     let mut options = StoreOptions::new(dir.join(POSTGRES));
     options.worker_id = format!("bench-{POSTGRES}");
-    let store = Store::open_postgres(options, PostgresOptions::new(server.url())).await?;
+    let store = Store::open_postgres(options, PostgresOptions::new(url.to_owned())).await?;
     let gater: BoxGater = Arc::new(store.clone());
     let (g, t) = (&gater, POSTGRES);
     w1(g, names, params, t, W1_GROUP, COMPARE_CLIENTS, 1, recorder).await?;
     w4(g, names, params, t, recorder).await?;
     drop(gater);
     store.shutdown().await;
-    // Stopping the server waits for pg_ctl.
-    tokio::task::spawn_blocking(move || drop(server)).await?;
     Ok(())
 }
 
@@ -478,6 +476,8 @@ pub(crate) fn compare_goals() -> Vec<Goal> {
 mod tests {
     use std::time::Duration;
 
+    use gater_testkit::pg_harness::PgServer;
+
     use super::super::driver::Timing;
     use super::super::report::ratios;
     use super::*;
@@ -503,8 +503,19 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn compare_suite_produces_figures_for_every_case() {
+        // The PostgreSQL cases run where the machine has PostgreSQL's binaries.
+        let server = tokio::task::spawn_blocking(PgServer::start)
+            .await
+            .unwrap()
+            .unwrap();
+        if server.is_none() {
+            eprintln!("postgres cases skipped: no PostgreSQL binaries on this machine");
+        }
+        let url = server.as_ref().map(PgServer::url);
         let mut recorder = Recorder::hidden();
-        compare(&tiny(), &mut recorder).await.unwrap();
+        compare(&tiny(), url.as_deref(), &mut recorder)
+            .await
+            .unwrap();
         let cases = recorder.finish();
         let on_postgres = cases.iter().any(|c| c.target == POSTGRES);
         let postgres_cases = if on_postgres { POSTGRES_CASE_COUNT } else { 0 };
@@ -549,6 +560,10 @@ mod tests {
         );
         let computed = ratios(&cases, &compare_ratios());
         assert_eq!(computed.len(), compare_ratios().len());
+        // Stopping the server waits for pg_ctl.
+        tokio::task::spawn_blocking(move || drop(server))
+            .await
+            .unwrap();
     }
 
     #[test]

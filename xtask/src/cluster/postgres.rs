@@ -10,20 +10,16 @@ use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use gater_testkit::pg_harness::{self, SYSTEM_USER};
 
 use super::state::PostgresRecord;
 
 /// The database superuser `initdb` creates.
 const SUPERUSER: &str = "gater";
-/// The system user PostgreSQL runs as when xtask runs as root.
-const SYSTEM_USER: &str = "postgres";
 /// Seconds `pg_ctl` waits for the server to start or stop.
 const PG_CTL_WAIT_SECS: &str = "60";
-/// Where distribution packages install PostgreSQL's server binaries.
-const DISTRIBUTION_BIN_ROOT: &str = "/usr/lib/postgresql";
 
 /// Initialises (first time) and starts PostgreSQL under `dir`; returns how to reach it.
 pub(crate) fn start(dir: &Path) -> Result<PostgresRecord> {
@@ -114,32 +110,9 @@ fn postmaster_pid(data_dir: &Path) -> Option<u32> {
         .ok()
 }
 
-/// The directory holding `initdb` and `pg_ctl`: from PATH (symlinks followed),
-/// else the newest version under the distribution's directory.
+/// The directory holding `initdb` and `pg_ctl` (found as the test harness finds it).
 fn find_bin_dir() -> Result<PathBuf> {
-    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    let from_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|dir| fs::canonicalize(dir.join("initdb")).ok())
-        .filter_map(|initdb| initdb.parent().map(Path::to_path_buf))
-        .find(|dir| has_tools(dir));
-    if let Some(dir) = from_path {
-        return Ok(dir);
-    }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(DISTRIBUTION_BIN_ROOT)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_string_lossy().parse().ok()?;
-            Some((version, e.path().join("bin")))
-        })
-        .filter(|(_, dir)| has_tools(dir))
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, dir)| dir).context(
+    pg_harness::bin_dir().context(
         "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH or under /usr/lib/postgresql; \
          install PostgreSQL (e.g. apt-get install postgresql) or use --backend embedded",
     )
@@ -184,17 +157,9 @@ fn system_user_ids(user: &str) -> Result<(u32, u32)> {
         .with_context(|| format!("no system user {user:?} to run PostgreSQL as"))
 }
 
-/// Runs a PostgreSQL tool, as the `postgres` user when we are root; its output
-/// is kept for the error message.
+/// Runs a PostgreSQL tool, as the `postgres` user when we are root, after
+/// showing the command; its output is kept for the error message.
 fn run(bin_dir: &Path, as_root: bool, cwd: &Path, tool: &str, args: &[&str]) -> Result<()> {
-    let program = bin_dir.join(tool);
-    let mut command = if as_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", SYSTEM_USER, "--"]).arg(&program);
-        c
-    } else {
-        Command::new(&program)
-    };
     let shown: Vec<String> = args
         .iter()
         .map(|a| {
@@ -206,21 +171,9 @@ fn run(bin_dir: &Path, as_root: bool, cwd: &Path, tool: &str, args: &[&str]) -> 
         })
         .collect();
     eprintln!("$ {tool} {}", shown.join(" "));
-    let output = command
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", program.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{tool} failed with {}:\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
+    pg_harness::run_tool(bin_dir, as_root, cwd, tool, args)
+        .map(drop)
+        .map_err(anyhow::Error::msg)
 }
 
 /// A path as one argument for `pg_ctl -o`, which a shell splits on whitespace.
@@ -237,6 +190,8 @@ fn path_arg(path: &Path) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
     use super::*;
 
     #[test]

@@ -96,18 +96,19 @@ impl StopFlag {
 
 /// Builds the `gater` binary (release unless `debug`) and returns its path.
 pub(crate) fn build_gater(debug: bool) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut args = vec![
-        "build",
-        "--package",
-        "gater",
-        "--bin",
-        "gater",
-        "--message-format=json-render-diagnostics",
-    ];
+    let mut args = vec!["build", "--package", "gater", "--bin", "gater"];
     if !debug {
         args.push("--release");
     }
+    build_executable(&args, "gater")
+}
+
+/// Runs `cargo ARGS` (a build that makes executables) and returns the path
+/// of the executable of target `target`.
+pub(crate) fn build_executable(args: &[&str], target: &str) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut args = args.to_vec();
+    args.push("--message-format=json-render-diagnostics");
     eprintln!("$ cargo {}", args.join(" "));
     let mut command = Command::new(&cargo);
     // Variables cargo set for this process (it runs under `cargo run` or
@@ -129,18 +130,18 @@ pub(crate) fn build_gater(debug: bool) -> Result<PathBuf> {
         .output()
         .with_context(|| format!("cannot start {cargo}"))?;
     if !output.status.success() {
-        bail!("building the gater binary failed with {}", output.status);
+        bail!("building {target} failed with {}", output.status);
     }
-    gater_executable(&String::from_utf8_lossy(&output.stdout))
-        .context("cargo built no `gater` executable")
+    executable_named(&String::from_utf8_lossy(&output.stdout), target)
+        .with_context(|| format!("cargo built no `{target}` executable"))
 }
 
-/// The `gater` executable named in cargo's JSON build messages.
-fn gater_executable(messages: &str) -> Option<PathBuf> {
+/// The executable of target `target` named in cargo's JSON build messages.
+fn executable_named(messages: &str, target: &str) -> Option<PathBuf> {
     messages
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "gater")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == target)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
 }
 
@@ -308,10 +309,13 @@ mod tests {
         ]
         .join("\n");
         assert_eq!(
-            gater_executable(&messages),
+            executable_named(&messages, "gater"),
             Some(PathBuf::from("/t/debug/gater"))
         );
-        assert_eq!(gater_executable(r#"{"reason":"build-finished"}"#), None);
+        assert_eq!(
+            executable_named(r#"{"reason":"build-finished"}"#, "gater"),
+            None
+        );
     }
 
     #[test]

@@ -9,13 +9,17 @@
 //! directory. When the binaries are missing, `start` answers `Ok(None)` and
 //! callers skip their PostgreSQL cases with a message.
 //!
+//! [`bin_dir`], [`running_as_root`] and [`run_tool`] are the pieces
+//! `cargo xtask cluster --backend postgres` shares for its longer-lived server.
+//!
 //! What it does not do: it is not a way to run PostgreSQL in production (no
 //! tuning, no TLS, no backups); it exists for the `postgres` tests and benchmarks
-//! (including `gater bench --suite compare`).
+//! (including the PostgreSQL cases `cargo xtask bench` hands to
+//! `gater bench --suite compare --postgres-url`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,7 +30,7 @@ pub const USER: &str = "gater";
 /// That user's password (used over TCP; the harness's own socket is trusted).
 pub const PASSWORD: &str = "gater-harness-secret";
 /// The system user PostgreSQL runs as when the tests run as root.
-const SYSTEM_USER: &str = "postgres";
+pub const SYSTEM_USER: &str = "postgres";
 /// Seconds `pg_ctl` waits for the server to start or stop.
 const PG_CTL_WAIT_SECS: &str = "60";
 /// Connections the server accepts (several workers' pools at once).
@@ -46,7 +50,7 @@ pub struct PgServer {
 impl PgServer {
     /// Starts a fresh server; `Ok(None)` when no PostgreSQL binaries are installed.
     pub fn start() -> Result<Option<PgServer>, String> {
-        let Some(bin) = find_bin_dir() else {
+        let Some(bin) = bin_dir() else {
             return Ok(None);
         };
         let as_postgres = running_as_root();
@@ -169,16 +173,7 @@ impl PgServer {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<Output, String> {
-        let path = self.bin.join(program);
-        let mut command = if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", SYSTEM_USER, "--"]).arg(&path);
-            command
-        } else {
-            Command::new(&path)
-        };
-        command.args(args).current_dir(&self.dir);
-        run_command(&mut command)
+        run_tool(&self.bin, self.as_postgres, &self.dir, program, args)
     }
 
     fn log_tail(&self) -> String {
@@ -242,7 +237,7 @@ impl Drop for PgServer {
 }
 
 /// The directory holding `initdb` and `pg_ctl`: on `PATH`, else the newest Debian install.
-fn find_bin_dir() -> Option<PathBuf> {
+pub fn bin_dir() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).find(|dir| has_binaries(dir)));
     if let Some(dir) = on_path {
@@ -271,7 +266,8 @@ fn has_binaries(dir: &Path) -> bool {
     dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()
 }
 
-fn running_as_root() -> bool {
+/// Whether this process runs as root (then PostgreSQL's tools run as [`SYSTEM_USER`]).
+pub fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -285,6 +281,27 @@ fn free_port() -> Result<u16, String> {
         .local_addr()
         .map(|a| a.port())
         .map_err(|e| format!("finding a free port: {e}"))
+}
+
+/// Runs PostgreSQL tool `program` from `bin` in `cwd`, as [`SYSTEM_USER`]
+/// (through `runuser`) when `as_postgres`; a failure carries the tool's output.
+pub fn run_tool(
+    bin: &Path,
+    as_postgres: bool,
+    cwd: &Path,
+    program: &str,
+    args: &[&str],
+) -> Result<Output, String> {
+    let path = bin.join(program);
+    let mut command = if as_postgres {
+        let mut command = Command::new("runuser");
+        command.args(["-u", SYSTEM_USER, "--"]).arg(&path);
+        command
+    } else {
+        Command::new(&path)
+    };
+    command.args(args).current_dir(cwd).stdin(Stdio::null());
+    run_command(&mut command)
 }
 
 fn run_command(command: &mut Command) -> Result<Output, String> {
