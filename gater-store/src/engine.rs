@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, BackendStore, PendingAppend};
 use crate::embedded::EmbeddedBackend;
+use crate::misses::Misses;
 use crate::subscription::{SubscriptionLog, SubscriptionRecord, Subscriptions};
 use crate::validate;
 use crate::writer::{AppendRequest, BatchBounds, Writer};
@@ -88,6 +89,8 @@ struct Engine {
     stores: RwLock<BTreeMap<StoreId, Arc<StoreHandle>>>,
     /// Serialises creations and removals, which span several awaits.
     admin: tokio::sync::Mutex<()>,
+    /// Stores a shared backend recently said do not exist.
+    misses: Misses,
 }
 
 /// One open store.
@@ -139,6 +142,7 @@ impl Store {
             backend: Arc::new(backend),
             stores: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            misses: Misses::default(),
         };
         for id in engine.backend.list_stores().await? {
             let backend = engine.backend.open_store(&id).await?;
@@ -167,6 +171,7 @@ impl Store {
             backend: Arc::new(backend),
             stores: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            misses: Misses::default(),
         };
         {
             let _admin = engine.admin.lock().await;
@@ -238,8 +243,19 @@ impl Engine {
     async fn known(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
         match self.handle(store) {
             Err(_) if self.backend.shared() => {
+                if self.misses.recent(store) {
+                    return Err(Error::not_found(Resource::Store, store));
+                }
                 let _admin = self.admin.lock().await;
-                self.discover(store).await
+                let found = self.discover(store).await;
+                if let Err(Error::NotFound {
+                    resource: Resource::Store,
+                    ..
+                }) = &found
+                {
+                    self.misses.note(store);
+                }
+                found
             }
             found => found,
         }
@@ -748,6 +764,7 @@ impl Gater for Store {
         let backend = self.engine.backend.create_store(store, config).await?;
         let handle = self.engine.start(store.clone(), backend).await?;
         self.engine.write_stores().insert(store.clone(), handle);
+        self.engine.misses.forget(store);
         Ok(())
     }
 

@@ -33,6 +33,7 @@ mod backend;
 pub mod conformance;
 mod embedded;
 mod engine;
+mod misses;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod stage;
