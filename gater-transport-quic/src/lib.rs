@@ -19,7 +19,12 @@
 //! Acks and nacks travel as unary requests.
 //!
 //! [`certs`] generates development certificates in the layout the `gater`
-//! binary uses.
+//! binary uses, and signs a certificate per identity with an existing CA.
+//! Given access rules ([`ServerConfig::access`]), the server serves each
+//! connection under the identity of its certificate ([`peer_identity`]).
+//! Request frames reserve their bytes from one server-wide
+//! [`MemoryBudget`] ([`ServerConfig::memory_max_bytes`]) until answered;
+//! past it a request gets a retryable `Overloaded`.
 //!
 //! What it does not do: no retries of failed calls (the proxy decides those,
 //! knowing which are safe), no load balancing across addresses (they are

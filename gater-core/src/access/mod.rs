@@ -11,7 +11,7 @@
 //! [`need`] is the one mapping from each wire [`Request`] to what it needs;
 //! [`Access::check`] applies it, and [`Guarded`] puts the check in front of
 //! any [`Gater`](crate::Gater) for one connection's identity (transports
-//! build one per connection). With the `access-file` feature, [`parse`] reads
+//! build one per connection). With the `access-file` feature, `parse` reads
 //! the TOML access file.
 //!
 //! What it does not do: it reads no file and no certificate; the caller hands
