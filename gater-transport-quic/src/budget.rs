@@ -1,7 +1,8 @@
 //! The server's memory budget: one semaphore of bytes, shared by every
 //! connection, that request frames reserve before their body is read and
 //! hold until the request is answered (so a queued append counts while it
-//! waits for its batch). When the budget is used up, a new frame is refused
+//! waits for its batch), and that a subscription delivery's frame reserves
+//! (waiting, not failing) while it is handed to QUIC. When the budget is used up, a new frame is refused
 //! with a retryable `Overloaded`, and the stream is stopped so its bytes are
 //! not buffered; the process never holds more request bytes than the budget
 //! because of what peers send.
@@ -72,25 +73,47 @@ impl MemoryBudget {
 
     /// Reserves `bytes` now, or refuses with a retryable `Overloaded` of `side`.
     pub fn try_reserve(self: &Arc<Self>, bytes: u64, side: Side) -> Result<BudgetPermit, Error> {
-        let overloaded = || Error::Overloaded {
+        let count = u32::try_from(bytes).map_err(|_| self.overloaded(bytes, side))?;
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_many_owned(count)
+            .map_err(|_| self.overloaded(bytes, side))?;
+        Ok(self.held(permit, bytes))
+    }
+
+    /// Reserves `bytes`, waiting for them to be returned if the budget is
+    /// used up (deliveries wait rather than fail); more than the whole
+    /// budget is refused with `Overloaded` of `side`.
+    pub async fn reserve(self: &Arc<Self>, bytes: u64, side: Side) -> Result<BudgetPermit, Error> {
+        if bytes > self.max_bytes {
+            return Err(self.overloaded(bytes, side));
+        }
+        let count = u32::try_from(bytes).map_err(|_| self.overloaded(bytes, side))?;
+        let permit = Arc::clone(&self.permits)
+            .acquire_many_owned(count)
+            .await
+            .map_err(|_| self.overloaded(bytes, side))?;
+        Ok(self.held(permit, bytes))
+    }
+
+    fn held(self: &Arc<Self>, permit: OwnedSemaphorePermit, bytes: u64) -> BudgetPermit {
+        let now = self.in_use.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        BudgetPermit {
+            budget: Arc::clone(self),
+            bytes,
+            _permit: permit,
+        }
+    }
+
+    fn overloaded(&self, bytes: u64, side: Side) -> Error {
+        Error::Overloaded {
             side,
             message: format!(
                 "memory budget: {bytes} bytes asked, {} of {} in use (memory_max_bytes)",
                 self.in_use(),
                 self.max_bytes
             ),
-        };
-        let count = u32::try_from(bytes).map_err(|_| overloaded())?;
-        let permit = Arc::clone(&self.permits)
-            .try_acquire_many_owned(count)
-            .map_err(|_| overloaded())?;
-        let now = self.in_use.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.peak.fetch_max(now, Ordering::Relaxed);
-        Ok(BudgetPermit {
-            budget: Arc::clone(self),
-            bytes,
-            _permit: permit,
-        })
+        }
     }
 }
 
@@ -132,6 +155,21 @@ mod tests {
         drop((a, b));
         assert_eq!(budget.in_use(), 0);
         assert!(budget.try_reserve(100, Side::Worker).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reservation_gets_its_bytes_once_they_are_returned() {
+        let budget = MemoryBudget::new(100);
+        let held = budget.try_reserve(80, Side::Worker).unwrap();
+        let waiting = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move { budget.reserve(50, Side::Worker).await.map(|p| p.bytes) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        assert_eq!(waiting.await.unwrap().unwrap(), 50);
+        assert!(budget.reserve(101, Side::Worker).await.is_err());
     }
 
     #[test]

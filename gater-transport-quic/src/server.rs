@@ -124,8 +124,8 @@ pub(crate) struct Shared {
     pub(crate) frame_bytes_max: u32,
     pub(crate) subscription_credit_max: u32,
     access: Option<Arc<Gatekeeper>>,
-    budget: Arc<MemoryBudget>,
-    side: Side,
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) side: Side,
 }
 
 impl Shared {
