@@ -99,7 +99,10 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
                 std::slice::from_ref(proxy),
                 client_tls(&global.certs, &config.tls)?,
                 Some(HEARTBEAT_DEADLINE_MS),
-                global.server_name.as_deref(),
+                global
+                    .server_name
+                    .as_deref()
+                    .or(config.server_name.as_deref()),
             )?;
             println!("  joining proxy {proxy}");
             Some(tokio::spawn(heartbeat_loop(
@@ -155,14 +158,20 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
     let config = ProxyConfig::load(&args)?;
     let listen = resolve(&config.listen)?;
     let tls = client_tls(&global.certs, &config.tls)?;
+    let server_name = global.server_name.clone().or(config.server_name.clone());
     let mut builder = Proxy::builder().storage(config.storage);
     for address in &config.workers {
-        let client = quic_client(std::slice::from_ref(address), tls.clone(), None, None)?;
+        let client = quic_client(
+            std::slice::from_ref(address),
+            tls.clone(),
+            None,
+            server_name.as_deref(),
+        )?;
         builder = builder.worker(address.clone(), address.clone(), client);
     }
     let gatekeeper = access::gatekeeper(config.access.as_deref(), Side::Proxy)?;
     let proxy = builder
-        .connector(Arc::new(QuicConnector { tls }))
+        .connector(Arc::new(QuicConnector { tls, server_name }))
         .build()
         .await?;
     let server_tls = server_tls(&global.certs, &config.tls)?;
@@ -185,6 +194,8 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
 /// Reaches workers that join by heartbeat over QUIC.
 struct QuicConnector {
     tls: ClientTls,
+    /// The name workers' certificates carry, if not the host they announce.
+    server_name: Option<String>,
 }
 
 #[async_trait]
@@ -200,7 +211,10 @@ impl Connector for QuicConnector {
             .next()
             .ok_or_else(|| invalid(&"resolves to no address"))?;
         let options = ClientOptions {
-            server_name: dialled_host(address).to_owned(),
+            server_name: self
+                .server_name
+                .clone()
+                .unwrap_or_else(|| dialled_host(address).to_owned()),
             ..ClientOptions::default()
         };
         let link = QuicLink::new(&[addr], self.tls.clone(), options).map_err(|e| invalid(&e))?;
@@ -299,4 +313,17 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_name_is_the_host_as_dialled() {
+        assert_eq!(dialled_host("127.0.0.1:7400"), "127.0.0.1");
+        assert_eq!(dialled_host("[::1]:7400"), "::1");
+        assert_eq!(dialled_host("gater.example:7400"), "gater.example");
+        assert_eq!(dialled_host("localhost"), "localhost");
+    }
 }

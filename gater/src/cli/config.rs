@@ -42,6 +42,7 @@ pub(crate) struct WorkerFile {
     postgres_url_file: Option<PathBuf>,
     access: Option<PathBuf>,
     memory_max_bytes: Option<u64>,
+    server_name: Option<String>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -57,6 +58,7 @@ pub(crate) struct ProxyFile {
     storage: Option<String>,
     access: Option<PathBuf>,
     memory_max_bytes: Option<u64>,
+    server_name: Option<String>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -83,6 +85,9 @@ pub(crate) struct WorkerConfig {
     pub(crate) access: Option<PathBuf>,
     /// Server-wide byte budget of requests.
     pub(crate) memory_max_bytes: u64,
+    /// Name the certificates of the servers this one dials must carry, when
+    /// not the host dialled (`--server-name` wins).
+    pub(crate) server_name: Option<String>,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -102,6 +107,7 @@ impl std::fmt::Debug for WorkerConfig {
             )
             .field("access", &self.access)
             .field("memory_max_bytes", &self.memory_max_bytes)
+            .field("server_name", &self.server_name)
             .field("tls", &self.tls)
             .finish()
     }
@@ -145,6 +151,9 @@ pub(crate) struct ProxyConfig {
     pub(crate) access: Option<PathBuf>,
     /// Server-wide byte budget of requests.
     pub(crate) memory_max_bytes: u64,
+    /// Name the certificates of the servers this one dials must carry, when
+    /// not the host dialled (`--server-name` wins).
+    pub(crate) server_name: Option<String>,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -204,6 +213,7 @@ impl WorkerConfig {
             postgres_url,
             access: args.access.clone().or(file.access),
             memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
+            server_name: file.server_name,
             listen,
             advertise,
             backend,
@@ -227,6 +237,7 @@ impl ProxyConfig {
             storage,
             access: args.access.clone().or(file.access),
             memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
+            server_name: file.server_name,
             listen: args
                 .listen
                 .clone()
