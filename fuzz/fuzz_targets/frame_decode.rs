@@ -3,12 +3,15 @@
 //! Decoding must never panic and never allocate past the frame limit: each
 //! message type is decoded as a whole frame (`wire::decode`), as a bare body
 //! (`wire::decode_body`), and requests also through `wire::decode_request`
-//! with its version check. Whatever decodes must encode again and decode to
-//! the same value.
+//! with its version check and `wire::split_request` (header, then the
+//! request body as bytes, which must decode exactly as the whole envelope
+//! does). Whatever decodes must encode again and decode to the same value.
 
 #![no_main]
 
-use gater_core::wire::{self, RequestEnvelope, ResponseEnvelope, SubscriptionDown, SubscriptionUp};
+use gater_core::wire::{
+    self, Request, RequestEnvelope, ResponseEnvelope, SubscriptionDown, SubscriptionUp,
+};
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -33,6 +36,17 @@ fuzz_target!(|data: &[u8]| {
     check::<ResponseEnvelope>(data);
     check::<SubscriptionUp>(data);
     check::<SubscriptionDown>(data);
-    let _ = wire::decode_request(data);
+    let whole = wire::decode_request(data);
+    if let Ok((header, body)) = wire::split_request(data) {
+        assert!(body.len() <= data.len());
+        match (wire::decode_body::<Request>(body), &whole) {
+            (Ok(request), Ok(envelope)) => {
+                assert_eq!(header, envelope.header());
+                assert_eq!(&request, &envelope.request);
+            }
+            (Err(_), Err(_)) => {}
+            (body, whole) => panic!("header + body {body:?} but whole envelope {whole:?}"),
+        }
+    }
     let _ = wire::peek_version(data);
 });

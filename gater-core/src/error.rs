@@ -191,6 +191,14 @@ pub enum Error {
     /// only when it is not an append (appends are atomic).
     #[error("storage error: {0}")]
     Storage(String),
+    /// The peer speaks another version of the wire protocol; nothing was done.
+    #[error("unsupported protocol version {version} (this side speaks {supported})")]
+    UnsupportedVersion {
+        /// The version the peer sent.
+        version: u16,
+        /// The version this side speaks.
+        supported: u16,
+    },
     /// The caller's identity is not granted the request; nothing changed.
     #[error("permission denied: {identity} may not {action}{}", OnStore(.store.as_deref()))]
     PermissionDenied {
@@ -251,6 +259,7 @@ impl Error {
             Error::Protocol(_) => "protocol",
             Error::Unsupported(_) => "unsupported",
             Error::Storage(_) => "storage",
+            Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::PermissionDenied { .. } => "permission_denied",
         }
     }

@@ -23,6 +23,7 @@ mod error;
 mod event;
 mod id;
 mod limits;
+pub mod pending;
 mod rng;
 pub mod routing;
 pub mod selector;

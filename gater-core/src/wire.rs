@@ -1,10 +1,20 @@
 //! Wire messages and the frame codec shared by every transport.
 //!
-//! A frame is a big-endian `u32` body length followed by a postcard body. A
-//! request stream starts with a [`RequestEnvelope`] that carries the protocol
-//! version; the answer is one [`ResponseEnvelope`]. A subscription stream
-//! starts with a `Subscribe` request, then carries [`SubscriptionDown`] frames
-//! to the consumer and [`SubscriptionUp`] frames (credit, acks, nacks) back.
+//! A frame is a big-endian `u32` body length followed by a postcard body.
+//!
+//! A request stream carries any number of [`RequestEnvelope`] frames, each
+//! with the protocol version and a request id chosen by the sender; the
+//! answers are [`ResponseEnvelope`] frames carrying the id of the request
+//! they answer, in the order the answers are ready (not the order of the
+//! requests). A client may keep one request stream open for many requests
+//! (pipelining) or send one request and finish the stream. An envelope's
+//! encoding is its [`RequestHeader`] (version, id, deadline) followed by the
+//! request's own encoding (the body), so [`split_request`] reads the header
+//! and leaves the body bytes untouched.
+//!
+//! A subscription stream starts with a `Subscribe` request (its first frame),
+//! then carries [`SubscriptionDown`] frames to the consumer and
+//! [`SubscriptionUp`] frames (credit, acks, nacks) back.
 //!
 //! Decoding never panics: arbitrary bytes give a [`FrameError`].
 
@@ -28,8 +38,9 @@ use crate::subscription::{
     SubscriptionSpec,
 };
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks. Version 1 had one request per
+/// stream and no request ids; version 2 multiplexes requests on a stream.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The QUIC ALPN of the protocol.
 pub const ALPN: &[u8] = b"gater/1";
 /// Bytes of the length prefix.
@@ -266,12 +277,15 @@ pub enum Response {
     Whoami(Whoami),
 }
 
-/// The first frame of every request stream.
+/// One request frame: its header fields, then the request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestEnvelope {
     /// The sender's protocol version; must be [`PROTOCOL_VERSION`]. Encoded first,
     /// so [`peek_version`] can read it even when the rest does not decode.
     pub version: u16,
+    /// Chosen by the sender, unique among its requests in flight on the
+    /// stream; the answer carries it back.
+    pub id: u64,
     /// Milliseconds the sender will still wait for the answer. A server
     /// passes what remains on to whatever it calls and refuses work that is
     /// already late (0) with `DeadlineExceeded` instead of starting it.
@@ -280,13 +294,43 @@ pub struct RequestEnvelope {
     pub request: Request,
 }
 
+/// The fields of a [`RequestEnvelope`] before its request: encoded exactly
+/// as the envelope's first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestHeader {
+    /// [`RequestEnvelope::version`].
+    pub version: u16,
+    /// [`RequestEnvelope::id`].
+    pub id: u64,
+    /// [`RequestEnvelope::deadline_ms`].
+    pub deadline_ms: Option<u32>,
+}
+
+impl RequestHeader {
+    /// How long the sender still waits, from [`RequestHeader::deadline_ms`].
+    pub fn within(&self) -> Option<Duration> {
+        self.deadline_ms.map(|ms| Duration::from_millis(ms.into()))
+    }
+}
+
 impl RequestEnvelope {
-    /// An envelope of this build's version.
+    /// An envelope of this build's version with request id 0 (a transport
+    /// sets [`RequestEnvelope::id`] as it sends it).
     pub fn new(request: Request, deadline_ms: Option<u32>) -> Self {
         RequestEnvelope {
             version: PROTOCOL_VERSION,
+            id: 0,
             deadline_ms,
             request,
+        }
+    }
+
+    /// The envelope's header fields.
+    pub fn header(&self) -> RequestHeader {
+        RequestHeader {
+            version: self.version,
+            id: self.id,
+            deadline_ms: self.deadline_ms,
         }
     }
 
@@ -310,6 +354,9 @@ pub fn deadline_ms(own_ms: Option<u32>, within: Option<Duration>) -> Option<u32>
 /// The answer to a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResponseEnvelope {
+    /// The id of the request it answers; 0 when the request's own id could
+    /// not be read (bytes that do not decode, a foreign protocol version).
+    pub id: u64,
     /// The result.
     pub result: Result<Response, Error>,
 }
@@ -362,6 +409,10 @@ impl From<FrameError> for Error {
     fn from(e: FrameError) -> Error {
         match e {
             FrameError::Oversize { len, max } => Error::limit("frame_bytes_max", max.into(), len),
+            FrameError::UnsupportedVersion(version) => Error::UnsupportedVersion {
+                version,
+                supported: PROTOCOL_VERSION,
+            },
             other => Error::Protocol(other.to_string()),
         }
     }
@@ -445,13 +496,43 @@ pub fn peek_version(body: &[u8]) -> Result<u16, FrameError> {
         .map_err(|e| FrameError::Decode(e.to_string()))
 }
 
-/// Decodes a request envelope body, checking the version first.
-pub fn decode_request(body: &[u8]) -> Result<RequestEnvelope, FrameError> {
+/// Splits a request envelope body into its header and the request's own
+/// bytes (not decoded), checking the version first.
+pub fn split_request(body: &[u8]) -> Result<(RequestHeader, &[u8]), FrameError> {
     let version = peek_version(body)?;
     if version != PROTOCOL_VERSION {
         return Err(FrameError::UnsupportedVersion(version));
     }
-    decode_body(body)
+    postcard::take_from_bytes::<RequestHeader>(body).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+/// Appends the answer to a request of protocol `version` (not this build's)
+/// to `out`, in a shape that version reads where this build knows it:
+/// version 1 answered a bare result, and knew no `UnsupportedVersion`, so it
+/// gets a `Protocol` error naming both versions; any other version gets an
+/// envelope of this version with `UnsupportedVersion` under request id 0.
+pub fn encode_version_refusal(version: u16, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let unsupported = FrameError::UnsupportedVersion(version);
+    if version == 1 {
+        let result: Result<Response, Error> = Err(Error::Protocol(unsupported.to_string()));
+        return encode_into(&result, out, u32::MAX);
+    }
+    let refusal = ResponseEnvelope {
+        id: 0,
+        result: Err(unsupported.into()),
+    };
+    encode_into(&refusal, out, u32::MAX)
+}
+
+/// Decodes a request envelope body, checking the version first.
+pub fn decode_request(body: &[u8]) -> Result<RequestEnvelope, FrameError> {
+    let (header, request) = split_request(body)?;
+    Ok(RequestEnvelope {
+        version: header.version,
+        id: header.id,
+        deadline_ms: header.deadline_ms,
+        request: decode_body(request)?,
+    })
 }
 
 #[cfg(test)]
@@ -518,6 +599,55 @@ mod tests {
         assert_eq!(
             decode_request(&body),
             Err(FrameError::UnsupportedVersion(7))
+        );
+        assert_eq!(
+            Error::from(FrameError::UnsupportedVersion(7)).kind(),
+            "unsupported_version"
+        );
+    }
+
+    #[test]
+    fn an_envelope_is_its_header_then_the_request_body() {
+        let mut env = RequestEnvelope::new(Request::ListStores, Some(250));
+        env.id = 300;
+        let body = postcard::to_stdvec(&env).unwrap();
+        let (header, request) = split_request(&body).unwrap();
+        assert_eq!(header, env.header());
+        assert_eq!(request, postcard::to_stdvec(&env.request).unwrap());
+        assert_eq!(decode_request(&body), Ok(env));
+    }
+
+    #[test]
+    fn a_version_1_client_reads_its_refusal_as_its_own_response_shape() {
+        // Version 1's response envelope: the bare result.
+        #[derive(Deserialize)]
+        struct Version1Response {
+            result: Result<Response, Error>,
+        }
+        let mut out = Vec::new();
+        encode_version_refusal(1, &mut out).unwrap();
+        let (v1, _) = decode::<Version1Response>(&out, u32::MAX).unwrap().unwrap();
+        let message = v1.result.unwrap_err().to_string();
+        assert!(
+            message.contains("unsupported protocol version 1"),
+            "{message}"
+        );
+        out.clear();
+        encode_version_refusal(3, &mut out).unwrap();
+        let (v2, _) = decode::<ResponseEnvelope>(&out, u32::MAX).unwrap().unwrap();
+        assert_eq!(v2.id, 0);
+        assert_eq!(v2.result.unwrap_err().kind(), "unsupported_version");
+    }
+
+    #[test]
+    fn a_version_1_request_is_refused_by_version() {
+        // Version 1: version, deadline, request; no id.
+        let mut body = postcard::to_stdvec(&1u16).unwrap();
+        body.extend_from_slice(&postcard::to_stdvec(&Some(500u32)).unwrap());
+        body.extend_from_slice(&postcard::to_stdvec(&Request::ListStores).unwrap());
+        assert_eq!(
+            decode_request(&body),
+            Err(FrameError::UnsupportedVersion(1))
         );
     }
 

@@ -2,9 +2,9 @@
 //! through a frame unchanged, and no input bytes make a decoder panic.
 
 use gater_core::wire::{
-    decode, decode_body, decode_request, encode, encode_into, peek_version, FrameError, Request,
-    RequestEnvelope, Response, ResponseEnvelope, SubscriptionDown, SubscriptionUp,
-    FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    decode, decode_body, decode_request, encode, encode_into, peek_version, split_request,
+    FrameError, Request, RequestEnvelope, Response, ResponseEnvelope, SubscriptionDown,
+    SubscriptionUp, FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
 use gater_core::{
     AppendResult, ConsumerId, ConsumerStrategy, Delivery, Direction, Error, EventData, EventId,
@@ -279,6 +279,9 @@ fn error() -> impl Strategy<Value = Error> {
         text().prop_map(Error::Protocol).boxed(),
         text().prop_map(Error::Unsupported).boxed(),
         text().prop_map(Error::Storage).boxed(),
+        (any::<u16>(), any::<u16>())
+            .prop_map(|(version, supported)| Error::UnsupportedVersion { version, supported })
+            .boxed(),
     ])
 }
 
@@ -533,19 +536,24 @@ fn response() -> impl Strategy<Value = Response> {
 fn request_envelope() -> impl Strategy<Value = RequestEnvelope> {
     (
         prop_oneof![4 => Just(PROTOCOL_VERSION), 1 => any::<u16>()],
+        any::<u64>(),
         option::of(any::<u32>()),
         request(),
     )
-        .prop_map(|(version, deadline_ms, request)| RequestEnvelope {
+        .prop_map(|(version, id, deadline_ms, request)| RequestEnvelope {
             version,
+            id,
             deadline_ms,
             request,
         })
 }
 
 fn response_envelope() -> impl Strategy<Value = ResponseEnvelope> {
-    prop_oneof![response().prop_map(Ok), error().prop_map(Err)]
-        .prop_map(|result| ResponseEnvelope { result })
+    (
+        any::<u64>(),
+        prop_oneof![response().prop_map(Ok), error().prop_map(Err)],
+    )
+        .prop_map(|(id, result)| ResponseEnvelope { id, result })
 }
 
 fn subscription_up() -> impl Strategy<Value = SubscriptionUp> {
@@ -613,6 +621,8 @@ proptest! {
         let body = &frame[FRAME_HEADER_LEN..];
         prop_assert_eq!(peek_version(body), Ok(env.version));
         if env.version == PROTOCOL_VERSION {
+            let request = postcard::to_stdvec(&env.request).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(split_request(body), Ok((env.header(), request.as_slice())));
             prop_assert_eq!(decode_request(body), Ok(env));
         } else {
             prop_assert_eq!(decode_request(body), Err(FrameError::UnsupportedVersion(env.version)));

@@ -53,16 +53,19 @@ impl Codec {
         &self,
         envelope: ResponseEnvelope,
     ) -> Result<ResponseEnvelope, Error> {
+        let envelope_id = envelope.id;
         match self.carry(envelope) {
             Ok(envelope) => Ok(envelope),
             Err(e @ Error::LimitExceeded { .. }) => {
+                let id = envelope_id;
                 let refusal = ResponseEnvelope {
+                    id,
                     result: Err(e.clone()),
                 };
                 // A limit so small that even the refusal does not fit: hand it over as is.
                 Ok(self
                     .carry(refusal)
-                    .unwrap_or(ResponseEnvelope { result: Err(e) }))
+                    .unwrap_or(ResponseEnvelope { id, result: Err(e) }))
             }
             Err(e) => Err(e),
         }
@@ -84,7 +87,7 @@ mod tests {
         let mut envelope = RequestEnvelope::new(Request::ListStores, None);
         envelope.version = PROTOCOL_VERSION + 1;
         let err = codec.carry_request(envelope).unwrap_err();
-        assert_eq!(err.kind(), "protocol");
+        assert_eq!(err.kind(), "unsupported_version");
     }
 
     #[test]
@@ -94,6 +97,7 @@ mod tests {
             frame_bytes_max: 48,
         };
         let big = ResponseEnvelope {
+            id: 3,
             result: Ok(Response::Snapshot(gater_core::Snapshot {
                 key: gater_core::SnapshotKey {
                     source: "s".into(),
@@ -106,5 +110,6 @@ mod tests {
         };
         let carried = codec.carry_response(big).unwrap();
         assert!(matches!(carried.result, Err(Error::LimitExceeded { .. })));
+        assert_eq!(carried.id, 3, "the refusal answers the same request");
     }
 }

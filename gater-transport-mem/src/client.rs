@@ -1,13 +1,14 @@
 //! The client side: a [`Link`] to a [`MemServer`] with its own connection,
 //! deadline and fault knobs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use gater_core::dispatch::{Link, RemoteGater};
 use gater_core::wire;
-use gater_core::wire::{Request, RequestEnvelope, Response};
+use gater_core::wire::{Request, RequestEnvelope, Response, ResponseEnvelope};
 use gater_core::{Error, Side, StoreId, SubscribeOptions, Subscription, SubscriptionKey};
 use tokio::time::Instant;
 
@@ -39,6 +40,8 @@ pub struct MemLink {
     deadline_ms: Option<u32>,
     connection: Arc<Breaker>,
     faults: Mutex<(Faults, Rng)>,
+    /// The id of the next request, as a request stream numbers them.
+    next_id: AtomicU64,
     identity: Option<Arc<str>>,
 }
 
@@ -62,6 +65,7 @@ impl MemLink {
             deadline_ms: options.deadline_ms,
             connection: Arc::new(Breaker::new()),
             faults: Mutex::new((options.faults, Rng::new(options.seed))),
+            next_id: AtomicU64::new(1),
         }
     }
 
@@ -108,7 +112,8 @@ impl MemLink {
         request: Request,
         deadline_ms: Option<u32>,
     ) -> Result<RequestEnvelope, Error> {
-        let envelope = RequestEnvelope::new(request, deadline_ms);
+        let mut envelope = RequestEnvelope::new(request, deadline_ms);
+        envelope.id = self.next_id.fetch_add(1, Ordering::Relaxed).max(1);
         self.server.inner.codec.carry_request(envelope)
     }
 
@@ -138,6 +143,7 @@ impl MemLink {
             Err(e) => return (Outcome::Answer(Err(e)), None),
         };
         let plan = self.plan();
+        let id = envelope.id;
         let deliver = async {
             pause(plan.delay_up_ms).await;
             if plan.drop_request {
@@ -148,7 +154,7 @@ impl MemLink {
             if plan.drop_response {
                 return Outcome::Lost("response");
             }
-            Outcome::Answer(response.and_then(|envelope| envelope.result))
+            Outcome::Answer(response.and_then(|envelope| answer_to(id, envelope)))
         };
         tokio::select! {
             outcome = deliver => (outcome, None),
@@ -165,6 +171,7 @@ impl MemLink {
             Err(e) => return (Outcome::Answer(Err(e)), None),
         };
         let plan = self.plan();
+        let id = envelope.id;
         let deliver = async {
             pause(plan.delay_up_ms).await;
             if plan.drop_request {
@@ -189,7 +196,7 @@ impl MemLink {
                 grant_batch: (self.server.options().subscription_credit / 4).max(1),
                 done: false,
             });
-            let outcome = Outcome::Answer(response.and_then(|envelope| envelope.result));
+            let outcome = Outcome::Answer(response.and_then(|answer| answer_to(id, answer)));
             (outcome, consumer)
         };
         tokio::select! {
@@ -263,4 +270,15 @@ async fn pause(ms: u64) {
 /// The error of a cut connection.
 fn cut() -> Error {
     Error::unavailable(Side::Worker, "connection to the server failed")
+}
+
+/// The result of an answer, which must carry the id of the request `id` it answers.
+fn answer_to(id: u64, answer: ResponseEnvelope) -> Result<Response, Error> {
+    if answer.id != id {
+        return Err(Error::Protocol(format!(
+            "answer for request {} to request {id}",
+            answer.id
+        )));
+    }
+    answer.result
 }

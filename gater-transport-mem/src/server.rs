@@ -159,8 +159,11 @@ impl MemServer {
         envelope: RequestEnvelope,
         identity: Option<&Arc<str>>,
     ) -> Result<ResponseEnvelope, Error> {
+        let id = envelope.id;
         let result = self.answer(envelope, self.gater_for(identity)).await;
-        self.inner.codec.carry_response(ResponseEnvelope { result })
+        self.inner
+            .codec
+            .carry_response(ResponseEnvelope { id, result })
     }
 
     async fn answer(&self, envelope: RequestEnvelope, gater: BoxGater) -> Result<Response, Error> {
@@ -197,12 +200,15 @@ impl MemServer {
         envelope: RequestEnvelope,
         identity: Option<&Arc<str>>,
     ) -> (Result<ResponseEnvelope, Error>, Option<Channels>) {
+        let id = envelope.id;
         let (result, channels) = match self.attach(envelope, self.gater_for(identity)).await {
             Ok((consumer, channels)) => (Ok(Response::Subscribed(consumer)), Some(channels)),
             Err(e) => (Err(e), None),
         };
         (
-            self.inner.codec.carry_response(ResponseEnvelope { result }),
+            self.inner
+                .codec
+                .carry_response(ResponseEnvelope { id, result }),
             channels,
         )
     }

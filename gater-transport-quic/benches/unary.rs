@@ -180,6 +180,7 @@ async fn echo_figures(dir: &std::path::Path, requests: usize) -> Figures {
     .unwrap();
     let reply = wire::encode(
         &ResponseEnvelope {
+            id: 1,
             result: Ok(Response::Appended(AppendResult {
                 version: 1000,
                 position: Position(100_000),

@@ -1,17 +1,23 @@
 //! The QUIC client: a [`Link`] that keeps one connection to one of several
-//! server addresses, reconnecting with back-off when it is lost.
+//! server addresses, reconnecting with back-off when it is lost, and sends
+//! its requests on one long-lived request stream of that connection
+//! (see `mux`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use gater_core::dispatch::{Link, RemoteGater};
-use gater_core::wire::{self, Request, RequestEnvelope, Response, ResponseEnvelope};
+use gater_core::wire::{self, Request, RequestEnvelope, Response};
 use gater_core::{Error, Limits, Side, StoreId, SubscribeOptions, Subscription, SubscriptionKey};
 use tokio::time::Instant;
 
-use crate::frame::{lost, FrameReader};
+use crate::dialer::{Backoff, Dialer};
+use crate::frame::lost;
+use crate::mux::Mux;
 use crate::tls::ClientTls;
 use crate::{subscription, transport_config};
 
@@ -19,6 +25,8 @@ use crate::{subscription, transport_config};
 pub const DEADLINE_MS_DEFAULT: u32 = 30_000;
 /// Default time a connection attempt may take, milliseconds.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default delay before a connection attempt races the next address, milliseconds.
+pub const RACE_STAGGER_MS_DEFAULT: u64 = 150;
 /// Default first back-off after every address failed, milliseconds.
 pub const BACKOFF_MIN_MS_DEFAULT: u64 = 50;
 /// Default longest back-off, milliseconds.
@@ -36,6 +44,19 @@ pub const CLIENT_IDLE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const CLIENT_KEEP_ALIVE_MS_DEFAULT: u64 = 1_000;
 /// Streams a client lets the server open (it opens none).
 const PEER_STREAMS_MAX: u32 = 0;
+/// Request streams a call tries: a stream found closed as the call starts
+/// is replaced once.
+const STREAM_ATTEMPTS: usize = 2;
+
+/// How a round of connection attempts ended.
+struct Race {
+    /// The address (index) that connected first, and its connection.
+    winner: Option<(usize, quinn::Connection)>,
+    /// Addresses that failed or had not answered when another connected.
+    failed: Vec<usize>,
+    /// The last failure, for the error when none connected.
+    last_error: String,
+}
 
 /// A [`Gater`](gater_core::Gater) reached over QUIC. Transport controls are on [`QuicClient::link`].
 pub type QuicClient = RemoteGater<QuicLink>;
@@ -50,7 +71,12 @@ pub struct ClientOptions {
     pub deadline_ms: Option<u32>,
     /// Time one connection attempt may take, milliseconds.
     pub connect_timeout_ms: u64,
-    /// First wait after every address failed, doubled per failed round, milliseconds.
+    /// Time an attempt has before the next address is dialled too (the first
+    /// handshake to complete wins), milliseconds.
+    pub race_stagger_ms: u64,
+    /// First wait after every address failed, doubled per failed round, and
+    /// first time a failed address is dialled after the others, doubled per
+    /// failure, milliseconds.
     pub backoff_min_ms: u64,
     /// Longest wait between rounds of connection attempts, milliseconds.
     pub backoff_max_ms: u64,
@@ -62,6 +88,8 @@ pub struct ClientOptions {
     pub keep_alive_ms: u64,
     /// Items a consumer may have in transit (its credit).
     pub subscription_credit: u32,
+    /// Requests in flight on the connection at once; more calls wait their turn.
+    pub in_flight_max: u32,
 }
 
 impl Default for ClientOptions {
@@ -70,12 +98,14 @@ impl Default for ClientOptions {
             server_name: "localhost".into(),
             deadline_ms: Some(DEADLINE_MS_DEFAULT),
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
+            race_stagger_ms: RACE_STAGGER_MS_DEFAULT,
             backoff_min_ms: BACKOFF_MIN_MS_DEFAULT,
             backoff_max_ms: BACKOFF_MAX_MS_DEFAULT,
             frame_bytes_max: Limits::DEFAULT.frame_bytes_max,
             idle_timeout_ms: CLIENT_IDLE_TIMEOUT_MS_DEFAULT,
             keep_alive_ms: CLIENT_KEEP_ALIVE_MS_DEFAULT,
             subscription_credit: SUBSCRIPTION_CREDIT_DEFAULT,
+            in_flight_max: Limits::DEFAULT.connection_in_flight_max,
         }
     }
 }
@@ -103,13 +133,12 @@ pub struct QuicLink {
     current: Mutex<Option<quinn::Connection>>,
     /// Serialises dialling, and remembers where and when to dial next.
     dialer: tokio::sync::Mutex<Dialer>,
-}
-
-#[derive(Debug, Default)]
-struct Dialer {
-    next_address: usize,
-    failed_rounds: u32,
-    retry_at: Option<Instant>,
+    /// The request stream in use; read on every call.
+    mux: Mutex<Option<Arc<Mux>>>,
+    /// Serialises opening a request stream.
+    opening: tokio::sync::Mutex<()>,
+    /// One permit per request in flight.
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl QuicLink {
@@ -142,9 +171,18 @@ impl QuicLink {
             endpoint,
             config,
             addresses: addresses.to_vec(),
-            options,
             current: Mutex::new(None),
-            dialer: tokio::sync::Mutex::new(Dialer::default()),
+            dialer: tokio::sync::Mutex::new(Dialer::new(
+                addresses.len(),
+                Backoff {
+                    min_ms: options.backoff_min_ms,
+                    max_ms: options.backoff_max_ms,
+                },
+            )),
+            mux: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+            in_flight: tokio::sync::Semaphore::new(options.in_flight_max.max(1) as usize),
+            options,
         })
     }
 
@@ -166,7 +204,7 @@ impl QuicLink {
             .cloned()
     }
 
-    /// The live connection, dialling (with back-off, over every address) if there is none.
+    /// The live connection, dialling (with back-off, racing the addresses) if there is none.
     async fn connection(&self) -> Result<quinn::Connection, Error> {
         if let Some(connection) = self.live() {
             return Ok(connection);
@@ -178,48 +216,92 @@ impl QuicLink {
         if let Some(at) = dialer.retry_at {
             tokio::time::sleep_until(at).await;
         }
-        let mut last_error = String::new();
-        for i in 0..self.addresses.len() {
-            let index = (dialer.next_address + i) % self.addresses.len();
-            match self.dial(self.addresses[index]).await {
-                Ok(connection) => {
-                    *dialer = Dialer {
-                        next_address: index,
-                        ..Dialer::default()
-                    };
-                    *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some(connection.clone());
-                    return Ok(connection);
-                }
-                Err(e) => last_error = format!("{}: {e}", self.addresses[index]),
-            }
+        let order = dialer.order(Instant::now());
+        let race = self.race(&order).await;
+        let now = Instant::now();
+        for &index in &race.failed {
+            dialer.failed(index, now);
         }
-        dialer.failed_rounds = dialer.failed_rounds.saturating_add(1);
-        let backoff = self.backoff(dialer.failed_rounds);
-        dialer.retry_at = Some(Instant::now() + backoff);
+        if let Some((index, connection)) = race.winner {
+            dialer.connected(index);
+            *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
+            return Ok(connection);
+        }
+        let backoff = dialer.round_failed(now);
         Err(Error::unavailable(
             Side::Worker,
-            format!("no server reachable (last: {last_error}); next attempt in {backoff:?}"),
+            format!(
+                "no server reachable (last: {}); next attempt in {backoff:?}",
+                race.last_error
+            ),
         ))
     }
 
-    async fn dial(&self, address: SocketAddr) -> Result<quinn::Connection, String> {
-        let connecting = self
-            .endpoint
-            .connect_with(self.config.clone(), address, &self.options.server_name)
-            .map_err(|e| e.to_string())?;
-        let timeout = Duration::from_millis(self.options.connect_timeout_ms);
-        match tokio::time::timeout(timeout, connecting).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no handshake within {timeout:?}")),
+    /// Dials the addresses of `order` (indexes), each
+    /// [`ClientOptions::race_stagger_ms`] after the one before or as soon as
+    /// it fails; the first handshake to complete wins. Addresses that failed,
+    /// or were still dialling when another won, are reported as failed.
+    async fn race(&self, order: &[usize]) -> Race {
+        let stagger = Duration::from_millis(self.options.race_stagger_ms);
+        let mut attempts = FuturesUnordered::new();
+        let mut pending = order.iter().copied();
+        let mut dialling = Vec::new();
+        let mut race = Race {
+            winner: None,
+            failed: Vec::new(),
+            last_error: String::new(),
+        };
+        loop {
+            if attempts.is_empty() {
+                let Some(index) = pending.next() else {
+                    return race;
+                };
+                dialling.push(index);
+                attempts.push(self.dial(index));
+            }
+            let more = dialling.len() < order.len();
+            tokio::select! {
+                Some((index, result)) = attempts.next() => {
+                    dialling.retain(|&i| i != index);
+                    match result {
+                        Ok(connection) => {
+                            race.winner = Some((index, connection));
+                            race.failed.extend(dialling);
+                            return race;
+                        }
+                        Err(e) => {
+                            race.last_error = format!("{}: {e}", self.addresses[index]);
+                            race.failed.push(index);
+                        }
+                    }
+                }
+                () = tokio::time::sleep(stagger), if more => {
+                    if let Some(index) = pending.next() {
+                        dialling.push(index);
+                        attempts.push(self.dial(index));
+                    }
+                }
+            }
         }
     }
 
-    fn backoff(&self, failed_rounds: u32) -> Duration {
-        let factor = 1u64 << failed_rounds.saturating_sub(1).min(20);
-        let ms = self.options.backoff_min_ms.saturating_mul(factor);
-        Duration::from_millis(ms.min(self.options.backoff_max_ms))
+    async fn dial(&self, index: usize) -> (usize, Result<quinn::Connection, String>) {
+        let address = self.addresses[index];
+        let connecting = match self.endpoint.connect_with(
+            self.config.clone(),
+            address,
+            &self.options.server_name,
+        ) {
+            Ok(connecting) => connecting,
+            Err(e) => return (index, Err(e.to_string())),
+        };
+        let timeout = Duration::from_millis(self.options.connect_timeout_ms);
+        let result = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no handshake within {timeout:?}")),
+        };
+        (index, result)
     }
 
     async fn within_deadline<T>(
@@ -235,26 +317,42 @@ impl QuicLink {
             .unwrap_or(Err(Error::DeadlineExceeded { side: Side::Client }))
     }
 
-    async fn exchange(&self, frame: &[u8]) -> Result<Response, Error> {
+    /// The open request stream, opening one (and connecting) if there is none.
+    async fn mux(&self) -> Result<Arc<Mux>, Error> {
+        if let Some(mux) = self.open_mux() {
+            return Ok(mux);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(mux) = self.open_mux() {
+            return Ok(mux);
+        }
         let connection = self.connection().await?;
-        let (mut send, mut recv) = connection.open_bi().await.map_err(lost)?;
-        match send.write_all(frame).await {
-            // The server stopped reading (it refused the request): its answer says why.
-            Ok(()) | Err(quinn::WriteError::Stopped(_)) => {}
-            Err(e) => return Err(lost(e)),
+        let (send, recv) = connection.open_bi().await.map_err(lost)?;
+        let mux = Arc::new(Mux::start(
+            send,
+            recv,
+            self.options.in_flight_max as usize,
+            self.options.frame_bytes_max,
+        ));
+        *self.mux.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&mux));
+        Ok(mux)
+    }
+
+    fn open_mux(&self) -> Option<Arc<Mux>> {
+        let mux = self.mux.lock().unwrap_or_else(PoisonError::into_inner);
+        mux.as_ref().filter(|m| !m.is_closed()).cloned()
+    }
+
+    async fn exchange(&self, mut envelope: RequestEnvelope) -> Result<Response, Error> {
+        // The semaphore is never closed.
+        let _permit = self.in_flight.acquire().await.map_err(lost)?;
+        for _ in 0..STREAM_ATTEMPTS {
+            match self.mux().await?.call(envelope).await {
+                Ok(result) => return result,
+                Err(unsent) => envelope = unsent,
+            }
         }
-        let _ = send.finish();
-        let mut reader = FrameReader::new(self.options.frame_bytes_max);
-        match reader
-            .next(&mut recv, wire::decode_body::<ResponseEnvelope>)
-            .await?
-        {
-            Some(envelope) => envelope.result,
-            None => Err(Error::unavailable(
-                Side::Worker,
-                "stream ended without an answer",
-            )),
-        }
+        Err(lost("request streams keep closing"))
     }
 }
 
@@ -263,8 +361,7 @@ impl Link for QuicLink {
     async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
         let deadline_ms = wire::deadline_ms(self.options.deadline_ms, within);
         let envelope = RequestEnvelope::new(request, deadline_ms);
-        let frame = wire::encode(&envelope, self.options.frame_bytes_max)?;
-        self.within_deadline(deadline_ms, self.exchange(&frame))
+        self.within_deadline(deadline_ms, self.exchange(envelope))
             .await
     }
 

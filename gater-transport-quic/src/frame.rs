@@ -95,9 +95,12 @@ impl FrameReader {
         loop {
             let len = self.body_len()?;
             if let (Some(len), Some((budget, side)), None) = (len, &self.budget, &self.reading) {
+                // Waits for room (flow control holds the peer meanwhile);
+                // cancel-safe, the reservation is kept once made.
                 let bytes = (FRAME_HEADER_LEN + len) as u64;
                 let permit = budget
-                    .try_reserve(bytes, *side)
+                    .reserve(bytes, *side)
+                    .await
                     .map_err(ReadFailure::Overloaded)?;
                 self.reading = Some(permit);
             }
@@ -131,6 +134,31 @@ impl FrameReader {
             .map(Some)
             .map_err(ReadFailure::Frame)
     }
+}
+
+/// Bytes a writer gathers from frames that are ready before it writes them.
+pub(crate) const COALESCE_BYTES_MAX: usize = 64 * 1024;
+
+/// Writes queued frames until the queue closes, gathering every frame that
+/// is ready (up to [`COALESCE_BYTES_MAX`]) into one write, in one buffer
+/// reused for the stream's life.
+pub(crate) async fn write_queued(
+    send: &mut quinn::SendStream,
+    queued: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<(), quinn::WriteError> {
+    let mut buf = Vec::new();
+    while let Some(frame) = queued.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&frame);
+        while buf.len() < COALESCE_BYTES_MAX {
+            match queued.try_recv() {
+                Ok(frame) => buf.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        send.write_all(&buf).await?;
+    }
+    Ok(())
 }
 
 /// Writes one frame holding `msg`.

@@ -2,21 +2,31 @@
 //! mutual TLS, and connect to it as a `Gater`.
 //!
 //! The server ([`serve`], or [`Server::bind`] then [`Server::run`]) answers
-//! one request per bidirectional stream: the client writes one
-//! [`RequestEnvelope`](gater_core::wire::RequestEnvelope) frame and finishes,
-//! the server answers one [`ResponseEnvelope`](gater_core::wire::ResponseEnvelope)
-//! frame. A subscription is one long stream with credit-based flow control
+//! request streams: a client writes any number of
+//! [`RequestEnvelope`](gater_core::wire::RequestEnvelope) frames, each with
+//! a request id, on one bidirectional stream, and the server answers each
+//! with a [`ResponseEnvelope`](gater_core::wire::ResponseEnvelope) frame
+//! carrying that id, as soon as its answer is ready (so answers may overtake
+//! one another), coalescing answers that are ready into one write. Requests
+//! in flight on a connection are bounded (`streams_per_connection_max`); past
+//! the bound the server stops reading and QUIC flow control holds the
+//! client. A subscription is one long stream with credit-based flow control
 //! (see the `subscription` module docs). Bad input (a foreign protocol
 //! version, an oversize frame, bytes that do not decode, a truncated frame)
-//! gets a typed error on its stream; the connection and the server keep
-//! serving. ALPN is `gater/1`; TLS is rustls with the ring provider, TLS 1.3
-//! only, and the server requires a client certificate signed by its CA.
+//! gets a typed error on its stream (a foreign version: `unsupported_version`);
+//! the connection and the server keep serving. ALPN is `gater/1`; TLS is
+//! rustls with the ring provider, TLS 1.3 only, and the server requires a
+//! client certificate signed by its CA.
 //!
 //! The client ([`connect`]) is a [`QuicClient`]: a `Gater` that keeps one
-//! connection, fails over across the addresses it was given and reconnects
-//! with back-off. A call in flight when the connection drops fails with a
-//! retryable `Unavailable { side: Worker }`; every call has a deadline.
-//! Acks and nacks travel as unary requests.
+//! connection and one long-lived request stream on it, shared by every call
+//! (pipelined, answers matched by id), and reconnects with back-off. Its
+//! connection attempts race across the addresses it was given (the next
+//! address is dialled after a short stagger, the first handshake wins), and
+//! it remembers addresses that failed, dialling them last while they back off. A call in flight when the
+//! connection or the stream drops fails with a retryable
+//! `Unavailable { side: Worker }`; every call has a deadline. Acks and nacks
+//! travel as unary requests.
 //!
 //! [`certs`] generates development certificates in the layout the `gater`
 //! binary uses, and signs a certificate per identity with an existing CA.
@@ -36,8 +46,11 @@
 mod budget;
 pub mod certs;
 mod client;
+mod dialer;
 mod frame;
 mod identity;
+mod mux;
+mod requests;
 mod server;
 mod subscription;
 mod tls;
@@ -50,7 +63,7 @@ pub use budget::{
 pub use client::{
     connect, ClientOptions, QuicClient, QuicLink, BACKOFF_MAX_MS_DEFAULT, BACKOFF_MIN_MS_DEFAULT,
     CLIENT_IDLE_TIMEOUT_MS_DEFAULT, CLIENT_KEEP_ALIVE_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT,
-    DEADLINE_MS_DEFAULT, SUBSCRIPTION_CREDIT_DEFAULT,
+    DEADLINE_MS_DEFAULT, RACE_STAGGER_MS_DEFAULT, SUBSCRIPTION_CREDIT_DEFAULT,
 };
 pub use identity::{certificate_identity, peer_identity};
 pub use server::{

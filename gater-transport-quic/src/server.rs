@@ -1,5 +1,5 @@
-//! The QUIC server: accepts connections, serves one request per
-//! bidirectional stream and one subscription per long stream, and shuts down
+//! The QUIC server: accepts connections, serves request streams (see
+//! `requests`) and one subscription per long stream, and shuts down
 //! gracefully.
 
 use std::future::Future;
@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gater_core::access::Gatekeeper;
-use gater_core::wire::{self, Request, RequestEnvelope, Response, ResponseEnvelope};
+use gater_core::wire::{Request, RequestEnvelope, Response};
 use gater_core::{BoxGater, Error, Gater, Limits, Side};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::budget::{receive_windows, MemoryBudget, MEMORY_MAX_BYTES_DEFAULT};
 use crate::frame::{FrameReader, ReadFailure};
+use crate::requests::{self, Read};
 use crate::subscription;
 use crate::tls::{ServerTls, TlsError};
 use crate::transport_config;
@@ -32,7 +33,7 @@ pub(crate) const UP_FRAME_BYTES_MAX: u32 = 1024;
 /// a peer that never answers (a half-open handshake) must not hold it longer.
 const CLOSE_WAIT_MS: u64 = 1_000;
 /// QUIC application error code of a refused stream.
-const STREAM_REFUSED: u32 = 1;
+pub(crate) const STREAM_REFUSED: u32 = 1;
 /// QUIC application error code of a connection whose certificate names no identity.
 const IDENTITY_REFUSED: u32 = 2;
 /// QUIC application error code of a server shutdown.
@@ -47,7 +48,8 @@ pub struct ServerConfig {
     pub tls: ServerTls,
     /// Largest frame body, bytes.
     pub frame_bytes_max: u32,
-    /// Streams (requests and subscriptions) one connection may have open at once.
+    /// Streams (request streams and subscriptions) one connection may have
+    /// open at once, and requests it may have in flight over all its request streams.
     pub streams_per_connection_max: u32,
     /// Connections served at once; more are refused.
     pub connections_max: u32,
@@ -115,6 +117,7 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     connections_max: u32,
+    streams_per_connection_max: u32,
     shutdown_grace: Duration,
 }
 
@@ -209,6 +212,7 @@ impl Server {
                 side: config.side,
             }),
             connections_max: config.connections_max,
+            streams_per_connection_max: config.streams_per_connection_max,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         })
     }
@@ -250,6 +254,7 @@ impl Server {
                 shared: Arc::clone(&self.shared),
                 stop: stop_rx.clone(),
                 drain: drain_tx.clone(),
+                in_flight: Arc::new(Semaphore::new(self.streams_per_connection_max as usize)),
             };
             tokio::spawn(async move {
                 let _permit = permit;
@@ -282,6 +287,8 @@ struct Connection {
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
+    /// One permit per request in flight on the connection.
+    in_flight: Arc<Semaphore>,
 }
 
 impl Connection {
@@ -315,9 +322,10 @@ impl Connection {
                 recv,
             };
             let (stop, drain) = (self.stop.clone(), self.drain.clone());
+            let in_flight = Arc::clone(&self.in_flight);
             tokio::spawn(async move {
                 let _drain = drain;
-                stream.run(stop).await;
+                stream.run(in_flight, stop).await;
             });
         }
     }
@@ -331,29 +339,34 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    async fn run(mut self, stop: watch::Receiver<bool>) {
+    /// Reads the first frame: a `Subscribe` makes the stream a subscription,
+    /// anything else makes it a request stream.
+    async fn run(mut self, in_flight: Arc<Semaphore>, stop: watch::Receiver<bool>) {
         let mut reader = FrameReader::with_budget(
             self.shared.frame_bytes_max,
             Arc::clone(&self.shared.budget),
             self.shared.side,
         );
-        let envelope = match reader.next(&mut self.recv, wire::decode_request).await {
-            Ok(Some(envelope)) => Ok(envelope),
-            Ok(None) => Err(Error::Protocol("stream ended before a request".into())),
+        let first = match reader.next(&mut self.recv, requests::read_request).await {
+            Ok(Some(first)) => first,
+            Ok(None) => Read::Refused {
+                id: 0,
+                error: Error::Protocol("stream ended before a request".into()),
+                fatal: true,
+            },
             Err(ReadFailure::Stream(e)) => {
                 tracing::debug!("request stream failed: {e}");
                 return;
             }
-            Err(failure) => Err(failure.into()),
-        }
-        .inspect_err(|_| {
-            // Bad input: stop the peer sending more of it on this stream.
-            let _ = self.recv.stop(STREAM_REFUSED.into());
-        });
-        // The request's bytes count against the budget until it is answered.
-        let permit = reader.take_permit();
-        let result = match envelope {
-            Ok(RequestEnvelope {
+            Err(failure) => Read::Refused {
+                id: 0,
+                error: failure.into(),
+                fatal: true,
+            },
+        };
+        match first {
+            Read::Request(RequestEnvelope {
+                id,
                 request:
                     Request::Subscribe {
                         store,
@@ -362,46 +375,25 @@ impl Stream {
                     },
                 ..
             }) => {
-                drop(permit);
+                // A subscription's first frame is small and read: its bytes are returned.
+                drop(reader.take_permit());
                 let sub = subscription::Serve {
                     stream: self,
                     reader: FrameReader::new(UP_FRAME_BYTES_MAX),
+                    id,
                     store,
                     key,
                 };
-                return sub.run(options, stop).await;
+                sub.run(options, stop).await
             }
-            Ok(envelope) => {
-                let within = envelope.within();
-                self.shared.gater.call(envelope.request, within).await
-            }
-            Err(e) => Err(e),
-        };
-        self.respond(result).await;
-        drop(permit);
-        let _ = self.send.finish();
-        // Keep the task (and the shutdown drain) until the peer has the answer.
-        let _ = self.send.stopped().await;
+            first => requests::serve(self, reader, first, in_flight, stop).await,
+        }
     }
 
-    /// Writes one response frame; an answer too large for a frame becomes the error saying so.
-    pub(crate) async fn respond(&mut self, result: Result<Response, Error>) {
-        let max = self.shared.frame_bytes_max;
-        let frame = match wire::encode(&ResponseEnvelope { result }, max) {
-            Ok(frame) => frame,
-            Err(e) => match wire::encode(
-                &ResponseEnvelope {
-                    result: Err(e.into()),
-                },
-                max,
-            ) {
-                Ok(frame) => frame,
-                Err(e) => {
-                    tracing::error!("cannot encode even an error response: {e}");
-                    return;
-                }
-            },
-        };
+    /// Writes one answer frame.
+    pub(crate) async fn respond(&mut self, id: u64, result: Result<Response, Error>) {
+        let mut frame = Vec::new();
+        requests::push_answer(&mut frame, id, result, self.shared.frame_bytes_max);
         if let Err(e) = self.send.write_all(&frame).await {
             tracing::debug!("response not delivered: {e}");
         }

@@ -34,6 +34,8 @@ const GRANT_CHANNEL_LEN: usize = 16;
 pub(crate) struct Serve {
     pub(crate) stream: ServerStream,
     pub(crate) reader: FrameReader,
+    /// The id of the `Subscribe` request, for its answer.
+    pub(crate) id: u64,
     pub(crate) store: StoreId,
     pub(crate) key: SubscriptionKey,
 }
@@ -47,13 +49,13 @@ impl Serve {
         {
             Ok(sub) => sub,
             Err(e) => {
-                self.stream.respond(Err(e)).await;
+                self.stream.respond(self.id, Err(e)).await;
                 let _ = self.stream.send.finish();
                 return;
             }
         };
         self.stream
-            .respond(Ok(Response::Subscribed(sub.consumer())))
+            .respond(self.id, Ok(Response::Subscribed(sub.consumer())))
             .await;
         let end = self.pump(&mut sub, &mut stop).await;
         if let Some(end) = end {

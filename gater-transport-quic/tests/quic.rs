@@ -242,15 +242,20 @@ async fn raw_connection_with(
 }
 
 /// Writes `bytes` on a new stream, finishes it and decodes the one answer frame.
-async fn raw_exchange(
-    connection: &quinn::Connection,
-    bytes: &[u8],
-) -> Result<ResponseEnvelope, String> {
+/// Sends `bytes` on a stream of their own and returns every byte of the answer.
+async fn raw_answer(connection: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>, String> {
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
     // The server may refuse the rest of a bad frame; its answer still comes.
     let _ = send.write_all(bytes).await;
     let _ = send.finish();
-    let answer = recv.read_to_end(1 << 20).await.map_err(|e| e.to_string())?;
+    recv.read_to_end(1 << 20).await.map_err(|e| e.to_string())
+}
+
+async fn raw_exchange(
+    connection: &quinn::Connection,
+    bytes: &[u8],
+) -> Result<ResponseEnvelope, String> {
+    let answer = raw_answer(connection, bytes).await?;
     match wire::decode::<ResponseEnvelope>(&answer, 1 << 20) {
         Ok(Some((envelope, used))) if used == answer.len() => Ok(envelope),
         other => Err(format!("not one response frame: {other:?}")),
@@ -284,6 +289,10 @@ async fn bad_input_gets_a_typed_error_and_the_connection_keeps_serving() {
     foreign.version = PROTOCOL_VERSION + 98;
     let mut unknown_variant = postcard::to_stdvec(&PROTOCOL_VERSION).unwrap();
     unknown_variant.extend_from_slice(&[0x00, 0x7f]); // no deadline, then variant 127
+                                                      // What a client of protocol version 1 sent: version, deadline, request; no id.
+    let mut version_1 = postcard::to_stdvec(&1u16).unwrap();
+    version_1.extend_from_slice(&postcard::to_stdvec(&Some(500u32)).unwrap());
+    version_1.extend_from_slice(&postcard::to_stdvec(&Request::ListStores).unwrap());
     let unknown_store = RequestEnvelope::new(
         Request::GetStoreConfig {
             store: store("nope"),
@@ -306,11 +315,21 @@ async fn bad_input_gets_a_typed_error_and_the_connection_keeps_serving() {
             u32::MAX.to_be_bytes().to_vec(),
             "limit_exceeded",
         ),
-        ("wrong version", frame_of(&foreign), "protocol"),
+        ("wrong version", frame_of(&foreign), "unsupported_version"),
         ("unknown variant", framed(&unknown_variant), "protocol"),
         ("empty stream", Vec::new(), "protocol"),
         ("unknown store", frame_of(&unknown_store), "not_found"),
     ];
+    // A version-1 client reads the refusal in its own response shape: the bare result.
+    let answer = raw_answer(&connection, &framed(&version_1)).await.unwrap();
+    let (result, _) = wire::decode::<Result<wire::Response, Error>>(&answer, 1 << 20)
+        .unwrap()
+        .unwrap();
+    let message = result.unwrap_err().to_string();
+    assert!(
+        message.contains("unsupported protocol version 1"),
+        "{message}"
+    );
     for (name, bytes, kind) in cases {
         let answer = raw_exchange(&connection, &bytes)
             .await
@@ -433,6 +452,29 @@ async fn the_client_fails_over_to_the_next_address() {
 }
 
 #[tokio::test]
+async fn connection_attempts_race_past_an_address_that_never_answers() {
+    let dir = dev_dir();
+    let server = start(TestGater::new(), dir.path());
+    // Bound, so nothing else answers there, and never read: a black hole.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = silent.local_addr().unwrap();
+    // Dialling the addresses one after another would wait out the first
+    // attempt (ten minutes) and miss the call's deadline; racing does not.
+    let options = ClientOptions {
+        connect_timeout_ms: 600_000,
+        deadline_ms: Some(20_000),
+        ..ClientOptions::default()
+    };
+    let tls = ClientTls::from_dir(dir.path()).unwrap();
+    let link = gater_transport_quic::QuicLink::new(&[dead, server.addr], tls, options).unwrap();
+    let client = gater_core::dispatch::RemoteGater::new(link);
+    with_store(&client).await;
+    assert_eq!(client.link().connected_to(), Some(server.addr));
+    server.shut_down().await;
+    drop(silent);
+}
+
+#[tokio::test]
 async fn a_request_in_flight_when_the_connection_drops_is_retryable_unavailable() {
     let dir = dev_dir();
     let gater = TestGater::new();
@@ -550,5 +592,44 @@ async fn connections_over_the_limit_are_refused() {
         first.get_store_config(&store("s")).await,
         Ok(StoreConfig::default())
     );
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_one_connection_each_get_their_own_answer() {
+    let dir = dev_dir();
+    // A small bound on the server: requests past it wait, none is lost.
+    let server = start_with(
+        TestGater::new(),
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        |config| config.streams_per_connection_max = 4,
+    );
+    let options = ClientOptions {
+        in_flight_max: 16,
+        ..ClientOptions::default()
+    };
+    let tls = ClientTls::from_dir(dir.path()).unwrap();
+    let client = connect(&[server.addr], tls, options).await.unwrap();
+    with_store(&client).await;
+    let s = store("s");
+    // Stream i holds i + 1 events, so its version names it.
+    for i in 0..40u64 {
+        let events = (0..=i).map(|n| event(i * 100 + n)).collect();
+        client
+            .append_events(&s, &stream(&format!("s-{i}")), ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+    let calls = (0..40u64).map(|i| {
+        let (client, s) = (&client, &s);
+        async move {
+            let version = client.get_version(s, &stream(&format!("s-{i}"))).await;
+            (i, version)
+        }
+    });
+    for (i, version) in futures::future::join_all(calls).await {
+        assert_eq!(version, Ok(Some(i)), "stream s-{i}");
+    }
     server.shut_down().await;
 }

@@ -9,7 +9,8 @@
 //! - dependency arrows between the workspace crates follow ARCHITECTURE.md
 //!   (the codemap and its invariants): libraries point at the core, only the
 //!   `gater` application may depend on every crate, and nothing depends on it;
-//! - the code is formatted.
+//! - the code is formatted;
+//! - README's "From a Rust service" code is the client example's, word for word.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -53,6 +54,7 @@ const ALLOWED_ARROWS: &[(&str, &[&str])] = &[
             "gater-proxy",
         ],
     ),
+    ("gater-cqrs-es", &["gater-core"]),
     // Test and benchmark helpers: a dev-dependency only, never shipped.
     ("gater-testkit", &[]),
 ];
@@ -231,6 +233,7 @@ fn every_rust_file_opens_with_a_module_doc() {
         "gater-transport-quic",
         "gater-proxy",
         "gater",
+        "gater-cqrs-es",
         "xtask",
         "fuzz",
     ] {
@@ -247,6 +250,45 @@ fn every_rust_file_opens_with_a_module_doc() {
         .map(|f| f.strip_prefix(&root).unwrap_or(f).display().to_string())
         .collect();
     assert!(missing.is_empty(), "files without a //! doc: {missing:?}");
+}
+
+/// The example whose marked part README shows, and the README section showing it.
+const README_EXAMPLE: &str = "gater/examples/client.rs";
+const README_EXAMPLE_SECTION: &str = "### From a Rust service";
+
+#[test]
+fn readme_client_code_is_the_compiled_example() {
+    let root = project_root();
+    let example = fs::read_to_string(root.join(README_EXAMPLE)).expect("the example exists");
+    let marked: Vec<&str> = example
+        .lines()
+        .skip_while(|l| l.trim() != "// README: begin")
+        .skip(1)
+        .take_while(|l| l.trim() != "// README: end")
+        .collect();
+    assert!(!marked.is_empty(), "{README_EXAMPLE} has README markers");
+    let indent = marked
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let expected: Vec<&str> = marked
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect();
+    let readme = fs::read_to_string(root.join("README.md")).expect("README.md exists");
+    let shown: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| *l != README_EXAMPLE_SECTION)
+        .skip_while(|l| !l.starts_with("```rust"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    assert_eq!(
+        shown, expected,
+        "README's {README_EXAMPLE_SECTION:?} code differs from {README_EXAMPLE}'s marked part"
+    );
 }
 
 #[test]

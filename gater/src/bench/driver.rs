@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use gater_core::Error;
 use tokio::time::Instant;
 
+use super::cpu::{CpuProbe, CpuUse};
 use super::latency::Latencies;
 
 /// Warm-up and measured window of one case.
@@ -45,6 +46,8 @@ pub(crate) struct Tally {
     pub(crate) errors: BTreeMap<String, u64>,
     /// Length of the measured window.
     pub(crate) measured: Duration,
+    /// CPU time each probed process used in the measured window.
+    pub(crate) cpu: Vec<CpuUse>,
 }
 
 impl Tally {
@@ -56,6 +59,7 @@ impl Tally {
             events: 0,
             errors: BTreeMap::new(),
             measured,
+            cpu: Vec::new(),
         }
     }
 
@@ -107,11 +111,26 @@ pub(crate) fn per_second(count: u64, window: Duration) -> f64 {
     }
 }
 
-/// Runs every client concurrently for `timing`, then merges their tallies.
-pub(crate) async fn closed_loop<C: Client>(clients: Vec<C>, timing: Timing) -> Tally {
+/// Runs every client concurrently for `timing`, then merges their tallies;
+/// the CPU time of `probe`'s processes is sampled as the measured window
+/// opens and closes.
+pub(crate) async fn closed_loop<C: Client>(
+    clients: Vec<C>,
+    timing: Timing,
+    probe: &CpuProbe,
+) -> Tally {
     let start = Instant::now();
     let measure_from = start + timing.warmup;
     let until = measure_from + timing.measure;
+    let sampler = (!probe.is_empty()).then(|| {
+        let probe = probe.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from).await;
+            let first = probe.sample();
+            tokio::time::sleep_until(until).await;
+            probe.used(&first, &probe.sample())
+        })
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for mut client in clients {
         tasks.spawn(async move {
@@ -137,6 +156,10 @@ pub(crate) async fn closed_loop<C: Client>(clients: Vec<C>, timing: Timing) -> T
             // A client panicked: count it, as the figures would otherwise be silently short.
             Err(_) => *total.errors.entry("client_panic".to_owned()).or_default() += 1,
         }
+    }
+    if let Some(sampler) = sampler {
+        // The sampler only reads files; it ends by `until`, as the clients do.
+        total.cpu = sampler.await.unwrap_or_default();
     }
     total
 }
@@ -169,7 +192,7 @@ mod tests {
             measure: Duration::from_millis(1000),
         };
         let clients = (0..4).map(|_| Counting { every: 5, n: 0 }).collect();
-        let tally = closed_loop(clients, timing).await;
+        let tally = closed_loop(clients, timing, &CpuProbe::this_process("bench")).await;
         let attempts = tally.ops + tally.error_count();
         // Paused time: each client completes one op per millisecond, so the
         // window holds 1000 per client, whatever the warm-up did.
@@ -179,6 +202,9 @@ mod tests {
         assert_eq!(tally.latencies.summary().map(|s| s.count), Some(tally.ops));
         assert_eq!(tally.ops_per_s(), 3200.0);
         assert_eq!(tally.events_per_s(), 32_000.0);
+        if cfg!(target_os = "linux") {
+            assert_eq!(tally.cpu.len(), 1, "the window's CPU time is reported");
+        }
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //! not), no network setup of its own beyond loopback servers in the suite.
 
 mod args;
+mod cpu;
 mod driver;
 mod failover;
 mod latency;
+mod processes;
 mod report;
 mod subscriptions;
 mod suite;
@@ -47,7 +49,9 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> Result<()> {
                 global.json,
                 suite::COMPARE_CASE_COUNT + suite::POSTGRES_CASE_COUNT,
             );
-            suite::compare(&params, args.postgres_url.as_deref(), &mut recorder).await?;
+            let binary = std::env::current_exe().context("cannot find the gater binary")?;
+            let postgres_url = args.postgres_url.as_deref();
+            suite::compare(&params, Some(&binary), postgres_url, &mut recorder).await?;
             let cases = recorder.finish();
             (
                 "compare".to_owned(),

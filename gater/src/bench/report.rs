@@ -43,6 +43,14 @@ pub(crate) mod metric {
     pub(crate) const P50_US: &str = "p50_us";
     /// 99th percentile latency, microseconds.
     pub(crate) const P99_US: &str = "p99_us";
+    /// User + system CPU time of every process of the case per acknowledged
+    /// append in the measured window, microseconds.
+    pub(crate) const CPU_US_PER_APPEND: &str = "cpu_us_per_append";
+
+    /// [`CPU_US_PER_APPEND`] of one process, by its role (`bench`, `client`, `proxy`, `worker`).
+    pub(crate) fn cpu_us_per_append(role: &str) -> String {
+        format!("{CPU_US_PER_APPEND}_{role}")
+    }
 }
 
 /// One run of `gater bench`: every case, then ratios and goals.

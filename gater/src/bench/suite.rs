@@ -1,6 +1,7 @@
 //! The case lists: every workload against one server, and the in-process
 //! compare suite with its ratios and goals.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -8,6 +9,7 @@ use gater_core::{BoxGater, StoreConfig};
 use gater_store::{PostgresOptions, Store, StoreOptions};
 
 use super::args::{BenchArgs, Workload};
+use super::cpu::CpuProbe;
 use super::report::{metric, Bound, CaseResult, Goal, RatioSpec, Subject};
 use super::targets::{self, TargetKind};
 use super::workload::{self, Params, ReadMode, StoreNames};
@@ -15,12 +17,16 @@ use super::{failover, subscriptions, Recorder};
 
 /// The targets of the transport comparison, in the order they run. The
 /// PostgreSQL backend is compared separately (W1 and W4, see `postgres`).
-pub(crate) const COMPARE_TARGETS: [TargetKind; 4] = [
+pub(crate) const COMPARE_TARGETS: [TargetKind; 5] = [
     TargetKind::Embedded,
     TargetKind::Mem,
     TargetKind::Quic,
     TargetKind::QuicProxy,
+    TargetKind::QuicProxySeparate,
 ];
+/// Events per append of the W1 cases over QUIC besides 1: large frames
+/// through the proxy against QUIC direct.
+const LARGE_BATCHES: [u32; 2] = [10, 100];
 /// Clients of the W1 transport comparison.
 const COMPARE_CLIENTS: usize = 64;
 /// Clients of W2 in the suite.
@@ -33,6 +39,9 @@ const NO_GROUP_COMMIT: &str = "embedded-no-group-commit";
 const POSTGRES: &str = "postgres";
 /// Cases the PostgreSQL comparison adds on a machine with PostgreSQL: W1 and the four W4 reads.
 pub(crate) const POSTGRES_CASE_COUNT: u64 = 1 + 4;
+/// Cases of the target with separate proxy and worker processes (W1 at
+/// each batch size, W3), run only when the suite knows the `gater` binary.
+pub(crate) const SEPARATE_CASE_COUNT: u64 = 1 + LARGE_BATCHES.len() as u64 + 1;
 
 /// Runs the workloads `args` selects against `gater` (a server); target name `server`.
 pub(crate) async fn server(
@@ -43,22 +52,18 @@ pub(crate) async fn server(
 ) -> Result<()> {
     let params = args.params();
     let target = "server";
+    let cpu = CpuProbe::this_process("client");
     for workload in &args.workloads {
         match workload {
             Workload::W1 => {
                 for &clients in &args.clients {
                     for &batch in &args.events_per_append {
-                        w1(
-                            gater,
-                            names,
-                            &params,
-                            target,
-                            "w1",
-                            clients as usize,
+                        let case = W1 {
+                            group: "w1",
+                            clients: clients as usize,
                             batch,
-                            recorder,
-                        )
-                        .await?;
+                        };
+                        w1(gater, names, &params, target, &cpu, case, recorder).await?;
                     }
                 }
             }
@@ -79,6 +84,7 @@ pub(crate) async fn server(
                     names,
                     &params,
                     target,
+                    &cpu,
                     args.latency_clients as usize,
                     recorder,
                 )
@@ -104,12 +110,33 @@ pub(crate) fn server_case_count(args: &BenchArgs) -> u64 {
         .sum()
 }
 
-/// Cases [`compare`] runs, for the progress bar.
-pub(crate) const COMPARE_CASE_COUNT: u64 = 2 * COMPARE_TARGETS.len() as u64 + 1 + 1 + 4 + 3 + 1;
+/// Cases [`compare`] runs when it knows the `gater` binary (else
+/// [`SEPARATE_CASE_COUNT`] fewer), for the progress bar.
+pub(crate) const COMPARE_CASE_COUNT: u64 = 2 * (COMPARE_TARGETS.len() as u64 - 1)
+    + 2 * LARGE_BATCHES.len() as u64
+    + SEPARATE_CASE_COUNT
+    + 1
+    + 1
+    + 4
+    + 3
+    + 1;
 
-/// The compare suite: every target side by side, in this process.
+/// The W1 group of `batch` events per append.
+fn w1_group(batch: u32) -> String {
+    if batch == 1 {
+        W1_GROUP.to_owned()
+    } else {
+        format!("w1-c{COMPARE_CLIENTS}-e{batch}")
+    }
+}
+
+/// The compare suite: every target side by side, in this process, except
+/// the separate proxy and worker processes, run from `binary` (the `gater`
+/// binary; without it that target is skipped, with a note), and PostgreSQL
+/// at `postgres_url`.
 pub(crate) async fn compare(
     params: &Params,
+    binary: Option<&Path>,
     postgres_url: Option<&str>,
     recorder: &mut Recorder,
 ) -> Result<()> {
@@ -117,14 +144,30 @@ pub(crate) async fn compare(
     let certs = targets::dev_certs(dir.path())?;
     let names = StoreNames::new("bench");
     for kind in COMPARE_TARGETS {
+        if kind == TargetKind::QuicProxySeparate && binary.is_none() {
+            recorder.note("quic+proxy-processes: skipped, no gater binary");
+            continue;
+        }
         recorder.note(&format!("starting {}", kind.name()));
-        let target = targets::open(kind, dir.path(), &certs).await?;
-        let (g, t) = (&target.gater, kind.name());
-        w1(g, &names, params, t, W1_GROUP, COMPARE_CLIENTS, 1, recorder).await?;
-        w3(g, &names, params, t, 1, recorder).await?;
+        let target = targets::open(kind, dir.path(), &certs, binary).await?;
+        let (g, t, cpu) = (&target.gater, kind.name(), &target.cpu);
+        let large: &[u32] = match kind {
+            TargetKind::Embedded | TargetKind::Mem => &[],
+            _ => &LARGE_BATCHES,
+        };
+        for &batch in [1].iter().chain(large) {
+            let group = w1_group(batch);
+            let case = W1 {
+                group: &group,
+                clients: COMPARE_CLIENTS,
+                batch,
+            };
+            w1(g, &names, params, t, cpu, case, recorder).await?;
+        }
+        w3(g, &names, params, t, cpu, 1, recorder).await?;
         target.close().await;
     }
-    let target = targets::open(TargetKind::Embedded, dir.path(), &certs).await?;
+    let target = targets::open(TargetKind::Embedded, dir.path(), &certs, None).await?;
     let g = &target.gater;
     let off = Params {
         store_config: StoreConfig {
@@ -133,14 +176,18 @@ pub(crate) async fn compare(
         },
         ..params.clone()
     };
+    let case = W1 {
+        group: W1_GROUP,
+        clients: COMPARE_CLIENTS,
+        batch: 1,
+    };
     w1(
         g,
         &names,
         &off,
         NO_GROUP_COMMIT,
-        W1_GROUP,
-        COMPARE_CLIENTS,
-        1,
+        &target.cpu,
+        case,
         recorder,
     )
     .await?;
@@ -174,22 +221,41 @@ async fn postgres(
     let store = Store::open_postgres(options, PostgresOptions::new(url.to_owned())).await?;
     let gater: BoxGater = Arc::new(store.clone());
     let (g, t) = (&gater, POSTGRES);
-    w1(g, names, params, t, W1_GROUP, COMPARE_CLIENTS, 1, recorder).await?;
+    let case = W1 {
+        group: W1_GROUP,
+        clients: COMPARE_CLIENTS,
+        batch: 1,
+    };
+    let cpu = CpuProbe::this_process("bench");
+    w1(g, names, params, t, &cpu, case, recorder).await?;
     w4(g, names, params, t, recorder).await?;
     drop(gater);
     store.shutdown().await;
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)] // a case is fully described by these
+/// The shape of one W1 case.
+#[derive(Clone, Copy, Debug)]
+struct W1<'a> {
+    /// The comparison it belongs to.
+    group: &'a str,
+    /// Concurrent appenders.
+    clients: usize,
+    /// Events per append.
+    batch: u32,
+}
+
 async fn w1(
     gater: &BoxGater,
     names: &StoreNames,
     params: &Params,
     target: &str,
-    group: &str,
-    clients: usize,
-    batch: u32,
+    cpu: &CpuProbe,
+    W1 {
+        group,
+        clients,
+        batch,
+    }: W1<'_>,
     recorder: &mut Recorder,
 ) -> Result<()> {
     let mut case = CaseResult::new("w1", target, group, &format!("c{clients}/e{batch}"));
@@ -205,7 +271,7 @@ async fn w1(
         "group_commit".into(),
         u64::from(params.store_config.group_commit),
     );
-    let tally = workload::write_flood(gater, names, params, clients, batch).await?;
+    let tally = workload::write_flood(gater, names, params, clients, batch, cpu).await?;
     workload::write_figures(&mut case, &tally);
     recorder.record(case);
     Ok(())
@@ -234,13 +300,14 @@ async fn w3(
     names: &StoreNames,
     params: &Params,
     target: &str,
+    cpu: &CpuProbe,
     clients: usize,
     recorder: &mut Recorder,
 ) -> Result<()> {
     let mut case = CaseResult::new("w3", target, "w3", &format!("c{clients}"));
     recorder.starting(&case.id);
     case.params.insert("clients".into(), clients as u64);
-    let tally = workload::write_flood(gater, names, params, clients, 1).await?;
+    let tally = workload::write_flood(gater, names, params, clients, 1, cpu).await?;
     workload::write_figures(&mut case, &tally);
     recorder.record(case);
     Ok(())
@@ -296,17 +363,19 @@ async fn w5(
 
 /// The ratios the compare suite reports.
 pub(crate) fn compare_ratios() -> Vec<RatioSpec> {
-    const W1: [&str; 4] = [
+    const W1: [&str; 5] = [
         "w1/embedded/c64/e1",
         "w1/mem/c64/e1",
         "w1/quic/c64/e1",
         "w1/quic+proxy/c64/e1",
+        "w1/quic+proxy-processes/c64/e1",
     ];
-    const W3: [&str; 4] = [
+    const W3: [&str; 5] = [
         "w3/embedded/c1",
         "w3/mem/c1",
         "w3/quic/c1",
         "w3/quic+proxy/c1",
+        "w3/quic+proxy-processes/c1",
     ];
     let ratio = |name, numerator, denominator, metric| RatioSpec {
         name,
@@ -314,58 +383,66 @@ pub(crate) fn compare_ratios() -> Vec<RatioSpec> {
         denominator,
         metric,
     };
+    let eps = metric::EVENTS_PER_S;
+    let p50 = metric::P50_US;
     vec![
+        ratio("W1 events/s: mem / embedded", W1[1], W1[0], eps),
+        ratio("W1 events/s: quic / embedded", W1[2], W1[0], eps),
+        ratio("W1 events/s: quic+proxy / embedded", W1[3], W1[0], eps),
+        ratio("W1 events/s: quic+proxy / quic", W1[3], W1[2], eps),
         ratio(
-            "W1 events/s: mem / embedded",
-            W1[1],
-            W1[0],
-            metric::EVENTS_PER_S,
-        ),
-        ratio(
-            "W1 events/s: quic / embedded",
+            "W1 events/s: quic+proxy-processes / quic",
+            W1[4],
             W1[2],
-            W1[0],
-            metric::EVENTS_PER_S,
+            eps,
         ),
         ratio(
-            "W1 events/s: quic+proxy / embedded",
-            W1[3],
-            W1[0],
-            metric::EVENTS_PER_S,
+            "W1 e10 events/s: quic+proxy / quic",
+            "w1/quic+proxy/c64/e10",
+            "w1/quic/c64/e10",
+            eps,
         ),
         ratio(
-            "W1 events/s: quic+proxy / quic",
-            W1[3],
-            W1[2],
-            metric::EVENTS_PER_S,
+            "W1 e100 events/s: quic+proxy / quic",
+            "w1/quic+proxy/c64/e100",
+            "w1/quic/c64/e100",
+            eps,
         ),
-        ratio("W3 p50: mem / embedded", W3[1], W3[0], metric::P50_US),
-        ratio("W3 p50: quic / embedded", W3[2], W3[0], metric::P50_US),
         ratio(
-            "W3 p50: quic+proxy / embedded",
-            W3[3],
-            W3[0],
-            metric::P50_US,
+            "W1 e10 events/s: quic+proxy-processes / quic",
+            "w1/quic+proxy-processes/c64/e10",
+            "w1/quic/c64/e10",
+            eps,
         ),
-        ratio("W3 p50: quic+proxy / quic", W3[3], W3[2], metric::P50_US),
+        ratio(
+            "W1 e100 events/s: quic+proxy-processes / quic",
+            "w1/quic+proxy-processes/c64/e100",
+            "w1/quic/c64/e100",
+            eps,
+        ),
+        ratio("W3 p50: mem / embedded", W3[1], W3[0], p50),
+        ratio("W3 p50: quic / embedded", W3[2], W3[0], p50),
+        ratio("W3 p50: quic+proxy / embedded", W3[3], W3[0], p50),
+        ratio("W3 p50: quic+proxy / quic", W3[3], W3[2], p50),
+        ratio("W3 p50: quic+proxy-processes / quic", W3[4], W3[2], p50),
         ratio(
             "W1 events/s: group commit on / off",
             W1[0],
             "w1/embedded-no-group-commit/c64/e1",
-            metric::EVENTS_PER_S,
+            eps,
         ),
         // Present only where the machine has PostgreSQL (otherwise no value).
         ratio(
             "W1 events/s: postgres / embedded",
             "w1/postgres/c64/e1",
             W1[0],
-            metric::EVENTS_PER_S,
+            eps,
         ),
         ratio(
             "W4 100-event pages forward events/s: postgres / embedded",
             "w4/postgres/page-forward",
             "w4/embedded/page-forward",
-            metric::EVENTS_PER_S,
+            eps,
         ),
     ]
 }
@@ -438,10 +515,37 @@ pub(crate) fn compare_goals() -> Vec<Goal> {
             AtMost,
             5_000.0,
         ),
+        figure(
+            "W1 QUIC through proxy processes events/s",
+            "w1/quic+proxy-processes/c64/e1",
+            eps,
+            AtLeast,
+            40_000.0,
+        ),
+        ratio(
+            "QUIC direct ≥ 75% of embedded (W1)",
+            "W1 events/s: quic / embedded",
+            0.75,
+        ),
         ratio(
             "proxy ≥ 80% of direct (W1)",
             "W1 events/s: quic+proxy / quic",
             0.8,
+        ),
+        ratio(
+            "proxy processes ≥ 80% of direct (W1)",
+            "W1 events/s: quic+proxy-processes / quic",
+            0.8,
+        ),
+        ratio(
+            "proxy ≥ 85% of direct (W1, 10 events per append)",
+            "W1 e10 events/s: quic+proxy / quic",
+            0.85,
+        ),
+        ratio(
+            "proxy ≥ 85% of direct (W1, 100 events per append)",
+            "W1 e100 events/s: quic+proxy / quic",
+            0.85,
         ),
         ratio(
             "group commit ≥ 20× none (W1)",
@@ -513,13 +617,17 @@ mod tests {
         }
         let url = server.as_ref().map(PgServer::url);
         let mut recorder = Recorder::hidden();
-        compare(&tiny(), url.as_deref(), &mut recorder)
+        // A unit test runs in the test binary, not `gater`: no separate processes.
+        compare(&tiny(), None, url.as_deref(), &mut recorder)
             .await
             .unwrap();
         let cases = recorder.finish();
         let on_postgres = cases.iter().any(|c| c.target == POSTGRES);
         let postgres_cases = if on_postgres { POSTGRES_CASE_COUNT } else { 0 };
-        assert_eq!(cases.len() as u64, COMPARE_CASE_COUNT + postgres_cases);
+        assert_eq!(
+            cases.len() as u64,
+            COMPARE_CASE_COUNT - SEPARATE_CASE_COUNT + postgres_cases
+        );
         for case in &cases {
             assert!(!case.figures.is_empty(), "{} has no figures", case.id);
             assert!(
@@ -534,6 +642,12 @@ mod tests {
             if !on_postgres && spec.numerator.contains(POSTGRES) {
                 continue;
             }
+            if spec
+                .numerator
+                .contains(TargetKind::QuicProxySeparate.name())
+            {
+                continue;
+            }
             assert!(ids.contains(&spec.numerator), "{} missing", spec.numerator);
             assert!(
                 ids.contains(&spec.denominator),
@@ -543,9 +657,25 @@ mod tests {
         }
         for goal in compare_goals() {
             if let Subject::Figure { case, metric } = &goal.subject {
+                if case.contains(TargetKind::QuicProxySeparate.name()) {
+                    continue;
+                }
                 let case = cases.iter().find(|c| &c.id == case).unwrap();
                 assert!(case.value(metric).is_some(), "{}: no {metric}", case.id);
             }
+        }
+        let cpu_cases = cases
+            .iter()
+            .filter(|c| c.workload == "w1" || c.workload == "w3")
+            // Tiny windows may end before a slow debug build acknowledges an append.
+            .filter(|c| c.value(metric::APPENDS_PER_S) > Some(0.0))
+            .filter(|_| cfg!(target_os = "linux"));
+        for case in cpu_cases {
+            assert!(
+                case.value(metric::CPU_US_PER_APPEND).is_some(),
+                "{}: no CPU time per append",
+                case.id
+            );
         }
         let w6 = cases.iter().find(|c| c.workload == "w6").unwrap();
         assert_eq!(

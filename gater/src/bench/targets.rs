@@ -1,7 +1,8 @@
-//! The targets the compare suite measures side by side, all in this process:
-//! the embedded store called directly, through the mem transport, over QUIC
-//! on loopback, and over QUIC through a proxy whose worker is itself reached
-//! over QUIC (the cluster's path, hop for hop).
+//! The targets the compare suite measures side by side: the embedded store
+//! called directly, through the mem transport, over QUIC on loopback, and
+//! over QUIC through a proxy whose worker is itself reached over QUIC (the
+//! cluster's path, hop for hop), all in this process; and the same path with
+//! the proxy and the worker as separate `gater` processes, as users run it.
 //!
 //! Adding a target is one [`TargetKind`]
 //! variant, its arm in [`open`] and its entry in the suite's list; the
@@ -19,6 +20,9 @@ use gater_transport_quic::{connect, ClientOptions, ClientTls, Server, ServerConf
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::cpu::CpuProbe;
+use super::processes::ServerProcess;
+
 /// What serves the requests of a case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TargetKind {
@@ -30,6 +34,8 @@ pub(crate) enum TargetKind {
     Quic,
     /// A QUIC server in front of a proxy whose worker is a QUIC server in front of the store.
     QuicProxy,
+    /// [`TargetKind::QuicProxy`] with the proxy and the worker as separate `gater` processes.
+    QuicProxySeparate,
 }
 
 impl TargetKind {
@@ -40,6 +46,7 @@ impl TargetKind {
             TargetKind::Mem => "mem",
             TargetKind::Quic => "quic",
             TargetKind::QuicProxy => "quic+proxy",
+            TargetKind::QuicProxySeparate => "quic+proxy-processes",
         }
     }
 }
@@ -48,8 +55,11 @@ impl TargetKind {
 pub(crate) struct Target {
     /// The client side.
     pub(crate) gater: BoxGater,
-    store: Store,
+    /// The processes whose CPU time the target's cases report.
+    pub(crate) cpu: CpuProbe,
+    store: Option<Store>,
     servers: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
+    processes: Vec<ServerProcess>,
 }
 
 impl std::fmt::Debug for Target {
@@ -60,20 +70,35 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// Starts `kind` with its data under `dir`; QUIC targets use the certificates in `certs`.
-pub(crate) async fn open(kind: TargetKind, dir: &Path, certs: &Path) -> Result<Target> {
-    let mut options = StoreOptions::new(dir.join(kind.name().replace('+', "-")));
+/// Starts `kind` with its data under `dir`; QUIC targets use the
+/// certificates in `certs`. [`TargetKind::QuicProxySeparate`] runs `gater`
+/// processes from `binary` (the `gater` binary), which it needs.
+pub(crate) async fn open(
+    kind: TargetKind,
+    dir: &Path,
+    certs: &Path,
+    binary: Option<&Path>,
+) -> Result<Target> {
+    let data = dir.join(kind.name().replace('+', "-"));
+    if kind == TargetKind::QuicProxySeparate {
+        let binary = binary.context("separate server processes need the gater binary")?;
+        return separate(&data, certs, binary).await;
+    }
+    let mut options = StoreOptions::new(data);
     options.worker_id = format!("bench-{}", kind.name());
     let store = Store::open(options)
         .await
         .context("cannot open the store")?;
     let mut target = Target {
         gater: Arc::new(store.clone()),
-        store: store.clone(),
+        cpu: CpuProbe::this_process("bench"),
+        store: Some(store.clone()),
         servers: Vec::new(),
+        processes: Vec::new(),
     };
     match kind {
-        TargetKind::Embedded => {}
+        // The separate processes were started above; the store opened here is not theirs.
+        TargetKind::Embedded | TargetKind::QuicProxySeparate => {}
         TargetKind::Mem => {
             target.gater = Arc::new(gater_transport_mem::serve(store).client());
         }
@@ -93,6 +118,58 @@ pub(crate) async fn open(kind: TargetKind, dir: &Path, certs: &Path) -> Result<T
         }
     }
     Ok(target)
+}
+
+/// A `gater worker` process behind a `gater proxy` process, both on loopback.
+async fn separate(data: &Path, certs: &Path, binary: &Path) -> Result<Target> {
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    let worker_dir = data.join("worker");
+    let worker_dir = worker_dir.to_str().context("the data path is not UTF-8")?;
+    let listen = "127.0.0.1:0";
+    let worker = ServerProcess::start(
+        binary,
+        certs,
+        &[
+            "worker",
+            "--data-dir",
+            worker_dir,
+            "--listen",
+            listen,
+            "--id",
+            "bench-worker",
+        ],
+        &data.join("worker.log"),
+    )
+    .await?;
+    let worker_addr = worker.addr().to_string();
+    let proxy = ServerProcess::start(
+        binary,
+        certs,
+        &["proxy", "--listen", listen, "--worker", &worker_addr],
+        &data.join("proxy.log"),
+    )
+    .await;
+    let proxy = match proxy {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            worker.stop().await;
+            return Err(e);
+        }
+    };
+    let mut cpu = CpuProbe::this_process("client");
+    for (role, process) in [("proxy", &proxy), ("worker", &worker)] {
+        if let Some(pid) = process.pid() {
+            cpu = cpu.with(role, pid);
+        }
+    }
+    let gater = quic_client(proxy.addr(), certs).await?;
+    Ok(Target {
+        gater,
+        cpu,
+        store: None,
+        servers: Vec::new(),
+        processes: vec![worker, proxy],
+    })
 }
 
 impl Target {
@@ -117,7 +194,12 @@ impl Target {
             let _ = stop.send(());
             let _ = task.await;
         }
-        self.store.shutdown().await;
+        for process in self.processes.into_iter().rev() {
+            process.stop().await;
+        }
+        if let Some(store) = self.store {
+            store.shutdown().await;
+        }
     }
 }
 

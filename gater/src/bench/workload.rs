@@ -11,6 +11,7 @@ use gater_core::{
     StoreId, StreamId,
 };
 
+use super::cpu::CpuProbe;
 use super::driver::{closed_loop, Client, Tally, Timing};
 use super::report::{metric, CaseResult};
 
@@ -188,6 +189,7 @@ pub(crate) async fn write_flood(
     params: &Params,
     clients: usize,
     batch: u32,
+    probe: &CpuProbe,
 ) -> Result<Tally, Error> {
     let store = fresh_store(gater, names, params.store_config).await?;
     let streams = stream_ids(params.streams);
@@ -200,7 +202,7 @@ pub(crate) async fn write_flood(
             batch: batch.max(1),
         })
         .collect();
-    let tally = closed_loop(writers, params.timing).await;
+    let tally = closed_loop(writers, params.timing, probe).await;
     drop_store(gater, &store).await;
     Ok(tally)
 }
@@ -214,6 +216,17 @@ pub(crate) fn write_figures(case: &mut CaseResult, tally: &Tally) {
         .insert(metric::APPENDS_PER_S.into(), tally.ops_per_s());
     case.latency = tally.latencies.summary();
     case.errors = tally.errors.clone();
+    if tally.ops > 0 && !tally.cpu.is_empty() {
+        let per_append = |time: std::time::Duration| time.as_secs_f64() * 1e6 / tally.ops as f64;
+        let mut total = std::time::Duration::ZERO;
+        for used in &tally.cpu {
+            total += used.time;
+            case.figures
+                .insert(metric::cpu_us_per_append(used.role), per_append(used.time));
+        }
+        case.figures
+            .insert(metric::CPU_US_PER_APPEND.into(), per_append(total));
+    }
 }
 
 /// A W2 client: reads a hot stream's version, then appends expecting exactly it.
@@ -258,7 +271,7 @@ pub(crate) async fn contention(
             maker: EventMaker::new(client_seed(params.seed, &store, i)),
         })
         .collect();
-    let tally = closed_loop(contenders, params.timing).await;
+    let tally = closed_loop(contenders, params.timing, &CpuProbe::none()).await;
     drop_store(gater, &store).await;
     write_figures(case, &tally);
     let conflicts = tally
@@ -421,7 +434,7 @@ pub(crate) async fn reads(
             mode,
         })
         .collect();
-    closed_loop(readers, params.timing).await
+    closed_loop(readers, params.timing, &CpuProbe::none()).await
 }
 
 /// W4's full scan: one reader over the global log.
@@ -431,7 +444,7 @@ pub(crate) async fn scan(gater: &BoxGater, store: &StoreId, params: &Params) -> 
         store: store.clone(),
         next: Position::START,
     };
-    closed_loop(vec![scanner], params.timing).await
+    closed_loop(vec![scanner], params.timing, &CpuProbe::none()).await
 }
 
 /// Fills a case's figures from a read tally.

@@ -1,6 +1,7 @@
 //! The SVG chart of a report, drawn with plotters: one panel of throughput
-//! bars per comparison group, side by side, and one panel of latency
-//! percentile curves.
+//! bars per comparison group, side by side, one panel of CPU time per append
+//! (each process of each case) per group that reports it, and one panel of
+//! latency percentile curves.
 
 use anyhow::{anyhow, Result};
 use plotters::coord::ranged1d::SegmentValue;
@@ -26,16 +27,18 @@ const PALETTE: [RGBColor; 6] = [
 /// Percentiles above this are left off the curves (the maximum has no place on a nines axis).
 const CURVE_PERCENTILE_MAX: f64 = 99.99;
 
-/// A throughput panel: the cases of one group that report a rate.
-struct BarPanel<'a> {
-    group: &'a str,
+/// A panel of bars: the cases of one group that report a rate, or the CPU
+/// time per append of their processes.
+struct BarPanel {
+    group: String,
     unit: &'static str,
     bars: Vec<(String, f64)>,
 }
 
 /// Draws the chart; an SVG document.
 pub(crate) fn render(report: &Report) -> Result<String> {
-    let panels = bar_panels(report);
+    let mut panels = bar_panels(report);
+    panels.extend(cpu_panels(report));
     let curves: Vec<&Case> = report
         .cases
         .iter()
@@ -70,8 +73,8 @@ fn label(id: &str, unit: &str) -> String {
 }
 
 /// Groups (in report order) with at least two cases reporting a rate.
-fn bar_panels(report: &Report) -> Vec<BarPanel<'_>> {
-    let mut panels: Vec<BarPanel<'_>> = Vec::new();
+fn bar_panels(report: &Report) -> Vec<BarPanel> {
+    let mut panels: Vec<BarPanel> = Vec::new();
     for case in &report.cases {
         // A live case's rate is the configured write rate, not a measurement.
         let Some((unit, rate)) = case.rate().filter(|_| !case.id.ends_with("/live")) else {
@@ -83,7 +86,7 @@ fn bar_panels(report: &Report) -> Vec<BarPanel<'_>> {
             }
             Some(panel) => panel.bars.push((case.id.clone(), rate)),
             None => panels.push(BarPanel {
-                group: &case.group,
+                group: case.group.clone(),
                 unit,
                 bars: vec![(case.id.clone(), rate)],
             }),
@@ -93,9 +96,32 @@ fn bar_panels(report: &Report) -> Vec<BarPanel<'_>> {
     panels
 }
 
+/// Groups (in report order) whose cases report CPU time per append: one bar
+/// per process of each case, labelled with the case's target and the process's role.
+fn cpu_panels(report: &Report) -> Vec<BarPanel> {
+    let mut panels: Vec<BarPanel> = Vec::new();
+    for case in &report.cases {
+        let group = format!("{} CPU per append", case.group);
+        let bars = case
+            .cpu_per_append()
+            .into_iter()
+            .map(|(role, v)| (format!("{} {role}", case.target), v));
+        match panels.iter_mut().find(|p| p.group == group) {
+            Some(panel) => panel.bars.extend(bars),
+            None => panels.push(BarPanel {
+                group,
+                unit: "µs",
+                bars: bars.collect(),
+            }),
+        }
+    }
+    panels.retain(|p| !p.bars.is_empty());
+    panels
+}
+
 fn draw_bars<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
-    panel: &BarPanel<'_>,
+    panel: &BarPanel,
 ) -> Result<()> {
     let top = panel.bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0) * 1.15;
     let mut chart = ChartBuilder::on(area)
@@ -222,6 +248,8 @@ mod tests {
         assert!(svg.contains("transport-w1 (events_per_s)"));
         assert!(svg.contains("w1/embedded/c64/e1"));
         assert!(svg.contains("latency by percentile"));
+        assert!(svg.contains("transport-w1 CPU per append (µs)"));
+        assert!(svg.contains("quic proxy"));
         assert!(svg.contains("<rect"));
         assert!(svg.contains("<polyline"));
     }

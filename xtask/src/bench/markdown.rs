@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::schema::{Case, Report};
+use super::schema::{Case, Report, CPU_US_PER_APPEND};
 
 /// The whole report as a Markdown document titled with `stamp`.
 pub(crate) fn render(report: &Report, stamp: &str) -> String {
@@ -21,8 +21,8 @@ pub(crate) fn render(report: &Report, stamp: &str) -> String {
     }
     for group in groups {
         let _ = writeln!(md, "## {group}\n");
-        md += "| case | events/s | ops/s | p50 | p95 | p99 | p99.9 | errors | other |\n";
-        md += "|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
+        md += "| case | events/s | ops/s | p50 | p95 | p99 | p99.9 | errors | CPU µs/append | other |\n";
+        md += "|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n";
         for case in report.cases.iter().filter(|c| c.group == group) {
             md += &row(case);
         }
@@ -72,11 +72,11 @@ fn row(case: &Case) -> String {
     let other: Vec<String> = case
         .figures
         .iter()
-        .filter(|(k, _)| !k.ends_with("_per_s"))
+        .filter(|(k, _)| !k.ends_with("_per_s") && !k.starts_with(CPU_US_PER_APPEND))
         .map(|(k, v)| format!("{k} {}", number(*v)))
         .collect();
     format!(
-        "| {} | {} | {ops} | {} | {} | {} | {} | {} | {} |\n",
+        "| {} | {} | {ops} | {} | {} | {} | {} | {} | {} | {} |\n",
         cell(&case.id),
         figure("events_per_s"),
         latency(|l| l.p50_us),
@@ -88,8 +88,26 @@ fn row(case: &Case) -> String {
         } else {
             errors.join(", ")
         },
+        cpu_cell(case),
         other.join(", ")
     )
+}
+
+/// The total CPU time per append, then each process's share, to a tenth of a
+/// microsecond: `60.5 (client 20.0 · proxy 18.5 · worker 22.0)`.
+fn cpu_cell(case: &Case) -> String {
+    let Some(total) = case.figures.get(CPU_US_PER_APPEND) else {
+        return String::new();
+    };
+    let parts: Vec<String> = case
+        .cpu_per_append()
+        .into_iter()
+        .map(|(role, v)| format!("{role} {v:.1}"))
+        .collect();
+    if parts.len() <= 1 {
+        return format!("{total:.1}");
+    }
+    format!("{total:.1} ({})", parts.join(" · "))
 }
 
 /// A number with thousands grouped and at most three decimals.
@@ -139,9 +157,10 @@ mod tests {
         assert!(md.contains("## transport-w1\n"));
         assert!(md.contains("## failover\n"));
         assert!(md.contains(
-            "| w1/embedded/c64/e1 | 150,000 | 150,000 | 350.0 µs | 900.0 µs | 1.50 ms | 2.00 ms | 0 |  |"
+            "| w1/embedded/c64/e1 | 150,000 | 150,000 | 350.0 µs | 900.0 µs | 1.50 ms | 2.00 ms | 0 | 12.5 |  |"
         ));
         assert!(md.contains("| w1/quic/c64/e1 | 75,000 |"));
+        assert!(md.contains("| unavailable 2 | 60.5 (client 20.0 · proxy 18.5 · worker 22.0) |"));
         assert!(md.contains("unavailable 2"));
         assert!(md.contains("duplicated 0, lost 0"));
         assert!(md.contains("| W1 events/s: quic / embedded | 0.500 |"));

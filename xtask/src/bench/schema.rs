@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 /// The report shape this crate understands.
 pub(crate) const REPORT_SCHEMA: u32 = 1;
+/// The figure of a case's CPU time per acknowledged append, microseconds;
+/// each process's share is this name, `_`, and its role.
+pub(crate) const CPU_US_PER_APPEND: &str = "cpu_us_per_append";
 
 /// One run of the benchmarks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,6 +88,17 @@ impl Case {
             .find_map(|m| self.figures.get(m).map(|v| (m, *v)))
     }
 
+    /// CPU time per append of each process of the case, by role, in figure order.
+    pub(crate) fn cpu_per_append(&self) -> Vec<(&str, f64)> {
+        self.figures
+            .iter()
+            .filter_map(|(name, v)| {
+                let role = name.strip_prefix(CPU_US_PER_APPEND)?.strip_prefix('_')?;
+                Some((role, *v))
+            })
+            .collect()
+    }
+
     /// Every figure, latency percentiles included, by name.
     pub(crate) fn all_figures(&self) -> BTreeMap<String, f64> {
         let mut all = self.figures.clone();
@@ -144,14 +158,17 @@ pub(crate) mod tests {
       "cases": [
         {"id": "w1/embedded/c64/e1", "workload": "w1", "target": "embedded", "group": "transport-w1",
          "params": {"clients": 64}, "measured_s": 3.0,
-         "figures": {"events_per_s": 150000.0, "appends_per_s": 150000.0},
+         "figures": {"events_per_s": 150000.0, "appends_per_s": 150000.0,
+                     "cpu_us_per_append": 12.5, "cpu_us_per_append_bench": 12.5},
          "latency": {"count": 10, "mean_us": 400.0, "p50_us": 350.0, "p95_us": 900.0, "p99_us": 1500.0,
                      "p999_us": 2000.0, "max_us": 2100.0,
                      "curve": [[0.0, 100.0], [50.0, 350.0], [99.0, 1500.0], [100.0, 2100.0]]},
          "errors": {}},
         {"id": "w1/quic/c64/e1", "workload": "w1", "target": "quic", "group": "transport-w1",
          "params": {"clients": 64}, "measured_s": 3.0,
-         "figures": {"events_per_s": 75000.0, "appends_per_s": 75000.0},
+         "figures": {"events_per_s": 75000.0, "appends_per_s": 75000.0,
+                     "cpu_us_per_append": 60.5, "cpu_us_per_append_client": 20.0,
+                     "cpu_us_per_append_proxy": 18.5, "cpu_us_per_append_worker": 22.0},
          "latency": {"count": 10, "mean_us": 800.0, "p50_us": 700.0, "p95_us": 1800.0, "p99_us": 3000.0,
                      "p999_us": 4000.0, "max_us": 4100.0,
                      "curve": [[0.0, 200.0], [50.0, 700.0], [99.0, 3000.0], [100.0, 4100.0]]},

@@ -1,0 +1,208 @@
+//! The server's side of a request stream: every request frame the client
+//! sends on it is answered, each answer carrying its request's id, in the
+//! order the answers are ready.
+//!
+//! One task per stream reads frames, drives the requests in flight (no task
+//! per request) and writes the answers, gathering every answer that is
+//! ready into one write from one buffer reused for the stream's life. A
+//! request takes a permit of its connection's in-flight bound before its
+//! frame is read, so a client past the bound is slowed by flow control,
+//! never buffered without limit.
+//!
+//! [`answer`] is the one point where a request is handed to the `Gater`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use gater_core::wire::{self, FrameError, Request, RequestEnvelope, Response, ResponseEnvelope};
+use gater_core::Error;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::budget::BudgetPermit;
+use crate::frame::{FrameReader, ReadFailure, COALESCE_BYTES_MAX};
+use crate::server::{stopping, Shared, Stream, STREAM_REFUSED};
+
+/// A request frame as read.
+pub(crate) enum Read {
+    /// A request to answer.
+    Request(RequestEnvelope),
+    /// A frame refused: the answer's id (0 when it could not be read), why,
+    /// and whether the stream can go on (its framing or version is not to be trusted).
+    Refused { id: u64, error: Error, fatal: bool },
+}
+
+/// Reads one request frame body; never fails (refusals are answers).
+pub(crate) fn read_request(body: &[u8]) -> Result<Read, FrameError> {
+    Ok(match wire::split_request(body) {
+        Err(e) => Read::Refused {
+            id: 0,
+            error: e.into(),
+            fatal: true,
+        },
+        Ok((header, request)) => match wire::decode_body::<Request>(request) {
+            Ok(request) => Read::Request(RequestEnvelope {
+                version: header.version,
+                id: header.id,
+                deadline_ms: header.deadline_ms,
+                request,
+            }),
+            Err(e) => Read::Refused {
+                id: header.id,
+                error: e.into(),
+                fatal: false,
+            },
+        },
+    })
+}
+
+/// Hands one request to the `Gater` and returns its result.
+pub(crate) async fn answer(shared: &Shared, envelope: RequestEnvelope) -> Result<Response, Error> {
+    let within = envelope.within();
+    shared.gater.call(envelope.request, within).await
+}
+
+/// Appends one answer frame to `out`; an answer too large for a frame
+/// becomes the error saying so.
+pub(crate) fn push_answer(out: &mut Vec<u8>, id: u64, result: Result<Response, Error>, max: u32) {
+    let Err(e) = wire::encode_into(&ResponseEnvelope { id, result }, out, max) else {
+        return;
+    };
+    let refusal = ResponseEnvelope {
+        id,
+        result: Err(e.into()),
+    };
+    if let Err(e) = wire::encode_into(&refusal, out, max) {
+        tracing::error!("cannot encode even an error response: {e}");
+    }
+}
+
+type Answering = Pin<Box<dyn Future<Output = (u64, Result<Response, Error>)> + Send>>;
+
+/// Serves the request stream whose first frame was `first`, until the client
+/// finishes it (or it fails, or the server stops), then finishes it once
+/// every request read is answered.
+pub(crate) async fn serve(
+    stream: Stream,
+    mut reader: FrameReader,
+    first: Read,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Stream {
+        shared,
+        mut send,
+        mut recv,
+    } = stream;
+    let max = shared.frame_bytes_max;
+    let mut out = Vec::new();
+    let mut in_flight: FuturesUnordered<Answering> = FuturesUnordered::new();
+    let first_permit = Arc::clone(&permits).acquire_owned().await;
+    let mut read = first_permit
+        .ok()
+        .map(|permit| (permit, reader.take_permit(), Ok(Some(first))));
+    let mut reading = true;
+    loop {
+        out.clear();
+        if let Some((permit, bytes, frame)) = read.take() {
+            let refusal = match frame {
+                Ok(Some(Read::Request(envelope))) => match envelope.request {
+                    Request::Subscribe { .. } => Some((
+                        envelope.id,
+                        Error::Protocol("a subscription opens a stream of its own".into()),
+                        false,
+                    )),
+                    _ => {
+                        let shared = Arc::clone(&shared);
+                        in_flight.push(Box::pin(handle(shared, envelope, (permit, bytes))));
+                        None
+                    }
+                },
+                Ok(Some(Read::Refused { id, error, fatal })) => Some((id, error, fatal)),
+                Ok(None) => {
+                    reading = false;
+                    None
+                }
+                Err(ReadFailure::Stream(e)) => {
+                    tracing::debug!("request stream failed: {e}");
+                    reading = false;
+                    None
+                }
+                Err(failure) => Some((0, failure.into(), true)),
+            };
+            if let Some((id, error, fatal)) = refusal {
+                if fatal {
+                    // Bad input: stop the peer sending more of it on this stream.
+                    let _ = recv.stop(STREAM_REFUSED.into());
+                    reading = false;
+                }
+                match error {
+                    Error::UnsupportedVersion { version, .. } => {
+                        if let Err(e) = wire::encode_version_refusal(version, &mut out) {
+                            tracing::error!("cannot encode a version refusal: {e}");
+                        }
+                    }
+                    error => push_answer(&mut out, id, Err(error), max),
+                }
+            }
+        }
+        if !out.is_empty() && send.write_all(&out).await.is_err() {
+            break;
+        }
+        out.clear();
+        tokio::select! {
+            biased;
+            Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                push_answer(&mut out, id, result, max);
+                // Gather the answers that are ready too, for one write.
+                while out.len() < COALESCE_BYTES_MAX {
+                    let Some(Some((id, result))) = in_flight.next().now_or_never() else {
+                        break;
+                    };
+                    push_answer(&mut out, id, result, max);
+                }
+                if send.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+            () = stopping(&mut stop), if reading => {
+                let _ = recv.stop(STREAM_REFUSED.into());
+                reading = false;
+            }
+            next = next_request(&mut reader, &mut recv, &permits), if reading => {
+                read = next.map(|(permit, frame)| (permit, reader.take_permit(), frame));
+            }
+            else => break,
+        }
+    }
+    let _ = send.finish();
+    // Keep the task (and the shutdown drain) until the peer has the answers.
+    let _ = send.stopped().await;
+}
+
+/// Takes a permit, then reads the next request frame. Cancel-safe: the
+/// reader keeps a partial frame, and a permit taken is given back.
+async fn next_request(
+    reader: &mut FrameReader,
+    recv: &mut quinn::RecvStream,
+    permits: &Arc<Semaphore>,
+) -> Option<(OwnedSemaphorePermit, Result<Option<Read>, ReadFailure>)> {
+    // The semaphore is never closed.
+    let permit = Arc::clone(permits).acquire_owned().await.ok()?;
+    Some((permit, reader.next(recv, read_request).await))
+}
+
+/// Answers one request; its in-flight permit and the budget bytes of its
+/// frame are held until then.
+async fn handle(
+    shared: Arc<Shared>,
+    envelope: RequestEnvelope,
+    held: (OwnedSemaphorePermit, Option<BudgetPermit>),
+) -> (u64, Result<Response, Error>) {
+    let id = envelope.id;
+    let result = answer(&shared, envelope).await;
+    drop(held);
+    (id, result)
+}
