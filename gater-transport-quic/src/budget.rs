@@ -1,19 +1,19 @@
 //! The server's memory budget: one semaphore of bytes, shared by every
-//! connection, that request frames reserve before their body is read and
-//! hold until the request is answered (so a queued append counts while it
-//! waits for its batch), and that a subscription delivery's frame reserves
-//! (waiting, not failing) while it is handed to QUIC. When the budget is used up, a new frame is refused
-//! with a retryable `Overloaded`, and the stream is stopped so its bytes are
-//! not buffered; the process never holds more request bytes than the budget
-//! because of what peers send.
+//! connection. A request frame reserves its bytes once its header is in,
+//! before its body is read, and holds them until the request is answered (so
+//! a queued append counts while it waits for its batch); a subscription
+//! delivery's frame reserves its bytes while it is handed to QUIC. When the
+//! budget is used up, new frames wait for room (QUIC flow control holds the
+//! peer meanwhile) and a frame larger than the whole budget is refused with
+//! a retryable `Overloaded`: the process never holds more request bytes than
+//! the budget because of what peers send.
 //!
 //! QUIC's own receive buffers are bounded from the same figure (see
 //! [`receive_windows`]): half the budget is spread over the connections as
-//! flow-control windows, half is left for frames; but a connection's window
-//! is never smaller than one whole frame, because a smaller one stalls a
-//! connection whose refused streams still hold window (observed under the
-//! flood test). With the shipped limits (16 MiB frames, 4,096 connections)
-//! that floor, not the budget, bounds QUIC's buffers.
+//! flow-control windows, but a connection's window is never smaller than one
+//! whole frame, so a frame can always arrive whole (a smaller window stalled
+//! connections in the flood test). With the shipped limits (16 MiB frames,
+//! 4,096 connections) that floor, not the budget, bounds QUIC's buffers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
