@@ -34,7 +34,8 @@
 //! connection under the identity of its certificate ([`peer_identity`]).
 //! Request frames reserve their bytes from one server-wide
 //! [`MemoryBudget`] ([`ServerConfig::memory_max_bytes`]) until answered;
-//! past it a request gets a retryable `Overloaded`.
+//! past it new requests wait for room, and one larger than the whole budget
+//! gets a retryable `Overloaded`.
 //!
 //! What it does not do: no retries of failed calls (the proxy decides those,
 //! knowing which are safe), no load balancing across addresses (they are
