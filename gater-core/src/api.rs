@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::access::Whoami;
 use crate::dispatch::unexpected;
 
 use crate::error::{Error, Side};
@@ -85,6 +86,22 @@ pub trait Gater: Send + Sync + 'static {
             return Err(Error::DeadlineExceeded { side: Side::Worker });
         }
         crate::dispatch::dispatch(self, request).await
+    }
+
+    /// [`Gater::call`] on behalf of `identity`, the name a server learned
+    /// from the caller's certificate (see [`access`](crate::access)).
+    ///
+    /// The default ignores the identity. An implementation that keeps state
+    /// per identity overrides it: a proxy records which identity registered
+    /// a worker that joins by heartbeat.
+    async fn call_as(
+        &self,
+        identity: &str,
+        request: Request,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        let _ = identity;
+        self.call(request, within).await
     }
 
     /// Appends `events` to `stream` atomically (all or none) if `expected` holds.
@@ -442,6 +459,14 @@ pub trait Gater: Send + Sync + 'static {
     async fn heartbeat(&self, worker: WorkerInfo) -> Result<(), Error> {
         respond!(self, Request::Heartbeat { worker })
     }
+
+    /// The identity the serving endpoint learned from this client's
+    /// certificate, and its grants. Answered by a server that checks
+    /// identities (see [`access`](crate::access)); anything else answers
+    /// [`Error::Unsupported`].
+    async fn whoami(&self) -> Result<Whoami, Error> {
+        respond!(self, Request::Whoami, Whoami)
+    }
 }
 
 /// A shared [`Gater`] is a [`Gater`]: proxies and transports hold workers as `Arc<dyn Gater>`.
@@ -449,6 +474,15 @@ pub trait Gater: Send + Sync + 'static {
 impl<G: Gater + ?Sized> Gater for Arc<G> {
     async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
         (**self).call(request, within).await
+    }
+
+    async fn call_as(
+        &self,
+        identity: &str,
+        request: Request,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        (**self).call_as(identity, request, within).await
     }
 
     async fn append_events(
@@ -602,5 +636,8 @@ impl<G: Gater + ?Sized> Gater for Arc<G> {
     }
     async fn heartbeat(&self, worker: WorkerInfo) -> Result<(), Error> {
         (**self).heartbeat(worker).await
+    }
+    async fn whoami(&self) -> Result<Whoami, Error> {
+        (**self).whoami().await
     }
 }

@@ -170,6 +170,11 @@ async fn dispatch_snapshots_and_admin<G: Gater + ?Sized>(
             gater.heartbeat(worker).await?;
             Response::Done
         }
+        R::Whoami => {
+            return Err(Error::Unsupported(
+                "whoami is answered by a server that checks identities".into(),
+            ))
+        }
         // The first two parts handled every other variant before delegating here.
         other => {
             return Err(Error::Protocol(format!(
@@ -243,6 +248,7 @@ fn response_name(response: &Response) -> &'static str {
         Response::StoreStatus(_) => "StoreStatus",
         Response::StoreConfig(_) => "StoreConfig",
         Response::Workers(_) => "Workers",
+        Response::Whoami(_) => "Whoami",
     }
 }
 

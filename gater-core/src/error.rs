@@ -199,6 +199,18 @@ pub enum Error {
         /// The version this side speaks.
         supported: u16,
     },
+    /// The caller's identity is not granted the request; nothing changed.
+    #[error("permission denied: {identity} may not {action}{}", OnStore(.store.as_deref()))]
+    PermissionDenied {
+        /// The identity from the caller's certificate.
+        identity: String,
+        /// The method refused.
+        action: String,
+        /// The store it named, if any.
+        store: Option<String>,
+        /// The server that refused.
+        side: Side,
+    },
 }
 
 impl Error {
@@ -217,13 +229,15 @@ impl Error {
         )
     }
 
-    /// The side that failed, for failures of the path (not of the request itself).
+    /// The side that failed, for failures of the path (not of the request
+    /// itself), and the server that refused a [`Error::PermissionDenied`].
     pub fn side(&self) -> Option<Side> {
         match self {
             Error::Unavailable { side, .. }
             | Error::DeadlineExceeded { side }
             | Error::Overloaded { side, .. } => Some(*side),
             Error::Storage(_) => Some(Side::Storage),
+            Error::PermissionDenied { side, .. } => Some(*side),
             _ => None,
         }
     }
@@ -246,6 +260,7 @@ impl Error {
             Error::Unsupported(_) => "unsupported",
             Error::Storage(_) => "storage",
             Error::UnsupportedVersion { .. } => "unsupported_version",
+            Error::PermissionDenied { .. } => "permission_denied",
         }
     }
 
@@ -276,6 +291,17 @@ impl Error {
         Error::Unavailable {
             side,
             message: message.into(),
+        }
+    }
+}
+
+struct OnStore<'a>(Option<&'a str>);
+
+impl fmt::Display for OnStore<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(store) => write!(f, " on store {store}"),
+            None => Ok(()),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! It holds the domain model ([`StoreId`], [`StreamId`], [`EventData`],
 //! [`RecordedEvent`], subscriptions, snapshots, store administration), the
 //! [`Gater`] trait whose doc comments are the API contract, the typed
-//! [`Error`], the [`wire`] messages with their frame codec, the [`dispatch`]
+//! [`Error`], the [`access`] rules (roles, grants, the per-connection check),
+//! the [`wire`] messages with their frame codec, the [`dispatch`]
 //! ends every transport shares, and the pure [`routing`] policy the proxy
 //! uses to pick workers.
 //!
@@ -15,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 mod api;
 pub mod dispatch;
 mod error;

@@ -28,6 +28,8 @@ pub struct Limits {
     pub connections_max: u32,
     /// Largest snapshot, in bytes.
     pub snapshot_bytes_max: u32,
+    /// Most stores one worker holds open.
+    pub stores_max: u32,
 }
 
 impl Limits {
@@ -43,6 +45,7 @@ impl Limits {
         connection_in_flight_max: 1024,
         connections_max: 4096,
         snapshot_bytes_max: 8 * 1024 * 1024,
+        stores_max: 100_000,
     };
 }
 

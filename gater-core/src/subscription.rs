@@ -251,8 +251,18 @@ impl Default for SubscribeOptions {
 }
 
 /// Identifies one attached consumer within its store; acks and nacks name it.
+///
+/// Servers draw it from 128 random bits ([`ConsumerId::from_random_bytes`]),
+/// so nobody acks another consumer's deliveries by guessing its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ConsumerId(pub u64);
+pub struct ConsumerId(pub u128);
+
+impl ConsumerId {
+    /// The id made of 16 bytes from a cryptographic random source.
+    pub fn from_random_bytes(bytes: [u8; 16]) -> Self {
+        ConsumerId(u128::from_le_bytes(bytes))
+    }
+}
 
 impl fmt::Display for ConsumerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::access::Whoami;
 use crate::error::Error;
 use crate::event::{
     AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamPage,
@@ -154,6 +155,8 @@ pub enum Request {
     Heartbeat {
         worker: WorkerInfo,
     },
+    /// The identity the server sees and its grants; answered by the server itself.
+    Whoami,
 }
 
 impl Request {
@@ -184,6 +187,7 @@ impl Request {
             Request::GetStoreConfig { .. } => "get_store_config",
             Request::Workers => "workers",
             Request::Heartbeat { .. } => "heartbeat",
+            Request::Whoami => "whoami",
         }
     }
 
@@ -211,7 +215,10 @@ impl Request {
             | Request::RemoveStore { store }
             | Request::GetStoreStatus { store }
             | Request::GetStoreConfig { store } => Some(store),
-            Request::ListStores | Request::Workers | Request::Heartbeat { .. } => None,
+            Request::ListStores
+            | Request::Workers
+            | Request::Heartbeat { .. }
+            | Request::Whoami => None,
         }
     }
 
@@ -240,9 +247,10 @@ impl Request {
             | Request::DeleteSnapshot { .. }
             | Request::RemoveStore { .. } => RequestClass::Write,
             Request::Subscribe { .. } => RequestClass::Subscribe,
-            Request::ListStores | Request::Workers | Request::Heartbeat { .. } => {
-                RequestClass::Cluster
-            }
+            Request::ListStores
+            | Request::Workers
+            | Request::Heartbeat { .. }
+            | Request::Whoami => RequestClass::Cluster,
         }
     }
 }
@@ -267,6 +275,7 @@ pub enum Response {
     StoreStatus(StoreStatus),
     StoreConfig(StoreConfig),
     Workers(Vec<WorkerInfo>),
+    Whoami(Whoami),
 }
 
 /// One request frame: its header fields, then the request.

@@ -374,7 +374,7 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(store, key, c, position)| Request::AckEvent {
                 store,
                 key,
-                consumer: ConsumerId(c),
+                consumer: ConsumerId(c.into()),
                 position,
             })
             .boxed(),
@@ -388,7 +388,7 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(store, key, c, position, action)| Request::NackEvent {
                 store,
                 key,
-                consumer: ConsumerId(c),
+                consumer: ConsumerId(c.into()),
                 position,
                 action,
             })
@@ -508,7 +508,7 @@ fn response() -> impl Strategy<Value = Response> {
         option::of(any::<u64>()).prop_map(Response::Version).boxed(),
         Just(Response::Done).boxed(),
         any::<u64>()
-            .prop_map(|c| Response::Subscribed(ConsumerId(c)))
+            .prop_map(|c| Response::Subscribed(ConsumerId(c.into())))
             .boxed(),
         vec(subscription_info, 0..3)
             .prop_map(Response::Subscriptions)

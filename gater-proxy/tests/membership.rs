@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use gater_core::wire::Request;
 use gater_core::{
     Error, ExpectedVersion, Gater, Position, Side, SubscribeOptions, SubscriptionEnd,
     SubscriptionItem, SubscriptionKey, SubscriptionSpec, SubscriptionType, WorkerHealth,
@@ -304,4 +305,98 @@ async fn a_proxy_over_proxies_fails_over_between_them() {
         live.id, "p1",
         "seed {seed}: the dead proxy is ejected, so only p1 is offered"
     );
+}
+
+async fn heartbeat_as(proxy: &Proxy, identity: &str, info: WorkerInfo) -> Result<(), Error> {
+    proxy
+        .call_as(identity, Request::Heartbeat { worker: info }, None)
+        .await
+        .map(drop)
+}
+
+fn at(id: &str, address: &str) -> WorkerInfo {
+    WorkerInfo {
+        address: address.to_owned(),
+        ..announce(id)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_joined_worker_can_be_moved_only_by_the_identity_that_registered_it() {
+    let mut dirs = Vec::new();
+    let shared = open_store(&mut dirs, "shared").await;
+    let connector = Arc::new(MemConnector::default());
+    connector.add("mem:w2", serve(shared.clone()));
+    connector.add("mem:evil", serve(shared.clone()));
+    connector.add("mem:w2-new", serve(shared.clone()));
+    let static_worker = Arc::new(serve(shared.clone()).client());
+    let proxy = Proxy::builder()
+        .config(sim_config(seed(72)))
+        .worker("w0", "mem:w0", static_worker)
+        .connector(connector)
+        .build()
+        .await
+        .unwrap();
+    heartbeat_as(&proxy, "worker-a", announce("w2"))
+        .await
+        .unwrap();
+
+    let hijack = heartbeat_as(&proxy, "worker-b", at("w2", "mem:evil")).await;
+    assert!(
+        matches!(hijack, Err(Error::PermissionDenied { .. })),
+        "{hijack:?}"
+    );
+    let moved_static = heartbeat_as(&proxy, "worker-a", at("w0", "mem:evil")).await;
+    assert!(
+        matches!(moved_static, Err(Error::PermissionDenied { .. })),
+        "{moved_static:?}"
+    );
+    let address_of = |workers: Vec<WorkerInfo>, id: &str| {
+        workers.into_iter().find(|w| w.id == id).map(|w| w.address)
+    };
+    let workers = proxy.workers().await.unwrap();
+    assert_eq!(address_of(workers.clone(), "w2").as_deref(), Some("mem:w2"));
+    assert_eq!(address_of(workers, "w0").as_deref(), Some("mem:w0"));
+
+    heartbeat_as(&proxy, "worker-a", at("w2", "mem:w2-new"))
+        .await
+        .unwrap();
+    let workers = proxy.workers().await.unwrap();
+    assert_eq!(address_of(workers, "w2").as_deref(), Some("mem:w2-new"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn joins_are_capped_per_identity_and_in_total() {
+    let mut dirs = Vec::new();
+    let shared = open_store(&mut dirs, "shared").await;
+    let connector = Arc::new(MemConnector::default());
+    for i in 0..4 {
+        connector.add(&format!("mem:j{i}"), serve(shared.clone()));
+    }
+    let proxy = Proxy::builder()
+        .config(ProxyConfig {
+            joins_max: 3,
+            joins_per_identity_max: 2,
+            ..sim_config(seed(73))
+        })
+        .connector(connector)
+        .build()
+        .await
+        .unwrap();
+    heartbeat_as(&proxy, "a", announce("j0")).await.unwrap();
+    heartbeat_as(&proxy, "a", announce("j1")).await.unwrap();
+    let third = heartbeat_as(&proxy, "a", announce("j2")).await;
+    assert!(
+        matches!(&third, Err(Error::LimitExceeded { limit, .. }) if limit == "joins_per_identity_max"),
+        "{third:?}"
+    );
+    heartbeat_as(&proxy, "b", announce("j2")).await.unwrap();
+    let full = heartbeat_as(&proxy, "c", announce("j3")).await;
+    assert!(
+        matches!(&full, Err(Error::LimitExceeded { limit, .. }) if limit == "joins_max"),
+        "{full:?}"
+    );
+    // Refreshing a worker already joined is not a new join.
+    heartbeat_as(&proxy, "a", announce("j0")).await.unwrap();
+    assert_eq!(proxy.workers().await.unwrap().len(), 3);
 }

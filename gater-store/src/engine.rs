@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use crate::backend::{Backend, BackendStore, PendingAppend};
 use crate::embedded::EmbeddedBackend;
 use crate::lease::{Claim, Claimant, Fence};
+use crate::misses::Misses;
 use crate::subscription::{
     PeerConnector, PeerSlot, SubscriptionLog, SubscriptionRecord, Subscriptions,
 };
@@ -100,6 +101,8 @@ struct Engine {
     claimant: Claimant,
     /// Reaches other workers of a shared storage (set by the application).
     peers: PeerSlot,
+    /// Stores a shared backend recently said do not exist.
+    misses: Misses,
 }
 
 /// One open store.
@@ -232,6 +235,7 @@ impl Engine {
             admin: tokio::sync::Mutex::new(()),
             claimant,
             peers: PeerSlot::default(),
+            misses: Misses::default(),
         }
     }
 
@@ -271,8 +275,19 @@ impl Engine {
                 self.discover(store).await
             }
             Err(_) if self.backend.shared() => {
+                if self.misses.recent(store) {
+                    return Err(Error::not_found(Resource::Store, store));
+                }
                 let _admin = self.admin.lock().await;
-                self.discover(store).await
+                let found = self.discover(store).await;
+                if let Err(Error::NotFound {
+                    resource: Resource::Store,
+                    ..
+                }) = &found
+                {
+                    self.misses.note(store);
+                }
+                found
             }
             found => found,
         }
@@ -359,7 +374,9 @@ impl Engine {
             Arc::clone(&self.peers),
         );
         let subscriptions = match opened.await {
-            Ok(subscriptions) => subscriptions,
+            Ok(subscriptions) => {
+                subscriptions.with_window_max(self.options.limits.subscription_window_max)
+            }
             Err(error) => {
                 let _ = backend.close().await;
                 return Err(error);
@@ -825,9 +842,19 @@ impl Gater for Store {
                 store: store.to_string(),
             });
         }
+        let stores_max = self.engine.options.limits.stores_max;
+        let open = self.engine.read_stores().len();
+        if open >= stores_max as usize {
+            return Err(Error::limit(
+                "stores_max",
+                stores_max.into(),
+                open as u64 + 1,
+            ));
+        }
         let backend = self.engine.backend.create_store(store, config).await?;
         let handle = self.engine.start(store.clone(), backend).await?;
         self.engine.write_stores().insert(store.clone(), handle);
+        self.engine.misses.forget(store);
         Ok(())
     }
 
@@ -938,6 +965,36 @@ mod tests {
             b"{}".to_vec(),
             Vec::new(),
         )
+    }
+
+    #[tokio::test]
+    async fn a_worker_refuses_stores_past_stores_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::new(dir.path());
+        options.limits.stores_max = 2;
+        let store = Store::open(options).await.unwrap();
+        let config = StoreConfig {
+            fsync: false,
+            group_commit: true,
+        };
+        for id in ["a", "b"] {
+            store
+                .create_store(&StoreId::new(id).unwrap(), config)
+                .await
+                .unwrap();
+        }
+        let third = store
+            .create_store(&StoreId::new("c").unwrap(), config)
+            .await;
+        assert!(
+            matches!(&third, Err(Error::LimitExceeded { limit, .. }) if limit == "stores_max"),
+            "{third:?}"
+        );
+        // Creating one that exists is still the idempotent no-op.
+        store
+            .create_store(&StoreId::new("a").unwrap(), config)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -35,6 +35,7 @@ pub mod conformance;
 mod embedded;
 mod engine;
 mod lease;
+mod misses;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "conformance")]
@@ -47,7 +48,7 @@ mod writer;
 pub use engine::{Store, StoreOptions};
 pub use lease::LEASE_PERIOD_MS_DEFAULT;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresOptions;
+pub use postgres::{redact_url, PostgresOptions};
 #[cfg(feature = "conformance")]
 pub use shared_sim::SimulatedShared;
 pub use subscription::PeerConnector;

@@ -543,3 +543,37 @@ async fn a_wrong_password_is_never_echoed() {
     );
     w.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_catalog_of_another_shape_is_a_storage_error_not_a_panic() {
+    let case = "a_catalog_of_another_shape_is_a_storage_error_not_a_panic";
+    let Some(server) = server(case) else {
+        return;
+    };
+    let session = Session::connect(&server.url()).await.expect("connect");
+    // A foreign `gater.stores`: fsync and group_commit hold text, not booleans.
+    session
+        .batch(
+            "CREATE SCHEMA gater;
+             CREATE TABLE gater.stores (id text PRIMARY KEY, schema_name text,
+                                        fsync text, group_commit text);
+             INSERT INTO gater.stores VALUES ('foreign', 'gs_foreign', 'yes', 'no');",
+        )
+        .await
+        .expect("foreign catalog");
+    let mut options = StoreOptions::new(std::env::temp_dir());
+    options.worker_id = "worker-foreign".to_owned();
+    let opened = Store::open_postgres(options, PostgresOptions::new(server.url())).await;
+    let error = match opened {
+        Err(error) => error,
+        Ok(store) => store
+            .get_store_config(&store_id("foreign"))
+            .await
+            .expect_err("a foreign catalog row does not read as a store"),
+    };
+    assert_eq!(error.kind(), "storage", "{case}: {error}");
+    assert!(
+        error.to_string().contains("unexpected database schema"),
+        "{case}: {error}"
+    );
+}

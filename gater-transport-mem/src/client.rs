@@ -42,6 +42,7 @@ pub struct MemLink {
     faults: Mutex<(Faults, Rng)>,
     /// The id of the next request, as a request stream numbers them.
     next_id: AtomicU64,
+    identity: Option<Arc<str>>,
 }
 
 /// What became of a request on the link.
@@ -53,8 +54,13 @@ enum Outcome {
 }
 
 impl MemLink {
-    pub(crate) fn new(server: MemServer, options: MemClientOptions) -> Self {
+    pub(crate) fn new(
+        server: MemServer,
+        options: MemClientOptions,
+        identity: Option<Arc<str>>,
+    ) -> Self {
         MemLink {
+            identity,
             server,
             deadline_ms: options.deadline_ms,
             connection: Arc::new(Breaker::new()),
@@ -143,7 +149,7 @@ impl MemLink {
             if plan.drop_request {
                 return Outcome::Lost("request");
             }
-            let response = self.server.handle(envelope).await;
+            let response = self.server.handle(envelope, self.identity.as_ref()).await;
             pause(plan.delay_down_ms).await;
             if plan.drop_response {
                 return Outcome::Lost("response");
@@ -171,7 +177,10 @@ impl MemLink {
             if plan.drop_request {
                 return (Outcome::Lost("request"), None);
             }
-            let (response, channels) = self.server.open_subscription(envelope).await;
+            let (response, channels) = self
+                .server
+                .open_subscription(envelope, self.identity.as_ref())
+                .await;
             pause(plan.delay_down_ms).await;
             if plan.drop_response {
                 // Dropping the channels detaches the consumer on the server.

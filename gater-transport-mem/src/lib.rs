@@ -18,6 +18,10 @@
 //! be crashed and restored ([`MemServer::set_down`]). Under tokio's paused
 //! clock a run is a function of its seed.
 //!
+//! [`serve_guarded`] holds clients to access rules: each client made with
+//! [`MemServer::client_as`] is served under that identity, as a QUIC server
+//! serves a connection under its certificate's name.
+//!
 //! Acks and nacks travel as unary requests (`ack_event`, `nack_event`); the
 //! server also answers `SubscriptionUp::Ack`/`Nack` on a subscription stream
 //! with `AckResult`, as the QUIC server does.
@@ -37,4 +41,6 @@ mod subscription;
 
 pub use client::{MemClient, MemClientOptions, MemLink};
 pub use faults::Faults;
-pub use server::{serve, serve_with, MemOptions, MemServer, SUBSCRIPTION_CREDIT_DEFAULT};
+pub use server::{
+    serve, serve_guarded, serve_with, MemOptions, MemServer, SUBSCRIPTION_CREDIT_DEFAULT,
+};

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use gater_core::access::Gatekeeper;
 use gater_core::wire::{
     FrameError, Request, RequestEnvelope, Response, ResponseEnvelope, SubscriptionDown,
     SubscriptionUp, FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION,
@@ -55,6 +56,7 @@ pub(crate) struct Inner {
     pub(crate) codec: Codec,
     in_flight: Arc<Semaphore>,
     pub(crate) breaker: Breaker,
+    access: Option<Arc<Gatekeeper>>,
 }
 
 /// A subscription opened on the server: the consumer's ends of its two channels.
@@ -70,6 +72,17 @@ pub fn serve(gater: impl Gater) -> MemServer {
 
 /// Serves `gater` in process.
 pub fn serve_with(gater: impl Gater, options: MemOptions) -> MemServer {
+    serve_inner(Arc::new(gater), options, None)
+}
+
+/// Serves `gater` in process, holding every client to `access` under the
+/// identity it was made with ([`MemServer::client_as`]); a client made
+/// without one has the empty identity.
+pub fn serve_guarded(gater: impl Gater, options: MemOptions, access: Arc<Gatekeeper>) -> MemServer {
+    serve_inner(Arc::new(gater), options, Some(access))
+}
+
+fn serve_inner(gater: BoxGater, options: MemOptions, access: Option<Arc<Gatekeeper>>) -> MemServer {
     let options = MemOptions {
         in_flight_max: options.in_flight_max.max(1),
         subscription_credit: options.subscription_credit.max(1),
@@ -77,7 +90,7 @@ pub fn serve_with(gater: impl Gater, options: MemOptions) -> MemServer {
     };
     MemServer {
         inner: Arc::new(Inner {
-            gater: Arc::new(gater),
+            gater,
             codec: Codec {
                 enabled: options.codec,
                 frame_bytes_max: options.frame_bytes_max,
@@ -85,6 +98,7 @@ pub fn serve_with(gater: impl Gater, options: MemOptions) -> MemServer {
             in_flight: Arc::new(Semaphore::new(options.in_flight_max as usize)),
             options,
             breaker: Breaker::new(),
+            access,
         }),
     }
 }
@@ -97,7 +111,25 @@ impl MemServer {
 
     /// A new client with its own connection, deadline and fault knobs.
     pub fn client_with(&self, options: MemClientOptions) -> MemClient {
-        MemClient::new(MemLink::new(self.clone(), options))
+        MemClient::new(MemLink::new(self.clone(), options, None))
+    }
+
+    /// A new client that the server sees as `identity`, as a QUIC server
+    /// sees the name of a client's certificate (see [`serve_guarded`]).
+    pub fn client_as(&self, identity: &str, options: MemClientOptions) -> MemClient {
+        MemClient::new(MemLink::new(self.clone(), options, Some(identity.into())))
+    }
+
+    /// What a client of `identity` reaches: the gater, guarded when the
+    /// server holds clients to access rules.
+    fn gater_for(&self, identity: Option<&Arc<str>>) -> BoxGater {
+        let gater = Arc::clone(&self.inner.gater);
+        match &self.inner.access {
+            Some(keeper) => {
+                Arc::new(keeper.guard(gater, identity.cloned().unwrap_or_else(|| "".into())))
+            }
+            None => gater,
+        }
     }
 
     /// Crashes (`true`) or restores (`false`) the server. While down, requests
@@ -125,15 +157,16 @@ impl MemServer {
     pub(crate) async fn handle(
         &self,
         envelope: RequestEnvelope,
+        identity: Option<&Arc<str>>,
     ) -> Result<ResponseEnvelope, Error> {
         let id = envelope.id;
-        let result = self.answer(envelope).await;
+        let result = self.answer(envelope, self.gater_for(identity)).await;
         self.inner
             .codec
             .carry_response(ResponseEnvelope { id, result })
     }
 
-    async fn answer(&self, envelope: RequestEnvelope) -> Result<Response, Error> {
+    async fn answer(&self, envelope: RequestEnvelope, gater: BoxGater) -> Result<Response, Error> {
         let epoch = self.inner.breaker.epoch().ok_or_else(down)?;
         check_version(&envelope)?;
         let inner = Arc::clone(&self.inner);
@@ -150,7 +183,7 @@ impl MemServer {
             // Spawned: a caller that gives up does not cancel what the server started.
             tokio::spawn(async move {
                 let _permit = permit;
-                let _ = tx.send(inner.gater.call(envelope.request, within).await);
+                let _ = tx.send(gater.call(envelope.request, within).await);
             });
             rx.await
                 .unwrap_or_else(|_| Err(Error::unavailable(Side::Worker, "request task failed")))
@@ -165,9 +198,10 @@ impl MemServer {
     pub(crate) async fn open_subscription(
         &self,
         envelope: RequestEnvelope,
+        identity: Option<&Arc<str>>,
     ) -> (Result<ResponseEnvelope, Error>, Option<Channels>) {
         let id = envelope.id;
-        let (result, channels) = match self.attach(envelope).await {
+        let (result, channels) = match self.attach(envelope, self.gater_for(identity)).await {
             Ok((consumer, channels)) => (Ok(Response::Subscribed(consumer)), Some(channels)),
             Err(e) => (Err(e), None),
         };
@@ -182,6 +216,7 @@ impl MemServer {
     async fn attach(
         &self,
         envelope: RequestEnvelope,
+        gater: BoxGater,
     ) -> Result<(gater_core::ConsumerId, Channels), Error> {
         let epoch = self.inner.breaker.epoch().ok_or_else(down)?;
         check_version(&envelope)?;
@@ -196,7 +231,7 @@ impl MemServer {
                 envelope.request.method()
             )));
         };
-        let attach = self.inner.gater.subscribe(&store, key.clone(), options);
+        let attach = gater.subscribe(&store, key.clone(), options);
         let sub = tokio::select! {
             sub = attach => sub?,
             () = self.inner.breaker.tripped(epoch) => return Err(down()),
@@ -207,6 +242,7 @@ impl MemServer {
         let (up_tx, up_rx) = mpsc::channel(UP_CHANNEL_LEN);
         let pump = subscription::Pump {
             server: Arc::clone(&self.inner),
+            gater,
             store,
             key,
             consumer,

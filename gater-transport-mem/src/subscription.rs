@@ -7,8 +7,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use gater_core::wire::{SubscriptionDown, SubscriptionUp};
 use gater_core::{
-    ConsumerId, Error, NackAction, Position, Side, StoreId, Subscription, SubscriptionEnd,
-    SubscriptionItem, SubscriptionKey,
+    BoxGater, ConsumerId, Error, NackAction, Position, Side, StoreId, Subscription,
+    SubscriptionEnd, SubscriptionItem, SubscriptionKey,
 };
 use tokio::sync::mpsc;
 
@@ -23,6 +23,8 @@ pub(crate) const UP_CHANNEL_LEN: usize = 16;
 /// The server's end of one subscription.
 pub(crate) struct Pump {
     pub(crate) server: Arc<Inner>,
+    /// What acks and nacks go to: the server's gater as this consumer's identity sees it.
+    pub(crate) gater: BoxGater,
     pub(crate) store: StoreId,
     pub(crate) key: SubscriptionKey,
     pub(crate) consumer: ConsumerId,
@@ -88,7 +90,7 @@ impl Pump {
 
     /// Applies an ack (`action` is `None`) or a nack sent up the stream.
     async fn settle(&self, position: Position, action: Option<NackAction>) -> SubscriptionDown {
-        let gater = &self.server.gater;
+        let gater = &self.gater;
         let (store, key, consumer) = (&self.store, &self.key, self.consumer);
         let result = match action {
             None => gater.ack_event(store, key, consumer, position).await,

@@ -8,12 +8,13 @@
 //! ```
 //!
 //! All files are PEM; keys are written readable by their owner only.
-//! These are for development and tests: production deployments bring their
-//! own CA.
+//! [`write_dev_certs`] makes a development set; [`issue_identity`] signs a
+//! certificate for one identity (its common name) with an existing CA, so
+//! each client, worker and proxy has its own key and name.
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -36,6 +37,73 @@ pub const CLIENT_CERT: &str = "client.crt";
 pub const CLIENT_KEY: &str = "client.key";
 /// Names every server certificate carries, besides the extra hosts given.
 pub const DEFAULT_SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Common name of the development client certificate: the identity
+/// `gater --certs` acts as with a development set.
+pub const DEV_CLIENT_NAME: &str = "gater client";
+
+/// What [`issue_identity`] writes besides the client certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IssueOptions {
+    /// Also write a server certificate (`server.crt`, `server.key`) with the
+    /// same name, valid for [`DEFAULT_SERVER_NAMES`] and `hosts`: one
+    /// directory for a worker that serves and heartbeats.
+    pub worker: bool,
+    /// Extra names of the server certificate.
+    pub hosts: Vec<String>,
+    /// Replace keys that exist already.
+    pub force: bool,
+}
+
+/// Signs certificates for the identity `name` with the CA in `ca_dir`
+/// (`ca.crt`, `ca.key`) and writes `out/ca.crt`, `out/client.crt` and
+/// `out/client.key` (and with [`IssueOptions::worker`] `out/server.crt` and
+/// `out/server.key`), so that a client using `out` acts as `name`.
+///
+/// An existing key is never replaced unless [`IssueOptions::force`]; nothing
+/// is written then. Returns the files written.
+pub fn issue_identity(
+    ca_dir: &Path,
+    name: &str,
+    out: &Path,
+    options: &IssueOptions,
+) -> Result<Vec<PathBuf>, TlsError> {
+    if name.trim().is_empty() {
+        return Err(TlsError::Name("the identity name must not be empty".into()));
+    }
+    let mut keys = vec![CLIENT_KEY];
+    if options.worker {
+        keys.push(SERVER_KEY);
+    }
+    if !options.force {
+        if let Some(existing) = keys.iter().map(|k| out.join(k)).find(|p| p.exists()) {
+            return Err(TlsError::Exists {
+                path: existing.display().to_string(),
+            });
+        }
+    }
+    let read = |file: &str| {
+        let path = ca_dir.join(file);
+        fs::read_to_string(&path).map_err(|e| TlsError::io(&path, e))
+    };
+    let ca_cert = read(CA_CERT)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, KeyPair::from_pem(&read(CA_KEY)?)?)?;
+    fs::create_dir_all(out).map_err(|e| TlsError::io(out, e))?;
+    let mut written = Vec::new();
+    let same_ca = fs::read_to_string(out.join(CA_CERT)).is_ok_and(|pem| pem == ca_cert);
+    if !same_ca {
+        write_pem(out, CA_CERT, &ca_cert, false)?;
+        written.push(out.join(CA_CERT));
+    }
+    write_pair(out, (CLIENT_CERT, CLIENT_KEY), issue_client(&issuer, name)?)?;
+    written.extend([out.join(CLIENT_CERT), out.join(CLIENT_KEY)]);
+    if options.worker {
+        let pair = issue_server(&issuer, name, &options.hosts)?;
+        write_pair(out, (SERVER_CERT, SERVER_KEY), pair)?;
+        written.extend([out.join(SERVER_CERT), out.join(SERVER_KEY)]);
+    }
+    Ok(written)
+}
 
 /// A freshly generated set of development certificates, as PEM text.
 #[derive(Clone)]
@@ -69,8 +137,8 @@ pub fn generate_dev_certs(hosts: &[String]) -> Result<DevCerts, TlsError> {
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca_params, ca_key);
-    let (server_cert, server_key) = issue_server(&issuer, hosts)?;
-    let (client_cert, client_key) = issue_client(&issuer)?;
+    let (server_cert, server_key) = issue_server(&issuer, DEV_SERVER_NAME, hosts)?;
+    let (client_cert, client_key) = issue_client(&issuer, DEV_CLIENT_NAME)?;
     Ok(DevCerts {
         ca_cert: ca_cert.pem(),
         ca_key: ca_key_pem,
@@ -130,12 +198,16 @@ pub fn write_dev_certs(dir: &Path, hosts: &[String]) -> Result<bool, TlsError> {
             write_pair(
                 dir,
                 (SERVER_CERT, SERVER_KEY),
-                issue_server(&issuer, hosts)?,
+                issue_server(&issuer, DEV_SERVER_NAME, hosts)?,
             )?;
             wrote = true;
         }
         if missing(CLIENT_CERT, CLIENT_KEY) {
-            write_pair(dir, (CLIENT_CERT, CLIENT_KEY), issue_client(&issuer)?)?;
+            write_pair(
+                dir,
+                (CLIENT_CERT, CLIENT_KEY),
+                issue_client(&issuer, DEV_CLIENT_NAME)?,
+            )?;
             wrote = true;
         }
     }
@@ -165,8 +237,12 @@ fn load_dev_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, TlsError> {
     Ok(Issuer::new(dev_ca_params()?, key))
 }
 
+/// Common name of the development server certificate.
+const DEV_SERVER_NAME: &str = "gater server";
+
 fn issue_server(
     issuer: &Issuer<'_, KeyPair>,
+    name: &str,
     hosts: &[String],
 ) -> Result<(String, String), TlsError> {
     let mut names: Vec<String> = DEFAULT_SERVER_NAMES
@@ -181,9 +257,7 @@ fn issue_server(
             .collect::<Vec<_>>(),
     );
     let mut params = CertificateParams::new(names)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "gater server");
+    params.distinguished_name.push(DnType::CommonName, name);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate()?;
@@ -191,11 +265,9 @@ fn issue_server(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn issue_client(issuer: &Issuer<'_, KeyPair>) -> Result<(String, String), TlsError> {
+fn issue_client(issuer: &Issuer<'_, KeyPair>, name: &str) -> Result<(String, String), TlsError> {
     let mut params = CertificateParams::new(Vec::new())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "gater client");
+    params.distinguished_name.push(DnType::CommonName, name);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate()?;
@@ -254,6 +326,43 @@ mod tests {
         }
         crate::ServerTls::from_dir(dir.path()).unwrap();
         crate::ClientTls::from_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn an_issued_identity_is_named_by_its_certificate_and_keys_are_kept() {
+        let ca = tempfile::tempdir().unwrap();
+        write_dev_certs(ca.path(), &[]).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let options = IssueOptions {
+            worker: true,
+            hosts: vec!["worker-1.example".into()],
+            force: false,
+        };
+        let written = issue_identity(ca.path(), "billing", out.path(), &options).unwrap();
+        assert_eq!(written.len(), 5);
+        let client = crate::load_certs(&out.path().join(CLIENT_CERT)).unwrap();
+        assert_eq!(
+            crate::certificate_identity(&client[0]).as_deref(),
+            Some("billing")
+        );
+        crate::ClientTls::from_dir(out.path()).unwrap();
+        crate::ServerTls::from_dir(out.path()).unwrap();
+        let key = fs::read_to_string(out.path().join(CLIENT_KEY)).unwrap();
+        let err = issue_identity(ca.path(), "other", out.path(), &options).unwrap_err();
+        assert!(matches!(err, TlsError::Exists { .. }), "{err}");
+        assert_eq!(
+            fs::read_to_string(out.path().join(CLIENT_KEY)).unwrap(),
+            key
+        );
+        let forced = IssueOptions {
+            force: true,
+            ..options
+        };
+        issue_identity(ca.path(), "other", out.path(), &forced).unwrap();
+        assert_ne!(
+            fs::read_to_string(out.path().join(CLIENT_KEY)).unwrap(),
+            key
+        );
     }
 
     #[test]

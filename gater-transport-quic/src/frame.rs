@@ -1,9 +1,13 @@
 //! Frames on QUIC streams: a cancel-safe reader that never holds more than
 //! one frame, and a writer.
 
+use std::sync::Arc;
+
 use gater_core::wire::{self, FrameError, FRAME_HEADER_LEN};
 use gater_core::{Error, Side};
 use serde::Serialize;
+
+use crate::budget::{BudgetPermit, MemoryBudget};
 
 /// Why no frame could be read.
 #[derive(Debug)]
@@ -14,6 +18,8 @@ pub(crate) enum ReadFailure {
     Truncated,
     /// The stream or its connection failed.
     Stream(quinn::ReadError),
+    /// The memory budget cannot hold the frame (a retryable `Overloaded`).
+    Overloaded(Error),
 }
 
 impl From<ReadFailure> for Error {
@@ -22,6 +28,7 @@ impl From<ReadFailure> for Error {
             ReadFailure::Frame(e) => e.into(),
             ReadFailure::Truncated => Error::Protocol("stream ended inside a frame".into()),
             ReadFailure::Stream(e) => lost(e),
+            ReadFailure::Overloaded(e) => e,
         }
     }
 }
@@ -42,10 +49,17 @@ const READ_AHEAD: usize = 16 * 1024;
 /// asks the stream for no more than the rest of that frame, and it checks
 /// the length prefix against `max` before reading the body, so it never
 /// holds more than `READ_AHEAD + FRAME_HEADER_LEN + max` bytes.
+///
+/// With a budget, a frame reserves its bytes once its header is in, before
+/// its body is read; the reservation of the last frame read is handed over
+/// with [`FrameReader::take_permit`], to be held while the request is served.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
     max: u32,
+    budget: Option<(Arc<MemoryBudget>, Side)>,
+    reading: Option<BudgetPermit>,
+    read: Option<BudgetPermit>,
 }
 
 impl FrameReader {
@@ -53,7 +67,23 @@ impl FrameReader {
         FrameReader {
             buf: Vec::new(),
             max,
+            budget: None,
+            reading: None,
+            read: None,
         }
+    }
+
+    /// A reader whose frames reserve their bytes from `budget` (refusals name `side`).
+    pub(crate) fn with_budget(max: u32, budget: Arc<MemoryBudget>, side: Side) -> Self {
+        FrameReader {
+            budget: Some((budget, side)),
+            ..FrameReader::new(max)
+        }
+    }
+
+    /// The reservation of the last frame read, if the reader has a budget.
+    pub(crate) fn take_permit(&mut self) -> Option<BudgetPermit> {
+        self.read.take()
     }
 
     /// The next frame decoded by `decode`; `None` when the stream ended cleanly between frames.
@@ -63,10 +93,22 @@ impl FrameReader {
         decode: impl Fn(&[u8]) -> Result<T, FrameError>,
     ) -> Result<Option<T>, ReadFailure> {
         loop {
-            let wanted = match self.body_len()? {
+            let len = self.body_len()?;
+            if let (Some(len), Some((budget, side)), None) = (len, &self.budget, &self.reading) {
+                // Waits for room (flow control holds the peer meanwhile);
+                // cancel-safe, the reservation is kept once made.
+                let bytes = (FRAME_HEADER_LEN + len) as u64;
+                let permit = budget
+                    .reserve(bytes, *side)
+                    .await
+                    .map_err(ReadFailure::Overloaded)?;
+                self.reading = Some(permit);
+            }
+            let wanted = match len {
                 Some(len) if self.buf.len() >= FRAME_HEADER_LEN + len => {
                     let msg = decode(&self.buf[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len]);
                     self.buf.drain(..FRAME_HEADER_LEN + len);
+                    self.read = self.reading.take();
                     return msg.map(Some).map_err(ReadFailure::Frame);
                 }
                 Some(len) => FRAME_HEADER_LEN + len - self.buf.len(),

@@ -34,7 +34,13 @@
 //! travel as unary requests.
 //!
 //! [`certs`] generates development certificates in the layout the `gater`
-//! binary uses.
+//! binary uses, and signs a certificate per identity with an existing CA.
+//! Given access rules ([`ServerConfig::access`]), the server serves each
+//! connection under the identity of its certificate ([`peer_identity`]).
+//! Request frames reserve their bytes from one server-wide
+//! [`MemoryBudget`] ([`ServerConfig::memory_max_bytes`]) until answered;
+//! past it new requests wait for room, and one larger than the whole budget
+//! gets a retryable `Overloaded`.
 //!
 //! What it does not do: no retries of calls that failed otherwise than by
 //! losing their connection (the proxy decides those, with its budget), and
@@ -44,10 +50,12 @@
 
 #![warn(missing_docs)]
 
+mod budget;
 pub mod certs;
 mod client;
 mod dialer;
 mod frame;
+mod identity;
 mod mux;
 mod requests;
 mod server;
@@ -56,11 +64,15 @@ mod tls;
 
 use std::time::Duration;
 
+pub use budget::{
+    receive_windows, BudgetPermit, MemoryBudget, MEMORY_MAX_BYTES_DEFAULT, RECEIVE_WINDOW_MIN,
+};
 pub use client::{
     connect, ClientOptions, QuicClient, QuicLink, BACKOFF_MAX_MS_DEFAULT, BACKOFF_MIN_MS_DEFAULT,
     CLIENT_IDLE_TIMEOUT_MS_DEFAULT, CLIENT_KEEP_ALIVE_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT,
     DEADLINE_MS_DEFAULT, RACE_STAGGER_MS_DEFAULT, SUBSCRIPTION_CREDIT_DEFAULT,
 };
+pub use identity::{certificate_identity, peer_identity};
 pub use server::{
     serve, ServeError, Server, ServerConfig, IDLE_TIMEOUT_MS_DEFAULT, KEEP_ALIVE_MS_DEFAULT,
     SHUTDOWN_GRACE_MS_DEFAULT, SUBSCRIPTION_CREDIT_MAX_DEFAULT,

@@ -21,6 +21,7 @@ use gater_core::wire::{self, FrameError, Request, RequestEnvelope, Response, Res
 use gater_core::Error;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::budget::BudgetPermit;
 use crate::frame::{FrameReader, ReadFailure, COALESCE_BYTES_MAX};
 use crate::server::{stopping, Shared, Stream, STREAM_REFUSED};
 
@@ -99,11 +100,13 @@ pub(crate) async fn serve(
     let mut out = Vec::new();
     let mut in_flight: FuturesUnordered<Answering> = FuturesUnordered::new();
     let first_permit = Arc::clone(&permits).acquire_owned().await;
-    let mut read = first_permit.ok().map(|permit| (permit, Ok(Some(first))));
+    let mut read = first_permit
+        .ok()
+        .map(|permit| (permit, reader.take_permit(), Ok(Some(first))));
     let mut reading = true;
     loop {
         out.clear();
-        if let Some((permit, frame)) = read.take() {
+        if let Some((permit, bytes, frame)) = read.take() {
             let refusal = match frame {
                 Ok(Some(Read::Request(envelope))) => match envelope.request {
                     Request::Subscribe { .. } => Some((
@@ -112,7 +115,8 @@ pub(crate) async fn serve(
                         false,
                     )),
                     _ => {
-                        in_flight.push(Box::pin(handle(Arc::clone(&shared), envelope, permit)));
+                        let shared = Arc::clone(&shared);
+                        in_flight.push(Box::pin(handle(shared, envelope, (permit, bytes))));
                         None
                     }
                 },
@@ -168,7 +172,7 @@ pub(crate) async fn serve(
                 reading = false;
             }
             next = next_request(&mut reader, &mut recv, &permits), if reading => {
-                read = next;
+                read = next.map(|(permit, frame)| (permit, reader.take_permit(), frame));
             }
             else => break,
         }
@@ -190,13 +194,15 @@ async fn next_request(
     Some((permit, reader.next(recv, read_request).await))
 }
 
+/// Answers one request; its in-flight permit and the budget bytes of its
+/// frame are held until then.
 async fn handle(
     shared: Arc<Shared>,
     envelope: RequestEnvelope,
-    permit: OwnedSemaphorePermit,
+    held: (OwnedSemaphorePermit, Option<BudgetPermit>),
 ) -> (u64, Result<Response, Error>) {
     let id = envelope.id;
     let result = answer(&shared, envelope).await;
-    drop(permit);
+    drop(held);
     (id, result)
 }

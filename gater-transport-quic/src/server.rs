@@ -7,10 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gater_core::access::Gatekeeper;
 use gater_core::wire::{Request, RequestEnvelope, Response};
-use gater_core::{BoxGater, Error, Gater, Limits};
+use gater_core::{BoxGater, Error, Gater, Limits, Side};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::budget::{receive_windows, MemoryBudget, MEMORY_MAX_BYTES_DEFAULT};
 use crate::frame::{FrameReader, ReadFailure};
 use crate::requests::{self, Read};
 use crate::subscription;
@@ -32,6 +34,8 @@ pub(crate) const UP_FRAME_BYTES_MAX: u32 = 1024;
 const CLOSE_WAIT_MS: u64 = 1_000;
 /// QUIC application error code of a refused stream.
 pub(crate) const STREAM_REFUSED: u32 = 1;
+/// QUIC application error code of a connection whose certificate names no identity.
+const IDENTITY_REFUSED: u32 = 2;
 /// QUIC application error code of a server shutdown.
 const SHUTDOWN_CODE: u32 = 0;
 
@@ -57,6 +61,14 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Most credit a consumer may hold; grants past it are capped.
     pub subscription_credit_max: u32,
+    /// The rules each connection's identity (its certificate's name) is held
+    /// to; `None` serves every connection without a check.
+    pub access: Option<Arc<Gatekeeper>>,
+    /// Server-wide byte budget of request frames being received or served;
+    /// QUIC receive windows are derived from it (see [`MemoryBudget`]).
+    pub memory_max_bytes: u64,
+    /// What this server is, for the side named by its refusals (`Overloaded`).
+    pub side: Side,
 }
 
 impl ServerConfig {
@@ -73,6 +85,9 @@ impl ServerConfig {
             keep_alive_ms: KEEP_ALIVE_MS_DEFAULT,
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
             subscription_credit_max: SUBSCRIPTION_CREDIT_MAX_DEFAULT,
+            access: None,
+            memory_max_bytes: MEMORY_MAX_BYTES_DEFAULT,
+            side: Side::Worker,
         }
     }
 }
@@ -111,6 +126,28 @@ pub(crate) struct Shared {
     pub(crate) gater: BoxGater,
     pub(crate) frame_bytes_max: u32,
     pub(crate) subscription_credit_max: u32,
+    access: Option<Arc<Gatekeeper>>,
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) side: Side,
+}
+
+impl Shared {
+    /// What one connection's streams read: with access rules, the gater
+    /// guarded for the identity of the peer's certificate (`None` if it has none).
+    fn for_peer(self: &Arc<Self>, connection: &quinn::Connection) -> Option<Arc<Shared>> {
+        let Some(keeper) = &self.access else {
+            return Some(Arc::clone(self));
+        };
+        let identity = crate::identity::peer_identity(connection)?;
+        Some(Arc::new(Shared {
+            gater: Arc::new(keeper.guard(Arc::clone(&self.gater), identity)),
+            frame_bytes_max: self.frame_bytes_max,
+            subscription_credit_max: self.subscription_credit_max,
+            access: None,
+            budget: Arc::clone(&self.budget),
+            side: self.side,
+        }))
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -139,12 +176,24 @@ impl Server {
                 "streams_per_connection_max and connections_max must be at least 1".into(),
             ));
         }
-        let transport = transport_config(
+        let mut transport = transport_config(
             config.idle_timeout_ms,
             config.keep_alive_ms,
             config.streams_per_connection_max,
         )
         .map_err(ServeError::Config)?;
+        let (connection_window, stream_window) = receive_windows(
+            config.memory_max_bytes,
+            config.connections_max,
+            config.frame_bytes_max,
+        );
+        let varint = |v: u64| {
+            quinn::VarInt::from_u64(v).map_err(|e| ServeError::Config(format!("window {v}: {e}")))
+        };
+        transport
+            .receive_window(varint(connection_window)?)
+            .stream_receive_window(varint(stream_window)?)
+            .send_window(connection_window);
         let quinn_config = config.tls.quinn_config(Arc::new(transport))?;
         let endpoint = quinn::Endpoint::server(quinn_config, config.listen).map_err(|source| {
             ServeError::Bind {
@@ -158,11 +207,19 @@ impl Server {
                 gater: Arc::new(gater),
                 frame_bytes_max: config.frame_bytes_max,
                 subscription_credit_max: config.subscription_credit_max.max(1),
+                access: config.access,
+                budget: MemoryBudget::new(config.memory_max_bytes),
+                side: config.side,
             }),
             connections_max: config.connections_max,
             streams_per_connection_max: config.streams_per_connection_max,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         })
+    }
+
+    /// The server's memory budget (for its accounting: in use, peak).
+    pub fn budget(&self) -> Arc<MemoryBudget> {
+        Arc::clone(&self.shared.budget)
     }
 
     /// The address the server listens on.
@@ -248,6 +305,11 @@ impl Connection {
                 return;
             }
         };
+        let Some(shared) = self.shared.for_peer(&connection) else {
+            tracing::warn!(remote = %connection.remote_address(), "peer certificate names no identity: refused");
+            connection.close(IDENTITY_REFUSED.into(), b"certificate names no identity");
+            return;
+        };
         loop {
             let accepted = tokio::select! {
                 () = stopping(&mut self.stop) => return,
@@ -255,7 +317,7 @@ impl Connection {
             };
             let Ok((send, recv)) = accepted else { return };
             let stream = Stream {
-                shared: Arc::clone(&self.shared),
+                shared: Arc::clone(&shared),
                 send,
                 recv,
             };
@@ -280,7 +342,11 @@ impl Stream {
     /// Reads the first frame: a `Subscribe` makes the stream a subscription,
     /// anything else makes it a request stream.
     async fn run(mut self, in_flight: Arc<Semaphore>, stop: watch::Receiver<bool>) {
-        let mut reader = FrameReader::new(self.shared.frame_bytes_max);
+        let mut reader = FrameReader::with_budget(
+            self.shared.frame_bytes_max,
+            Arc::clone(&self.shared.budget),
+            self.shared.side,
+        );
         let first = match reader.next(&mut self.recv, requests::read_request).await {
             Ok(Some(first)) => first,
             Ok(None) => Read::Refused {
@@ -309,6 +375,8 @@ impl Stream {
                     },
                 ..
             }) => {
+                // A subscription's first frame is small and read: its bytes are returned.
+                drop(reader.take_permit());
                 let sub = subscription::Serve {
                     stream: self,
                     reader: FrameReader::new(UP_FRAME_BYTES_MAX),

@@ -136,18 +136,27 @@ impl Serve {
         SubscriptionDown::AckResult(position, result)
     }
 
+    /// Sends one frame; its bytes count against the server's memory budget
+    /// (waiting for room) until QUIC has taken them.
     async fn send(&mut self, msg: &SubscriptionDown) -> Result<(), Error> {
-        let max = self.stream.shared.frame_bytes_max;
-        match write_frame(&mut self.stream.send, msg, max).await {
-            Err(e @ Error::LimitExceeded { .. }) => {
+        let shared = Arc::clone(&self.stream.shared);
+        let max = shared.frame_bytes_max;
+        let frame = match wire::encode(msg, max) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let e = Error::from(e);
                 let end = SubscriptionDown::Item(SubscriptionItem::End(SubscriptionEnd::Failed(e)));
                 write_frame(&mut self.stream.send, &end, max).await?;
-                Err(Error::Protocol(
+                return Err(Error::Protocol(
                     "subscription item over the frame limit".into(),
-                ))
+                ));
             }
-            other => other,
-        }
+        };
+        let _held = shared
+            .budget
+            .reserve(frame.len() as u64, shared.side)
+            .await?;
+        self.stream.send.write_all(&frame).await.map_err(lost)
     }
 }
 

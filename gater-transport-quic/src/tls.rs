@@ -53,6 +53,15 @@ pub enum TlsError {
     /// quinn refused the rustls configuration.
     #[error("quic tls configuration: {0}")]
     Quic(String),
+    /// A key exists already and replacing it was not asked for.
+    #[error("{path} exists already; not replaced without force")]
+    Exists {
+        /// The file.
+        path: String,
+    },
+    /// An identity or server name is not usable.
+    #[error("invalid name: {0}")]
+    Name(String),
 }
 
 impl TlsError {

@@ -4,6 +4,7 @@
 //! client code; a usage mistake prints help (clap), a failure prints one line
 //! on stderr and exits non-zero.
 
+mod access;
 mod bench;
 mod cli;
 mod peers;
@@ -51,6 +52,7 @@ async fn run(cli: Cli) -> ExitCode {
             server::proxy(&global, args).await
         }
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Certs(cmd) => cli::certs::run(cmd, global.json),
         client => return run_client(&global, client).await,
     };
     match served {
@@ -109,8 +111,13 @@ fn connect(global: &Global) -> Result<gater_core::BoxGater, Error> {
         ))
     })?;
     let deadline_ms = u32::try_from(global.timeout.saturating_mul(1000)).unwrap_or(u32::MAX);
-    server::quic_client(&global.servers, tls, Some(deadline_ms))
-        .map_err(|e| Error::invalid(format!("{e:#}")))
+    server::quic_client(
+        &global.servers,
+        tls,
+        Some(deadline_ms),
+        global.server_name.as_deref(),
+    )
+    .map_err(|e| Error::invalid(format!("{e:#}")))
 }
 
 /// Logs through `tracing` on stderr: human format, or JSON; level from `RUST_LOG` (default info).

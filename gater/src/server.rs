@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gater_core::dispatch::RemoteGater;
-use gater_core::{BoxGater, Error, Gater, WorkerHealth, WorkerInfo};
+use gater_core::{BoxGater, Error, Gater, Side, WorkerHealth, WorkerInfo};
 use gater_proxy::{Connector, Proxy};
 use gater_store::{PostgresOptions, Store, StoreOptions};
 use gater_transport_quic::{
@@ -20,6 +20,7 @@ use gater_transport_quic::{
     ServerTls,
 };
 
+use crate::access;
 use crate::cli::args::{BackendKind, DevArgs, Global, ProxyArgs, WorkerArgs};
 use crate::cli::config::{ProxyConfig, TlsFiles, WorkerConfig};
 
@@ -45,10 +46,10 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
         .worker(DEV_WORKER_ID, "in-process", store.clone() as BoxGater)
         .build()
         .await?;
-    let server = Server::bind(
-        ServerConfig::new(listen, ServerTls::from_dir(&certs_dir)?),
-        proxy,
-    )?;
+    let mut server_config = ServerConfig::new(listen, ServerTls::from_dir(&certs_dir)?);
+    server_config.access = Some(access::gatekeeper(args.access.as_deref(), Side::Proxy)?);
+    server_config.side = Side::Proxy;
+    let server = Server::bind(server_config, proxy)?;
     let addr = server.local_addr();
     println!("gater dev listening on {addr} (QUIC, mutual TLS)");
     println!("  data:  {}", args.data_dir.display());
@@ -87,7 +88,10 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     store.connect_peers(Arc::new(peers));
     let store = Arc::new(store);
     let server_tls = server_tls(&global.certs, &config.tls)?;
-    let server = Server::bind(ServerConfig::new(listen, server_tls), store.clone())?;
+    let mut server_config = ServerConfig::new(listen, server_tls);
+    server_config.access = Some(access::gatekeeper(config.access.as_deref(), Side::Worker)?);
+    server_config.memory_max_bytes = config.memory_max_bytes;
+    let server = Server::bind(server_config, store.clone())?;
     println!(
         "gater worker {} listening on {}",
         config.id,
@@ -99,6 +103,10 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
                 std::slice::from_ref(proxy),
                 client_tls(&global.certs, &config.tls)?,
                 Some(HEARTBEAT_DEADLINE_MS),
+                global
+                    .server_name
+                    .as_deref()
+                    .or(config.server_name.as_deref()),
             )?;
             println!("  joining proxy {proxy}");
             Some(tokio::spawn(heartbeat_loop(
@@ -154,17 +162,28 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
     let config = ProxyConfig::load(&args)?;
     let listen = resolve(&config.listen)?;
     let tls = client_tls(&global.certs, &config.tls)?;
+    let server_name = global.server_name.clone().or(config.server_name.clone());
     let mut builder = Proxy::builder().storage(config.storage);
     for address in &config.workers {
-        let client = quic_client(std::slice::from_ref(address), tls.clone(), None)?;
+        let client = quic_client(
+            std::slice::from_ref(address),
+            tls.clone(),
+            None,
+            server_name.as_deref(),
+        )?;
         builder = builder.worker(address.clone(), address.clone(), client);
     }
+    let gatekeeper = access::gatekeeper(config.access.as_deref(), Side::Proxy)?;
     let proxy = builder
-        .connector(Arc::new(QuicConnector { tls }))
+        .connector(Arc::new(QuicConnector { tls, server_name }))
         .build()
         .await?;
     let server_tls = server_tls(&global.certs, &config.tls)?;
-    let server = Server::bind(ServerConfig::new(listen, server_tls), proxy)?;
+    let mut server_config = ServerConfig::new(listen, server_tls);
+    server_config.access = Some(gatekeeper);
+    server_config.memory_max_bytes = config.memory_max_bytes;
+    server_config.side = Side::Proxy;
+    let server = Server::bind(server_config, proxy)?;
     println!("gater proxy listening on {}", server.local_addr());
     if config.storage == gater_proxy::StorageMode::Shared {
         println!("  storage: shared (every worker serves every store)");
@@ -179,32 +198,68 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
 /// Reaches workers that join by heartbeat over QUIC.
 struct QuicConnector {
     tls: ClientTls,
+    /// The name workers' certificates carry, if not the host they announce.
+    server_name: Option<String>,
 }
 
 #[async_trait]
 impl Connector for QuicConnector {
+    /// Resolves the address with tokio's resolver (on its blocking pool, so
+    /// a slow DNS server never stalls the runtime), then connects on first use.
     async fn connect(&self, address: &str) -> Result<BoxGater, Error> {
-        quic_client(&[address.to_owned()], self.tls.clone(), None)
-            .map_err(|e| Error::invalid(format!("worker address {address:?}: {e:#}")))
+        let invalid =
+            |e: &dyn std::fmt::Display| Error::invalid(format!("worker address {address:?}: {e}"));
+        let addr = tokio::net::lookup_host(address)
+            .await
+            .map_err(|e| invalid(&e))?
+            .next()
+            .ok_or_else(|| invalid(&"resolves to no address"))?;
+        let options = ClientOptions {
+            server_name: self
+                .server_name
+                .clone()
+                .unwrap_or_else(|| dialled_host(address).to_owned()),
+            ..ClientOptions::default()
+        };
+        let link = QuicLink::new(&[addr], self.tls.clone(), options).map_err(|e| invalid(&e))?;
+        Ok(Arc::new(RemoteGater::new(link)))
     }
 }
 
 /// A QUIC client that connects on first use (a worker down at start is not an error).
+///
+/// The server's certificate must carry `server_name`, by default the host of
+/// the first address as dialled (a name, or an IP address).
 pub(crate) fn quic_client(
     addresses: &[String],
     tls: ClientTls,
     deadline_ms: Option<u32>,
+    server_name: Option<&str>,
 ) -> Result<BoxGater> {
     let addrs = addresses
         .iter()
         .map(|a| resolve(a))
         .collect::<Result<Vec<SocketAddr>>>()?;
+    let server_name = server_name
+        .map(str::to_owned)
+        .or_else(|| addresses.first().map(|a| dialled_host(a).to_owned()));
+    let defaults = ClientOptions::default();
     let options = ClientOptions {
-        deadline_ms: deadline_ms.or(ClientOptions::default().deadline_ms),
-        ..ClientOptions::default()
+        deadline_ms: deadline_ms.or(defaults.deadline_ms),
+        server_name: server_name.unwrap_or(defaults.server_name.clone()),
+        ..defaults
     };
     let link = QuicLink::new(&addrs, tls, options)?;
     Ok(Arc::new(RemoteGater::new(link)))
+}
+
+/// The host part of `host:port` (`[v6]:port` gives `v6`): the name the
+/// server's certificate must carry when it is dialled that way.
+pub(crate) fn dialled_host(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// Resolves `host:port` (names too, e.g. `localhost:7400`) to the first address.
@@ -262,4 +317,17 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_name_is_the_host_as_dialled() {
+        assert_eq!(dialled_host("127.0.0.1:7400"), "127.0.0.1");
+        assert_eq!(dialled_host("[::1]:7400"), "::1");
+        assert_eq!(dialled_host("gater.example:7400"), "gater.example");
+        assert_eq!(dialled_host("localhost"), "localhost");
+    }
 }

@@ -31,7 +31,8 @@ struct Cli {
 enum Cmd {
     /// Format check, clippy with warnings denied, then the test suite (as CI runs it).
     Ci {
-        /// Also run slow tests (sets RUN_SLOW_TESTS=1, as CI does).
+        /// Also run slow tests (sets RUN_SLOW_TESTS=1, as CI does) and every
+        /// fuzz target briefly (60 s in total).
         #[arg(long)]
         slow: bool,
     },
@@ -47,9 +48,9 @@ enum Cmd {
         #[arg(long, value_name = "REPORT.json")]
         input: Option<PathBuf>,
     },
-    /// Run the frame-decoder fuzz target for a while (needs cargo-fuzz and a nightly toolchain).
+    /// Run every fuzz target (wire frames, access files) for a while; installs cargo-fuzz.
     Fuzz {
-        /// Seconds to fuzz.
+        /// Seconds to fuzz in total, split between the targets.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },

@@ -70,6 +70,10 @@ pub struct ProxyConfig {
     pub worker_in_flight_max: u32,
     /// Most workers in the pool.
     pub workers_max: usize,
+    /// Most workers in the pool that joined by heartbeat.
+    pub joins_max: usize,
+    /// Most workers one identity may have joined by heartbeat.
+    pub joins_per_identity_max: usize,
     /// Most consumers attached through the proxy.
     pub consumers_max: usize,
     /// Capacity of the queue between a worker's subscription and the consumer.
@@ -96,6 +100,8 @@ impl Default for ProxyConfig {
             request_deadline: REQUEST_DEADLINE_DEFAULT,
             worker_in_flight_max: WORKER_IN_FLIGHT_MAX_DEFAULT,
             workers_max: WORKERS_MAX_DEFAULT,
+            joins_max: super::joins::JOINS_MAX_DEFAULT,
+            joins_per_identity_max: super::joins::JOINS_PER_IDENTITY_MAX_DEFAULT,
             consumers_max: CONSUMERS_MAX_DEFAULT,
             relay_queue_len: RELAY_QUEUE_LEN_DEFAULT,
             reattach_max: REATTACH_MAX_DEFAULT,

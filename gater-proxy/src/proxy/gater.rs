@@ -62,7 +62,7 @@ impl Gater for Proxy {
             }
             Request::Workers => Response::Workers(inner.worker_infos()),
             Request::Heartbeat { worker } => {
-                inner.heartbeat(worker).await?;
+                inner.heartbeat(worker, None).await?;
                 Response::Done
             }
             Request::Subscribe { .. } => {
@@ -72,6 +72,21 @@ impl Gater for Proxy {
             }
             other => inner.call(other, within).await?,
         })
+    }
+
+    async fn call_as(
+        &self,
+        identity: &str,
+        request: Request,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        match request {
+            Request::Heartbeat { worker } => {
+                self.inner.heartbeat(worker, Some(identity)).await?;
+                Ok(Response::Done)
+            }
+            other => self.call(other, within).await,
+        }
     }
 
     async fn subscribe(

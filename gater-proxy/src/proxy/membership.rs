@@ -7,6 +7,7 @@ use gater_core::routing::{Pick, RequestClass, RouteRequest};
 use gater_core::{Error, Side, WorkerInfo};
 use tokio::time::Instant;
 
+use super::joins::{admit, Admission};
 use super::pool::{NewWorker, Snapshot, Worker};
 use super::route::is_path_failure;
 use super::{lock, Inner, StorageMode};
@@ -84,17 +85,32 @@ impl Inner {
     }
 
     /// A worker announces itself: the first heartbeat of an unknown id (or a
-    /// known id at a new address) connects and adds it, later ones refresh it.
-    pub(crate) async fn heartbeat(&self, info: WorkerInfo) -> Result<(), Error> {
+    /// known id at a new address) connects and adds it, later ones refresh
+    /// it; `identity` (from the caller's certificate) must be allowed to (see
+    /// the `joins` module). Refusals are logged once per identity per minute.
+    pub(crate) async fn heartbeat(
+        &self,
+        info: WorkerInfo,
+        identity: Option<&str>,
+    ) -> Result<(), Error> {
+        let result = self.admit_heartbeat(info, identity).await;
+        if let Err(error) = &result {
+            if !is_path_failure(error) {
+                self.refusals.note(identity, error, self.now());
+            }
+        }
+        result
+    }
+
+    async fn admit_heartbeat(&self, info: WorkerInfo, identity: Option<&str>) -> Result<(), Error> {
         check_heartbeat(&info)?;
         let now = self.now();
         self.heard_storage(&info.id, info.shared_storage)?;
         let shared = info.shared_storage || self.config.storage == StorageMode::Shared;
-        if let Some(worker) = self.pool.get(&info.id) {
-            if worker.address == info.address {
-                worker.heard(info.stores, shared, now);
-                return Ok(());
-            }
+        let caps = (self.config.joins_max, self.config.joins_per_identity_max);
+        if let Admission::Refresh(worker) = admit(&self.pool, &info, identity, caps)? {
+            worker.heard(info.stores, shared, now);
+            return Ok(());
         }
         self.pool.check_room(&info.id)?;
         let Some(connector) = &self.connector else {
@@ -118,6 +134,7 @@ impl Inner {
                 address: info.address,
                 client,
                 dynamic: true,
+                owner: identity.map(Arc::from),
                 stores: info.stores,
                 shared_storage: shared,
             },

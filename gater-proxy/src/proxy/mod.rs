@@ -16,6 +16,7 @@
 mod admin;
 mod config;
 mod gater;
+mod joins;
 mod membership;
 mod pool;
 mod relay;
@@ -38,6 +39,7 @@ pub use config::{
     WORKER_IN_FLIGHT_MAX_DEFAULT,
 };
 
+pub use joins::{JOINS_MAX_DEFAULT, JOINS_PER_IDENTITY_MAX_DEFAULT, REFUSAL_LOG_INTERVAL};
 pub use membership::{WORKER_ADDRESS_LEN_MAX, WORKER_ID_LEN_MAX, WORKER_STORES_MAX};
 
 use pool::{NewWorker, Pool};
@@ -116,6 +118,7 @@ impl ProxyBuilder {
         client: BoxGater,
     ) -> Self {
         self.workers.push(NewWorker {
+            owner: None,
             id: id.into(),
             address: address.into(),
             client,
@@ -179,6 +182,7 @@ impl ProxyBuilder {
             epoch,
             config,
             probe_task: Mutex::new(None),
+            refusals: joins::RefusalLog::default(),
         });
         // The storage mode is known before the first request is answered
         // (of every static worker that answers now; the others tell later).
@@ -246,6 +250,8 @@ pub(crate) struct Inner {
     storage_reports: StorageReports,
     connector: Option<Arc<dyn Connector>>,
     probe_task: Mutex<Option<JoinHandle<()>>>,
+    /// Refused heartbeats, logged once per identity per minute.
+    refusals: joins::RefusalLog,
 }
 
 impl std::fmt::Debug for Inner {

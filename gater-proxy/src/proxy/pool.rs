@@ -20,6 +20,8 @@ pub(crate) struct Worker {
     pub(crate) client: BoxGater,
     /// Joined by heartbeat (removed after a long silence) rather than configured.
     pub(crate) dynamic: bool,
+    /// The identity whose heartbeat registered it (joined workers only).
+    pub(crate) owner: Option<Arc<str>>,
     /// Distinguishes this incarnation from an earlier worker with the same id.
     pub(crate) generation: u64,
     in_flight: AtomicU32,
@@ -258,6 +260,7 @@ pub(crate) struct NewWorker {
     pub(crate) address: String,
     pub(crate) client: BoxGater,
     pub(crate) dynamic: bool,
+    pub(crate) owner: Option<Arc<str>>,
     pub(crate) stores: Vec<StoreId>,
     pub(crate) shared_storage: bool,
 }
@@ -312,6 +315,7 @@ impl Pool {
             address: new.address,
             client: new.client,
             dynamic: new.dynamic,
+            owner: new.owner,
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
             in_flight: AtomicU32::new(0),
             state: Mutex::new(State {

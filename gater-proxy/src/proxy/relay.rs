@@ -123,7 +123,7 @@ impl Consumers {
                 ),
             });
         }
-        let id = ConsumerId(self.next.fetch_add(1, Ordering::Relaxed));
+        let id = random_consumer_id(&self.next);
         routes.insert(id, route);
         Ok(id)
     }
@@ -429,4 +429,15 @@ async fn relay(
             }
         }
     }
+}
+
+/// 128 random bits from the OS, so ids cannot be guessed; should the OS
+/// source fail, `counter` keeps ids unique.
+fn random_consumer_id(counter: &AtomicU64) -> ConsumerId {
+    let mut bytes = [0; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+    }
+    ConsumerId::from_random_bytes(bytes)
 }

@@ -8,6 +8,7 @@
 
 use gater_core::Gater;
 
+pub mod access;
 pub mod snapshots;
 pub mod stores;
 pub mod streams;

@@ -426,7 +426,7 @@ async fn bad_input_gets_typed_errors(gater: &dyn Gater) {
     let mut sub = subscribe(gater, &store, key.clone(), 1, case).await;
     let delivered = next_delivery(&mut sub, case).await.event.position;
     let consumer = sub.consumer();
-    let stranger = gater_core::ConsumerId(u64::MAX);
+    let stranger = gater_core::ConsumerId(u128::MAX);
     let refused = gater.ack_event(&store, &key, stranger, delivered).await;
     assert!(
         is_not_found(&refused, Resource::Consumer),

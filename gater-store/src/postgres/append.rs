@@ -22,7 +22,7 @@ use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
 use super::error::is_conflict;
-use super::store::{counters_from_row, to_i64, to_u64, PostgresStore};
+use super::store::{column, counters_from_row, to_i64, to_u64, PostgresStore};
 use crate::backend::{BatchOutcome, PendingAppend};
 use crate::stage::{stage_batch, Location, Staged, Stored, Writes};
 
@@ -196,16 +196,16 @@ impl<'a> Found<'a> {
         };
         for row in ids {
             let location = (
-                row.get(1),
-                to_u64(row.get(2))?,
-                Position(to_u64(row.get(3))?),
+                column(row, 1)?,
+                to_u64(column(row, 2)?)?,
+                Position(to_u64(column(row, 3)?)?),
             );
-            found.ids.insert(row.get(0), location);
+            found.ids.insert(column(row, 0)?, location);
         }
         for row in versions {
-            let stream: &str = row.get(0);
+            let stream: &str = column(row, 0)?;
             if let Ok(i) = streams.binary_search(&stream) {
-                found.versions.insert(streams[i], to_u64(row.get(1))?);
+                found.versions.insert(streams[i], to_u64(column(row, 1)?)?);
             }
         }
         Ok(found)

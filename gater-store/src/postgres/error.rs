@@ -48,9 +48,9 @@ impl Redactor {
 
 /// `url` with the password of its user-info part replaced, for logs and errors.
 ///
-/// Handles `postgres://user:password@host/db` URLs; key-value connection
-/// strings are cleaned of a `password=` value instead.
-pub(crate) fn redact_url(url: &str) -> String {
+/// Handles `postgres://user:password@host/db` URLs and key-value connection
+/// strings (`password=s`, `password = s`, `password='with spaces'`).
+pub fn redact_url(url: &str) -> String {
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -67,13 +67,58 @@ pub(crate) fn redact_url(url: &str) -> String {
         }
         return url.to_owned();
     }
-    url.split_whitespace()
-        .map(|part| match part.split_once('=') {
-            Some((key, _)) if key.trim() == "password" => format!("password={REDACTED}"),
-            _ => part.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    redact_key_value(url)
+}
+
+/// Rewrites a libpq key-value string with the `password` value replaced:
+/// `key = value` pairs, spaces around `=` allowed, values bare or
+/// single-quoted with backslash escapes. Text it cannot read as pairs is
+/// kept up to that point and the rest replaced, so a secret never leaks.
+fn redact_key_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let key_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        let after_key = rest[key_end..].trim_start();
+        let Some(after_eq) = after_key.strip_prefix('=') else {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(REDACTED);
+            return out;
+        };
+        let after_eq = after_eq.trim_start();
+        let (value, remaining) = split_value(after_eq);
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(key);
+        out.push('=');
+        out.push_str(if key == "password" { REDACTED } else { value });
+        rest = remaining.trim_start();
+    }
+    out
+}
+
+/// The value at the start of `text` (quoted or bare) and what follows it.
+fn split_value(text: &str) -> (&str, &str) {
+    if let Some(quoted) = text.strip_prefix('\'') {
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '\'' => return (&text[..i + 2], &quoted[i + 1..]),
+                _ => {}
+            }
+        }
+        return (text, "");
+    }
+    let end = text.find(char::is_whitespace).unwrap_or(text.len());
+    (&text[..end], &text[end..])
 }
 
 /// Maps a driver error; `store` names the store the operation was about, so
@@ -160,6 +205,21 @@ mod tests {
             redact_url("host=localhost password=s3cret user=gater"),
             "host=localhost password=*** user=gater"
         );
+    }
+
+    #[test]
+    fn key_value_passwords_are_redacted_with_spaces_and_quotes() {
+        assert_eq!(
+            redact_url("host=db password = s3cret user=gater"),
+            "host=db password=*** user=gater"
+        );
+        assert_eq!(
+            redact_url("host='db one' password='my s3cret \\' pass' user=gater"),
+            "host='db one' password=*** user=gater"
+        );
+        assert_eq!(redact_url("password='unterminated s3cret"), "password=***");
+        let odd = redact_url("host=db garbage s3cret");
+        assert!(!odd.contains("s3cret"), "{odd}");
     }
 
     #[test]

@@ -34,10 +34,10 @@ use async_trait::async_trait;
 use gater_core::{Error, Resource, StoreConfig, StoreId};
 
 use crate::backend::{Backend, BackendStore, Counters};
-pub(crate) use error::redact_url;
+pub use error::redact_url;
 use error::{map_error, Redactor};
 use pool::{Pool, PoolConfig, Pooled};
-use store::PostgresStore;
+use store::{column, PostgresStore};
 
 /// Key of the advisory lock that serialises catalog changes across workers.
 const CATALOG_LOCK: i64 = 0x6761_7465_725f_6361; // "gater_ca"
@@ -169,11 +169,11 @@ impl Shared {
             return Ok(());
         }
         let client = &pooled.conn().client;
-        let found: Option<String> = client
+        let row = client
             .query_one("SELECT to_regclass('gater.stores')::text", &[])
             .await
-            .map_err(|e| self.error(None, &e))?
-            .get(0);
+            .map_err(|e| self.error(None, &e))?;
+        let found: Option<String> = column(&row, 0)?;
         if found.is_none() {
             pooled.set_in_transaction(true);
             let ddl = format!(
@@ -302,7 +302,7 @@ impl Backend for PostgresBackend {
                     .map_err(|e| shared.error(None, &e))?;
                 let mut stores = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let id: String = row.get(0);
+                    let id: String = column(&row, 0)?;
                     match StoreId::new(id) {
                         Ok(id) => stores.push(id),
                         Err(e) => tracing::warn!(error = %e, "skipping a catalog row"),
@@ -356,10 +356,10 @@ async fn catalog_row(
         .map_err(|e| shared.error(None, &e))?;
     row.map(|row| {
         let config = StoreConfig {
-            fsync: row.get(1),
-            group_commit: row.get(2),
+            fsync: column(&row, 1)?,
+            group_commit: column(&row, 2)?,
         };
-        Ok((row.get(0), config, store::to_u64(row.get(3))?))
+        Ok((column(&row, 0)?, config, store::to_u64(column(&row, 3)?)?))
     })
     .transpose()
 }
@@ -387,15 +387,15 @@ async fn create_schema(
         conn.client.batch_execute("ROLLBACK").await.map_err(e)?;
         pooled.set_in_transaction(false);
         let stored = StoreConfig {
-            fsync: row.get(1),
-            group_commit: row.get(2),
+            fsync: column(&row, 1)?,
+            group_commit: column(&row, 2)?,
         };
         if stored != config {
             return Err(Error::StoreConfigConflict {
                 store: store.to_string(),
             });
         }
-        return Ok((row.get(0), store::to_u64(row.get(3))?));
+        return Ok((column(&row, 0)?, store::to_u64(column(&row, 3)?)?));
     }
     let schema = schema_name(store);
     let created_us = crate::engine::now_us();
@@ -471,7 +471,7 @@ async fn drop_schema(shared: &Shared, store: &StoreId) -> Result<(), Error> {
         pooled.set_in_transaction(false);
         return Err(Error::not_found(Resource::Store, store));
     };
-    let schema: String = row.get(0);
+    let schema: String = column(&row, 0)?;
     conn.client
         .batch_execute(&format!(
             "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE; COMMIT"

@@ -486,8 +486,8 @@ impl BackendStore for PostgresStore {
         let more = rows.len() > limit as usize;
         for row in rows.iter().take(limit as usize) {
             streams.push(StreamInfo {
-                stream: stream_from(row.get(0))?,
-                version: to_u64(row.get(1))?,
+                stream: stream_from(column(row, 0)?)?,
+                version: to_u64(column(row, 1)?)?,
             });
         }
         Ok(StreamPage::new(streams, more))
@@ -495,14 +495,14 @@ impl BackendStore for PostgresStore {
 
     async fn version(&self, stream: &StreamId) -> Result<Option<Version>, Error> {
         let rows = self.query(&self.sql.version, &[&stream.as_str()]).await?;
-        rows.first().map(|row| to_u64(row.get(0))).transpose()
+        rows.first().map(|row| to_u64(column(row, 0)?)).transpose()
     }
 
     async fn disk_bytes(&self) -> Result<u64, Error> {
         let row = self
             .query_one(&self.sql.disk_bytes, &[&self.schema])
             .await?;
-        to_u64(row.get(0))
+        to_u64(column(&row, 0)?)
     }
 
     async fn record_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {
@@ -541,10 +541,10 @@ impl BackendStore for PostgresStore {
             key: SnapshotKey {
                 source: source.to_owned(),
                 stream: stream.to_owned(),
-                version: to_u64(row.get(0))?,
+                version: to_u64(column(row, 0)?)?,
             },
-            data: row.get(1),
-            created_us: to_u64(row.get(2))?,
+            data: column(row, 1)?,
+            created_us: to_u64(column(row, 2)?)?,
         }))
     }
 
@@ -575,9 +575,9 @@ impl BackendStore for PostgresStore {
         rows.iter()
             .map(|row| {
                 Ok(SnapshotKey {
-                    source: text_from(row.get(0))?,
-                    stream: text_from(row.get(1))?,
-                    version: to_u64(row.get(2))?,
+                    source: text_from(column(row, 0)?)?,
+                    stream: text_from(column(row, 1)?)?,
+                    version: to_u64(column(row, 2)?)?,
                 })
             })
             .collect()
@@ -607,7 +607,9 @@ impl BackendStore for PostgresStore {
 
     async fn load_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error> {
         let rows = self.query(&self.sql.load_subscriptions, &[]).await?;
-        rows.iter().map(|row| record_from(row.get(0))).collect()
+        rows.iter()
+            .map(|row| record_from(column(row, 0)?))
+            .collect()
     }
 
     async fn load_subscription(
@@ -616,7 +618,9 @@ impl BackendStore for PostgresStore {
     ) -> Result<Option<SubscriptionRecord>, Error> {
         let key = encode(key)?;
         let rows = self.query(&self.sql.load_subscription, &[&key]).await?;
-        rows.first().map(|row| record_from(row.get(0))).transpose()
+        rows.first()
+            .map(|row| record_from(column(row, 0)?))
+            .transpose()
     }
 
     async fn put_subscription(&self, record: &SubscriptionRecord) -> Result<(), Error> {
@@ -733,26 +737,26 @@ impl BackendStore for PostgresStore {
 
 /// The counters in a head row `(next_position, stream_count)`.
 pub(super) fn counters_from_row(row: &Row) -> Result<Counters, Error> {
-    let next = to_u64(row.get(0))?;
+    let next = to_u64(column(row, 0)?)?;
     Ok(Counters {
         head: next.checked_sub(1).map(Position),
         event_count: next,
-        stream_count: to_u64(row.get(1))?,
+        stream_count: to_u64(column(row, 1)?)?,
     })
 }
 
 fn event_from_row(row: &Row) -> Result<RecordedEvent, Error> {
     Ok(RecordedEvent {
-        position: Position(to_u64(row.get(0))?),
-        stream: stream_from(row.get(1))?,
-        version: to_u64(row.get(2))?,
-        created_us: to_u64(row.get(8))?,
+        position: Position(to_u64(column(row, 0)?)?),
+        stream: stream_from(column(row, 1)?)?,
+        version: to_u64(column(row, 2)?)?,
+        created_us: to_u64(column(row, 8)?)?,
         data: EventData {
-            id: EventId::from_uuid(row.get(3)),
-            event_type: text_from(row.get(4))?,
-            data: row.get(5),
-            metadata: row.get(6),
-            content_type: text_from(row.get(7))?,
+            id: EventId::from_uuid(column(row, 3)?),
+            event_type: text_from(column(row, 4)?)?,
+            data: column(row, 5)?,
+            metadata: column(row, 6)?,
+            content_type: text_from(column(row, 7)?)?,
         },
     })
 }
@@ -782,6 +786,16 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Error> {
 
 fn record_from(bytes: Vec<u8>) -> Result<SubscriptionRecord, Error> {
     postcard::from_bytes(&bytes).map_err(corrupt)
+}
+
+/// Column `index` of `row` as `T`: a column missing or of another type (a
+/// foreign or altered schema) is a storage error, never a panic.
+pub(super) fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    index: usize,
+) -> Result<T, Error> {
+    row.try_get(index)
+        .map_err(|e| Error::Storage(format!("unexpected database schema: column {index}: {e}")))
 }
 
 /// A storage error for rows that do not decode.

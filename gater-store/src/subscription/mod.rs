@@ -131,6 +131,8 @@ pub(crate) struct Subscriptions {
     relays: Mutex<HashMap<ConsumerId, TargetCell>>,
     /// Lets relay tasks reach back without keeping the subscriptions alive.
     this: Weak<Subscriptions>,
+    /// Largest window a consumer may ask for (`Limits::subscription_window_max`).
+    window_max: u32,
 }
 
 /// What the API side and the transient tasks share.
@@ -216,9 +218,17 @@ impl Subscriptions {
             shared,
             admin: tokio::sync::Mutex::new(()),
             peers,
+            window_max: Limits::DEFAULT.subscription_window_max,
             relays: Mutex::default(),
             this: this.clone(),
         }))
+    }
+
+    /// The same registry enforcing `window_max` (the store's configured
+    /// `Limits::subscription_window_max`) instead of the default.
+    pub(crate) fn with_window_max(mut self, window_max: u32) -> Self {
+        self.window_max = window_max;
+        self
     }
 
     /// `Gater::save_subscription`.
@@ -291,7 +301,7 @@ impl Subscriptions {
         key: SubscriptionKey,
         options: SubscribeOptions,
     ) -> Result<Subscription, Error> {
-        let window_max = Limits::DEFAULT.subscription_window_max;
+        let window_max = self.window_max;
         if options.window == 0 || options.window > window_max {
             return Err(Error::invalid(format!(
                 "subscription window must be 1 to {window_max}, got {}",
@@ -812,8 +822,19 @@ impl Shared {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// 128 random bits from the OS; should the OS source fail, the counter
+    /// keeps ids unique (and the process-random hasher keys unpredictable).
     fn next_consumer_id(&self) -> ConsumerId {
-        ConsumerId(self.next_consumer.fetch_add(1, Ordering::Relaxed))
+        let mut bytes = [0; 16];
+        if getrandom::getrandom(&mut bytes).is_err() {
+            use std::hash::{BuildHasher, Hasher};
+            let n = self.next_consumer.fetch_add(1, Ordering::Relaxed);
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(n);
+            bytes[..8].copy_from_slice(&hasher.finish().to_le_bytes());
+            bytes[8..].copy_from_slice(&n.to_le_bytes());
+        }
+        ConsumerId::from_random_bytes(bytes)
     }
 
     fn inputs(&self, detached: Arc<Notify>) -> (mpsc::Sender<Command>, Inputs) {

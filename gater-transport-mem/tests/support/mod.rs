@@ -251,7 +251,7 @@ impl Gater for TestGater {
         if key.selector() != "$all" || !key.is_transient() {
             return Err(unsupported("only transient $all subscriptions"));
         }
-        let consumer = ConsumerId(self.next_consumer.fetch_add(1, Ordering::Relaxed));
+        let consumer = ConsumerId(self.next_consumer.fetch_add(1, Ordering::Relaxed).into());
         let state = (
             self.clone(),
             store.clone(),
@@ -309,7 +309,7 @@ impl Gater for TestGater {
         position: Position,
     ) -> Result<(), Error> {
         self.with_store(store, |data| {
-            if consumer.0 >= self.next_consumer.load(Ordering::Relaxed) {
+            if consumer.0 >= u128::from(self.next_consumer.load(Ordering::Relaxed)) {
                 return Err(Error::not_found(Resource::Consumer, consumer));
             }
             if position.0 >= data.log.len() as u64 {

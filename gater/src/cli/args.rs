@@ -34,6 +34,10 @@ pub(crate) struct Global {
     /// Seconds to wait for each request.
     #[arg(long, global = true, default_value_t = 30)]
     pub(crate) timeout: u64,
+    /// Name the server's certificate must carry (default: the host dialled;
+    /// set it when dialling an IP address the certificate does not name).
+    #[arg(long, global = true, env = "GATER_SERVER_NAME")]
+    pub(crate) server_name: Option<String>,
 }
 
 /// A `gater` command.
@@ -77,6 +81,11 @@ pub(crate) enum Command {
     Import(ImportArgs),
     /// List the gateway workers behind the server.
     Workers,
+    /// Print the identity the server sees (the certificate's name) and its grants.
+    Whoami,
+    /// Issue certificates for identities.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Measure a server, or compare every transport in process (`--suite compare`).
     Bench(crate::bench::BenchArgs),
 }
@@ -93,6 +102,39 @@ pub(crate) struct DevArgs {
     /// Log as JSON.
     #[arg(long)]
     pub(crate) log_json: bool,
+    /// Access rules (TOML); without it every certificate from the CA is admin.
+    #[arg(long, env = "GATER_ACCESS")]
+    pub(crate) access: Option<PathBuf>,
+}
+
+/// `gater certs ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum CertsCommand {
+    /// Sign a client certificate with CN=NAME; `gater --certs OUT ...` then acts as NAME.
+    Issue(IssueArgs),
+}
+
+/// `gater certs issue`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct IssueArgs {
+    /// Directory holding the CA (ca.crt, ca.key).
+    #[arg(long)]
+    pub(crate) ca_dir: PathBuf,
+    /// The identity (the certificate's common name).
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Where to write ca.crt, client.crt and client.key.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Also write server.crt and server.key (a worker that serves and heartbeats).
+    #[arg(long)]
+    pub(crate) worker: bool,
+    /// Extra names of the server certificate (besides localhost, 127.0.0.1, ::1).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) hosts: Vec<String>,
+    /// Replace keys that exist already.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// Storage engine of a worker.
@@ -125,15 +167,23 @@ pub(crate) struct WorkerArgs {
     /// Storage engine.
     #[arg(long, value_enum, env = "GATER_BACKEND")]
     pub(crate) backend: Option<BackendKind>,
-    /// PostgreSQL connection URL (with --backend postgres).
-    #[arg(long, env = "GATER_POSTGRES_URL")]
+    /// PostgreSQL connection URL (with --backend postgres). Prefer
+    /// GATER_POSTGRES_URL or --postgres-url-file: a flag shows in `ps`.
+    #[arg(long, env = "GATER_POSTGRES_URL", hide_env_values = true)]
     pub(crate) postgres_url: Option<String>,
+    /// File holding the PostgreSQL connection URL (first line), so the
+    /// password appears neither in `ps` nor in the environment.
+    #[arg(long, env = "GATER_POSTGRES_URL_FILE", conflicts_with = "postgres_url")]
+    pub(crate) postgres_url_file: Option<PathBuf>,
     /// TOML configuration file; flags and GATER_* variables win over it.
     #[arg(long, env = "GATER_CONFIG")]
     pub(crate) config: Option<PathBuf>,
     /// Log as JSON.
     #[arg(long)]
     pub(crate) log_json: bool,
+    /// Access rules (TOML); without it every certificate from the CA is admin.
+    #[arg(long, env = "GATER_ACCESS")]
+    pub(crate) access: Option<PathBuf>,
 }
 
 /// `gater proxy`.
@@ -155,6 +205,9 @@ pub(crate) struct ProxyArgs {
     /// Log as JSON.
     #[arg(long)]
     pub(crate) log_json: bool,
+    /// Access rules (TOML); without it every certificate from the CA is admin.
+    #[arg(long, env = "GATER_ACCESS")]
+    pub(crate) access: Option<PathBuf>,
 }
 
 /// `gater store ...`.

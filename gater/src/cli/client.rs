@@ -102,7 +102,26 @@ pub(crate) async fn execute<W: Write>(
             out.table(&cols, &rows)?;
             Ok(())
         }
-        Command::Dev(_) | Command::Worker(_) | Command::Proxy(_) | Command::Bench(_) => {
+        Command::Whoami => {
+            let me = gater.whoami().await?;
+            let grants: Vec<Value> = me
+                .grants
+                .iter()
+                .map(|g| json!({"stores": g.stores, "role": g.role.as_str()}))
+                .collect();
+            if out.is_json() {
+                out.record(&json!({"identity": me.identity, "grants": grants}))?;
+            } else {
+                out.record(&json!({"identity": me.identity}))?;
+                out.table(&["stores", "role"], &grants)?;
+            }
+            Ok(())
+        }
+        Command::Dev(_)
+        | Command::Worker(_)
+        | Command::Proxy(_)
+        | Command::Bench(_)
+        | Command::Certs(_) => {
             Err(Error::invalid("server commands do not run as client commands").into())
         }
     }

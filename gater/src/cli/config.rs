@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use gater_proxy::StorageMode;
+use gater_transport_quic::MEMORY_MAX_BYTES_DEFAULT;
 
 use super::args::{BackendKind, ProxyArgs, WorkerArgs};
 
@@ -38,6 +39,10 @@ pub(crate) struct WorkerFile {
     id: Option<String>,
     backend: Option<String>,
     postgres_url: Option<String>,
+    postgres_url_file: Option<PathBuf>,
+    access: Option<PathBuf>,
+    memory_max_bytes: Option<u64>,
+    server_name: Option<String>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -51,12 +56,16 @@ pub(crate) struct ProxyFile {
     workers: Vec<String>,
     /// `"embedded"` (the default) or `"shared"`.
     storage: Option<String>,
+    access: Option<PathBuf>,
+    memory_max_bytes: Option<u64>,
+    server_name: Option<String>,
     #[serde(default)]
     tls: TlsFiles,
 }
 
-/// A worker's settings after merging file and flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A worker's settings after merging file and flags. Its `Debug` shows the
+/// PostgreSQL URL with the password redacted.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct WorkerConfig {
     /// Data directory.
     pub(crate) data_dir: PathBuf,
@@ -72,8 +81,61 @@ pub(crate) struct WorkerConfig {
     pub(crate) backend: BackendKind,
     /// PostgreSQL URL.
     pub(crate) postgres_url: Option<String>,
+    /// Access rules file.
+    pub(crate) access: Option<PathBuf>,
+    /// Server-wide byte budget of requests.
+    pub(crate) memory_max_bytes: u64,
+    /// Name the certificates of the servers this one dials must carry, when
+    /// not the host dialled (`--server-name` wins).
+    pub(crate) server_name: Option<String>,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("join", &self.join)
+            .field("advertise", &self.advertise)
+            .field("id", &self.id)
+            .field("backend", &self.backend)
+            .field(
+                "postgres_url",
+                &self.postgres_url.as_deref().map(gater_store::redact_url),
+            )
+            .field("access", &self.access)
+            .field("memory_max_bytes", &self.memory_max_bytes)
+            .field("server_name", &self.server_name)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// The PostgreSQL URL: the flag (or GATER_POSTGRES_URL), else the first
+/// line of the URL file (flag, GATER_POSTGRES_URL_FILE or config), else
+/// the config file's `postgres_url`.
+fn postgres_url(args: &WorkerArgs, file: &WorkerFile) -> Result<Option<String>> {
+    if let Some(url) = &args.postgres_url {
+        return Ok(Some(url.clone()));
+    }
+    if let Some(path) = args
+        .postgres_url_file
+        .as_ref()
+        .or(file.postgres_url_file.as_ref())
+    {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read the PostgreSQL URL file {}", path.display()))?;
+        let url = text.lines().next().unwrap_or("").trim().to_owned();
+        anyhow::ensure!(
+            !url.is_empty(),
+            "{} holds no PostgreSQL URL",
+            path.display()
+        );
+        return Ok(Some(url));
+    }
+    Ok(file.postgres_url.clone())
 }
 
 /// A proxy's settings after merging file and flags.
@@ -85,6 +147,13 @@ pub(crate) struct ProxyConfig {
     pub(crate) workers: Vec<String>,
     /// How the workers hold their stores.
     pub(crate) storage: StorageMode,
+    /// Access rules file.
+    pub(crate) access: Option<PathBuf>,
+    /// Server-wide byte budget of requests.
+    pub(crate) memory_max_bytes: u64,
+    /// Name the certificates of the servers this one dials must carry, when
+    /// not the host dialled (`--server-name` wins).
+    pub(crate) server_name: Option<String>,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -107,6 +176,7 @@ impl WorkerConfig {
     /// Merges the config file (if any) under the flags.
     pub(crate) fn load(args: &WorkerArgs) -> Result<Self> {
         let file: WorkerFile = read_toml(args.config.as_deref())?;
+        let postgres_url = postgres_url(args, &file)?;
         let listen = args
             .listen
             .clone()
@@ -140,7 +210,10 @@ impl WorkerConfig {
                 .or(file.id)
                 .unwrap_or_else(|| advertise.clone()),
             join: args.join.clone().or(file.join),
-            postgres_url: args.postgres_url.clone().or(file.postgres_url),
+            postgres_url,
+            access: args.access.clone().or(file.access),
+            memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
+            server_name: file.server_name,
             listen,
             advertise,
             backend,
@@ -162,6 +235,9 @@ impl ProxyConfig {
         };
         Ok(ProxyConfig {
             storage,
+            access: args.access.clone().or(file.access),
+            memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
+            server_name: file.server_name,
             listen: args
                 .listen
                 .clone()
@@ -272,5 +348,28 @@ mod tests {
             Some("postgres://gater@localhost/events")
         );
         assert!(WorkerConfig::load(&worker_args(&["gater", "worker"])).is_err());
+    }
+
+    #[test]
+    fn the_postgres_url_comes_from_a_file_and_debug_hides_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg-url");
+        fs::write(&path, "postgres://gater:s3cret@db/events\n").unwrap();
+        let args = worker_args(&[
+            "gater",
+            "worker",
+            "--backend",
+            "postgres",
+            "--postgres-url-file",
+            path.to_str().unwrap(),
+        ]);
+        let config = WorkerConfig::load(&args).unwrap();
+        assert_eq!(
+            config.postgres_url.as_deref(),
+            Some("postgres://gater:s3cret@db/events")
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://gater:***@db/events"), "{shown}");
     }
 }

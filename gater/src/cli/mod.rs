@@ -1,6 +1,7 @@
 //! The `gater` command line: arguments, client commands, input and output.
 
 pub(crate) mod args;
+pub(crate) mod certs;
 pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod input;

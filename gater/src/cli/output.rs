@@ -17,6 +17,11 @@ impl<W: Write> Output<W> {
         Output { json, out }
     }
 
+    /// Whether results print as JSON lines.
+    pub(crate) fn is_json(&self) -> bool {
+        self.json
+    }
+
     /// Prints one record: a JSON line, or `key: value` lines for people.
     pub(crate) fn record(&mut self, value: &Value) -> io::Result<()> {
         if self.json {
@@ -164,6 +169,16 @@ pub(crate) fn error_line(error: &Error, json: bool) -> String {
             map.insert("limit".into(), limit.clone().into());
             map.insert("max".into(), (*max).into());
             map.insert("actual".into(), (*actual).into());
+        }
+        Error::PermissionDenied {
+            identity,
+            action,
+            store,
+            ..
+        } => {
+            map.insert("identity".into(), identity.clone().into());
+            map.insert("action".into(), action.clone().into());
+            map.insert("store".into(), store.clone().into());
         }
         _ => {}
     }

@@ -1026,3 +1026,28 @@ async fn pinned_stream_behind_a_full_consumer_waits_while_other_streams_flow() {
     assert!(resumed.keys().all(|stream| !got.contains_key(stream)));
     assert_eq!(got.len() + resumed.len() + 1, 6);
 }
+
+#[tokio::test(start_paused = true)]
+async fn consumer_ids_are_random_not_sequential() {
+    let log = FakeLog::new();
+    let subs = open(&log).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let sub = subs.subscribe(all(TRANSIENT), window(4)).await.unwrap();
+        ids.push(sub.consumer().0);
+    }
+    // Sequential ids would all fit in the low 64 bits and differ by one.
+    assert!(ids.iter().any(|id| id >> 64 != 0), "{ids:x?}");
+    assert!(ids.windows(2).all(|w| w[0].abs_diff(w[1]) > 1), "{ids:x?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_configured_window_limit_is_enforced() {
+    let log = FakeLog::new();
+    let subs = open(&log).await.with_window_max(8);
+    assert!(subs.subscribe(all(TRANSIENT), window(8)).await.is_ok());
+    assert!(matches!(
+        subs.subscribe(all(TRANSIENT), window(9)).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
