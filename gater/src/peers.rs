@@ -39,7 +39,7 @@ impl PeerConnector for QuicPeers {
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
         }
-        let client = quic_client(&[address.to_owned()], self.tls.clone(), None)
+        let client = quic_client(&[address.to_owned()], self.tls.clone(), None, None)
             .map_err(|e| Error::invalid(format!("worker address {address:?}: {e:#}")))?;
         if clients.len() >= PEERS_MAX {
             clients.clear();

@@ -13,7 +13,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -132,7 +132,7 @@ pub(crate) struct Subscriptions {
     /// Lets relay tasks reach back without keeping the subscriptions alive.
     this: Weak<Subscriptions>,
     /// Largest window a consumer may ask for (`Limits::subscription_window_max`).
-    window_max: u32,
+    window_max: AtomicU32,
 }
 
 /// What the API side and the transient tasks share.
@@ -218,7 +218,7 @@ impl Subscriptions {
             shared,
             admin: tokio::sync::Mutex::new(()),
             peers,
-            window_max: Limits::DEFAULT.subscription_window_max,
+            window_max: AtomicU32::new(Limits::DEFAULT.subscription_window_max),
             relays: Mutex::default(),
             this: this.clone(),
         }))
@@ -226,8 +226,8 @@ impl Subscriptions {
 
     /// The same registry enforcing `window_max` (the store's configured
     /// `Limits::subscription_window_max`) instead of the default.
-    pub(crate) fn with_window_max(mut self, window_max: u32) -> Self {
-        self.window_max = window_max;
+    pub(crate) fn with_window_max(self: Arc<Self>, window_max: u32) -> Arc<Self> {
+        self.window_max.store(window_max, Ordering::Relaxed);
         self
     }
 
@@ -301,7 +301,7 @@ impl Subscriptions {
         key: SubscriptionKey,
         options: SubscribeOptions,
     ) -> Result<Subscription, Error> {
-        let window_max = self.window_max;
+        let window_max = self.window_max.load(Ordering::Relaxed);
         if options.window == 0 || options.window > window_max {
             return Err(Error::invalid(format!(
                 "subscription window must be 1 to {window_max}, got {}",
