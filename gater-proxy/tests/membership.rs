@@ -330,8 +330,12 @@ async fn a_joined_worker_can_be_moved_only_by_the_identity_that_registered_it() 
     connector.add("mem:evil", serve(shared.clone()));
     connector.add("mem:w2-new", serve(shared.clone()));
     let static_worker = Arc::new(serve(shared.clone()).client());
+    // Every worker here serves one store: a shared-storage pool.
     let proxy = Proxy::builder()
-        .config(sim_config(seed(72)))
+        .config(ProxyConfig {
+            storage: StorageMode::Shared,
+            ..sim_config(seed(72))
+        })
         .worker("w0", "mem:w0", static_worker)
         .connector(connector)
         .build()
