@@ -1,15 +1,17 @@
 //! The QUIC client: a [`Link`] that keeps one connection to one of several
-//! server addresses, reconnecting with back-off when it is lost, and sends
-//! its requests on one long-lived request stream of that connection
-//! (see `mux`).
+//! server addresses, reconnecting with back-off when it is lost, and spreads
+//! its requests over a few long-lived request streams of that connection
+//! ([`REQUEST_STREAMS`], round robin; see `mux`), which the server answers
+//! on a task each.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use gater_core::dispatch::{Link, RemoteGater};
 use gater_core::routing::retry_is_safe;
 use gater_core::wire::{self, Request, RequestEnvelope, Response};
@@ -54,6 +56,11 @@ const PEER_STREAMS_MAX: u32 = 0;
 /// Request streams a call tries: a stream found closed as the call starts
 /// is replaced once.
 const STREAM_ATTEMPTS: usize = 2;
+/// Request streams a client spreads its requests over on one connection
+/// (round robin), so the server answers them on as many tasks. Fewer when
+/// the server allows fewer streams at once: a stream it has no credit for
+/// is not waited for while another is open.
+pub const REQUEST_STREAMS: usize = 4;
 /// Times a request lost with its connection is sent again (on a new
 /// connection, other addresses first), when that is safe.
 const RESENDS_MAX: u32 = 1;
@@ -144,8 +151,10 @@ pub struct QuicLink {
     current: Mutex<Option<(usize, quinn::Connection)>>,
     /// Serialises dialling, and remembers where and when to dial next.
     dialer: tokio::sync::Mutex<Dialer>,
-    /// The request stream in use; read on every call.
-    mux: Mutex<Option<Arc<Mux>>>,
+    /// The request streams in use, [`REQUEST_STREAMS`] slots; read on every call.
+    muxes: Mutex<[Option<Arc<Mux>>; REQUEST_STREAMS]>,
+    /// The slot the next call starts from.
+    next_stream: AtomicUsize,
     /// Serialises opening a request stream.
     opening: tokio::sync::Mutex<()>,
     /// One permit per request in flight.
@@ -190,7 +199,8 @@ impl QuicLink {
                     max_ms: options.backoff_max_ms,
                 },
             )),
-            mux: Mutex::new(None),
+            muxes: Mutex::new(Default::default()),
+            next_stream: AtomicUsize::new(0),
             opening: tokio::sync::Mutex::new(()),
             in_flight: tokio::sync::Semaphore::new(options.in_flight_max.max(1) as usize),
             options,
@@ -200,6 +210,15 @@ impl QuicLink {
     /// The address of the connection in use, if one is up.
     pub fn connected_to(&self) -> Option<SocketAddr> {
         self.live().map(|c| c.remote_address())
+    }
+
+    /// Request streams open on the connection in use (at most [`REQUEST_STREAMS`]).
+    pub fn request_streams(&self) -> usize {
+        self.lock_muxes()
+            .iter()
+            .flatten()
+            .filter(|m| !m.is_closed())
+            .count()
     }
 
     /// Closes the connection and the local socket; later calls fail.
@@ -349,17 +368,27 @@ impl QuicLink {
             .unwrap_or(Err(Error::DeadlineExceeded { side: Side::Client }))
     }
 
-    /// The open request stream, opening one (and connecting) if there is none.
+    /// The open request stream of the next slot (round robin), opening it
+    /// (and connecting) if there is none; another open stream when the
+    /// server has no credit for one more yet.
     async fn mux(&self) -> Result<Arc<Mux>, Error> {
-        if let Some(mux) = self.open_mux() {
+        let slot = self.next_stream.fetch_add(1, Ordering::Relaxed) % REQUEST_STREAMS;
+        if let Some(mux) = self.open_mux(slot) {
             return Ok(mux);
         }
         let _opening = self.opening.lock().await;
-        if let Some(mux) = self.open_mux() {
+        if let Some(mux) = self.open_mux(slot) {
             return Ok(mux);
         }
         let connection = self.connection().await?;
-        let (send, recv) = connection.open_bi().await.map_err(lost)?;
+        let opened = match connection.open_bi().now_or_never() {
+            Some(opened) => opened,
+            None => match self.any_open_mux() {
+                Some(mux) => return Ok(mux),
+                None => connection.open_bi().await,
+            },
+        };
+        let (send, recv) = opened.map_err(lost)?;
         let mux = Arc::new(Mux::start(
             connection,
             send,
@@ -367,13 +396,27 @@ impl QuicLink {
             self.options.in_flight_max as usize,
             self.options.frame_bytes_max,
         ));
-        *self.mux.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&mux));
+        self.lock_muxes()[slot] = Some(Arc::clone(&mux));
         Ok(mux)
     }
 
-    fn open_mux(&self) -> Option<Arc<Mux>> {
-        let mux = self.mux.lock().unwrap_or_else(PoisonError::into_inner);
-        mux.as_ref().filter(|m| !m.is_closed()).cloned()
+    fn lock_muxes(&self) -> std::sync::MutexGuard<'_, [Option<Arc<Mux>>; REQUEST_STREAMS]> {
+        self.muxes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn open_mux(&self, slot: usize) -> Option<Arc<Mux>> {
+        self.lock_muxes()[slot]
+            .as_ref()
+            .filter(|m| !m.is_closed())
+            .cloned()
+    }
+
+    fn any_open_mux(&self) -> Option<Arc<Mux>> {
+        self.lock_muxes()
+            .iter()
+            .flatten()
+            .find(|m| !m.is_closed())
+            .cloned()
     }
 
     /// Sends `envelope` and waits for its answer. A request lost with its

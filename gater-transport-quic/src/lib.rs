@@ -19,8 +19,10 @@
 //! client certificate signed by its CA.
 //!
 //! The client ([`connect`]) is a [`QuicClient`]: a `Gater` that keeps one
-//! connection and one long-lived request stream on it, shared by every call
-//! (pipelined, answers matched by id), and reconnects with back-off. Its
+//! connection and a few long-lived request streams on it
+//! ([`REQUEST_STREAMS`], fewer if the server allows fewer streams), shared
+//! by every call (round robin, pipelined, answers matched by id), and
+//! reconnects with back-off. Its
 //! connection attempts race across the addresses it was given (the next
 //! address is dialled after a short stagger, the first handshake wins), and
 //! it remembers addresses that failed, dialling them last while they back off.
@@ -70,7 +72,7 @@ pub use budget::{
 pub use client::{
     connect, ClientOptions, QuicClient, QuicLink, BACKOFF_MAX_MS_DEFAULT, BACKOFF_MIN_MS_DEFAULT,
     CLIENT_IDLE_TIMEOUT_MS_DEFAULT, CLIENT_KEEP_ALIVE_MS_DEFAULT, CONNECT_TIMEOUT_MS_DEFAULT,
-    DEADLINE_MS_DEFAULT, RACE_STAGGER_MS_DEFAULT, SUBSCRIPTION_CREDIT_DEFAULT,
+    DEADLINE_MS_DEFAULT, RACE_STAGGER_MS_DEFAULT, REQUEST_STREAMS, SUBSCRIPTION_CREDIT_DEFAULT,
 };
 pub use identity::{certificate_identity, peer_identity};
 pub use server::{

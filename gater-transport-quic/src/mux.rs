@@ -1,5 +1,6 @@
-//! The client's request stream: many requests in flight on one long-lived
-//! bidirectional stream, answers matched to them by request id.
+//! A client's request stream: many requests in flight on one long-lived
+//! bidirectional stream, answers matched to them by request id. A link
+//! spreads its requests over a few of them per connection.
 //!
 //! A caller registers a waiter (getting the request id), encodes its
 //! envelope and queues the frame. One writer task per stream takes every
@@ -81,9 +82,12 @@ impl Mux {
         }
     }
 
-    /// Whether the stream failed or ended (new requests need a new one).
+    /// Whether the stream or its connection failed or ended (new requests
+    /// need a new one).
     pub(crate) fn is_closed(&self) -> bool {
-        lock(&self.pending).closed().is_some() || self.frames.is_closed()
+        lock(&self.pending).closed().is_some()
+            || self.frames.is_closed()
+            || self.connection.close_reason().is_some()
     }
 
     /// Gives up the stream's connection after the stream was lost: it is

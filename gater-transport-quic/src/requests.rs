@@ -3,7 +3,8 @@
 //! order the answers are ready.
 //!
 //! One task per stream reads frames, drives the requests in flight (no task
-//! per request) and writes the answers, gathering every answer that is
+//! per request) and writes the answers (a client spreads its requests over
+//! a few streams, so one connection's requests run on as many tasks), gathering every answer that is
 //! ready into one write from one buffer reused for the stream's life. A
 //! request takes a permit of its connection's in-flight bound before its
 //! frame is read, so a client past the bound is slowed by flow control,

@@ -19,7 +19,7 @@ use gater_core::{
 };
 use gater_transport_quic::{
     certs, connect, load_certs, load_key, ClientOptions, ClientTls, QuicClient, Server,
-    ServerConfig, ServerTls,
+    ServerConfig, ServerTls, REQUEST_STREAMS,
 };
 use support::{event, store, stream, TestGater};
 use tokio::sync::oneshot;
@@ -741,5 +741,57 @@ async fn concurrent_calls_on_one_connection_each_get_their_own_answer() {
     for (i, version) in futures::future::join_all(calls).await {
         assert_eq!(version, Ok(Some(i)), "stream s-{i}");
     }
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_client_spreads_its_requests_over_several_request_streams() {
+    let dir = dev_dir();
+    let server = start(TestGater::new(), dir.path());
+    let client = client(server.addr, dir.path()).await;
+    with_store(&client).await;
+    for _ in 0..2 * REQUEST_STREAMS {
+        assert_eq!(
+            client.get_store_config(&store("s")).await,
+            Ok(StoreConfig::default())
+        );
+    }
+    assert_eq!(client.link().request_streams(), REQUEST_STREAMS);
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_server_allowing_fewer_streams_than_the_client_spreads_over_answers_every_request() {
+    let dir = dev_dir();
+    // Two streams at once, two requests in flight: the client opens two
+    // request streams, never waits for a third, and no request is stuck.
+    let server = start_with(
+        TestGater::new(),
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        |config| config.streams_per_connection_max = 2,
+    );
+    let client = client(server.addr, dir.path()).await;
+    with_store(&client).await;
+    let s = store("s");
+    for i in 0..REQUEST_STREAMS as u64 {
+        // One at a time: each call takes the next stream slot.
+        let a = stream(&format!("a-{i}"));
+        let appended = client
+            .append_events(&s, &a, ExpectedVersion::NoStream, vec![event(i)])
+            .await;
+        assert_eq!(appended.map(|r| r.version), Ok(0), "stream a-{i}");
+    }
+    let calls = (0..20u64).map(|i| {
+        let (client, s) = (&client, &s);
+        async move {
+            let a = stream(&format!("a-{}", i % REQUEST_STREAMS as u64));
+            client.get_version(s, &a).await
+        }
+    });
+    for version in futures::future::join_all(calls).await {
+        assert_eq!(version, Ok(Some(0)));
+    }
+    assert_eq!(client.link().request_streams(), 2);
     server.shut_down().await;
 }
