@@ -631,7 +631,6 @@ mod tests {
         subscribe(&AcksGone, args, &mut out)
             .await
             .expect("NotFound acks do not end the subscription");
-        drop(out);
         let printed = String::from_utf8(buffer).unwrap();
         assert_eq!(printed.lines().count(), 3, "{printed}");
     }
