@@ -136,8 +136,23 @@ impl std::fmt::Debug for dyn Backend {
     }
 }
 
+impl LogView {
+    /// A record found missing may be gone with its store (removed, maybe
+    /// created again): then the store is stopping, not the subscription removed.
+    async fn check_incarnation(&self) -> Result<(), Error> {
+        let _ = self.backend.refresh_head().await;
+        if self.backend.gone() {
+            return Err(Error::StoreStopping {
+                store: self.store.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The store's log as the subscription engine sees it.
 struct LogView {
+    store: StoreId,
     backend: Arc<dyn BackendStore>,
     head: watch::Receiver<Option<Position>>,
     claimant: Claimant,
@@ -363,6 +378,7 @@ impl Engine {
         let config = backend.config();
         let (head_tx, head_rx) = watch::channel(backend.counters().head);
         let log = Arc::new(LogView {
+            store: id.clone(),
             backend: backend.clone(),
             head: head_rx.clone(),
             claimant: self.claimant.clone(),
@@ -392,6 +408,7 @@ impl Engine {
                 head_tx.clone(),
                 stop_rx.clone(),
                 interval,
+                Arc::downgrade(&subscriptions),
             ))
         });
         let writer = Writer {
@@ -478,6 +495,7 @@ async fn poll_head(
     head: watch::Sender<Option<Position>>,
     mut stop: watch::Receiver<bool>,
     interval: Duration,
+    subscriptions: std::sync::Weak<Subscriptions>,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -489,7 +507,16 @@ async fn poll_head(
         match backend.refresh_head().await {
             // Only forward: this worker's writer may have published a later head meanwhile.
             Ok(latest) => crate::writer::publish_head(&head, latest),
-            Err(Error::StoreStopping { .. }) => return,
+            Err(Error::StoreStopping { .. }) => {
+                // Removed by another worker: its consumers end now, not at
+                // the next request that finds the handle stale.
+                if backend.gone() {
+                    if let Some(subscriptions) = subscriptions.upgrade() {
+                        subscriptions.shutdown(SubscriptionEnd::StoreRemoved).await;
+                    }
+                }
+                return;
+            }
             Err(error) => tracing::debug!(%store, %error, "polling the head failed; polling on"),
         }
     }
@@ -551,7 +578,11 @@ impl SubscriptionLog for LogView {
     }
 
     async fn claim_lease(&self, key: &SubscriptionKey) -> Result<Claim, Error> {
-        self.backend.claim_lease(key, &self.claimant).await
+        let claim = self.backend.claim_lease(key, &self.claimant).await?;
+        if claim == Claim::Removed {
+            self.check_incarnation().await?;
+        }
+        Ok(claim)
     }
 
     async fn release_lease(&self, key: &SubscriptionKey, epoch: u64) -> Result<(), Error> {
@@ -565,9 +596,14 @@ impl SubscriptionLog for LogView {
         record: &SubscriptionRecord,
         epoch: u64,
     ) -> Result<Fence, Error> {
-        self.backend
+        let fence = self
+            .backend
             .put_subscription_fenced(record, &self.claimant.holder, epoch)
-            .await
+            .await?;
+        if fence == Fence::Removed {
+            self.check_incarnation().await?;
+        }
+        Ok(fence)
     }
 
     fn lease_period(&self) -> Duration {
@@ -888,12 +924,16 @@ impl Gater for Store {
     }
 
     async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error> {
-        let handle = self.engine.known(store).await?;
+        let mut handle = self.engine.known(store).await?;
         if handle.backend.shared() {
             // Other workers' commits count too; the polled counters may lag.
             match handle.backend.refresh_head().await {
                 Ok(_) | Err(Error::StoreStopping { .. }) => {}
                 Err(error) => return Err(error),
+            }
+            if handle.backend.gone() {
+                // The refresh found another incarnation: answer for that one.
+                handle = self.engine.known(store).await?;
             }
         }
         let counters = handle.backend.counters();
@@ -1002,6 +1042,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, handle, id) = open(dir.path()).await;
         let log = LogView {
+            store: id.clone(),
             backend: handle.backend.clone(),
             head: watch::channel(None).1,
             claimant: store.engine.claimant.clone(),
@@ -1018,6 +1059,7 @@ mod tests {
         watched.changed().await.unwrap();
         assert_eq!(*watched.borrow(), Some(Position(2)));
         let log = LogView {
+            store: id.clone(),
             backend: handle.backend.clone(),
             head: watched.clone(),
             claimant: store.engine.claimant.clone(),

@@ -564,3 +564,89 @@ async fn snapshot<W: Write>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use gater_core::wire::{Request, Response};
+    use gater_core::{
+        ConsumerId, Delivery, EventData, EventId, RecordedEvent, Resource, Subscription,
+    };
+
+    use super::*;
+
+    /// A server whose deliveries were all redelivered elsewhere: every ack
+    /// answers `NotFound`, as after a failover.
+    struct AcksGone;
+
+    #[async_trait]
+    impl Gater for AcksGone {
+        async fn call(&self, request: Request, _: Option<Duration>) -> Result<Response, Error> {
+            match request {
+                Request::AckEvent { position, .. } => {
+                    Err(Error::not_found(Resource::Delivery, position))
+                }
+                other => Err(Error::Unsupported(format!("{other:?}"))),
+            }
+        }
+
+        async fn subscribe(
+            &self,
+            _: &StoreId,
+            _: SubscriptionKey,
+            _: SubscribeOptions,
+        ) -> Result<gater_core::Subscription, Error> {
+            let items: Vec<SubscriptionItem> = (0..3u8)
+                .map(|n| {
+                    let data = EventData::json(
+                        EventId::from_random_bytes([n + 1; 16]),
+                        "T",
+                        b"{}".to_vec(),
+                        b"{}".to_vec(),
+                    );
+                    SubscriptionItem::Event(Delivery {
+                        event: RecordedEvent {
+                            stream: StreamId::new("s").unwrap(),
+                            version: u64::from(n),
+                            position: Position(u64::from(n)),
+                            created_us: 0,
+                            data,
+                        },
+                        attempt: 2,
+                    })
+                })
+                .collect();
+            Ok(Subscription::new(
+                ConsumerId(7),
+                futures::stream::iter(items),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribe_goes_on_when_an_ack_answers_not_found() {
+        let args = SubscribeArgs {
+            store: "shop".to_owned(),
+            selector: SelectorArgs {
+                stream: None,
+                all: true,
+                event_type: None,
+                pattern: None,
+                payload: None,
+            },
+            name: gater_core::TRANSIENT.to_owned(),
+            from: None,
+            limit: Some(3),
+            no_ack: false,
+        };
+        let mut buffer = Vec::new();
+        let mut out = Output::new(&mut buffer, true);
+        subscribe(&AcksGone, args, &mut out)
+            .await
+            .expect("NotFound acks do not end the subscription");
+        let printed = String::from_utf8(buffer).unwrap();
+        assert_eq!(printed.lines().count(), 3, "{printed}");
+    }
+}
