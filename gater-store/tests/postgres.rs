@@ -556,8 +556,8 @@ async fn a_catalog_of_another_shape_is_a_storage_error_not_a_panic() {
         .batch(
             "CREATE SCHEMA gater;
              CREATE TABLE gater.stores (id text PRIMARY KEY, schema_name text,
-                                        fsync text, group_commit text);
-             INSERT INTO gater.stores VALUES ('foreign', 'gs_foreign', 'yes', 'no');",
+                                        fsync text, group_commit text, created_us bigint);
+             INSERT INTO gater.stores VALUES ('foreign', 'gs_foreign', 'yes', 'no', 1);",
         )
         .await
         .expect("foreign catalog");
