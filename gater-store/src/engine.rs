@@ -939,7 +939,12 @@ impl Gater for Store {
         let counters = handle.backend.counters();
         // The published head, as subscriptions see it; the counters may be
         // one commit ahead while that commit's appends are being answered.
-        let head = *handle.head.borrow();
+        let mut head = *handle.head.borrow();
+        if handle.backend.shared() {
+            // Just refreshed from the storage: other workers' commits are
+            // durable, even before this worker's poll publishes them.
+            head = head.max(counters.head);
+        }
         let disk_bytes = match handle.backend.disk_bytes().await {
             Ok(bytes) => bytes,
             Err(Error::StoreStopping { .. }) => 0,

@@ -22,7 +22,9 @@
 //!   earlier append returns the version and position of its own last event;
 //! - events of one batch share one `created_us`, taken when the batch is cut;
 //! - `get_store_status` reports the head published to subscriptions, which
-//!   may trail the counters by the commit whose appends are being answered.
+//!   may trail the counters by the commit whose appends are being answered;
+//!   on shared storage, the later of that and the head just read from the
+//!   storage (other workers' commits before this worker's poll sees them).
 //!
 //! With the `conformance` feature, the `conformance` module holds the suite every
 //! `Gater` implementation must pass, and [`SimulatedShared`] lets several
