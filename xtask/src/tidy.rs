@@ -234,6 +234,7 @@ fn every_rust_file_opens_with_a_module_doc() {
         "gater-proxy",
         "gater",
         "gater-cqrs-es",
+        "gater-testkit",
         "xtask",
         "fuzz",
     ] {
