@@ -21,8 +21,7 @@
 //! get new positions and creation times in the target store.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader, BufWriter, Write};
 
 use gater_core::{
     Direction, Error, EventData, EventId, ExpectedVersion, Gater, Position, RecordedEvent,
@@ -132,10 +131,15 @@ pub(crate) async fn import<W: Write>(
 ) -> Result<(), CommandError> {
     let store = StoreId::new(args.store).map_err(Error::from)?;
     let input: Box<dyn BufRead> = match &args.input {
-        Some(path) => Box::new(BufReader::new(open(path)?)),
+        Some(path) => Box::new(BufReader::new(File::open(path)?)),
         None => Box::new(stdin),
     };
-    let bar = progress_bar(0, args.input.is_some() && std::io::stderr().is_terminal());
+    // A file's lines are counted first so the bar has a length; stdin has none.
+    let lines = match &args.input {
+        Some(path) => BufReader::new(File::open(path)?).lines().count() as u64,
+        None => 0,
+    };
+    let bar = progress_bar(lines, lines >= PROGRESS_EVENTS_MIN);
     let mut run = Run::default();
     let mut counts = Counts::default();
     for (index, line) in input.lines().enumerate() {
@@ -153,7 +157,7 @@ pub(crate) async fn import<W: Write>(
             } => {
                 if !run.continues(&stream, version, &event) {
                     counts.events += run.append(gater, &store).await?;
-                    bar.set_position(counts.events);
+                    bar.set_position(number as u64);
                 }
                 run.push(number, stream, version, event);
             }
@@ -178,10 +182,6 @@ pub(crate) async fn import<W: Write>(
         "subscriptions": counts.subscriptions,
     }))?;
     Ok(())
-}
-
-fn open(path: &Path) -> Result<File, CommandError> {
-    Ok(File::open(path)?)
 }
 
 /// What an import wrote.
@@ -394,6 +394,8 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn recorded(data: &[u8], metadata: &[u8], content_type: &str) -> RecordedEvent {
