@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gater_core::{
-    ConsumerId, Error, Limits, NackAction, Position, RecordedEvent, Resource, Side, StoreId,
-    SubscribeOptions, Subscription, SubscriptionEnd, SubscriptionInfo, SubscriptionKey,
+    BoxGater, ConsumerId, Error, Limits, NackAction, Position, RecordedEvent, Resource, Side,
+    StoreId, SubscribeOptions, Subscription, SubscriptionEnd, SubscriptionInfo, SubscriptionKey,
     SubscriptionSpec,
 };
 use serde::{Deserialize, Serialize};
@@ -564,23 +564,12 @@ impl Subscriptions {
             // Transient deliveries are never parked.
             return self.check_transient_known(key).map(|()| Vec::new());
         }
-        if self.shared.log.shared() {
-            let _admin = self.admin.lock().await;
-            self.refresh(key).await?;
-        }
-        let commands = self.persistent_commands(key)?;
-        match self
-            .request(key, &commands, |reply| Command::ListParked { reply })
-            .await??
-        {
-            Routed::Here(events) => Ok(events),
-            Routed::Owner(address) => {
-                self.peer(&address)
-                    .await?
-                    .list_parked(&self.store, key)
-                    .await
-            }
-        }
+        self.on_holder(
+            key,
+            |reply| Command::ListParked { reply },
+            |peer: BoxGater| async move { peer.list_parked(&self.store, key).await },
+        )
+        .await
     }
 
     /// `Gater::replay_parked`.
@@ -588,22 +577,34 @@ impl Subscriptions {
         if key.is_transient() {
             return self.check_transient_known(key).map(|()| 0);
         }
+        self.on_holder(
+            key,
+            |reply| Command::ReplayParked { reply },
+            |peer: BoxGater| async move { peer.replay_parked(&self.store, key).await },
+        )
+        .await
+    }
+
+    /// Asks the group task of persistent subscription `key` (on shared
+    /// storage after reading its stored record again) and, when another
+    /// worker holds its lease, asks that worker with `remote` instead.
+    async fn on_holder<T, Remote>(
+        &self,
+        key: &SubscriptionKey,
+        command: impl FnOnce(oneshot::Sender<Result<Routed<T>, Error>>) -> Command,
+        remote: impl FnOnce(BoxGater) -> Remote,
+    ) -> Result<T, Error>
+    where
+        Remote: std::future::Future<Output = Result<T, Error>>,
+    {
         if self.shared.log.shared() {
             let _admin = self.admin.lock().await;
             self.refresh(key).await?;
         }
         let commands = self.persistent_commands(key)?;
-        match self
-            .request(key, &commands, |reply| Command::ReplayParked { reply })
-            .await??
-        {
-            Routed::Here(count) => Ok(count),
-            Routed::Owner(address) => {
-                self.peer(&address)
-                    .await?
-                    .replay_parked(&self.store, key)
-                    .await
-            }
+        match self.request(key, &commands, command).await?? {
+            Routed::Here(answer) => Ok(answer),
+            Routed::Owner(address) => remote(self.peer(&address).await?).await,
         }
     }
 
