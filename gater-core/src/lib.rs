@@ -43,7 +43,10 @@ pub use id::{EventId, StoreId, StreamId, ALL_STREAM, STORE_ID_LEN_MAX, STREAM_ID
 pub use limits::Limits;
 pub use rng::Rng;
 pub use snapshot::{Snapshot, SnapshotKey};
-pub use store::{StoreConfig, StoreInfo, StoreState, StoreStatus, WorkerHealth, WorkerInfo};
+pub use store::{
+    StoreConfig, StoreFault, StoreInfo, StoreState, StoreStatus, VerifyReport, WorkerHealth,
+    WorkerInfo,
+};
 pub use subscription::{
     ConsumerId, ConsumerStrategy, Delivery, NackAction, SubscribeOptions, Subscription,
     SubscriptionEnd, SubscriptionInfo, SubscriptionItem, SubscriptionKey, SubscriptionSpec,

@@ -32,7 +32,7 @@ use crate::event::{
 use crate::id::{StoreId, StreamId};
 use crate::routing::RequestClass;
 use crate::snapshot::{Snapshot, SnapshotKey};
-use crate::store::{StoreConfig, StoreInfo, StoreStatus, WorkerInfo};
+use crate::store::{StoreConfig, StoreInfo, StoreStatus, VerifyReport, WorkerInfo};
 use crate::subscription::{
     ConsumerId, NackAction, SubscribeOptions, SubscriptionInfo, SubscriptionItem, SubscriptionKey,
     SubscriptionSpec,
@@ -157,6 +157,12 @@ pub enum Request {
     },
     /// The identity the server sees and its grants; answered by the server itself.
     Whoami,
+    ReopenStore {
+        store: StoreId,
+    },
+    VerifyStore {
+        store: StoreId,
+    },
 }
 
 impl Request {
@@ -188,6 +194,8 @@ impl Request {
             Request::Workers => "workers",
             Request::Heartbeat { .. } => "heartbeat",
             Request::Whoami => "whoami",
+            Request::ReopenStore { .. } => "reopen_store",
+            Request::VerifyStore { .. } => "verify_store",
         }
     }
 
@@ -214,7 +222,9 @@ impl Request {
             | Request::CreateStore { store, .. }
             | Request::RemoveStore { store }
             | Request::GetStoreStatus { store }
-            | Request::GetStoreConfig { store } => Some(store),
+            | Request::GetStoreConfig { store }
+            | Request::ReopenStore { store }
+            | Request::VerifyStore { store } => Some(store),
             Request::ListStores
             | Request::Workers
             | Request::Heartbeat { .. }
@@ -234,7 +244,8 @@ impl Request {
             | Request::ReadSnapshot { .. }
             | Request::ListSnapshots { .. }
             | Request::GetStoreStatus { .. }
-            | Request::GetStoreConfig { .. } => RequestClass::Read,
+            | Request::GetStoreConfig { .. }
+            | Request::VerifyStore { .. } => RequestClass::Read,
             Request::AppendEvents { .. } => RequestClass::Append,
             Request::SaveSubscription { .. }
             | Request::RecordSnapshot { .. }
@@ -245,7 +256,8 @@ impl Request {
             | Request::NackEvent { .. }
             | Request::ReplayParked { .. }
             | Request::DeleteSnapshot { .. }
-            | Request::RemoveStore { .. } => RequestClass::Write,
+            | Request::RemoveStore { .. }
+            | Request::ReopenStore { .. } => RequestClass::Write,
             Request::Subscribe { .. } => RequestClass::Subscribe,
             Request::ListStores
             | Request::Workers
@@ -276,6 +288,7 @@ pub enum Response {
     StoreConfig(StoreConfig),
     Workers(Vec<WorkerInfo>),
     Whoami(Whoami),
+    Verified(VerifyReport),
 }
 
 /// One request frame: its header fields, then the request.

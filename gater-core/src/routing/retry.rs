@@ -35,6 +35,10 @@ pub enum NoRetry {
     /// The caller's side or the proxy failed; another worker would not help.
     #[error("the failure is on the {0} side")]
     WrongSide(Side),
+    /// The store's storage is full: every worker holding it would refuse
+    /// the same way until it heals, so the client hears it at once.
+    #[error("the storage is full")]
+    StorageFull,
     /// The request already had its attempts.
     #[error("all {0} attempts are used")]
     AttemptsExhausted(u32),
@@ -276,6 +280,9 @@ fn check_safe(class: RequestClass, error: &Error) -> Result<(), NoRetry> {
     }
     if !error.is_retryable() {
         return Err(NoRetry::NotRetryable);
+    }
+    if matches!(error, Error::StorageFull { .. }) {
+        return Err(NoRetry::StorageFull);
     }
     match error.side() {
         Some(side @ (Side::Client | Side::Proxy)) => Err(NoRetry::WrongSide(side)),

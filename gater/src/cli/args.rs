@@ -238,6 +238,18 @@ pub(crate) enum StoreCommand {
         /// Store id.
         id: String,
     },
+    /// Reopen a store from its storage now (after a disk fault) instead of
+    /// waiting for it to heal by itself.
+    Reopen {
+        /// Store id.
+        id: String,
+    },
+    /// Read back and check every record of a store; prints
+    /// {"store":..,"records":N,"corrupt":[positions..]} and exits 1 if any is corrupt.
+    Verify {
+        /// Store id.
+        id: String,
+    },
 }
 
 /// A store argument alone.
