@@ -159,10 +159,16 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(store = %self.store, %error, "append batch failed");
+                let fault = faults::is_disk_fault(&error);
+                if fault {
+                    // Before answering: whoever sees its append fail finds
+                    // the store refusing appends.
+                    self.stop_appends(&error).await;
+                }
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
-                faults::is_disk_fault(&error).then_some(error)
+                fault.then_some(error)
             }
         }
     }
@@ -170,10 +176,9 @@ impl Writer {
     /// After the disk fault `error`: refuses appends until the store is
     /// reopened from its storage. `false` when told to stop meanwhile.
     async fn heal(&mut self, error: Error) -> bool {
-        let device_full = matches!(self.backend.has_room(&self.heal).await, Ok(Some(false)));
-        let (state, reason) = faults::state_after(&error, device_full);
-        tracing::error!(store = %self.store, %state, %reason, "the store takes no appends until it is reopened from its storage");
-        self.health.set_fault(state, reason);
+        if self.health.state().0 == StoreState::Running {
+            self.stop_appends(&error).await;
+        }
         let mut attempt = 0u32;
         loop {
             let (state, _) = self.health.state();
@@ -218,6 +223,14 @@ impl Writer {
         }
     }
 
+    /// Puts the store in the state the disk fault `error` calls for.
+    async fn stop_appends(&self, error: &Error) {
+        let device_full = matches!(self.backend.has_room(&self.heal).await, Ok(Some(false)));
+        let (state, reason) = faults::state_after(error, device_full);
+        tracing::error!(store = %self.store, %state, %reason, "the store takes no appends until it is reopened from its storage");
+        self.health.set_fault(state, reason);
+    }
+
     /// Refuses every append that arrives until `deadline`, a forced reopen
     /// or the stop, whichever comes first.
     async fn refuse_until(&mut self, deadline: Instant) -> Waited {
@@ -258,10 +271,7 @@ impl Writer {
             }
             Err(error) => {
                 if faults::is_disk_fault(&error) {
-                    let device_full =
-                        matches!(self.backend.has_room(&self.heal).await, Ok(Some(false)));
-                    let (state, reason) = faults::state_after(&error, device_full);
-                    self.health.set_fault(state, reason);
+                    self.stop_appends(&error).await;
                 }
                 Err(error)
             }
