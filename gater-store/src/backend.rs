@@ -271,6 +271,12 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The directory holding the store's files, for messages about its
+    /// device; `None` for a database.
+    fn data_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
+
     /// Reads back every record of the log and checks it.
     async fn verify(&self) -> Result<VerifyReport, Error> {
         Err(Error::Unsupported(

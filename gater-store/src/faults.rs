@@ -273,14 +273,20 @@ impl Health {
 }
 
 /// The state a store enters after the disk fault `error`: `ReadOnly` when
-/// its device is full, `Failed` otherwise; and the reason, in words.
-pub(crate) fn state_after(error: &Error, device_full: bool) -> (StoreState, String) {
+/// its device is full (whatever failed first: a write, or a flush that
+/// poisoned the database), `Failed` otherwise; and the reason, in words.
+pub(crate) fn state_after(
+    error: &Error,
+    device_full: bool,
+    store: &StoreId,
+    dir: Option<&Path>,
+) -> (StoreState, String) {
     match error {
         Error::StorageFull { message, .. } => (StoreState::ReadOnly, message.clone()),
-        Error::StorageFailed { message, .. } if device_full => (
-            StoreState::ReadOnly,
-            format!("the device is out of space ({message})"),
-        ),
+        _ if device_full => match attribute(full(String::new()), store, dir) {
+            Error::StorageFull { message, .. } => (StoreState::ReadOnly, message),
+            other => (StoreState::ReadOnly, other.to_string()),
+        },
         Error::StorageFailed { message, .. } => (StoreState::Failed, message.clone()),
         other => (StoreState::Failed, other.to_string()),
     }

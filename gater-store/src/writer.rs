@@ -160,10 +160,16 @@ impl Writer {
             Err(error) => {
                 tracing::error!(store = %self.store, %error, "append batch failed");
                 let fault = faults::is_disk_fault(&error);
+                let mut error = error;
                 if fault {
                     // Before answering: whoever sees its append fail finds
                     // the store refusing appends.
                     self.stop_appends(&error).await;
+                    if self.health.state().0 == StoreState::ReadOnly {
+                        // A full device is `storage_full`, whatever failed first
+                        // (a journal write, or a flush that poisoned the database).
+                        error = self.health.refusal(&self.store).unwrap_or(error);
+                    }
                 }
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
@@ -226,7 +232,8 @@ impl Writer {
     /// Puts the store in the state the disk fault `error` calls for.
     async fn stop_appends(&self, error: &Error) {
         let device_full = matches!(self.backend.has_room(&self.heal).await, Ok(Some(false)));
-        let (state, reason) = faults::state_after(error, device_full);
+        let (state, reason) =
+            faults::state_after(error, device_full, &self.store, self.backend.data_dir());
         tracing::error!(store = %self.store, %state, %reason, "the store takes no appends until it is reopened from its storage");
         self.health.set_fault(state, reason);
     }

@@ -41,6 +41,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
     let mut options = StoreOptions::new(args.data_dir.join("worker"));
     options.worker_id = DEV_WORKER_ID.to_owned();
     options.address = "in-process".to_owned();
+    options.heal = crate::cli::config::heal_options(&args.heal, (None, None, None));
     let store = Arc::new(Store::open(options).await?);
     let proxy = Proxy::builder()
         .worker(DEV_WORKER_ID, "in-process", store.clone() as BoxGater)
@@ -73,6 +74,7 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let mut options = StoreOptions::new(&config.data_dir);
     options.worker_id = config.id.clone();
     options.address = config.advertise.clone();
+    options.heal = config.heal;
     let store = match config.backend {
         BackendKind::Embedded => Store::open(options).await?,
         BackendKind::Postgres => {

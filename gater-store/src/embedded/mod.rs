@@ -748,6 +748,10 @@ impl BackendStore for EmbeddedStore {
         blocking(move || faults::space(&dir).map(|space| Some(heal.has_room(space)))).await
     }
 
+    fn data_dir(&self) -> Option<&Path> {
+        Some(&self.inner.dir)
+    }
+
     async fn verify(&self) -> Result<VerifyReport, Error> {
         let inner = self.inner.clone();
         blocking(move || inner.verify()).await

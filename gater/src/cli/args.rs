@@ -105,6 +105,26 @@ pub(crate) struct DevArgs {
     /// Access rules (TOML); without it every certificate from the CA is admin.
     #[arg(long, env = "GATER_ACCESS")]
     pub(crate) access: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) heal: HealArgs,
+}
+
+/// How stores heal after a disk fault (`gater dev` and `gater worker`).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct HealArgs {
+    /// How often a read-only store (disk full) checks whether it can write
+    /// again; also the first back-off of a failed store. Milliseconds
+    /// [default: 5000].
+    #[arg(long, env = "GATER_HEAL_INTERVAL_MS")]
+    pub(crate) heal_interval_ms: Option<u64>,
+    /// Free bytes a read-only store's device needs before the store reopens
+    /// [default: 67108864, 64 MiB].
+    #[arg(long, env = "GATER_HEAL_FREE_BYTES_MIN")]
+    pub(crate) heal_free_bytes_min: Option<u64>,
+    /// Free share of the device, in percent, a read-only store needs before
+    /// it reopens; the larger of this and the bytes counts [default: 1].
+    #[arg(long, env = "GATER_HEAL_FREE_PERCENT_MIN")]
+    pub(crate) heal_free_percent_min: Option<u8>,
 }
 
 /// `gater certs ...`.
@@ -184,6 +204,8 @@ pub(crate) struct WorkerArgs {
     /// Access rules (TOML); without it every certificate from the CA is admin.
     #[arg(long, env = "GATER_ACCESS")]
     pub(crate) access: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) heal: HealArgs,
 }
 
 /// `gater proxy`.
