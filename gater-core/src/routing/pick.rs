@@ -392,3 +392,44 @@ fn tier_of(
         WorkerHealth::Probation | WorkerHealth::Suspect => Some(Tier::Fallback),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreState;
+
+    fn view<'a>(id: &'a str, stores: &'a [StoreId], faults: &'a [StoreFault]) -> WorkerView<'a> {
+        WorkerView {
+            id,
+            serves: Serves::Stores(stores),
+            health: WorkerHealth::Healthy,
+            in_flight: 0,
+            latency: Duration::from_millis(1),
+            faults,
+        }
+    }
+
+    #[test]
+    fn appends_skip_a_worker_whose_store_refuses_them_and_reads_do_not() {
+        let store = StoreId::new("s").unwrap();
+        let stores = [store.clone()];
+        let fault = [StoreFault {
+            store: store.clone(),
+            state: StoreState::ReadOnly,
+            reason: "no space left".into(),
+        }];
+        let mut router = Router::new(RouterConfig::default(), Rng::from_seed(7));
+        let one = [view("w0", &stores, &fault)];
+        let append = RouteRequest::new(RequestClass::Append, Some(&store));
+        assert_eq!(
+            router.pick(&append, &one),
+            Pick::NoWorker(NoWorker::StoreRefusesAppends)
+        );
+        let read = RouteRequest::new(RequestClass::Read, Some(&store));
+        assert_eq!(router.pick(&read, &one), Pick::Worker(0));
+        let two = [view("w0", &stores, &fault), view("w1", &stores, &[])];
+        for _ in 0..20 {
+            assert_eq!(router.pick(&append, &two), Pick::Worker(1));
+        }
+    }
+}

@@ -364,4 +364,18 @@ mod tests {
             .is_err());
         assert_eq!(p.budget().available(S), before);
     }
+
+    #[test]
+    fn a_full_storage_is_passed_through_not_retried() {
+        let full = Error::StorageFull {
+            store: "s".into(),
+            message: "no space left".into(),
+        };
+        assert!(full.is_retryable(), "a client may retry later");
+        assert_eq!(
+            check_safe(RequestClass::Append, &full),
+            Err(NoRetry::StorageFull)
+        );
+        assert!(!retry_is_safe(RequestClass::Read, &full));
+    }
 }
