@@ -96,6 +96,9 @@ pub(crate) async fn execute<W: Write>(
                         "in_flight": w.in_flight, "latency_us": w.latency_us,
                         "stores": w.stores.iter().map(StoreId::as_str).collect::<Vec<_>>(),
                         "shared_storage": w.shared_storage,
+                        "faults": w.faults.iter().map(|f| {
+                            json!({"store": f.store.as_str(), "state": f.state.as_str(), "reason": f.reason})
+                        }).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -106,6 +109,7 @@ pub(crate) async fn execute<W: Write>(
                 "in_flight",
                 "latency_us",
                 "stores",
+                "faults",
             ];
             out.table(&cols, &rows)?;
             Ok(())
