@@ -271,7 +271,7 @@ impl Writer {
             Ok(counters) => {
                 publish_head(&self.head, counters.head);
                 if self.health.state().0 != StoreState::Running {
-                    tracing::info!(store = %self.store, head = ?counters.head.map(|p| p.0), "the store was reopened from its storage and takes appends again");
+                    tracing::info!(store = %self.store, events = counters.event_count, "the store was reopened from its storage and takes appends again");
                 }
                 self.health.clear();
                 Ok(())
