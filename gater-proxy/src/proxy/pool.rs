@@ -423,10 +423,17 @@ pub(crate) fn merge_store_lists(answers: Vec<(String, Vec<StoreInfo>)>) -> Vec<S
     let mut merged: BTreeMap<StoreId, StoreInfo> = BTreeMap::new();
     for (worker, infos) in answers {
         for info in infos {
+            let faulty = fault_of(&info);
             let entry = merged.entry(info.store.clone()).or_insert(StoreInfo {
                 workers: Vec::new(),
                 ..info
             });
+            // On shared storage one worker may find the store refusing
+            // appends while another has not tried yet: the listing says so.
+            if let (Some(fault), None) = (faulty, fault_of(entry)) {
+                entry.state = fault.state;
+                entry.reason = Some(fault.reason);
+            }
             if !entry.workers.contains(&worker) {
                 entry.workers.push(worker.clone());
             }
