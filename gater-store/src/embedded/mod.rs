@@ -56,6 +56,8 @@ use keys::{corrupt, CONFIG_KEY, COUNTERS_KEY};
 
 /// The file whose presence marks a store directory as completely created.
 const CONFIG_FILE: &str = "gater-store.config";
+/// Most log entries `verify` reads past the counters' event count.
+const VERIFY_EXTRA_MAX: u64 = 1_024;
 /// Prefix of a store directory being deleted; store ids cannot start with a dot.
 const REMOVING_PREFIX: &str = ".removing-";
 
@@ -377,7 +379,14 @@ impl StoreInner {
             let mut records = 0u64;
             let mut corrupt = Vec::new();
             let mut expected = 0u64;
+            // Entries past the counters' count are read too (they would be
+            // damage as well), within a bound, so an iterator that keeps
+            // failing cannot keep the scan going.
+            let entries_max = self.counters().event_count.saturating_add(VERIFY_EXTRA_MAX);
             for guard in t.log.iter() {
+                if records + corrupt.len() as u64 >= entries_max {
+                    break;
+                }
                 let Ok((key, value)) = guard.into_inner() else {
                     // fjall could not read the block: the next expected
                     // position is the first it hides.
@@ -864,4 +873,42 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_record_is_storage_failed_naming_its_position_never_garbage() {
+        let event = EventData::json(
+            gater_core::EventId::from_bytes([3; 16]),
+            "Checked",
+            b"{\"n\":1}".to_vec(),
+            Vec::new(),
+        );
+        let recorded = RecordedEvent {
+            stream: StreamId::new("s").unwrap(),
+            version: 0,
+            position: Position(41),
+            created_us: 1,
+            data: event,
+        };
+        let body = postcard::to_stdvec(&recorded).unwrap();
+        let mut value = body.clone();
+        value.extend_from_slice(&checksum::of(&[&body]));
+        let key = keys::position_key(41);
+        assert_eq!(decode_record(&key, &value).unwrap(), recorded);
+        let last = value.len() - checksum::CHECKSUM_LEN - 1;
+        value[last] ^= 0x01;
+        let error = faults::attribute(
+            decode_record(&key, &value).unwrap_err(),
+            &StoreId::new("orders").unwrap(),
+            None,
+        );
+        assert_eq!(error.kind(), "storage_failed");
+        let text = error.to_string();
+        assert!(text.contains("store orders"), "{text}");
+        assert!(text.contains("position 41"), "{text}");
+    }
 }
