@@ -24,12 +24,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::access::Whoami;
+use crate::append::{Append, AppendOutcome};
 use crate::error::Error;
 use crate::event::{
     AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamPage,
     Version,
 };
 use crate::id::{StoreId, StreamId};
+use crate::query::Query;
 use crate::routing::RequestClass;
 use crate::snapshot::{Snapshot, SnapshotKey};
 use crate::store::{StoreConfig, StoreInfo, StoreStatus, WorkerInfo};
@@ -157,6 +159,19 @@ pub enum Request {
     },
     /// The identity the server sees and its grants; answered by the server itself.
     Whoami,
+    /// [`Gater::append`](crate::Gater::append): parts and a condition, one unit.
+    Append {
+        store: StoreId,
+        append: Append,
+    },
+    /// [`Gater::read_query`](crate::Gater::read_query).
+    ReadQuery {
+        store: StoreId,
+        query: Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    },
 }
 
 impl Request {
@@ -188,6 +203,8 @@ impl Request {
             Request::Workers => "workers",
             Request::Heartbeat { .. } => "heartbeat",
             Request::Whoami => "whoami",
+            Request::Append { .. } => "append",
+            Request::ReadQuery { .. } => "read_query",
         }
     }
 
@@ -214,7 +231,9 @@ impl Request {
             | Request::CreateStore { store, .. }
             | Request::RemoveStore { store }
             | Request::GetStoreStatus { store }
-            | Request::GetStoreConfig { store } => Some(store),
+            | Request::GetStoreConfig { store }
+            | Request::Append { store, .. }
+            | Request::ReadQuery { store, .. } => Some(store),
             Request::ListStores
             | Request::Workers
             | Request::Heartbeat { .. }
@@ -234,8 +253,11 @@ impl Request {
             | Request::ReadSnapshot { .. }
             | Request::ListSnapshots { .. }
             | Request::GetStoreStatus { .. }
-            | Request::GetStoreConfig { .. } => RequestClass::Read,
-            Request::AppendEvents { .. } => RequestClass::Append,
+            | Request::GetStoreConfig { .. }
+            | Request::ReadQuery { .. } => RequestClass::Read,
+            // Event ids make every append idempotent, conditional or not: a
+            // retried append answers its first attempt's result.
+            Request::AppendEvents { .. } | Request::Append { .. } => RequestClass::Append,
             Request::SaveSubscription { .. }
             | Request::RecordSnapshot { .. }
             | Request::CreateStore { .. } => RequestClass::IdempotentWrite,
@@ -276,6 +298,8 @@ pub enum Response {
     StoreConfig(StoreConfig),
     Workers(Vec<WorkerInfo>),
     Whoami(Whoami),
+    /// The result of [`Gater::append`](crate::Gater::append).
+    AppendedParts(AppendOutcome),
 }
 
 /// One request frame: its header fields, then the request.

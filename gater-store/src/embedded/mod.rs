@@ -22,6 +22,7 @@
 
 mod append;
 mod keys;
+mod query;
 
 use std::fs;
 use std::io::Write;
@@ -31,8 +32,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gater_core::{
-    Direction, Error, EventData, Position, RecordedEvent, Snapshot, SnapshotKey, StoreConfig,
-    StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, Version,
+    Direction, Error, EventData, Position, Query, RecordedEvent, Snapshot, SnapshotKey,
+    StoreConfig, StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, Version,
 };
 
 use crate::backend::{Backend, BackendStore, BatchOutcome, Counters, PendingAppend};
@@ -538,6 +539,23 @@ impl BackendStore for EmbeddedStore {
     ) -> Result<Vec<RecordedEvent>, Error> {
         let inner = self.inner.clone();
         blocking(move || inner.read_all(from, count, direction)).await
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let (inner, query) = (self.inner.clone(), query.clone());
+        blocking(move || {
+            inner.with_tables(|t| {
+                let positions = query::positions(t, &query, from, count as usize, direction)?;
+                read_positions(t, &positions)
+            })
+        })
+        .await
     }
 
     async fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {

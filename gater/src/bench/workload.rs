@@ -143,6 +143,7 @@ impl EventMaker {
             data,
             metadata: self.metadata.as_ref().clone(),
             content_type: "application/octet-stream".to_owned(),
+            tags: Vec::new(),
         }
     }
 
