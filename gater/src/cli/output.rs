@@ -92,7 +92,7 @@ impl<W: Write> Output<W> {
         if self.json {
             return writeln!(self.out, "{value}");
         }
-        writeln!(
+        write!(
             self.out,
             "{}@{}  #{}  {}  {}  {}",
             event.stream,
@@ -101,7 +101,11 @@ impl<W: Write> Output<W> {
             event.data.event_type,
             value["created"].as_str().unwrap_or(""),
             value["data"]
-        )
+        )?;
+        if !event.data.tags.is_empty() {
+            write!(self.out, "  tags={}", event.data.tags.join(","))?;
+        }
+        writeln!(self.out)
     }
 
     /// Flushes the output (before waiting on the network, so a pipe sees lines at once).
