@@ -5,8 +5,10 @@
 //! which holds the other tables under one-byte prefixes (see `keys`): the
 //! stream index ((stream, version) → position; the last key of a stream's
 //! range gives its version, so there is no separate table of stream heads),
-//! the event-id index (id → stream, version, position), snapshots,
-//! subscription records and the meta rows (config, counters). An append
+//! the event-id index (id → stream, version, position), the tag and
+//! event-type indexes ((tag or type, position), which queries walk, see
+//! `query`), snapshots, subscription records and the meta rows (config,
+//! counters). An append
 //! batch writes all of them in one fjall write batch, which fjall journals and makes visible atomically; the batch
 //! is flushed with `fdatasync` before it is applied when the store's `fsync`
 //! is on, and to the OS otherwise (that survives a process crash, not a power
