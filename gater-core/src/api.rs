@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::access::Whoami;
+use crate::append::{Append, AppendOutcome};
 use crate::dispatch::unexpected;
 
 use crate::error::{Error, Side};
@@ -18,6 +19,7 @@ use crate::event::{
     Version,
 };
 use crate::id::{StoreId, StreamId};
+use crate::query::Query;
 use crate::snapshot::{Snapshot, SnapshotKey};
 use crate::store::{StoreConfig, StoreInfo, StoreStatus, VerifyReport, WorkerInfo};
 use crate::subscription::{
@@ -121,9 +123,12 @@ pub trait Gater: Send + Sync + 'static {
     /// [`Error::InvalidArgument`]; more events than the limit or an event over
     /// the size limit → [`Error::LimitExceeded`]; the same id twice in `events` →
     /// [`Error::DuplicateEventId`]; `expected` not met →
-    /// [`Error::WrongExpectedVersion`] with the stream's current version.
+    /// [`Error::WrongExpectedVersion`] naming the stream, with its current
+    /// version; an event's tags malformed → [`Error::InvalidArgument`], over
+    /// their limits → [`Error::LimitExceeded`] (see [`query`](crate::query)).
     /// Concurrent appends to one stream never overwrite each other: for one
-    /// expected version exactly one wins.
+    /// expected version exactly one wins. It is [`Gater::append`] with one
+    /// part and no condition.
     async fn append_events(
         &self,
         store: &StoreId,
@@ -138,6 +143,72 @@ pub trait Gater: Send + Sync + 'static {
             events,
         };
         respond!(self, request, Appended)
+    }
+
+    /// Appends every part of `append` and checks its condition, as one unit.
+    ///
+    /// Either every event of every part is stored, with contiguous global
+    /// positions in part order (and within a part in the given order), or
+    /// none is. Each part's `expected` is checked against its stream as in
+    /// [`Gater::append_events`]; the first part that fails gives
+    /// [`Error::WrongExpectedVersion`] naming its stream. The condition, if
+    /// any, fails the append with [`Error::AppendConditionFailed`] (carrying
+    /// the position of the first matching event) when an event matching
+    /// `fail_if_events_match` is stored at a position after `after` (without
+    /// `after`: anywhere in the log, the uniqueness pattern). Expectations
+    /// and condition are checked against the log as it is when the append
+    /// commits, so of two appends whose conditions the other's events would
+    /// fail, at most one commits.
+    ///
+    /// Returns the position of the last event and each part's stream with
+    /// its new version, in part order.
+    ///
+    /// Idempotent retry: when the events of every part are already stored
+    /// as [`Gater::append_events`] would recognise them, the original
+    /// outcome is returned and nothing is written; this is checked before
+    /// the condition and the expectations, so a retry never fails on its own
+    /// first attempt's events. When only some parts are stored:
+    /// [`Error::DuplicateEventId`].
+    ///
+    /// Errors: no parts, a part without events, a stream in two parts, an
+    /// invalid condition query → [`Error::InvalidArgument`]; more parts than
+    /// [`APPEND_PARTS_MAX`](crate::APPEND_PARTS_MAX), more events in all
+    /// parts than the append limit, a query over its limits →
+    /// [`Error::LimitExceeded`]; events are checked as in `append_events`.
+    async fn append(&self, store: &StoreId, append: Append) -> Result<AppendOutcome, Error> {
+        let request = Request::Append {
+            store: store.clone(),
+            append,
+        };
+        respond!(self, request, AppendedParts)
+    }
+
+    /// Reads up to `count` events matching `query`, in global order.
+    ///
+    /// Forward from position `from` ascending; backward from `from`
+    /// descending (`Position::END`: from the last event). A store answers it
+    /// from indexes of events by type and by tag, not by scanning the log:
+    /// reading a tag that 10 events of millions carry reads about 10 events.
+    /// An empty query (no items) matches every event, as `read_all`. A
+    /// reader resumes after the last event it got (`position + 1` forward).
+    /// Same `count` and page-size rules as `read_all`; an invalid query →
+    /// [`Error::InvalidArgument`] or [`Error::LimitExceeded`].
+    async fn read_query(
+        &self,
+        store: &StoreId,
+        query: &Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let request = Request::ReadQuery {
+            store: store.clone(),
+            query: query.clone(),
+            from,
+            count,
+            direction,
+        };
+        respond!(self, request, Events)
     }
 
     /// Reads up to `count` events of `stream`.
@@ -513,6 +584,21 @@ impl<G: Gater + ?Sized> Gater for Arc<G> {
     ) -> Result<AppendResult, Error> {
         (**self)
             .append_events(store, stream, expected, events)
+            .await
+    }
+    async fn append(&self, store: &StoreId, append: Append) -> Result<AppendOutcome, Error> {
+        (**self).append(store, append).await
+    }
+    async fn read_query(
+        &self,
+        store: &StoreId,
+        query: &Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        (**self)
+            .read_query(store, query, from, count, direction)
             .await
     }
     async fn get_events(

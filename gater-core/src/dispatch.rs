@@ -64,6 +64,18 @@ pub async fn dispatch<G: Gater + ?Sized>(gater: &G, request: Request) -> Result<
         R::GetVersion { store, stream } => {
             Response::Version(gater.get_version(&store, &stream).await?)
         }
+        R::Append { store, append } => Response::AppendedParts(gater.append(&store, append).await?),
+        R::ReadQuery {
+            store,
+            query,
+            from,
+            count,
+            direction,
+        } => Response::Events(
+            gater
+                .read_query(&store, &query, from, count, direction)
+                .await?,
+        ),
         R::Subscribe { .. } => {
             return Err(Error::Protocol(
                 "subscribe needs a subscription stream, not a unary request".into(),
@@ -240,6 +252,7 @@ pub(crate) fn unexpected(method: &str, response: &Response) -> Error {
 fn response_name(response: &Response) -> &'static str {
     match response {
         Response::Appended(_) => "Appended",
+        Response::AppendedParts(_) => "AppendedParts",
         Response::Events(_) => "Events",
         Response::Streams(_) => "Streams",
         Response::Version(_) => "Version",

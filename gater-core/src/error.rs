@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{ExpectedVersion, Version};
-use crate::id::EventId;
+use crate::event::{ExpectedVersion, Position, Version};
+use crate::id::{EventId, StreamId};
 
 /// Why an identifier was refused at construction.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -132,10 +132,19 @@ pub enum Error {
     /// The append's expected version did not hold; nothing was written.
     #[error("wrong expected version: expected {expected}, current {}", DisplayVersion(*.current))]
     WrongExpectedVersion {
+        /// The stream whose expectation failed (in a multi-part append, the first such part's).
+        stream: StreamId,
         /// What the append expected.
         expected: ExpectedVersion,
         /// The stream's version when the append was checked (`None`: no stream).
         current: Option<Version>,
+    },
+    /// The append's condition failed: an event matching its query exists
+    /// after its `after` position; nothing was written.
+    #[error("append condition failed: a matching event exists at position {position}")]
+    AppendConditionFailed {
+        /// The position of the first matching event.
+        position: Position,
     },
     /// An event id of the append is already stored somewhere else, or twice in the append.
     #[error("duplicate event id {id}: already stored at another place")]
@@ -273,6 +282,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::StoreConfigConflict { .. } => "store_config_conflict",
             Error::WrongExpectedVersion { .. } => "wrong_expected_version",
+            Error::AppendConditionFailed { .. } => "append_condition_failed",
             Error::DuplicateEventId { .. } => "duplicate_event_id",
             Error::LimitExceeded { .. } => "limit_exceeded",
             Error::StoreStopping { .. } => "store_stopping",
@@ -349,6 +359,7 @@ mod tests {
     #[test]
     fn wrong_expected_version_reads_like_the_cli_promises() {
         let e = Error::WrongExpectedVersion {
+            stream: StreamId::new("s").unwrap(),
             expected: ExpectedVersion::Exact(3),
             current: Some(5),
         };

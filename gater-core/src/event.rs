@@ -46,6 +46,11 @@ pub struct EventData {
     pub metadata: Vec<u8>,
     /// MIME type of `data`, e.g. `application/json`.
     pub content_type: String,
+    /// Tags that queries select the event by, in the writer's order: 0 to
+    /// [`TAGS_PER_EVENT_MAX`](crate::query::TAGS_PER_EVENT_MAX) distinct
+    /// strings (see [`query`](crate::query)). Last, so a record's encoding
+    /// ends with them.
+    pub tags: Vec<String>,
 }
 
 /// The content type of JSON payloads.
@@ -65,12 +70,23 @@ impl EventData {
             data,
             metadata,
             content_type: CONTENT_TYPE_JSON.to_owned(),
+            tags: Vec::new(),
         }
     }
 
-    /// Bytes this event occupies against the per-event size limit.
+    /// The same event carrying `tags`.
+    pub fn with_tags(mut self, tags: Vec<String>) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Bytes this event occupies against the per-event size limit (tags included).
     pub fn size_bytes(&self) -> usize {
-        self.event_type.len() + self.data.len() + self.metadata.len() + self.content_type.len()
+        self.event_type.len()
+            + self.data.len()
+            + self.metadata.len()
+            + self.content_type.len()
+            + self.tags.iter().map(String::len).sum::<usize>()
     }
 }
 

@@ -18,6 +18,7 @@
 
 pub mod access;
 mod api;
+mod append;
 pub mod dispatch;
 mod error;
 mod event;
@@ -25,6 +26,7 @@ mod id;
 mod limits;
 pub mod page;
 pub mod pending;
+pub mod query;
 mod rng;
 pub mod routing;
 pub mod selector;
@@ -34,6 +36,9 @@ mod subscription;
 pub mod wire;
 
 pub use api::{BoxGater, Gater};
+pub use append::{
+    Append, AppendCondition, AppendOutcome, AppendPart, StreamVersion, APPEND_PARTS_MAX,
+};
 pub use error::{Error, IdError, Resource, Side};
 pub use event::{
     AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamInfo,
@@ -41,6 +46,7 @@ pub use event::{
 };
 pub use id::{EventId, StoreId, StreamId, ALL_STREAM, STORE_ID_LEN_MAX, STREAM_ID_LEN_MAX};
 pub use limits::Limits;
+pub use query::{Query, QueryItem};
 pub use rng::Rng;
 pub use snapshot::{Snapshot, SnapshotKey};
 pub use store::{

@@ -48,6 +48,7 @@ mod tests {
                 data: vec![7; bytes],
                 metadata: Vec::new(),
                 content_type: crate::CONTENT_TYPE_JSON.to_owned(),
+                tags: Vec::new(),
             },
         }
     }

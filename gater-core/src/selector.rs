@@ -10,12 +10,15 @@
 //! - `ByEventPayload`: a JSON object that must be a subset of the event's JSON
 //!   data; objects match key by key, recursively, other values by equality.
 //!   Events whose data is not JSON never match.
+//! - `ByQuery`: a [`Query`] in its JSON form; events of its types and tags
+//!   (see [`query`](crate::query)).
 
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::event::RecordedEvent;
 use crate::id::StreamId;
+use crate::query::Query;
 use crate::subscription::SubscriptionType;
 
 /// A selector checked against its type and ready to match events.
@@ -31,6 +34,8 @@ pub enum Selector {
     Pattern(Vec<(PatternField, ValueMatcher)>),
     /// Payload subset.
     Payload(Map<String, Value>),
+    /// Event types and tags.
+    Query(Query),
 }
 
 /// The envelope field a pattern entry looks at.
@@ -98,6 +103,7 @@ impl Selector {
             SubscriptionType::ByEventPayload => {
                 Ok(Selector::Payload(parse_object(text, "payload")?))
             }
+            SubscriptionType::ByQuery => Ok(Selector::Query(Query::from_json(text)?)),
         }
     }
 
@@ -118,6 +124,7 @@ impl Selector {
                         .is_some_and(|v| matcher.matches_value(v)),
                 })
             }
+            Selector::Query(query) => query.matches_event(event),
             Selector::Payload(want) => match serde_json::from_slice::<Value>(&event.data.data) {
                 Ok(Value::Object(have)) => object_subset(want, &have),
                 _ => false,

@@ -35,6 +35,9 @@ pub enum SubscriptionType {
     ByEventPattern,
     /// Events whose JSON data contains a JSON object as a subset. Selector: the JSON object.
     ByEventPayload,
+    /// Events matching a [`Query`](crate::Query) (event types and tags).
+    /// Selector: the query's JSON, `{"items":[{"types":[..],"tags":[..]}]}`.
+    ByQuery,
 }
 
 impl SubscriptionType {
@@ -45,6 +48,7 @@ impl SubscriptionType {
             SubscriptionType::ByEventType => "by_event_type",
             SubscriptionType::ByEventPattern => "by_event_pattern",
             SubscriptionType::ByEventPayload => "by_event_payload",
+            SubscriptionType::ByQuery => "by_query",
         }
     }
 }

@@ -24,12 +24,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::access::Whoami;
+use crate::append::{Append, AppendOutcome};
 use crate::error::Error;
 use crate::event::{
     AppendResult, Direction, EventData, ExpectedVersion, Position, RecordedEvent, StreamPage,
     Version,
 };
 use crate::id::{StoreId, StreamId};
+use crate::query::Query;
 use crate::routing::RequestClass;
 use crate::snapshot::{Snapshot, SnapshotKey};
 use crate::store::{StoreConfig, StoreInfo, StoreStatus, VerifyReport, WorkerInfo};
@@ -163,6 +165,19 @@ pub enum Request {
     VerifyStore {
         store: StoreId,
     },
+    /// [`Gater::append`](crate::Gater::append): parts and a condition, one unit.
+    Append {
+        store: StoreId,
+        append: Append,
+    },
+    /// [`Gater::read_query`](crate::Gater::read_query).
+    ReadQuery {
+        store: StoreId,
+        query: Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    },
 }
 
 impl Request {
@@ -196,6 +211,8 @@ impl Request {
             Request::Whoami => "whoami",
             Request::ReopenStore { .. } => "reopen_store",
             Request::VerifyStore { .. } => "verify_store",
+            Request::Append { .. } => "append",
+            Request::ReadQuery { .. } => "read_query",
         }
     }
 
@@ -224,7 +241,9 @@ impl Request {
             | Request::GetStoreStatus { store }
             | Request::GetStoreConfig { store }
             | Request::ReopenStore { store }
-            | Request::VerifyStore { store } => Some(store),
+            | Request::VerifyStore { store }
+            | Request::Append { store, .. }
+            | Request::ReadQuery { store, .. } => Some(store),
             Request::ListStores
             | Request::Workers
             | Request::Heartbeat { .. }
@@ -245,8 +264,11 @@ impl Request {
             | Request::ListSnapshots { .. }
             | Request::GetStoreStatus { .. }
             | Request::GetStoreConfig { .. }
-            | Request::VerifyStore { .. } => RequestClass::Read,
-            Request::AppendEvents { .. } => RequestClass::Append,
+            | Request::VerifyStore { .. }
+            | Request::ReadQuery { .. } => RequestClass::Read,
+            // Event ids make every append idempotent, conditional or not: a
+            // retried append answers its first attempt's result.
+            Request::AppendEvents { .. } | Request::Append { .. } => RequestClass::Append,
             Request::SaveSubscription { .. }
             | Request::RecordSnapshot { .. }
             | Request::CreateStore { .. } => RequestClass::IdempotentWrite,
@@ -289,6 +311,8 @@ pub enum Response {
     Workers(Vec<WorkerInfo>),
     Whoami(Whoami),
     Verified(VerifyReport),
+    /// The result of [`Gater::append`](crate::Gater::append).
+    AppendedParts(AppendOutcome),
 }
 
 /// One request frame: its header fields, then the request.

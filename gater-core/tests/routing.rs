@@ -835,6 +835,7 @@ fn retries_are_allowed_only_where_repeating_is_safe() {
     check_retry(
         Append,
         Error::WrongExpectedVersion {
+            stream: gater_core::StreamId::new("s").unwrap(),
             expected: gater_core::ExpectedVersion::Exact(1),
             current: Some(2),
         },

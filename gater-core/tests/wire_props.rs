@@ -7,10 +7,11 @@ use gater_core::wire::{
     SubscriptionUp, FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
 use gater_core::{
-    AppendResult, ConsumerId, ConsumerStrategy, Delivery, Direction, Error, EventData, EventId,
-    ExpectedVersion, IdError, NackAction, Position, RecordedEvent, Resource, Side, Snapshot,
-    SnapshotKey, StoreConfig, StoreFault, StoreId, StoreInfo, StoreState, StoreStatus, StreamId,
-    StreamInfo, StreamPage, SubscribeOptions, SubscriptionEnd, SubscriptionInfo, SubscriptionItem,
+    Append, AppendCondition, AppendOutcome, AppendPart, AppendResult, ConsumerId, ConsumerStrategy,
+    Delivery, Direction, Error, EventData, EventId, ExpectedVersion, IdError, NackAction, Position,
+    Query, QueryItem, RecordedEvent, Resource, Side, Snapshot, SnapshotKey, StoreConfig,
+    StoreFault, StoreId, StoreInfo, StoreState, StoreStatus, StreamId, StreamInfo, StreamPage,
+    StreamVersion, SubscribeOptions, SubscriptionEnd, SubscriptionInfo, SubscriptionItem,
     SubscriptionKey, SubscriptionSpec, SubscriptionType, VerifyReport, WorkerHealth, WorkerInfo,
     TRANSIENT,
 };
@@ -57,16 +58,60 @@ fn position() -> impl Strategy<Value = Position> {
     any::<u64>().prop_map(Position)
 }
 
+fn tags() -> impl Strategy<Value = Vec<String>> {
+    vec("[^\\p{Cc}]{1,12}", 0..4)
+}
+
 fn event_data() -> impl Strategy<Value = EventData> {
-    (event_id(), "[^\\p{Cc}]{1,24}", bytes(), bytes(), text()).prop_map(
-        |(id, event_type, data, metadata, content_type)| EventData {
-            id,
-            event_type,
-            data,
-            metadata,
-            content_type,
-        },
+    (
+        event_id(),
+        "[^\\p{Cc}]{1,24}",
+        bytes(),
+        bytes(),
+        text(),
+        tags(),
     )
+        .prop_map(
+            |(id, event_type, data, metadata, content_type, tags)| EventData {
+                id,
+                event_type,
+                data,
+                metadata,
+                content_type,
+                tags,
+            },
+        )
+}
+
+fn query() -> impl Strategy<Value = Query> {
+    vec(
+        (vec("[^\\p{Cc}]{1,12}", 0..3), tags()).prop_map(|(types, tags)| QueryItem { types, tags }),
+        0..3,
+    )
+    .prop_map(|items| Query { items })
+}
+
+fn append() -> impl Strategy<Value = Append> {
+    let part = (stream_id(), expected_version(), vec(event_data(), 0..3)).prop_map(
+        |(stream, expected, events)| AppendPart {
+            stream,
+            expected,
+            events,
+        },
+    );
+    let condition = (query(), option::of(position())).prop_map(|(query, after)| AppendCondition {
+        fail_if_events_match: query,
+        after,
+    });
+    (vec(part, 0..3), option::of(condition))
+        .prop_map(|(parts, condition)| Append { parts, condition })
+}
+
+fn append_outcome() -> impl Strategy<Value = AppendOutcome> {
+    let stream =
+        (stream_id(), any::<u64>()).prop_map(|(stream, version)| StreamVersion { stream, version });
+    (position(), vec(stream, 0..3))
+        .prop_map(|(position, streams)| AppendOutcome { position, streams })
 }
 
 fn recorded_event() -> impl Strategy<Value = RecordedEvent> {
@@ -118,6 +163,9 @@ fn subscription_key() -> impl Strategy<Value = SubscriptionKey> {
         "[^\\p{Cc}]{1,24}".prop_map(|t| (SubscriptionType::ByEventType, t)),
         json_object().prop_map(|j| (SubscriptionType::ByEventPattern, j)),
         json_object().prop_map(|j| (SubscriptionType::ByEventPayload, j)),
+        query()
+            .prop_filter("a selector's query is valid", |q| q.validate().is_ok())
+            .prop_map(|q| (SubscriptionType::ByQuery, q.to_json())),
     ];
     let name = prop_oneof![Just(TRANSIENT.to_owned()), "[^\\p{Cc}]{1,24}"];
     (selector, name).prop_map(|((kind, selector), name)| {
@@ -270,8 +318,15 @@ fn error() -> impl Strategy<Value = Error> {
         text()
             .prop_map(|store| Error::StoreConfigConflict { store })
             .boxed(),
-        (expected_version(), option::of(any::<u64>()))
-            .prop_map(|(expected, current)| Error::WrongExpectedVersion { expected, current })
+        (stream_id(), expected_version(), option::of(any::<u64>()))
+            .prop_map(|(stream, expected, current)| Error::WrongExpectedVersion {
+                stream,
+                expected,
+                current,
+            })
+            .boxed(),
+        position()
+            .prop_map(|position| Error::AppendConditionFailed { position })
             .boxed(),
         event_id()
             .prop_map(|id| Error::DuplicateEventId { id })
@@ -464,6 +519,20 @@ fn request() -> impl Strategy<Value = Request> {
         worker_info()
             .prop_map(|worker| Request::Heartbeat { worker })
             .boxed(),
+        (store_id(), append())
+            .prop_map(|(store, append)| Request::Append { store, append })
+            .boxed(),
+        (store_id(), query(), position(), any::<u32>(), direction())
+            .prop_map(
+                |(store, query, from, count, direction)| Request::ReadQuery {
+                    store,
+                    query,
+                    from,
+                    count,
+                    direction,
+                },
+            )
+            .boxed(),
     ])
 }
 
@@ -575,6 +644,7 @@ fn response() -> impl Strategy<Value = Response> {
                 })
             })
             .boxed(),
+        append_outcome().prop_map(Response::AppendedParts).boxed(),
     ])
 }
 

@@ -123,6 +123,7 @@ mod tests {
     #[test]
     fn wrong_expected_version_is_an_optimistic_lock_error() {
         let error = RepositoryError::Gater(Error::WrongExpectedVersion {
+            stream: gater_core::StreamId::new("account-1").unwrap(),
             expected: ExpectedVersion::Exact(1),
             current: Some(2),
         });

@@ -68,6 +68,7 @@ fn event(n: u64) -> EventData {
         data: vec![b'x'; EVENT_BYTES],
         metadata: Vec::new(),
         content_type: "application/octet-stream".into(),
+        tags: Vec::new(),
     }
 }
 

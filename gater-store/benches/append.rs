@@ -102,6 +102,7 @@ fn event(n: u64) -> EventData {
         data: vec![b'x'; EVENT_BYTES],
         metadata: Vec::new(),
         content_type: "application/octet-stream".to_owned(),
+        tags: Vec::new(),
     }
 }
 

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gater_core::{
-    AppendResult, Direction, Error, EventData, ExpectedVersion, Position, RecordedEvent, Snapshot,
-    SnapshotKey, StoreConfig, StoreId, StreamId, StreamPage, SubscriptionKey, VerifyReport,
-    Version,
+    AppendCondition, AppendOutcome, Direction, Error, EventData, ExpectedVersion, Position, Query,
+    RecordedEvent, Snapshot, SnapshotKey, StoreConfig, StoreId, StreamId, StreamPage,
+    SubscriptionKey, VerifyReport, Version,
 };
 
 use crate::faults::HealOptions;
@@ -57,6 +57,22 @@ pub(crate) trait Backend: Send + Sync + 'static {
 /// One append waiting in a batch: already validated by the engine.
 #[derive(Clone, Debug)]
 pub(crate) struct PendingAppend {
+    /// The parts, in the order their events are stored; streams distinct.
+    pub(crate) parts: Vec<PendingPart>,
+    /// Checked with the parts' expectations (see `crate::stage`).
+    pub(crate) condition: Option<AppendCondition>,
+}
+
+impl PendingAppend {
+    /// Events in every part together.
+    pub(crate) fn event_count(&self) -> usize {
+        self.parts.iter().map(|p| p.events.len()).sum()
+    }
+}
+
+/// One part of a [`PendingAppend`]: events for one stream.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingPart {
     /// The stream appended to.
     pub(crate) stream: StreamId,
     /// The condition on the stream's version.
@@ -73,7 +89,7 @@ pub(crate) struct PendingAppend {
 #[derive(Debug)]
 pub(crate) struct BatchOutcome {
     /// One result per append, in the order given.
-    pub(crate) results: Vec<Result<AppendResult, Error>>,
+    pub(crate) results: Vec<Result<AppendOutcome, Error>>,
     /// The head of the global log after the commit (`None`: still empty).
     pub(crate) head: Option<Position>,
 }
@@ -107,9 +123,9 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
     /// Applies `appends` in order, later ones seeing the effect of earlier ones.
     ///
     /// Each append passes the idempotency check (its ids already stored
-    /// consecutively in its stream: the original result, nothing written;
-    /// stored elsewhere or partially: `DuplicateEventId`) and then its
-    /// expected-version check. All accepted appends are written in one atomic
+    /// consecutively in its streams: the original result, nothing written;
+    /// stored elsewhere or partially: `DuplicateEventId`), then its
+    /// expected-version checks, then its condition. All accepted appends are written in one atomic
     /// commit followed by one durable flush, stamped `created_us`. An `Err`
     /// means nothing of the batch was written. The checks are
     /// [`crate::stage::stage_batch`]'s; a backend only reads and commits.
@@ -124,6 +140,17 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
         &self,
         stream: &StreamId,
         start: Version,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error>;
+
+    /// Up to `count` events matching `query` (valid, with at least one
+    /// item) from `from` in `direction`, found through the backend's
+    /// indexes by type and tag.
+    async fn read_query(
+        &self,
+        query: &Query,
+        from: Position,
         count: u32,
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error>;

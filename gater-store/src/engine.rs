@@ -19,16 +19,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use gater_core::{
-    AppendResult, ConsumerId, Direction, Error, EventData, ExpectedVersion, Gater, Limits,
-    NackAction, Position, RecordedEvent, Resource, Snapshot, SnapshotKey, StoreConfig, StoreFault,
-    StoreId, StoreInfo, StoreState, StoreStatus, StreamId, StreamPage, SubscribeOptions,
-    Subscription, SubscriptionEnd, SubscriptionInfo, SubscriptionKey, SubscriptionSpec,
-    VerifyReport, Version, WorkerHealth, WorkerInfo,
+    Append, AppendOutcome, AppendResult, ConsumerId, Direction, Error, EventData, ExpectedVersion,
+    Gater, Limits, NackAction, Position, Query, RecordedEvent, Resource, Snapshot, SnapshotKey,
+    StoreConfig, StoreFault, StoreId, StoreInfo, StoreState, StoreStatus, StreamId, StreamPage,
+    SubscribeOptions, Subscription, SubscriptionEnd, SubscriptionInfo, SubscriptionKey,
+    SubscriptionSpec, VerifyReport, Version, WorkerHealth, WorkerInfo,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::backend::{Backend, BackendStore, PendingAppend};
+use crate::backend::{Backend, BackendStore, PendingAppend, PendingPart};
 use crate::embedded::EmbeddedBackend;
 use crate::faults::{HealOptions, Health};
 use crate::lease::{Claim, Claimant, Fence};
@@ -783,22 +783,35 @@ impl Gater for Store {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, Error> {
-        validate::append(&self.engine.options.limits, stream, &events)?;
+        let append = Append::single(stream.clone(), expected, events);
+        Ok(self.append(store, append).await?.single())
+    }
+
+    async fn append(&self, store: &StoreId, append: Append) -> Result<AppendOutcome, Error> {
+        validate::append(&self.engine.options.limits, &append)?;
         let handle = self.engine.serving(store).await?;
         if let Some(refusal) = handle.health.refusal(&handle.id) {
             return Err(refusal);
         }
-        let encoded = events
-            .iter()
-            .map_while(|event| handle.backend.encode_event(event))
-            .collect::<Result<Vec<_>, Error>>()?;
+        let mut parts = Vec::with_capacity(append.parts.len());
+        for part in append.parts {
+            let encoded = part
+                .events
+                .iter()
+                .map_while(|event| handle.backend.encode_event(event))
+                .collect::<Result<Vec<_>, Error>>()?;
+            parts.push(PendingPart {
+                stream: part.stream,
+                expected: part.expected,
+                events: part.events,
+                encoded,
+            });
+        }
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             append: PendingAppend {
-                stream: stream.clone(),
-                expected,
-                events,
-                encoded,
+                parts,
+                condition: append.condition,
             },
             reply,
         };
@@ -806,6 +819,29 @@ impl Gater for Store {
             return Err(handle.stopping_error());
         }
         answer.await.map_err(|_| handle.stopping_error())?
+    }
+
+    async fn read_query(
+        &self,
+        store: &StoreId,
+        query: &Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        validate::read_count(&self.engine.options.limits, count)?;
+        query.validate()?;
+        let handle = self.engine.serving(store).await?;
+        let mut page = if query.items.is_empty() {
+            handle.backend.read_all(from, count, direction).await?
+        } else {
+            handle
+                .backend
+                .read_query(query, from, count, direction)
+                .await?
+        };
+        gater_core::page::fit_in_frame(&mut page, self.engine.options.limits.frame_bytes_max);
+        Ok(page)
     }
 
     async fn get_events(

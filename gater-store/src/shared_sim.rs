@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gater_core::{
-    Direction, Error, EventData, Position, RecordedEvent, Resource, Snapshot, SnapshotKey,
+    Direction, Error, EventData, Position, Query, RecordedEvent, Resource, Snapshot, SnapshotKey,
     StoreConfig, StoreId, StreamId, StreamPage, SubscriptionKey, Version,
 };
 use tokio::time::Instant;
@@ -263,6 +263,17 @@ impl BackendStore for SimStore {
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.live()?;
         self.inner.read_all(from, count, direction).await
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.live()?;
+        self.inner.read_query(query, from, count, direction).await
     }
 
     async fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {

@@ -3,14 +3,18 @@
 //! earlier appends of the batch staged, and each accepted new append is given
 //! its versions and positions.
 //!
-//! An append first passes the idempotency check: when its ids are already
-//! stored (or staged) consecutively, in order, in its stream, it answers the
-//! original result (the version and position of its own last event) and
-//! writes nothing, whatever its expected version; ids stored elsewhere, out
-//! of order or only in part are a `DuplicateEventId`. Then its expected
-//! version is checked against the stream's current version. An accepted new
-//! append takes the versions after its stream's and the positions after the
-//! batch's last one.
+//! An append (one or more parts, each `(stream, expected, events)`, and an
+//! optional condition) first passes the idempotency check: when the ids of
+//! every part are already stored (or staged) consecutively, in order, in the
+//! part's stream, it answers the original outcome (each part's version and
+//! the position of its last event) and writes nothing, whatever it expects;
+//! ids stored elsewhere, out of order, only in part, or some parts stored and
+//! others not are a `DuplicateEventId`. Then each part's expected version is
+//! checked against its stream's current version, then the condition against
+//! the stored log and the events staged before it in the batch (all of which
+//! come after the stored ones). An accepted new append takes the versions
+//! after each stream's and the positions after the batch's last one, its
+//! parts one after the other.
 //!
 //! A backend supplies how it reads the state before the batch ([`Stored`])
 //! and where it puts an accepted append's rows ([`Writes`]). What this module
@@ -20,9 +24,11 @@
 
 use std::collections::HashMap;
 
-use gater_core::{AppendResult, Error, EventId, Position, Version};
+use gater_core::{
+    AppendCondition, AppendOutcome, Error, EventId, Position, Query, StreamVersion, Version,
+};
 
-use crate::backend::{Counters, PendingAppend};
+use crate::backend::{Counters, PendingAppend, PendingPart};
 
 /// Where an event is stored: its stream, version and global position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,33 +45,52 @@ pub(crate) trait Stored {
 
     /// Where the event `id` is stored; `None` when it is not.
     fn location(&mut self, id: &EventId) -> Result<Option<Location<'_>>, Error>;
+
+    /// The position of the first stored event after `after` (from the start
+    /// when `None`) that matches `query`; `None` when there is none.
+    fn first_match(
+        &mut self,
+        query: &Query,
+        after: Option<Position>,
+    ) -> Result<Option<Position>, Error>;
 }
 
 /// Where a backend puts the rows of the appends the batch accepts.
 pub(crate) trait Writes<'a> {
-    /// Stages the rows of `append`, accepted and new: its events take the
-    /// versions from `first_version` and the positions from
-    /// `first_position` on. An `Err` fails this append alone, so it must
-    /// leave nothing of the append staged.
+    /// Stages the rows of `append`, accepted and new: the events of part
+    /// `i` take the versions from `first_versions[i]` on, and the events of
+    /// all parts the positions from `first_position` on, part after part.
+    /// An `Err` fails this append alone, so it must leave nothing of the
+    /// append staged.
     fn stage(
         &mut self,
         append: &'a PendingAppend,
-        first_version: Version,
+        first_versions: &[Version],
         first_position: Position,
     ) -> Result<(), Error>;
+}
+
+/// An event the batch staged, as a condition sees it.
+#[derive(Debug)]
+struct StagedEvent<'a> {
+    position: Position,
+    event_type: &'a str,
+    tags: &'a [String],
 }
 
 /// What staging a batch decided; it borrows stream ids from the batch.
 #[derive(Debug)]
 pub(crate) struct Staged<'a> {
     /// One result per append, in the order given.
-    pub(crate) results: Vec<Result<AppendResult, Error>>,
+    pub(crate) results: Vec<Result<AppendOutcome, Error>>,
     /// The store's counters once the batch is committed.
     pub(crate) counters: Counters,
     /// The new version of every stream the batch appends to.
     pub(crate) heads: HashMap<&'a str, Version>,
     /// Where the batch puts each new event.
     ids: HashMap<EventId, (&'a str, Version, Position)>,
+    /// Every event the batch stages, in position order.
+    events: Vec<StagedEvent<'a>>,
 }
 
 impl Staged<'_> {
@@ -87,12 +112,13 @@ pub(crate) fn stage_batch<'a>(
     writes: &mut impl Writes<'a>,
 ) -> Staged<'a> {
     // Sized up front: growing a map rehashes every key it holds.
-    let events = appends.iter().map(|a| a.events.len()).sum();
+    let events = appends.iter().map(PendingAppend::event_count).sum();
     let mut staged = Staged {
         results: Vec::with_capacity(appends.len()),
         counters,
         heads: HashMap::with_capacity(appends.len()),
         ids: HashMap::with_capacity(events),
+        events: Vec::with_capacity(events),
     };
     for append in appends {
         let result = staged.stage(stored, writes, append);
@@ -108,77 +134,161 @@ impl<'a> Staged<'a> {
         stored: &mut impl Stored,
         writes: &mut impl Writes<'a>,
         append: &'a PendingAppend,
-    ) -> Result<AppendResult, Error> {
-        if let Some(original) = self.earlier_result(stored, append)? {
+    ) -> Result<AppendOutcome, Error> {
+        if append.parts.is_empty() {
+            return Err(Error::invalid("an append needs at least one part"));
+        }
+        if let Some(original) = self.earlier_outcome(stored, append)? {
             return Ok(original);
         }
-        let stream = append.stream.as_str();
-        let current = match self.heads.get(stream) {
-            Some(&version) => Some(version),
-            None => stored.version(stream)?,
-        };
-        if !append.expected.is_satisfied_by(current) {
-            return Err(Error::WrongExpectedVersion {
-                expected: append.expected,
-                current,
+        let mut currents = Vec::with_capacity(append.parts.len());
+        for part in &append.parts {
+            let stream = part.stream.as_str();
+            let current = match self.heads.get(stream) {
+                Some(&version) => Some(version),
+                None => stored.version(stream)?,
+            };
+            if !part.expected.is_satisfied_by(current) {
+                return Err(Error::WrongExpectedVersion {
+                    stream: part.stream.clone(),
+                    expected: part.expected,
+                    current,
+                });
+            }
+            currents.push(current);
+        }
+        if let Some(condition) = &append.condition {
+            if let Some(position) = self.first_match(stored, condition)? {
+                return Err(Error::AppendConditionFailed { position });
+            }
+        }
+        let first_versions: Vec<Version> =
+            currents.iter().map(|c| c.map_or(0, |v| v + 1)).collect();
+        let first_position = self.counters.head.map_or(0, |h| h.0 + 1);
+        writes.stage(append, &first_versions, Position(first_position))?;
+        let mut position = first_position;
+        let mut streams = Vec::with_capacity(append.parts.len());
+        for ((part, &first_version), current) in
+            append.parts.iter().zip(&first_versions).zip(&currents)
+        {
+            let stream = part.stream.as_str();
+            for (i, event) in part.events.iter().enumerate() {
+                let at = Position(position);
+                self.ids
+                    .insert(event.id, (stream, first_version + i as u64, at));
+                self.events.push(StagedEvent {
+                    position: at,
+                    event_type: &event.event_type,
+                    tags: &event.tags,
+                });
+                position += 1;
+            }
+            let last_version = first_version + part.events.len() as u64 - 1;
+            if current.is_none() {
+                self.counters.stream_count += 1;
+            }
+            self.heads.insert(stream, last_version);
+            streams.push(StreamVersion {
+                stream: part.stream.clone(),
+                version: last_version,
             });
         }
-        let first_version = current.map_or(0, |v| v + 1);
-        let first_position = self.counters.head.map_or(0, |h| h.0 + 1);
-        writes.stage(append, first_version, Position(first_position))?;
-        for (i, event) in append.events.iter().enumerate() {
-            let at = (
-                stream,
-                first_version + i as u64,
-                Position(first_position + i as u64),
-            );
-            self.ids.insert(event.id, at);
-        }
-        let count = append.events.len() as u64;
-        let last_version = first_version + count - 1;
-        let last_position = Position(first_position + count - 1);
-        if current.is_none() {
-            self.counters.stream_count += 1;
-        }
-        self.heads.insert(stream, last_version);
+        let last_position = Position(position - 1);
         self.counters.head = Some(last_position);
-        self.counters.event_count += count;
-        Ok(AppendResult {
-            version: last_version,
+        self.counters.event_count += position - first_position;
+        Ok(AppendOutcome {
             position: last_position,
+            streams,
         })
     }
 
-    /// The idempotency check: `Some` with the original result when every id
-    /// of `append` is already stored consecutively, in order, in its stream.
-    fn earlier_result(
+    /// The first event after the condition's `after` that matches its query:
+    /// a stored one, else one staged earlier in this batch (all of which
+    /// come after every stored event).
+    fn first_match(
+        &self,
+        stored: &mut impl Stored,
+        condition: &AppendCondition,
+    ) -> Result<Option<Position>, Error> {
+        let query = &condition.fail_if_events_match;
+        if let Some(position) = stored.first_match(query, condition.after)? {
+            return Ok(Some(position));
+        }
+        Ok(self
+            .events
+            .iter()
+            .filter(|e| condition.after.is_none_or(|after| e.position > after))
+            .find(|e| query.matches(e.event_type, e.tags))
+            .map(|e| e.position))
+    }
+
+    /// The idempotency check: `Some` with the original outcome when the ids
+    /// of every part are already stored consecutively, in order, in the
+    /// part's stream; `DuplicateEventId` when some parts are and others not.
+    fn earlier_outcome(
         &self,
         stored: &mut impl Stored,
         append: &PendingAppend,
-    ) -> Result<Option<AppendResult>, Error> {
-        let Some(first) = append.events.first() else {
+    ) -> Result<Option<AppendOutcome>, Error> {
+        let mut found = Vec::with_capacity(append.parts.len());
+        for part in &append.parts {
+            found.push(self.earlier_result(stored, part)?);
+        }
+        if found.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        if found.iter().any(Option::is_none) {
+            // Some parts stored and others not: the stored ones are the duplicates.
+            let (part, _) = append
+                .parts
+                .iter()
+                .zip(&found)
+                .find(|(_, f)| f.is_some())
+                .expect("some part was found stored: checked above");
+            return Err(Error::DuplicateEventId {
+                id: part.events[0].id,
+            });
+        }
+        let mut streams = Vec::with_capacity(found.len());
+        let mut position = Position(0);
+        for (part, (version, last)) in append.parts.iter().zip(found.into_iter().flatten()) {
+            position = position.max(last);
+            streams.push(StreamVersion {
+                stream: part.stream.clone(),
+                version,
+            });
+        }
+        Ok(Some(AppendOutcome { position, streams }))
+    }
+
+    /// The idempotency check of one part: `Some` with its last event's
+    /// version and position when every id is stored consecutively, in
+    /// order, in its stream.
+    fn earlier_result(
+        &self,
+        stored: &mut impl Stored,
+        part: &PendingPart,
+    ) -> Result<Option<(Version, Position)>, Error> {
+        let Some(first) = part.events.first() else {
             return Err(Error::invalid("an append needs at least one event"));
         };
         let Some(origin) = self.location(stored, &first.id)?.map(|l| l.version) else {
-            for event in &append.events[1..] {
+            for event in &part.events[1..] {
                 if self.location(stored, &event.id)?.is_some() {
                     return Err(Error::DuplicateEventId { id: event.id });
                 }
             }
             return Ok(None);
         };
-        let stream = append.stream.as_str();
+        let stream = part.stream.as_str();
         let mut last = None;
-        for (i, event) in append.events.iter().enumerate() {
+        for (i, event) in part.events.iter().enumerate() {
             last = match self.location(stored, &event.id)? {
                 Some(found)
                     if found.stream == stream
                         && Some(found.version) == origin.checked_add(i as u64) =>
                 {
-                    Some(AppendResult {
-                        version: found.version,
-                        position: found.position,
-                    })
+                    Some((found.version, found.position))
                 }
                 Some(_) => return Err(Error::DuplicateEventId { id: event.id }),
                 // Part of the append is stored and part is not: the stored part is the duplicate.
@@ -208,7 +318,7 @@ impl<'a> Staged<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gater_core::{EventData, ExpectedVersion, StreamId};
+    use gater_core::{AppendResult, EventData, ExpectedVersion, QueryItem, StreamId};
     use proptest::prelude::*;
 
     /// Appends to this stream fail in [`Rows::stage`], as an encoding failure would.
@@ -223,6 +333,8 @@ mod tests {
         ids: HashMap<EventId, (String, Version, Position)>,
         /// Every committed event, in position order.
         log: Vec<(EventId, String, Version, Position)>,
+        /// The type and tags of every committed event, in position order.
+        kinds: Vec<(String, Vec<String>)>,
     }
 
     impl Stored for Memory {
@@ -240,45 +352,76 @@ mod tests {
                     position: *position,
                 }))
         }
+
+        fn first_match(
+            &mut self,
+            query: &Query,
+            after: Option<Position>,
+        ) -> Result<Option<Position>, Error> {
+            let from = after.map_or(0, |a| a.0 as usize + 1);
+            Ok(self
+                .kinds
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, (event_type, tags))| query.matches(event_type, tags))
+                .map(|(i, _)| Position(i as u64)))
+        }
     }
 
     /// The rows a batch staged, in the order staged.
     #[derive(Debug, Default)]
     struct Rows<'a> {
-        rows: Vec<(EventId, &'a str, Version, Position)>,
+        rows: Vec<(EventId, &'a str, Version, Position, &'a EventData)>,
     }
 
     impl<'a> Writes<'a> for Rows<'a> {
         fn stage(
             &mut self,
             append: &'a PendingAppend,
-            first_version: Version,
+            first_versions: &[Version],
             first_position: Position,
         ) -> Result<(), Error> {
-            if append.stream.as_str() == POISON {
+            if append.parts.iter().any(|p| p.stream.as_str() == POISON) {
                 return Err(Error::Storage("cannot encode".into()));
             }
-            for (i, event) in append.events.iter().enumerate() {
-                self.rows.push((
-                    event.id,
-                    append.stream.as_str(),
-                    first_version + i as u64,
-                    Position(first_position.0 + i as u64),
-                ));
+            let mut position = first_position;
+            for (part, first_version) in append.parts.iter().zip(first_versions) {
+                for (i, event) in part.events.iter().enumerate() {
+                    self.rows.push((
+                        event.id,
+                        part.stream.as_str(),
+                        first_version + i as u64,
+                        position,
+                        event,
+                    ));
+                    position = position.next();
+                }
             }
             Ok(())
         }
     }
 
     impl Memory {
-        /// Stages `batch` and commits it as a backend would; the results.
+        /// Stages `batch` and commits it as a backend would; the results as
+        /// `append_events` gives them.
         fn append(&mut self, batch: &[PendingAppend]) -> Vec<Result<AppendResult, Error>> {
+            self.outcomes(batch)
+                .into_iter()
+                .map(|r| r.map(|o| o.single()))
+                .collect()
+        }
+
+        /// Stages `batch` and commits it as a backend would; the results.
+        fn outcomes(&mut self, batch: &[PendingAppend]) -> Vec<Result<AppendOutcome, Error>> {
             let mut rows = Rows::default();
             let staged = stage_batch(batch, self.counters, &mut *self, &mut rows);
             if staged.written() {
-                for &(id, stream, version, position) in &rows.rows {
+                for &(id, stream, version, position, event) in &rows.rows {
                     self.ids.insert(id, (stream.to_owned(), version, position));
                     self.log.push((id, stream.to_owned(), version, position));
+                    self.kinds
+                        .push((event.event_type.clone(), event.tags.clone()));
                 }
                 for (&stream, &version) in &staged.heads {
                     self.versions.insert(stream.to_owned(), version);
@@ -293,8 +436,8 @@ mod tests {
         EventId::from_bytes([n; 16])
     }
 
-    fn append(stream: &str, expected: ExpectedVersion, ids: &[u8]) -> PendingAppend {
-        PendingAppend {
+    fn part(stream: &str, expected: ExpectedVersion, ids: &[u8]) -> PendingPart {
+        PendingPart {
             stream: StreamId::new(stream).unwrap(),
             expected,
             events: ids
@@ -305,9 +448,17 @@ mod tests {
                     data: vec![n],
                     metadata: Vec::new(),
                     content_type: gater_core::CONTENT_TYPE_JSON.to_owned(),
+                    tags: vec![format!("n:{n}")],
                 })
                 .collect(),
             encoded: Vec::new(),
+        }
+    }
+
+    fn append(stream: &str, expected: ExpectedVersion, ids: &[u8]) -> PendingAppend {
+        PendingAppend {
+            parts: vec![part(stream, expected, ids)],
+            condition: None,
         }
     }
 
@@ -322,8 +473,21 @@ mod tests {
         Err(Error::DuplicateEventId { id: id(n) })
     }
 
+    /// A failed expectation of stream `a`, the stream most cases append to.
     fn wrong(expected: ExpectedVersion, current: Option<Version>) -> Result<AppendResult, Error> {
-        Err(Error::WrongExpectedVersion { expected, current })
+        wrong_in("a", expected, current)
+    }
+
+    fn wrong_in(
+        stream: &str,
+        expected: ExpectedVersion,
+        current: Option<Version>,
+    ) -> Result<AppendResult, Error> {
+        Err(Error::WrongExpectedVersion {
+            stream: StreamId::new(stream).unwrap(),
+            expected,
+            current,
+        })
     }
 
     /// Commits `before` (one batch each), then stages `batch` as one batch
@@ -368,7 +532,7 @@ mod tests {
         check(
             &[vec![append("a", Any, &[1, 2]), append("b", Any, &[3])]],
             &[append("a", Exact(1), &[4]), append("c", Exact(0), &[5])],
-            &[ok(2, 3), wrong(Exact(0), None)],
+            &[ok(2, 3), wrong_in("c", Exact(0), None)],
         );
     }
 
@@ -483,7 +647,133 @@ mod tests {
         assert!(!staged.written());
         assert!(rows.rows.is_empty());
         assert_eq!(staged.counters, before.counters);
-        assert_eq!(staged.results, [ok(0, 0), wrong(Exact(0), None)]);
+        let results: Vec<_> = staged
+            .results
+            .into_iter()
+            .map(|r| r.map(|o| o.single()))
+            .collect();
+        assert_eq!(results, [ok(0, 0), wrong_in("b", Exact(0), None)]);
+    }
+
+    fn tag_query(tag: &str) -> Query {
+        Query {
+            items: vec![QueryItem {
+                types: vec![],
+                tags: vec![tag.to_owned()],
+            }],
+        }
+    }
+
+    fn conditional(stream: &str, ids: &[u8], query: Query, after: Option<u64>) -> PendingAppend {
+        PendingAppend {
+            parts: vec![part(stream, Any, ids)],
+            condition: Some(AppendCondition {
+                fail_if_events_match: query,
+                after: after.map(Position),
+            }),
+        }
+    }
+
+    fn failed(position: u64) -> Result<AppendResult, Error> {
+        Err(Error::AppendConditionFailed {
+            position: Position(position),
+        })
+    }
+
+    #[test]
+    fn a_condition_sees_stored_events_and_those_staged_earlier_in_the_batch() {
+        check(
+            &[vec![append("a", Any, &[1, 2])]],
+            &[
+                // Stored at position 1.
+                conditional("u", &[10], tag_query("n:2"), None),
+                // Only events after position 1 count: none matches yet.
+                conditional("u", &[11], tag_query("n:2"), Some(1)),
+                // Staged at position 3 by the append before.
+                conditional("v", &[12], tag_query("n:11"), Some(1)),
+                // Nothing carries the tag.
+                conditional("v", &[13], tag_query("n:99"), None),
+                // An empty query matches any event after `after`.
+                conditional("w", &[14], Query::all(), Some(4)),
+                conditional("w", &[15], Query::all(), Some(3)),
+            ],
+            &[
+                failed(1),
+                ok(0, 2),
+                failed(2),
+                ok(0, 3),
+                ok(0, 4),
+                failed(4),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_retried_conditional_append_answers_the_original_instead_of_failing_on_itself() {
+        check(
+            &[vec![conditional("u", &[1], tag_query("n:1"), None)]],
+            &[conditional("u", &[1], tag_query("n:1"), None)],
+            &[ok(0, 0)],
+        );
+    }
+
+    fn multi(parts: Vec<PendingPart>) -> PendingAppend {
+        PendingAppend {
+            parts,
+            condition: None,
+        }
+    }
+
+    #[test]
+    fn a_multi_part_append_is_all_or_nothing_and_positions_follow_part_order() {
+        let mut memory = Memory::default();
+        let results = memory.outcomes(&[
+            multi(vec![
+                part("a", NoStream, &[1, 2]),
+                part("b", Exact(5), &[3]),
+            ]),
+            multi(vec![
+                part("b", NoStream, &[4]),
+                part("a", NoStream, &[5, 6]),
+            ]),
+        ]);
+        assert_eq!(
+            results[0],
+            Err(Error::WrongExpectedVersion {
+                stream: StreamId::new("b").unwrap(),
+                expected: Exact(5),
+                current: None,
+            })
+        );
+        let outcome = results[1].clone().unwrap();
+        assert_eq!(outcome.position, Position(2));
+        let versions: Vec<(&str, Version)> = outcome
+            .streams
+            .iter()
+            .map(|s| (s.stream.as_str(), s.version))
+            .collect();
+        assert_eq!(versions, [("b", 0), ("a", 1)]);
+        let order: Vec<EventId> = memory.log.iter().map(|e| e.0).collect();
+        assert_eq!(order, [id(4), id(5), id(6)]);
+    }
+
+    #[test]
+    fn a_retried_multi_part_append_answers_the_original_and_a_partial_one_is_a_duplicate() {
+        let mut memory = Memory::default();
+        let first = memory.outcomes(&[multi(vec![
+            part("a", NoStream, &[1, 2]),
+            part("b", NoStream, &[3]),
+        ])]);
+        let again = memory.outcomes(&[
+            multi(vec![
+                part("a", NoStream, &[1, 2]),
+                part("b", NoStream, &[3]),
+            ]),
+            multi(vec![part("a", Any, &[1, 2]), part("c", Any, &[9])]),
+        ]);
+        assert_eq!(again[0], first[0]);
+        assert_eq!(again[1], Err(Error::DuplicateEventId { id: id(1) }));
+        assert_eq!(memory.log.len(), 3);
     }
 
     /// One append of a generated batch.
@@ -615,7 +905,9 @@ mod tests {
         ) {
             let mut batch = appends.clone();
             for (append, &expected) in appends.iter().zip(&expected) {
-                batch.push(PendingAppend { expected, ..append.clone() });
+                let mut retry = append.clone();
+                retry.parts[0].expected = expected;
+                batch.push(retry);
             }
             let mut alone = Memory::default();
             let first = alone.append(&appends);
@@ -623,12 +915,14 @@ mod tests {
             let mut rows = Rows::default();
             let staged = stage_batch(&batch, memory.counters, &mut memory, &mut rows);
             let (originals, retries) = staged.results.split_at(appends.len());
-            prop_assert_eq!(originals, &first[..]);
+            let originals: Vec<_> = originals.iter().cloned().map(|r| r.map(|o| o.single())).collect();
+            let retries: Vec<_> = retries.iter().cloned().map(|r| r.map(|o| o.single())).collect();
+            prop_assert_eq!(&originals[..], &first[..]);
             let mut accepted = std::collections::HashSet::new();
-            for ((original, retry), append) in originals.iter().zip(retries).zip(&appends) {
+            for ((original, retry), append) in originals.iter().zip(&retries).zip(&appends) {
                 if original.is_ok() {
                     prop_assert_eq!(original, retry);
-                    accepted.extend(append.events.iter().map(|e| e.id));
+                    accepted.extend(append.parts[0].events.iter().map(|e| e.id));
                 }
             }
             // The originals staged what they stage alone; a retry of an
@@ -659,7 +953,7 @@ mod tests {
             let staged = stage_batch(batch, counters, &mut memory, &mut rows);
             let first_position = counters.head.map_or(0, |h| h.0 + 1);
             let mut ids = std::collections::HashSet::new();
-            for (i, &(id, stream, version, position)) in rows.rows.iter().enumerate() {
+            for (i, &(id, stream, version, position, _)) in rows.rows.iter().enumerate() {
                 prop_assert_eq!(position, Position(first_position + i as u64));
                 let next = next_version.entry(stream.to_owned()).or_insert(0);
                 prop_assert_eq!(version, *next);

@@ -3,51 +3,55 @@
 
 use std::collections::HashSet;
 
-use gater_core::{Error, EventData, Limits, StreamId};
+use gater_core::{Append, Error, EventData, Limits, StreamId};
 
 /// Longest event type, in bytes.
 pub const EVENT_TYPE_LEN_MAX: usize = 256;
 /// Longest snapshot source or stream, in bytes.
 pub const SNAPSHOT_PART_LEN_MAX: usize = 256;
 
-/// Checks an append's events against the contract and `limits`.
-pub(crate) fn append(
-    limits: &Limits,
-    stream: &StreamId,
-    events: &[EventData],
-) -> Result<(), Error> {
-    writable_stream(stream)?;
-    if events.is_empty() {
-        return Err(Error::invalid("an append needs at least one event"));
+/// Checks an append (its parts, events and condition) against the contract
+/// and `limits`.
+pub(crate) fn append(limits: &Limits, append: &Append) -> Result<(), Error> {
+    for part in &append.parts {
+        writable_stream(&part.stream)?;
     }
-    if events.len() > limits.append_events_max as usize {
+    append.validate_shape()?;
+    let count = append.event_count();
+    if count > limits.append_events_max as usize {
         return Err(Error::limit(
             "append_events_max",
             limits.append_events_max.into(),
-            events.len() as u64,
+            count as u64,
         ));
     }
-    let mut ids = HashSet::with_capacity(events.len());
-    for event in events {
-        if event.event_type.is_empty() || event.event_type.len() > EVENT_TYPE_LEN_MAX {
-            return Err(Error::invalid(format!(
-                "event type must be 1 to {EVENT_TYPE_LEN_MAX} bytes, got {}",
-                event.event_type.len()
-            )));
-        }
-        let size = event.size_bytes();
-        if size > limits.event_bytes_max as usize {
-            return Err(Error::limit(
-                "event_bytes_max",
-                limits.event_bytes_max.into(),
-                size as u64,
-            ));
-        }
+    let mut ids = HashSet::with_capacity(count);
+    for event in append.events() {
+        event_shape(limits, event)?;
         if !ids.insert(event.id) {
             return Err(Error::DuplicateEventId { id: event.id });
         }
     }
     Ok(())
+}
+
+/// Checks one event: its type, its size and its tags.
+fn event_shape(limits: &Limits, event: &EventData) -> Result<(), Error> {
+    if event.event_type.is_empty() || event.event_type.len() > EVENT_TYPE_LEN_MAX {
+        return Err(Error::invalid(format!(
+            "event type must be 1 to {EVENT_TYPE_LEN_MAX} bytes, got {}",
+            event.event_type.len()
+        )));
+    }
+    let size = event.size_bytes();
+    if size > limits.event_bytes_max as usize {
+        return Err(Error::limit(
+            "event_bytes_max",
+            limits.event_bytes_max.into(),
+            size as u64,
+        ));
+    }
+    gater_core::query::validate_tags(&event.tags)
 }
 
 /// Checks a stream id names a real stream (not the `$all` pseudo-stream).

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use gater_core::{AppendResult, Error, Position, StoreId, StoreState};
+use gater_core::{AppendOutcome, Error, Position, StoreId, StoreState};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -31,7 +31,7 @@ const GATHER_YIELDS_MAX: usize = 16;
 #[derive(Debug)]
 pub(crate) struct AppendRequest {
     pub(crate) append: PendingAppend,
-    pub(crate) reply: oneshot::Sender<Result<AppendResult, Error>>,
+    pub(crate) reply: oneshot::Sender<Result<AppendOutcome, Error>>,
 }
 
 /// How the writer forms batches.
@@ -104,7 +104,7 @@ impl Writer {
     }
 
     async fn fill(&mut self, first: AppendRequest) -> Vec<AppendRequest> {
-        let mut events = first.append.events.len();
+        let mut events = first.append.event_count();
         let mut batch = vec![first];
         if !self.bounds.group_commit {
             return batch;
@@ -113,7 +113,7 @@ impl Writer {
         while batch.len() < self.bounds.appends_max && events < self.bounds.events_max {
             match self.queue.try_recv() {
                 Ok(request) => {
-                    events += request.append.events.len();
+                    events += request.append.event_count();
                     batch.push(request);
                 }
                 Err(_) => break,

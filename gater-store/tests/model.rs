@@ -1,18 +1,22 @@
-//! Property test: random sequences of appends, reads and snapshot operations
-//! give the same answers from the store as from a small in-memory model of
-//! the contract.
+//! Property test: random sequences of appends (plain, multi-part and
+//! conditional), reads (by stream, of the log, by query) and snapshot
+//! operations give the same answers from the store as from a small
+//! in-memory model of the contract.
 
 use std::collections::BTreeMap;
 
 use gater_core::{
-    AppendResult, Direction, Error, EventData, EventId, ExpectedVersion, Gater, Position,
-    SnapshotKey, StoreConfig, StoreId, StreamId,
+    Append, AppendCondition, AppendOutcome, AppendPart, AppendResult, Direction, Error, EventData,
+    EventId, ExpectedVersion, Gater, Position, Query, QueryItem, SnapshotKey, StoreConfig, StoreId,
+    StreamId, StreamVersion,
 };
 use gater_store::{Store, StoreOptions};
 use proptest::prelude::*;
 
 const STREAMS: [&str; 3] = ["a", "b", "a-b"];
 const SOURCES: [&str; 2] = ["x", "y"];
+const TYPES: [&str; 2] = ["A", "B"];
+const TAGS: [&str; 3] = ["x", "y", "z"];
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -62,6 +66,33 @@ enum Op {
         stream: usize,
         version: u64,
     },
+    /// One append of several parts (distinct streams), maybe with a condition.
+    AppendParts {
+        parts: Vec<(usize, ExpectedVersion, usize)>,
+        condition: Option<(Query, Option<u64>)>,
+    },
+    ReadQuery {
+        query: Query,
+        from: u64,
+        count: u32,
+        forward: bool,
+    },
+}
+
+/// A query over [`TYPES`] and [`TAGS`]; every item names a type or a tag.
+fn query() -> impl Strategy<Value = Query> {
+    let item = (
+        proptest::sample::subsequence(TYPES.to_vec(), 0..=2),
+        proptest::sample::subsequence(TAGS.to_vec(), 0..=2),
+    )
+        .prop_filter("an item names a type or a tag", |(types, tags)| {
+            !types.is_empty() || !tags.is_empty()
+        })
+        .prop_map(|(types, tags)| QueryItem {
+            types: types.into_iter().map(str::to_owned).collect(),
+            tags: tags.into_iter().map(str::to_owned).collect(),
+        });
+    proptest::collection::vec(item, 0..3).prop_map(|items| Query { items })
 }
 
 fn expected() -> impl Strategy<Value = ExpectedVersion> {
@@ -93,8 +124,19 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(source, stream, version)| Op::ReadSnapshot { source, stream, version }),
         1 => (proptest::option::of(source.clone()), proptest::option::of(stream.clone()))
             .prop_map(|(source, stream)| Op::ListSnapshots { source, stream }),
-        1 => (source, stream, 0u64..3)
+        1 => (source, stream.clone(), 0u64..3)
             .prop_map(|(source, stream, version)| Op::DeleteSnapshot { source, stream, version }),
+        3 => (
+            proptest::collection::vec((stream, expected(), 1usize..3), 1..3),
+            proptest::option::of((query(), proptest::option::of(0u64..20))),
+        )
+            .prop_map(|(mut parts, condition)| {
+                let mut seen = Vec::new();
+                parts.retain(|(s, _, _)| !seen.contains(s) && { seen.push(*s); true });
+                Op::AppendParts { parts, condition }
+            }),
+        2 => (query(), prop_oneof![0u64..20, Just(u64::MAX)], 1u32..6, any::<bool>())
+            .prop_map(|(query, from, count, forward)| Op::ReadQuery { query, from, count, forward }),
     ]
 }
 
@@ -107,6 +149,8 @@ struct Model {
     streams: BTreeMap<usize, Vec<u64>>,
     /// Every append sent so far, successful or not.
     sent: Vec<Vec<EventData>>,
+    /// The type and tags of each event of `log`, by position.
+    kinds: Vec<(String, Vec<String>)>,
     snapshots: BTreeMap<SnapshotKey, Vec<u8>>,
     next_id: u64,
 }
@@ -145,16 +189,72 @@ impl Model {
         if !expected.is_satisfied_by(current) {
             return Err("wrong_expected_version");
         }
-        for event in events {
-            let position = self.log.len() as u64;
-            self.log.push((stream, event.id));
-            self.streams.entry(stream).or_default().push(position);
-        }
+        self.commit(stream, events);
         let versions = &self.streams[&stream];
         Ok(AppendResult {
             version: versions.len() as u64 - 1,
             position: Position(self.log.len() as u64 - 1),
         })
+    }
+
+    fn commit(&mut self, stream: usize, events: &[EventData]) {
+        for event in events {
+            let position = self.log.len() as u64;
+            self.log.push((stream, event.id));
+            self.kinds
+                .push((event.event_type.clone(), event.tags.clone()));
+            self.streams.entry(stream).or_default().push(position);
+        }
+    }
+
+    /// A multi-part append of new events: every expectation in part order,
+    /// then the condition, then every part committed.
+    fn append_parts(
+        &mut self,
+        parts: &[(usize, ExpectedVersion, Vec<EventData>)],
+        condition: Option<&(Query, Option<u64>)>,
+    ) -> Result<AppendOutcome, String> {
+        for (stream, expected, _) in parts {
+            let current = self.streams.get(stream).map(|v| v.len() as u64 - 1);
+            if !expected.is_satisfied_by(current) {
+                return Err("wrong_expected_version".into());
+            }
+        }
+        if let Some((query, after)) = condition {
+            let from = after.map_or(0, |a| a + 1);
+            if self
+                .query_read(query, from, u32::MAX, true)
+                .first()
+                .is_some()
+            {
+                return Err("append_condition_failed".into());
+            }
+        }
+        let mut streams = Vec::new();
+        for (stream, _, events) in parts {
+            self.commit(*stream, events);
+            streams.push(StreamVersion {
+                stream: StreamId::new(STREAMS[*stream]).unwrap(),
+                version: self.streams[stream].len() as u64 - 1,
+            });
+        }
+        Ok(AppendOutcome {
+            position: Position(self.log.len() as u64 - 1),
+            streams,
+        })
+    }
+
+    /// Positions of events matching `query` a read from `from` returns.
+    fn query_read(&self, query: &Query, from: u64, count: u32, forward: bool) -> Vec<u64> {
+        let matching = |p: &u64| {
+            let (event_type, tags) = &self.kinds[*p as usize];
+            query.matches(event_type, tags)
+        };
+        self.log_read(from, u32::MAX, forward)
+            .into_iter()
+            .filter(matching)
+            .take(count as usize)
+            .collect()
     }
 
     fn locate(&self, id: EventId) -> Option<(usize, u64, u64)> {
@@ -170,12 +270,18 @@ impl Model {
                 self.next_id += 1;
                 let mut bytes = [0u8; 16];
                 bytes[..8].copy_from_slice(&self.next_id.to_le_bytes());
+                let n = self.next_id as usize;
+                let tags = (0..TAGS.len())
+                    .filter(|i| (n >> i) & 1 == 1)
+                    .map(|i| TAGS[i].to_owned())
+                    .collect();
                 EventData::json(
                     EventId::from_random_bytes(bytes),
-                    "Modelled",
+                    TYPES[n / 8 % TYPES.len()],
                     b"{}".to_vec(),
                     Vec::new(),
                 )
+                .with_tags(tags)
             })
             .collect()
     }
@@ -389,6 +495,55 @@ async fn check(store: &Store, id: &StoreId, model: &mut Model, op: Op) {
                 .map(|_| ())
                 .ok_or_else(|| "not_found".to_owned());
             assert_eq!(got, want);
+        }
+        Op::AppendParts { parts, condition } => {
+            let parts: Vec<(usize, ExpectedVersion, Vec<EventData>)> = parts
+                .into_iter()
+                .map(|(stream, expected, count)| (stream, expected, model.new_events(count)))
+                .collect();
+            let append = Append {
+                parts: parts
+                    .iter()
+                    .map(|(stream, expected, events)| AppendPart {
+                        stream: sid(*stream),
+                        expected: *expected,
+                        events: events.clone(),
+                    })
+                    .collect(),
+                condition: condition.clone().map(|(query, after)| AppendCondition {
+                    fail_if_events_match: query,
+                    after: after.map(Position),
+                }),
+            };
+            let want = model.append_parts(&parts, condition.as_ref());
+            let got = kind(store.append(id, append.clone()).await);
+            assert_eq!(got, want, "{append:?}");
+        }
+        Op::ReadQuery {
+            query,
+            from,
+            count,
+            forward,
+        } => {
+            let direction = if forward {
+                Direction::Forward
+            } else {
+                Direction::Backward
+            };
+            let got = store
+                .read_query(id, &query, Position(from), count, direction)
+                .await
+                .unwrap();
+            let positions: Vec<u64> = got.iter().map(|e| e.position.0).collect();
+            assert_eq!(
+                positions,
+                model.query_read(&query, from, count, forward),
+                "{query:?}"
+            );
+            for e in &got {
+                let (stream, event) = model.log[e.position.0 as usize];
+                assert_eq!((e.stream.as_str(), e.data.id), (STREAMS[stream], event));
+            }
         }
     }
 }

@@ -65,6 +65,7 @@ async fn appends_and_reads_cross_the_link_in_plain_and_codec_mode() {
         assert_eq!(
             err,
             Error::WrongExpectedVersion {
+                stream: stream("a"),
                 expected: ExpectedVersion::Exact(0),
                 current: Some(1)
             },

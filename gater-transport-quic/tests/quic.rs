@@ -124,6 +124,7 @@ async fn requests_and_their_errors_round_trip_over_quic() {
     assert_eq!(
         err,
         Error::WrongExpectedVersion {
+            stream: stream("a"),
             expected: ExpectedVersion::NoStream,
             current: Some(1)
         }

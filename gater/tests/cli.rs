@@ -493,3 +493,180 @@ fn export_then_import_recreates_a_store_and_a_second_import_changes_nothing() {
         "the run before the conflict and nothing after: {clash:?}"
     );
 }
+
+#[test]
+fn a_unique_username_is_claimed_once_with_fail_if() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "users"], "");
+    let claim = |user: &str, name: &str| {
+        format!(
+            "{{\"type\":\"UsernameClaimed\",\"data\":{{\"user\":\"{user}\"}},\"tags\":[\"username:{name}\"]}}\n"
+        )
+    };
+    let unless_taken = |name: &str| format!("{{\"items\":[{{\"tags\":[\"username:{name}\"]}}]}}");
+    let first = s.ok(
+        &[
+            "append",
+            "users",
+            "user-1",
+            "--expected",
+            "no-stream",
+            "--fail-if",
+            &unless_taken("ada"),
+        ],
+        &claim("u-1", "ada"),
+    );
+    assert_eq!(first[0]["position"], 0);
+    let err = s.fails(
+        &[
+            "append",
+            "users",
+            "user-2",
+            "--fail-if",
+            &unless_taken("ada"),
+        ],
+        &claim("u-2", "ada"),
+    );
+    assert_eq!(err["error"], "append_condition_failed");
+    assert_eq!(err["position"], 0);
+    let version = s.ok(&["version", "users", "user-2"], "");
+    assert_eq!(version[0]["version"], -1, "nothing appended");
+    // Only events after --after count.
+    s.ok(
+        &[
+            "append",
+            "users",
+            "user-2",
+            "--fail-if",
+            &unless_taken("ada"),
+            "--after",
+            "0",
+        ],
+        &claim("u-2", "ada"),
+    );
+    let found = s.ok(&["query", "users", "--tag", "username:ada"], "");
+    let positions: Vec<&Value> = found.iter().map(|e| &e["position"]).collect();
+    assert_eq!(positions, [0, 1]);
+    assert_eq!(found[0]["tags"], serde_json::json!(["username:ada"]));
+    let read = s.ok(&["read", "users", "user-1"], "");
+    assert_eq!(read[0]["tags"], serde_json::json!(["username:ada"]));
+}
+
+#[test]
+fn append_multi_appends_to_several_streams_at_once_or_not_at_all() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "courses"], "");
+    s.ok(
+        &["append", "courses", "course-c1"],
+        "{\"type\":\"CourseDefined\",\"data\":{\"capacity\":2},\"tags\":[\"course:c1\"]}\n",
+    );
+    let subscribe = "{\"stream\":\"student-s1\",\"type\":\"StudentSubscribed\",\"data\":{},\"tags\":[\"course:c1\",\"student:s1\"]}\n\
+                     {\"stream\":\"course-c1\",\"type\":\"SeatTaken\",\"data\":{},\"tags\":[\"course:c1\"]}\n";
+    let query = "{\"items\":[{\"types\":[\"StudentSubscribed\"],\"tags\":[\"student:s1\"]}]}";
+    let out = s.ok(
+        &[
+            "append-multi",
+            "courses",
+            "--expect",
+            "course-c1=0",
+            "--expect",
+            "student-s1=no-stream",
+            "--fail-if",
+            query,
+            "--after",
+            "0",
+        ],
+        subscribe,
+    );
+    assert_eq!(
+        out,
+        [serde_json::json!({"position": 2, "streams": [
+            {"stream": "student-s1", "version": 0},
+            {"stream": "course-c1", "version": 1}
+        ]})]
+    );
+    let err = s.fails(&["append-multi", "courses", "--fail-if", query], subscribe);
+    assert_eq!(err["error"], "append_condition_failed");
+    assert_eq!(err["position"], 1);
+    let err = s.fails(
+        &["append-multi", "courses", "--expect", "course-c1=0"],
+        "{\"stream\":\"student-s2\",\"type\":\"StudentSubscribed\",\"data\":{}}\n\
+         {\"stream\":\"course-c1\",\"type\":\"SeatTaken\",\"data\":{}}\n",
+    );
+    assert_eq!(err["error"], "wrong_expected_version");
+    assert_eq!(err["stream"], "course-c1");
+    let version = s.ok(&["version", "courses", "student-s2"], "");
+    assert_eq!(version[0]["version"], -1, "nothing appended");
+    let by_type = s.ok(
+        &[
+            "query",
+            "courses",
+            "--type",
+            "SeatTaken",
+            "--type",
+            "CourseDefined",
+            "--tag",
+            "course:c1",
+        ],
+        "",
+    );
+    let positions: Vec<&Value> = by_type.iter().map(|e| &e["position"]).collect();
+    assert_eq!(positions, [0, 2]);
+    let last = s.ok(
+        &[
+            "query",
+            "courses",
+            "--query",
+            "{\"items\":[{\"tags\":[\"course:c1\"]}]}",
+            "--backward",
+            "--count",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(last[0]["position"], 2);
+    let from = s.ok(
+        &["query", "courses", "--tag", "course:c1", "--from", "1"],
+        "",
+    );
+    assert_eq!(from.len(), 2);
+    let live = s.ok(
+        &[
+            "subscribe",
+            "courses",
+            "--query",
+            "{\"items\":[{\"types\":[\"StudentSubscribed\"]}]}",
+            "--limit",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(live[0]["stream"], "student-s1");
+    assert_eq!(
+        live[0]["tags"],
+        serde_json::json!(["course:c1", "student:s1"])
+    );
+}
+
+#[test]
+fn a_conditional_append_over_the_append_limit_is_refused_whole() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "big"], "");
+    let lines = "{\"stream\":\"s\",\"type\":\"A\",\"data\":{}}\n".repeat(10_001);
+    let err = s.fails(&["append-multi", "big"], &lines);
+    assert_eq!(err["error"], "limit_exceeded");
+    let plain = lines.replace("\"stream\":\"s\",", "");
+    let err = s.fails(
+        &[
+            "append",
+            "big",
+            "s",
+            "--fail-if",
+            "{\"items\":[{\"types\":[\"B\"]}]}",
+        ],
+        &plain,
+    );
+    assert_eq!(err["error"], "limit_exceeded");
+    let status = s.ok(&["store", "status", "big"], "");
+    assert_eq!(status[0]["events"], 0, "nothing appended");
+}

@@ -151,9 +151,11 @@ pub fn need(request: &Request) -> Need<'_> {
         | R::ReadSnapshot { store: s, .. }
         | R::ListSnapshots { store: s, .. }
         | R::GetStoreStatus { store: s }
-        | R::GetStoreConfig { store: s } => store(s, Role::Reader),
+        | R::GetStoreConfig { store: s }
+        | R::ReadQuery { store: s, .. } => store(s, Role::Reader),
         R::Subscribe { store: s, key, .. } if key.is_transient() => store(s, Role::Reader),
         R::AppendEvents { store: s, .. }
+        | R::Append { store: s, .. }
         | R::SaveSubscription { store: s, .. }
         | R::Subscribe { store: s, .. }
         | R::RemoveSubscription { store: s, .. }

@@ -337,8 +337,12 @@ mod tests {
             side: Side::Worker
         }));
         assert!(!is_path_failure(&Error::WrongExpectedVersion {
+            stream: gater_core::StreamId::new("s").unwrap(),
             expected: gater_core::ExpectedVersion::NoStream,
             current: Some(1),
+        }));
+        assert!(!is_path_failure(&Error::AppendConditionFailed {
+            position: gater_core::Position(3),
         }));
         assert!(!is_path_failure(&Error::not_found(Resource::Store, "s")));
     }

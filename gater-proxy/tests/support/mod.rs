@@ -140,6 +140,27 @@ impl Counting {
 
 #[async_trait]
 impl Gater for Counting {
+    async fn append(
+        &self,
+        store: &StoreId,
+        append: gater_core::Append,
+    ) -> Result<gater_core::AppendOutcome, Error> {
+        self.counts.record(Some(store), true);
+        self.inner.append(store, append).await
+    }
+    async fn read_query(
+        &self,
+        store: &StoreId,
+        query: &gater_core::Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.note(store);
+        self.inner
+            .read_query(store, query, from, count, direction)
+            .await
+    }
     async fn append_events(
         &self,
         store: &StoreId,

@@ -81,10 +81,12 @@ fn expected(request: &Request) -> Expect {
         | Q::ReadSnapshot { .. }
         | Q::ListSnapshots { .. }
         | Q::GetStoreStatus { .. }
-        | Q::GetStoreConfig { .. } => R(Role::Reader),
+        | Q::GetStoreConfig { .. }
+        | Q::ReadQuery { .. } => R(Role::Reader),
         Q::Subscribe { key, .. } if key.is_transient() => R(Role::Reader),
         Q::Subscribe { .. }
         | Q::AppendEvents { .. }
+        | Q::Append { .. }
         | Q::SaveSubscription { .. }
         | Q::RemoveSubscription { .. }
         | Q::AckEvent { .. }
@@ -156,6 +158,25 @@ fn samples() -> Vec<Request> {
             stream: stream("s"),
             expected: ExpectedVersion::Any,
             events: vec![event("Matrix", 1)],
+        },
+        Request::ReadQuery {
+            store: store.clone(),
+            query: gater_core::Query::item(vec!["Matrix".into()], vec![]),
+            from: Position(0),
+            count: 10,
+            direction: Direction::Forward,
+        },
+        Request::Append {
+            store: store.clone(),
+            append: gater_core::Append::single(
+                stream("t"),
+                ExpectedVersion::Any,
+                vec![event("Matrix", 2).with_tags(vec!["matrix:1".into()])],
+            )
+            .with_condition(gater_core::AppendCondition {
+                fail_if_events_match: gater_core::Query::item(vec![], vec!["matrix:none".into()]),
+                after: None,
+            }),
         },
         Request::RecordSnapshot {
             store: store.clone(),

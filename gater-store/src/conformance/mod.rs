@@ -9,6 +9,7 @@
 use gater_core::Gater;
 
 pub mod access;
+pub mod dcb;
 pub mod snapshots;
 pub mod stores;
 pub mod streams;
@@ -21,4 +22,5 @@ pub async fn run_all(gater: &dyn Gater) {
     snapshots::run(gater).await;
     stores::run(gater).await;
     subscriptions::run(gater).await;
+    dcb::run(gater).await;
 }

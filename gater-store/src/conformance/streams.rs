@@ -623,6 +623,11 @@ fn result(version: u64, position: u64) -> AppendResult {
     }
 }
 
+/// The error of an append to `orders-1`, the stream the expectation cases use.
 fn wrong(expected: ExpectedVersion, current: Option<u64>) -> Error {
-    Error::WrongExpectedVersion { expected, current }
+    Error::WrongExpectedVersion {
+        stream: stream("orders-1"),
+        expected,
+        current,
+    }
 }

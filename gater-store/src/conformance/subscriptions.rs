@@ -513,7 +513,7 @@ async fn append(gater: &dyn Gater, store: &StoreId, stream: &str, event_type: &s
         .unwrap_or_else(|e| panic!("append to {stream}: {e}"));
 }
 
-fn transient(kind: SubscriptionType, selector: &str) -> SubscriptionKey {
+pub(super) fn transient(kind: SubscriptionType, selector: &str) -> SubscriptionKey {
     SubscriptionKey::new(kind, selector, TRANSIENT).expect("the case's selectors are valid")
 }
 
@@ -539,7 +539,7 @@ async fn save(
     key
 }
 
-async fn subscribe(
+pub(super) async fn subscribe(
     gater: &dyn Gater,
     store: &StoreId,
     key: SubscriptionKey,
@@ -556,14 +556,14 @@ async fn subscribe(
         .unwrap_or_else(|e| panic!("{case}: subscribe: {e}"))
 }
 
-async fn next_item(sub: &mut Subscription, case: &str) -> SubscriptionItem {
+pub(super) async fn next_item(sub: &mut Subscription, case: &str) -> SubscriptionItem {
     timeout(PATIENCE, sub.next())
         .await
         .unwrap_or_else(|_| panic!("{case}: no item arrived"))
         .unwrap_or_else(|| panic!("{case}: the stream ended without End"))
 }
 
-async fn next_delivery(sub: &mut Subscription, case: &str) -> Delivery {
+pub(super) async fn next_delivery(sub: &mut Subscription, case: &str) -> Delivery {
     loop {
         match next_item(sub, case).await {
             SubscriptionItem::Event(delivery) => return delivery,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use fjall::{OwnedWriteBatch, Slice};
-use gater_core::{Error, EventId, Position, Version};
+use gater_core::{Error, EventId, Position, Query, Version};
 
 use super::checksum;
 use super::keys;
@@ -76,6 +76,14 @@ impl Stored for Reader<'_> {
             .map(keys::decode_id_value)
             .transpose()
     }
+
+    fn first_match(
+        &mut self,
+        query: &Query,
+        after: Option<Position>,
+    ) -> Result<Option<Position>, Error> {
+        super::query::first_match(self.tables, query, after)
+    }
 }
 
 /// The fjall batch the accepted appends are written into.
@@ -89,26 +97,31 @@ impl<'a> Writes<'a> for Batch<'_> {
     fn stage(
         &mut self,
         append: &'a PendingAppend,
-        first_version: Version,
+        first_versions: &[Version],
         first_position: Position,
     ) -> Result<(), Error> {
         let t = self.tables;
         // Encode everything before staging anything, so a failure stages nothing.
-        let stream = append.stream.as_str();
-        let mut encoded = Vec::with_capacity(append.events.len());
-        for (i, event) in append.events.iter().enumerate() {
-            let version = first_version + i as u64;
-            let position = Position(first_position.0 + i as u64);
-            let value = match append.encoded.get(i) {
-                Some(payload) => record_value(stream, version, position, self.created_us, payload)?,
-                None => {
-                    let payload = postcard::to_stdvec(event).map_err(encode_error)?;
-                    record_value(stream, version, position, self.created_us, &payload)?
-                }
-            };
-            encoded.push((event.id, version, position, value));
+        let mut encoded = Vec::with_capacity(append.event_count());
+        let mut position = first_position;
+        for (part, &first_version) in append.parts.iter().zip(first_versions) {
+            let stream = part.stream.as_str();
+            for (i, event) in part.events.iter().enumerate() {
+                let version = first_version + i as u64;
+                let value = match part.encoded.get(i) {
+                    Some(payload) => {
+                        record_value(stream, version, position, self.created_us, payload)?
+                    }
+                    None => {
+                        let payload = postcard::to_stdvec(event).map_err(encode_error)?;
+                        record_value(stream, version, position, self.created_us, &payload)?
+                    }
+                };
+                encoded.push((stream, event, version, position, value));
+                position = position.next();
+            }
         }
-        for (id, version, position, value) in encoded {
+        for (stream, event, version, position, value) in encoded {
             self.batch
                 .insert(&t.log, keys::position_key(position.0), value);
             self.batch.insert(
@@ -118,9 +131,17 @@ impl<'a> Writes<'a> for Batch<'_> {
             );
             self.batch.insert(
                 &t.index,
-                keys::id_key(&id),
+                keys::id_key(&event.id),
                 keys::id_value(stream, version, position),
             );
+            let type_prefix = keys::type_prefix(&event.event_type);
+            self.batch
+                .insert(&t.index, keys::posting_key(&type_prefix, position.0), []);
+            for tag in &event.tags {
+                let tag_prefix = keys::tag_prefix(tag);
+                self.batch
+                    .insert(&t.index, keys::posting_key(&tag_prefix, position.0), []);
+            }
         }
         Ok(())
     }
@@ -138,7 +159,11 @@ impl StoreInner {
     ) -> Result<BatchOutcome, Error> {
         self.with_tables(|t| {
             let mut cache = self.head_cache.lock().unwrap_or_else(|p| p.into_inner());
-            let items: usize = appends.iter().map(|a| a.events.len() * 3).sum();
+            let items: usize = appends
+                .iter()
+                .flat_map(|a| a.parts.iter().flat_map(|p| &p.events))
+                .map(|e| 4 + e.tags.len())
+                .sum();
             let mut writes = Batch {
                 tables: t,
                 batch: OwnedWriteBatch::with_capacity(t.db.clone(), items + 8)
@@ -228,6 +253,7 @@ mod tests {
             data: vec![1; 300],
             metadata: b"{\"k\":1}".to_vec(),
             content_type: gater_core::CONTENT_TYPE_JSON.to_owned(),
+            tags: vec!["course:7".to_owned()],
         };
         let recorded = RecordedEvent {
             stream: StreamId::new("orders-1").unwrap(),

@@ -26,6 +26,10 @@ const IDS: u8 = b'i';
 // stream index answered versions; such rows are left alone and never read.
 /// Table prefix of snapshots.
 const SNAPSHOTS: u8 = b'p';
+/// Table prefix of the tag index: (tag, position) → nothing.
+const TAGS: u8 = b't';
+/// Table prefix of the event-type index: (event type, position) → nothing.
+const TYPES: u8 = b'y';
 /// Table prefix of subscription records.
 pub(super) const SUBSCRIPTIONS: [u8; 1] = [b'u'];
 /// The meta row holding the counters.
@@ -111,6 +115,46 @@ pub(super) fn decode_stream_key(bytes: &[u8]) -> Result<(StreamId, Version), Err
     let text = std::str::from_utf8(stream).map_err(|_| corrupt("stream id is not UTF-8"))?;
     let stream = StreamId::new(text).map_err(|e| corrupt(format!("stored stream id: {e}")))?;
     Ok((stream, decode_u64(&version[1..])?))
+}
+
+/// The prefix of every tag-index key of `tag`: the table byte, the tag's
+/// length (big-endian u16, so no tag's keys share a prefix with a longer
+/// tag's) and the tag; a big-endian position follows.
+pub(super) fn tag_prefix(tag: &str) -> Vec<u8> {
+    length_prefixed(TAGS, tag)
+}
+
+/// The prefix of every event-type-index key of `event_type`, laid out as
+/// [`tag_prefix`].
+pub(super) fn type_prefix(event_type: &str) -> Vec<u8> {
+    length_prefixed(TYPES, event_type)
+}
+
+/// `prefix` (from [`tag_prefix`] or [`type_prefix`]) followed by `position`.
+pub(super) fn posting_key(prefix: &[u8], position: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 8);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&position.to_be_bytes());
+    key
+}
+
+/// The position at the end of a tag- or type-index key.
+pub(super) fn decode_posting(key: &[u8]) -> Result<u64, Error> {
+    let start = key
+        .len()
+        .checked_sub(8)
+        .ok_or_else(|| corrupt("index posting key too short"))?;
+    decode_u64(&key[start..])
+}
+
+fn length_prefixed(table: u8, text: &str) -> Vec<u8> {
+    // Tags and event types are at most 256 bytes (checked before they are stored).
+    let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+    let mut key = Vec::with_capacity(text.len() + 11);
+    key.push(table);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(text.as_bytes());
+    key
 }
 
 /// The subscription-record key of `key`.
@@ -323,6 +367,20 @@ mod tests {
                 decode_counters(&encode_counters(&counters)).unwrap(),
                 counters
             );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn postings_of_one_tag_sort_by_position_and_never_share_a_prefix_with_another_tag(
+            a in "[ -~]{1,8}", b in "[ -~]{1,8}", p in any::<u64>(), q in any::<u64>(),
+        ) {
+            let (ka, kb) = (posting_key(&tag_prefix(&a), p), posting_key(&tag_prefix(&a), q));
+            prop_assert_eq!(ka.cmp(&kb), p.cmp(&q));
+            prop_assert_eq!(decode_posting(&ka).unwrap(), p);
+            let other = posting_key(&tag_prefix(&b), q);
+            prop_assert_eq!(other.starts_with(&tag_prefix(&a)), a == b);
+            prop_assert!(!posting_key(&type_prefix(&a), p).starts_with(&tag_prefix(&a)));
         }
     }
 

@@ -5,8 +5,10 @@
 //! which holds the other tables under one-byte prefixes (see `keys`): the
 //! stream index ((stream, version) → position; the last key of a stream's
 //! range gives its version, so there is no separate table of stream heads),
-//! the event-id index (id → stream, version, position), snapshots,
-//! subscription records and the meta rows (config, counters). An append
+//! the event-id index (id → stream, version, position), the tag and
+//! event-type indexes ((tag or type, position), which queries walk, see
+//! `query`), snapshots, subscription records and the meta rows (config,
+//! counters). An append
 //! batch writes all of them in one fjall write batch, which fjall journals and makes visible atomically; the batch
 //! is flushed with `fdatasync` before it is applied when the store's `fsync`
 //! is on, and to the OS otherwise (that survives a process crash, not a power
@@ -33,6 +35,7 @@ mod checksum;
 #[cfg(debug_assertions)]
 mod inject;
 mod keys;
+mod query;
 
 #[cfg(debug_assertions)]
 pub use inject::InjectedFault;
@@ -45,8 +48,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gater_core::{
-    Direction, Error, EventData, Position, RecordedEvent, Snapshot, SnapshotKey, StoreConfig,
-    StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, VerifyReport, Version,
+    Direction, Error, EventData, Position, Query, RecordedEvent, Snapshot, SnapshotKey,
+    StoreConfig, StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, VerifyReport, Version,
 };
 
 use crate::backend::{Backend, BackendStore, BatchOutcome, Counters, PendingAppend};
@@ -680,6 +683,23 @@ impl BackendStore for EmbeddedStore {
     ) -> Result<Vec<RecordedEvent>, Error> {
         let inner = self.inner.clone();
         blocking(move || inner.read_all(from, count, direction)).await
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let (inner, query) = (self.inner.clone(), query.clone());
+        blocking(move || {
+            inner.with_tables(|t| {
+                let positions = query::positions(t, &query, from, count as usize, direction)?;
+                read_positions(t, &positions)
+            })
+        })
+        .await
     }
 
     async fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {

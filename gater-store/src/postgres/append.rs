@@ -16,12 +16,13 @@
 
 use std::collections::HashMap;
 
-use gater_core::{Error, EventId, Position, Side, Version};
+use gater_core::{AppendCondition, Error, EventId, Position, Query, Side, Version};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
 use super::error::is_conflict;
+use super::query;
 use super::store::{column, counters_from_row, to_i64, to_u64, PostgresStore};
 use crate::backend::{BatchOutcome, PendingAppend};
 use crate::stage::{stage_batch, Location, Staged, Stored, Writes};
@@ -58,6 +59,8 @@ struct Rows<'a> {
     data: Vec<&'a [u8]>,
     metadata: Vec<&'a [u8]>,
     content_types: Vec<&'a [u8]>,
+    /// Each event's tags as a JSON array (SQL arrays of arrays must be rectangular).
+    tags: Vec<String>,
     bytes: usize,
 }
 
@@ -66,6 +69,8 @@ struct Rows<'a> {
 struct Found<'a> {
     ids: HashMap<Uuid, (String, Version, Position)>,
     versions: HashMap<&'a str, Version>,
+    /// Each condition of the batch with the first stored event it matches.
+    conditions: Vec<(&'a AppendCondition, Option<Position>)>,
 }
 
 /// The rows of the accepted appends, in insert statements of bounded size.
@@ -135,9 +140,16 @@ impl PostgresStore {
         let update = conn.statement(&sql.update_head).await.map_err(fail)?;
         let ids: Vec<Uuid> = appends
             .iter()
-            .flat_map(|a| a.events.iter().map(|e| e.id.uuid()))
+            .flat_map(|a| {
+                a.parts
+                    .iter()
+                    .flat_map(|p| p.events.iter().map(|e| e.id.uuid()))
+            })
             .collect();
-        let mut streams: Vec<&str> = appends.iter().map(|a| a.stream.as_str()).collect();
+        let mut streams: Vec<&str> = appends
+            .iter()
+            .flat_map(|a| a.parts.iter().map(|p| p.stream.as_str()))
+            .collect();
         streams.sort_unstable();
         streams.dedup();
 
@@ -161,6 +173,15 @@ impl PostgresStore {
         let counters = counters_from_row(&head).map_err(Failed::fatal)?;
         let mut found =
             Found::load(&found_ids, &found_versions, &streams).map_err(Failed::fatal)?;
+        // Under the head-row lock: no other worker commits until this
+        // transaction ends, so what the conditions see stays true.
+        found.conditions = self
+            .check_conditions(client, appends)
+            .await
+            .map_err(|e| match e {
+                ConditionError::Sql(e) => fail(e),
+                ConditionError::Decode(e) => Failed::fatal(e),
+            })?;
         let mut chunks = Chunks {
             chunks: vec![Rows::default()],
         };
@@ -182,6 +203,51 @@ impl PostgresStore {
     }
 }
 
+/// Why reading a condition's first match failed.
+enum ConditionError {
+    Sql(tokio_postgres::Error),
+    Decode(Error),
+}
+
+impl PostgresStore {
+    /// The first stored match of every condition of the batch, pipelined.
+    async fn check_conditions<'a>(
+        &self,
+        client: &Client,
+        appends: &'a [PendingAppend],
+    ) -> Result<Vec<(&'a AppendCondition, Option<Position>)>, ConditionError> {
+        let conditions: Vec<&AppendCondition> = appends
+            .iter()
+            .filter_map(|a| a.condition.as_ref())
+            .collect();
+        let sqls: Vec<_> = conditions
+            .iter()
+            .map(|c| {
+                let after = c.after.map_or(-1, |p| to_i64(p.0));
+                query::first_match(&self.schema, &c.fail_if_events_match, after)
+            })
+            .collect();
+        let rows = futures::future::try_join_all(sqls.iter().map(|sql| async move {
+            let params = sql.params();
+            client.query_opt(sql.text.as_str(), &params).await
+        }))
+        .await
+        .map_err(ConditionError::Sql)?;
+        let mut found = Vec::with_capacity(conditions.len());
+        for (condition, row) in conditions.into_iter().zip(rows) {
+            let position = match row {
+                Some(row) => Some(Position(
+                    to_u64(column(&row, 0).map_err(ConditionError::Decode)?)
+                        .map_err(ConditionError::Decode)?,
+                )),
+                None => None,
+            };
+            found.push((condition, position));
+        }
+        Ok(found)
+    }
+}
+
 impl<'a> Found<'a> {
     /// Takes in the stored locations of the batch's ids and the versions of
     /// its `streams` (sorted).
@@ -193,6 +259,7 @@ impl<'a> Found<'a> {
         let mut found = Found {
             ids: HashMap::with_capacity(ids.len()),
             versions: HashMap::with_capacity(versions.len()),
+            conditions: Vec::new(),
         };
         for row in ids {
             let location = (
@@ -227,36 +294,55 @@ impl Stored for Found<'_> {
                 position: *position,
             }))
     }
+
+    fn first_match(
+        &mut self,
+        query: &Query,
+        after: Option<Position>,
+    ) -> Result<Option<Position>, Error> {
+        self.conditions
+            .iter()
+            .find(|(c, _)| &c.fail_if_events_match == query && c.after == after)
+            .map(|(_, found)| *found)
+            .ok_or_else(|| Error::Storage("a condition of the batch was not read".into()))
+    }
 }
 
 impl<'a> Writes<'a> for Chunks<'a> {
     fn stage(
         &mut self,
         append: &'a PendingAppend,
-        first_version: Version,
+        first_versions: &[Version],
         first_position: Position,
     ) -> Result<(), Error> {
-        let stream = append.stream.as_str();
-        for (i, event) in append.events.iter().enumerate() {
-            let size = event.size_bytes();
-            let full = self.chunks.last().is_some_and(|rows| {
-                !rows.positions.is_empty() && rows.bytes + size > INSERT_CHUNK_BYTES_MAX
-            });
-            if full {
-                self.chunks.push(Rows::default());
+        let mut position = first_position.0;
+        for (part, &first_version) in append.parts.iter().zip(first_versions) {
+            let stream = part.stream.as_str();
+            for (i, event) in part.events.iter().enumerate() {
+                let size = event.size_bytes();
+                let full = self.chunks.last().is_some_and(|rows| {
+                    !rows.positions.is_empty() && rows.bytes + size > INSERT_CHUNK_BYTES_MAX
+                });
+                if full {
+                    self.chunks.push(Rows::default());
+                }
+                let Some(rows) = self.chunks.last_mut() else {
+                    unreachable!("staging starts with one chunk and only adds more");
+                };
+                let tags = serde_json::to_string(&event.tags)
+                    .map_err(|e| Error::Storage(format!("encoding tags: {e}")))?;
+                rows.positions.push(to_i64(position));
+                rows.streams.push(stream);
+                rows.versions.push(to_i64(first_version + i as u64));
+                rows.ids.push(event.id.uuid());
+                rows.types.push(event.event_type.as_bytes());
+                rows.data.push(&event.data);
+                rows.metadata.push(&event.metadata);
+                rows.content_types.push(event.content_type.as_bytes());
+                rows.tags.push(tags);
+                rows.bytes += size;
+                position += 1;
             }
-            let Some(rows) = self.chunks.last_mut() else {
-                unreachable!("staging starts with one chunk and only adds more");
-            };
-            rows.positions.push(to_i64(first_position.0 + i as u64));
-            rows.streams.push(stream);
-            rows.versions.push(to_i64(first_version + i as u64));
-            rows.ids.push(event.id.uuid());
-            rows.types.push(event.event_type.as_bytes());
-            rows.data.push(&event.data);
-            rows.metadata.push(&event.metadata);
-            rows.content_types.push(event.content_type.as_bytes());
-            rows.bytes += size;
         }
         Ok(())
     }
@@ -277,7 +363,7 @@ impl Chunks<'_> {
                 .iter()
                 .filter(|rows| !rows.positions.is_empty())
                 .map(|rows| {
-                    let params: [&(dyn ToSql + Sync); 9] = [
+                    let params: [&(dyn ToSql + Sync); 10] = [
                         &rows.positions,
                         &rows.streams,
                         &rows.versions,
@@ -287,6 +373,7 @@ impl Chunks<'_> {
                         &rows.metadata,
                         &rows.content_types,
                         &created_us,
+                        &rows.tags,
                     ];
                     async move { client.execute(insert, &params).await }
                 }),

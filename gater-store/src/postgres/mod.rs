@@ -24,6 +24,7 @@
 mod append;
 mod error;
 mod pool;
+mod query;
 mod store;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -424,21 +425,22 @@ async fn create_schema(
     Ok((schema, created_us))
 }
 
-/// Creates the store's `leases` table if it is missing, under the catalog
-/// lock (two workers opening the store at once must not both create it).
+/// Creates the store's `leases` table and its tags column and indexes if
+/// they are missing (a store made by an older version), under the catalog
+/// lock (two workers opening the store at once must not both create them).
 async fn ensure_leases(shared: &Shared, store: &StoreId, schema: &str) -> Result<(), Error> {
     let mut pooled = shared.catalog_conn().await?;
-    let found: Option<String> = pooled
+    let row = pooled
         .conn()
         .client
         .query_one(
-            "SELECT to_regclass($1)::text",
-            &[&format!("\"{schema}\".leases")],
+            "SELECT to_regclass($1)::text, to_regclass($2)::text",
+            &[&format!("\"{schema}\".leases"), &query::tags_index(schema)],
         )
         .await
-        .map_err(|e| shared.error(Some(store), &e))?
-        .get(0);
-    if found.is_some() {
+        .map_err(|e| shared.error(Some(store), &e))?;
+    let (leases, tags): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+    if leases.is_some() && tags.is_some() {
         return Ok(());
     }
     drop(pooled);
@@ -446,7 +448,11 @@ async fn ensure_leases(shared: &Shared, store: &StoreId, schema: &str) -> Result
     let e = |e: tokio_postgres::Error| shared.error(Some(store), &e);
     let conn = pooled.conn();
     conn.client
-        .batch_execute(&format!("{}; COMMIT", store::leases_ddl(schema)))
+        .batch_execute(&format!(
+            "{} {} COMMIT",
+            store::leases_ddl(schema),
+            query::tags_ddl(schema)
+        ))
         .await
         .map_err(e)?;
     pooled.set_in_transaction(false);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gater_core::{
-    Direction, Error, EventData, EventId, Position, RecordedEvent, Snapshot, SnapshotKey,
+    Direction, Error, EventData, EventId, Position, Query, RecordedEvent, Snapshot, SnapshotKey,
     StoreConfig, StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, Version,
 };
 use tokio_postgres::types::ToSql;
@@ -19,8 +19,8 @@ use crate::lease::{Claim, Claimant, Fence, Lease};
 use crate::subscription::SubscriptionRecord;
 
 /// The columns of an event row, in the order `event_from_row` reads them.
-const EVENT_COLUMNS: &str =
-    "position, stream, version, event_id, event_type, data, metadata, content_type, created_us";
+pub(super) const EVENT_COLUMNS: &str =
+    "position, stream, version, event_id, event_type, data, metadata, content_type, created_us, tags";
 
 /// The statements of one store, with its schema filled in once.
 #[derive(Debug)]
@@ -74,10 +74,11 @@ impl Sql {
             ),
             insert_events: format!(
                 "INSERT INTO {s}.events ({EVENT_COLUMNS})
-                 SELECT p, s, v, i, t, d, m, c, $9
+                 SELECT p, s, v, i, t, d, m, c, $9,
+                        ARRAY(SELECT jsonb_array_elements_text(g::jsonb))
                  FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[],
-                             $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[])
-                      AS u(p, s, v, i, t, d, m, c)"
+                             $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[], $10::text[])
+                      AS u(p, s, v, i, t, d, m, c, g)"
             ),
             upsert_streams: format!(
                 "INSERT INTO {s}.streams (stream, version)
@@ -257,8 +258,10 @@ pub(super) fn schema_ddl(schema: &str) -> String {
              checkpoint bigint NOT NULL,
              record bytea NOT NULL
          );
+         {}
          {}",
-        leases_ddl(schema)
+        leases_ddl(schema),
+        super::query::tags_ddl(schema)
     )
 }
 
@@ -280,7 +283,7 @@ pub(super) fn leases_ddl(schema: &str) -> String {
 pub(crate) struct PostgresStore {
     pub(super) shared: Arc<Shared>,
     pub(super) store: StoreId,
-    schema: String,
+    pub(super) schema: String,
     pub(super) config: StoreConfig,
     pub(super) sql: Sql,
     /// The counters as last seen: after this worker's commits and each head poll.
@@ -470,6 +473,24 @@ impl BackendStore for PostgresStore {
         };
         self.events(sql, &[&to_i64(from.0), &i64::from(count)])
             .await
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let sql = super::query::read(
+            &self.schema,
+            EVENT_COLUMNS,
+            query,
+            to_i64(from.0),
+            i64::from(count),
+            direction,
+        );
+        self.events(&sql.text, &sql.params()).await
     }
 
     async fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {
@@ -781,6 +802,7 @@ fn event_from_row(row: &Row) -> Result<RecordedEvent, Error> {
             data: column(row, 5)?,
             metadata: column(row, 6)?,
             content_type: text_from(column(row, 7)?)?,
+            tags: column(row, 9)?,
         },
     })
 }

@@ -130,7 +130,11 @@ impl Gater for TestGater {
         let result = self.with_store(store, |data| {
             let current = data.streams.get(stream).map(|v| v.len() as u64 - 1);
             if !expected.is_satisfied_by(current) {
-                return Err(Error::WrongExpectedVersion { expected, current });
+                return Err(Error::WrongExpectedVersion {
+                    stream: stream.clone(),
+                    expected,
+                    current,
+                });
             }
             let mut version = current.map_or(0, |v| v + 1);
             for event in events {

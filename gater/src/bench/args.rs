@@ -29,6 +29,8 @@ pub(crate) const LIVE_RATE_MAX: i64 = 100_000;
 pub(crate) const WARMUP_MS_MAX: u64 = 3_600_000;
 /// Most events W5's catch-up may replay.
 pub(crate) const CATCHUP_EVENTS_MAX: u64 = 1_000_000;
+/// Most tags W8's store holds (each on ten events).
+pub(crate) const TAGS_MAX: i64 = 1_000_000;
 
 /// The in-process suites.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,10 @@ pub(crate) enum Workload {
     W4,
     /// Subscriptions: catch-up, live latency, a persistent group acking.
     W5,
+    /// Conditional appends, each client checking a query on its own tag.
+    W7,
+    /// Tag reads: every event of one tag among many.
+    W8,
 }
 
 /// `gater bench`: measure a server (`--server`, `--certs`), or run an in-process suite.
@@ -110,6 +116,12 @@ pub(crate) struct BenchArgs {
     /// W5 consumers in the persistent group.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=CLIENTS_MAX))]
     pub(crate) group_consumers: u64,
+    /// W7 client counts (each on its own tag).
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = [16u64, 64], value_parser = clap::value_parser!(u64).range(1..=CLIENTS_MAX))]
+    pub(crate) conditional_clients: Vec<u64>,
+    /// W8 tags in the store, each carried by ten events.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=TAGS_MAX))]
+    pub(crate) tags: u32,
     /// Create the benchmark stores without fsync.
     #[arg(long)]
     pub(crate) no_fsync: bool,
@@ -157,6 +169,7 @@ impl BenchArgs {
             catchup_events: self.catchup_events,
             live_rate: self.live_rate.max(1),
             group_consumers: self.group_consumers as usize,
+            tag_count: self.tags.max(1),
         }
     }
 }

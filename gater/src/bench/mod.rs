@@ -1,4 +1,4 @@
-//! `gater bench`: workloads W1–W6 over any `Gater`, against a server or side
+//! `gater bench`: workloads W1–W8 over any `Gater`, against a server or side
 //! by side in this process (`--suite compare`), with HDR latency histograms,
 //! a fixed seed and warm-up excluded.
 //!
@@ -14,6 +14,7 @@
 
 mod args;
 mod cpu;
+mod dcb;
 mod driver;
 mod failover;
 mod latency;

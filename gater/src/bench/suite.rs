@@ -13,7 +13,7 @@ use super::cpu::CpuProbe;
 use super::report::{metric, Bound, CaseResult, Goal, RatioSpec, Subject};
 use super::targets::{self, TargetKind};
 use super::workload::{self, Params, ReadMode, StoreNames};
-use super::{failover, subscriptions, Recorder};
+use super::{dcb, failover, subscriptions, Recorder};
 
 /// The targets of the transport comparison, in the order they run. The
 /// PostgreSQL backend is compared separately (W1 and W4, see `postgres`).
@@ -92,6 +92,21 @@ pub(crate) async fn server(
             }
             Workload::W4 => w4(gater, names, &params, target, recorder).await?,
             Workload::W5 => w5(gater, names, &params, target, recorder).await?,
+            Workload::W7 => {
+                for &clients in &args.conditional_clients {
+                    w7(
+                        gater,
+                        names,
+                        &params,
+                        target,
+                        &cpu,
+                        clients as usize,
+                        recorder,
+                    )
+                    .await?;
+                }
+            }
+            Workload::W8 => w8(gater, names, &params, target, recorder).await?,
         }
     }
     Ok(())
@@ -106,6 +121,8 @@ pub(crate) fn server_case_count(args: &BenchArgs) -> u64 {
             Workload::W2 | Workload::W3 => 1,
             Workload::W4 => 4,
             Workload::W5 => 3,
+            Workload::W7 => args.conditional_clients.len() as u64,
+            Workload::W8 => 1,
         })
         .sum()
 }
@@ -119,7 +136,16 @@ pub(crate) const COMPARE_CASE_COUNT: u64 = 2 * (COMPARE_TARGETS.len() as u64 - 1
     + 1
     + 4
     + 3
+    + 1
+    + COMPARE_CONDITIONAL_CLIENTS.len() as u64
     + 1;
+
+/// Client counts of W7 in the suite (UmaDB publishes 16; 64 is W1's).
+const COMPARE_CONDITIONAL_CLIENTS: [usize; 2] = [16, 64];
+/// UmaDB's published conditional appends per second at 16 clients (10-core laptop).
+const UMADB_W7_C16_EVENTS_PER_S: f64 = 52_679.0;
+/// UmaDB's published tag-read events per second at 1 client (10-core laptop).
+const UMADB_W8_C1_EVENTS_PER_S: f64 = 69_496.0;
 
 /// The W1 group of `batch` events per append.
 fn w1_group(batch: u32) -> String {
@@ -195,6 +221,10 @@ pub(crate) async fn compare(
     w2(g, &names, params, embedded, COMPARE_CONTENDERS, recorder).await?;
     w4(g, &names, params, embedded, recorder).await?;
     w5(g, &names, params, embedded, recorder).await?;
+    for clients in COMPARE_CONDITIONAL_CLIENTS {
+        w7(g, &names, params, embedded, &target.cpu, clients, recorder).await?;
+    }
+    w8(g, &names, params, embedded, recorder).await?;
     target.close().await;
     recorder.note("w6 failover");
     let case = failover::run(params, &dir.path().join("failover")).await?;
@@ -361,6 +391,46 @@ async fn w5(
     Ok(())
 }
 
+async fn w7(
+    gater: &BoxGater,
+    names: &StoreNames,
+    params: &Params,
+    target: &str,
+    cpu: &CpuProbe,
+    clients: usize,
+    recorder: &mut Recorder,
+) -> Result<()> {
+    let mut case = CaseResult::new("w7", target, "conditional", &format!("c{clients}"));
+    recorder.starting(&case.id);
+    case.params.insert("clients".into(), clients as u64);
+    let tally = dcb::conditional_appends(gater, names, params, clients, cpu).await?;
+    workload::write_figures(&mut case, &tally);
+    recorder.record(case);
+    Ok(())
+}
+
+async fn w8(
+    gater: &BoxGater,
+    names: &StoreNames,
+    params: &Params,
+    target: &str,
+    recorder: &mut Recorder,
+) -> Result<()> {
+    recorder.note(&format!("w8/{target}: filling"));
+    let store = dcb::tag_store(gater, names, params).await?;
+    let mut case = CaseResult::new("w8", target, "tag-reads", "c1");
+    recorder.starting(&case.id);
+    case.params
+        .insert("tags".into(), u64::from(params.tag_count));
+    case.params
+        .insert("events_per_tag".into(), u64::from(dcb::EVENTS_PER_TAG));
+    let tally = dcb::tag_reads(gater, &store, params, 1).await;
+    workload::read_figures(&mut case, &tally);
+    recorder.record(case);
+    workload::drop_store(gater, &store).await;
+    Ok(())
+}
+
 /// The ratios the compare suite reports.
 pub(crate) fn compare_ratios() -> Vec<RatioSpec> {
     const W1: [&str; 5] = [
@@ -426,6 +496,12 @@ pub(crate) fn compare_ratios() -> Vec<RatioSpec> {
         ratio("W3 p50: quic+proxy / quic", W3[3], W3[2], p50),
         ratio("W3 p50: quic+proxy-processes / quic", W3[4], W3[2], p50),
         ratio(
+            "W7 c64 conditional events/s / W1 events/s (embedded)",
+            "w7/embedded/c64",
+            W1[0],
+            eps,
+        ),
+        ratio(
             "W1 events/s: group commit on / off",
             W1[0],
             "w1/embedded-no-group-commit/c64/e1",
@@ -473,6 +549,32 @@ pub(crate) fn compare_goals() -> Vec<Goal> {
     use Bound::{AtLeast, AtMost};
     let eps = metric::EVENTS_PER_S;
     vec![
+        ratio(
+            "W7 64 clients conditional / plain W1 events/s",
+            "W7 c64 conditional events/s / W1 events/s (embedded)",
+            0.7,
+        ),
+        figure(
+            "W8 tag reads events/s",
+            "w8/embedded/c1",
+            eps,
+            AtLeast,
+            200_000.0,
+        ),
+        figure(
+            "W7 16 clients events/s, beside UmaDB's 52,679 (10-core laptop)",
+            "w7/embedded/c16",
+            eps,
+            AtLeast,
+            UMADB_W7_C16_EVENTS_PER_S,
+        ),
+        figure(
+            "W8 1 client tag-read events/s, beside UmaDB's 69,496 (10-core laptop)",
+            "w8/embedded/c1",
+            eps,
+            AtLeast,
+            UMADB_W8_C1_EVENTS_PER_S,
+        ),
         figure(
             "W1 in-process events/s",
             "w1/embedded/c64/e1",
@@ -602,6 +704,7 @@ mod tests {
             catchup_events: 1_000,
             live_rate: 200,
             group_consumers: 4,
+            tag_count: 500,
         }
     }
 

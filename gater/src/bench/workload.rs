@@ -55,6 +55,8 @@ pub(crate) struct Params {
     pub(crate) live_rate: u32,
     /// Consumers of W5's persistent group.
     pub(crate) group_consumers: usize,
+    /// Tags of W8's store.
+    pub(crate) tag_count: u32,
 }
 
 /// Hands out store ids unique to this run: `<prefix>-<n>`.
@@ -143,6 +145,7 @@ impl EventMaker {
             data,
             metadata: self.metadata.as_ref().clone(),
             content_type: "application/octet-stream".to_owned(),
+            tags: Vec::new(),
         }
     }
 

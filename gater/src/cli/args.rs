@@ -54,6 +54,11 @@ pub(crate) enum Command {
     Store(StoreCommand),
     /// Append events (JSON lines on stdin) to a stream.
     Append(AppendArgs),
+    /// Append events (JSON lines on stdin, each naming its "stream") to
+    /// several streams atomically, as one append.
+    AppendMulti(AppendMultiArgs),
+    /// Read the events matching a query of event types and tags.
+    Query(QueryArgs),
     /// Read events of a stream.
     Read(ReadArgs),
     /// Read the store's global log.
@@ -291,6 +296,59 @@ pub(crate) struct AppendArgs {
     /// Expected version: any, no-stream, exists or a number.
     #[arg(long, default_value = "any")]
     pub(crate) expected: String,
+    #[command(flatten)]
+    pub(crate) condition: ConditionArgs,
+}
+
+/// The append condition of `append` and `append-multi`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ConditionArgs {
+    /// Fail the append if an event matching this query exists (JSON
+    /// `{"items":[{"types":["A"],"tags":["x"]}]}`); the events are sent as
+    /// one append.
+    #[arg(long, value_name = "QUERY")]
+    pub(crate) fail_if: Option<String>,
+    /// Only events after this position count for --fail-if.
+    #[arg(long, value_name = "POS", requires = "fail_if")]
+    pub(crate) after: Option<u64>,
+}
+
+/// `gater append-multi`.
+#[derive(Args, Debug)]
+pub(crate) struct AppendMultiArgs {
+    /// Store id.
+    pub(crate) store: String,
+    /// Expected version of a stream, STREAM=E with E as for `append
+    /// --expected`; repeat for several; streams without it are `any`.
+    #[arg(long = "expect", value_name = "STREAM=E")]
+    pub(crate) expect: Vec<String>,
+    #[command(flatten)]
+    pub(crate) condition: ConditionArgs,
+}
+
+/// `gater query`.
+#[derive(Args, Debug)]
+pub(crate) struct QueryArgs {
+    /// Store id.
+    pub(crate) store: String,
+    /// An event type (repeat: any of them); with --tag one query item.
+    #[arg(long = "type", value_name = "T", conflicts_with = "query")]
+    pub(crate) types: Vec<String>,
+    /// A tag (repeat: all of them); with --type one query item.
+    #[arg(long = "tag", value_name = "TAG", conflicts_with = "query")]
+    pub(crate) tags: Vec<String>,
+    /// The whole query as JSON, `{"items":[{"types":[..],"tags":[..]}]}`.
+    #[arg(long)]
+    pub(crate) query: Option<String>,
+    /// First position to read (backward: default the last one).
+    #[arg(long)]
+    pub(crate) from: Option<u64>,
+    /// Most events to read, or `all`; reads past one page go on page by page.
+    #[arg(long, default_value = "100", value_parser = ReadCount::parse)]
+    pub(crate) count: ReadCount,
+    /// Read newest first.
+    #[arg(long)]
+    pub(crate) backward: bool,
 }
 
 /// How many events `read` and `read-all` print.
@@ -409,6 +467,9 @@ pub(crate) struct SelectorArgs {
     /// Follow events whose JSON data contains a JSON object.
     #[arg(long)]
     pub(crate) payload: Option<String>,
+    /// Follow events matching a query of types and tags (JSON, as for `query --query`).
+    #[arg(long)]
+    pub(crate) query: Option<String>,
 }
 
 /// `gater subscribe`.
@@ -471,6 +532,9 @@ pub(crate) struct OptionalSelectorArgs {
     /// The subscription's payload selector.
     #[arg(long)]
     pub(crate) payload: Option<String>,
+    /// The subscription's query.
+    #[arg(long)]
+    pub(crate) query: Option<String>,
 }
 
 /// `gater snapshot ...`.

@@ -7,8 +7,8 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use futures::StreamExt;
 use gater_core::{
-    Direction, Error, ExpectedVersion, Gater, Position, SnapshotKey, StoreConfig, StoreId,
-    StreamId, SubscribeOptions, SubscriptionItem, SubscriptionKey, SubscriptionSpec,
+    AppendPart, Direction, Error, ExpectedVersion, Gater, Position, SnapshotKey, StoreConfig,
+    StoreId, StreamId, SubscribeOptions, SubscriptionItem, SubscriptionKey, SubscriptionSpec,
     SubscriptionType,
 };
 use serde_json::{json, Value};
@@ -17,6 +17,7 @@ use super::args::{
     AppendArgs, Command, OptionalSelectorArgs, ParkedArgs, ReadAllArgs, ReadArgs, SelectorArgs,
     SnapshotCommand, StoreCommand, StreamsArgs, SubscribeArgs,
 };
+use super::dcb;
 use super::input::parse_events;
 use super::output::{bytes_json, Output};
 use super::pages;
@@ -59,6 +60,8 @@ pub(crate) async fn execute<W: Write>(
     match command {
         Command::Store(cmd) => store(gater, cmd, out).await,
         Command::Append(args) => append(gater, args, input, out).await,
+        Command::AppendMulti(args) => dcb::append_multi(gater, args, input, out).await,
+        Command::Query(args) => dcb::query(gater, args, out).await,
         Command::Read(args) => read(gater, args, out).await,
         Command::ReadAll(args) => read_all(gater, args, out).await,
         Command::Streams(args) => streams(gater, args, out).await,
@@ -236,7 +239,7 @@ async fn store<W: Write>(
     Ok(())
 }
 
-fn parse_expected(text: &str) -> Result<ExpectedVersion, Error> {
+pub(crate) fn parse_expected(text: &str) -> Result<ExpectedVersion, Error> {
     match text {
         "any" => Ok(ExpectedVersion::Any),
         "no-stream" => Ok(ExpectedVersion::NoStream),
@@ -258,7 +261,16 @@ async fn append<W: Write>(
     let store = StoreId::new(args.store).map_err(Error::from)?;
     let stream = StreamId::new(args.stream).map_err(Error::from)?;
     let mut expected = parse_expected(&args.expected)?;
+    let condition = dcb::condition(&args.condition)?;
     let events = parse_events(input)?;
+    if let Some(condition) = condition {
+        let part = AppendPart {
+            stream,
+            expected,
+            events,
+        };
+        return dcb::append_conditional(gater, &store, part, condition, out).await;
+    }
     let chunks: Vec<_> = events.chunks(APPEND_CHUNK_LEN).collect();
     let progress = progress_bar(events.len() as u64, chunks.len() > 1);
     let mut last = None;
@@ -305,7 +317,7 @@ async fn read<W: Write>(
 
 /// Where a read starts: `--from`, else the beginning, or the end when reading backward
 /// (`u64::MAX` is "from the end" for stream versions and log positions alike).
-fn read_start(backward: bool, from: Option<u64>) -> (Direction, u64) {
+pub(crate) fn read_start(backward: bool, from: Option<u64>) -> (Direction, u64) {
     if backward {
         (Direction::Backward, from.unwrap_or(Position::END.0))
     } else {
@@ -370,9 +382,11 @@ fn selector_key(s: &SelectorArgs, name: &str) -> Result<SubscriptionKey, Error> 
         (SubscriptionType::ByEventPattern, p.clone())
     } else if let Some(p) = &s.payload {
         (SubscriptionType::ByEventPayload, p.clone())
+    } else if let Some(q) = &s.query {
+        (SubscriptionType::ByQuery, dcb::query_selector(q)?)
     } else {
         return Err(Error::invalid(
-            "one of --stream, --all, --event-type, --pattern, --payload is required",
+            "one of --stream, --all, --event-type, --pattern, --payload, --query is required",
         ));
     };
     SubscriptionKey::new(kind, selector, name)
@@ -490,11 +504,13 @@ async fn find_subscription(
     name: &str,
     s: &OptionalSelectorArgs,
 ) -> Result<SubscriptionKey, Error> {
+    let query = s.query.as_deref().map(dcb::query_selector).transpose()?;
     let wanted: Option<(SubscriptionType, &String)> = [
         (SubscriptionType::ByStream, &s.stream),
         (SubscriptionType::ByEventType, &s.event_type),
         (SubscriptionType::ByEventPattern, &s.pattern),
         (SubscriptionType::ByEventPayload, &s.payload),
+        (SubscriptionType::ByQuery, &query),
     ]
     .into_iter()
     .find_map(|(kind, sel)| sel.as_ref().map(|sel| (kind, sel)));
@@ -510,7 +526,7 @@ async fn find_subscription(
         [key] => Ok(key.clone()),
         [] => Err(Error::not_found(gater_core::Resource::Subscription, name)),
         _ => Err(Error::invalid(format!(
-            "{} subscriptions are named {name:?}: add a selector flag (--stream, --event-type, --pattern, --payload)",
+            "{} subscriptions are named {name:?}: add a selector flag (--stream, --event-type, --pattern, --payload, --query)",
             matching.len()
         ))),
     }
@@ -684,6 +700,7 @@ mod tests {
                 event_type: None,
                 pattern: None,
                 payload: None,
+                query: None,
             },
             name: gater_core::TRANSIENT.to_owned(),
             from: None,

@@ -1,16 +1,38 @@
 //! Events from JSON lines, as `gater append` reads them on stdin.
 //!
 //! Each non-blank line is `{"type": ..., "data": <any JSON>, "metadata": <any
-//! JSON, optional>, "id": <UUID, optional>}`. The whole input is parsed before
-//! anything is sent, so a bad line changes nothing.
+//! JSON, optional>, "id": <UUID, optional>, "tags": [<strings>, optional]}`;
+//! for `gater append-multi` it also names its `"stream"`. The whole input is
+//! parsed before anything is sent, so a bad line changes nothing.
 
 use std::io::BufRead;
 
-use gater_core::{Error, EventData, EventId};
-use serde_json::Value;
+use gater_core::{Error, EventData, EventId, StreamId};
+use serde_json::{Map, Value};
 
 /// Parses every line of `input`; the first bad line is an error naming its number.
 pub(crate) fn parse_events(input: impl BufRead) -> Result<Vec<EventData>, Error> {
+    parse_lines(input, |map| parse_event(map))
+}
+
+/// Parses every line of `input` as an event with its `"stream"`.
+pub(crate) fn parse_stream_events(
+    input: impl BufRead,
+) -> Result<Vec<(StreamId, EventData)>, Error> {
+    parse_lines(input, |map| {
+        let stream = match map.remove("stream") {
+            Some(Value::String(s)) => StreamId::new(s).map_err(|e| e.to_string())?,
+            Some(_) => return Err("\"stream\" must be a string".into()),
+            None => return Err("missing \"stream\"".into()),
+        };
+        Ok((stream, parse_event(map)?))
+    })
+}
+
+fn parse_lines<T>(
+    input: impl BufRead,
+    parse: impl Fn(&mut Map<String, Value>) -> Result<T, String>,
+) -> Result<Vec<T>, Error> {
     let mut events = Vec::new();
     for (index, line) in input.lines().enumerate() {
         let number = index + 1;
@@ -18,7 +40,8 @@ pub(crate) fn parse_events(input: impl BufRead) -> Result<Vec<EventData>, Error>
         if line.trim().is_empty() {
             continue;
         }
-        events.push(parse_line(&line).map_err(|m| Error::invalid(format!("line {number}: {m}")))?);
+        let parsed = object(&line).and_then(|mut map| parse(&mut map));
+        events.push(parsed.map_err(|m| Error::invalid(format!("line {number}: {m}")))?);
     }
     if events.is_empty() {
         return Err(Error::invalid("no events on stdin"));
@@ -26,11 +49,15 @@ pub(crate) fn parse_events(input: impl BufRead) -> Result<Vec<EventData>, Error>
     Ok(events)
 }
 
-fn parse_line(line: &str) -> Result<EventData, String> {
+fn object(line: &str) -> Result<Map<String, Value>, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(mut map) = value else {
+    let Value::Object(map) = value else {
         return Err("expected a JSON object".into());
     };
+    Ok(map)
+}
+
+fn parse_event(map: &mut Map<String, Value>) -> Result<EventData, String> {
     let event_type = match map.remove("type") {
         Some(Value::String(t)) => t,
         Some(_) => return Err("\"type\" must be a string".into()),
@@ -46,15 +73,15 @@ fn parse_line(line: &str) -> Result<EventData, String> {
         None | Some(Value::Null) => Vec::new(),
         Some(m) => m.to_string().into_bytes(),
     };
+    let tags = match map.remove("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(tags) => serde_json::from_value(tags)
+            .map_err(|_| "\"tags\" must be a list of strings".to_owned())?,
+    };
     if let Some(extra) = map.keys().next() {
         return Err(format!("unknown field {extra:?}"));
     }
-    Ok(EventData::json(
-        id,
-        event_type,
-        data.to_string().into_bytes(),
-        metadata,
-    ))
+    Ok(EventData::json(id, event_type, data.to_string().into_bytes(), metadata).with_tags(tags))
 }
 
 /// 16 random bytes from the OS, for event ids the user did not give.
@@ -80,6 +107,25 @@ mod tests {
         );
         assert_eq!(events[1].metadata, br#"{"m":true}"#);
         assert_ne!(events[0].id, parse_events(input.as_bytes()).unwrap()[0].id);
+    }
+
+    #[test]
+    fn tags_and_streams_are_read_from_their_fields() {
+        let input = r#"{"stream":"course-7","type":"CourseDefined","data":{},"tags":["course:7"]}"#;
+        let events = parse_stream_events(input.as_bytes()).unwrap();
+        assert_eq!(events[0].0.as_str(), "course-7");
+        assert_eq!(events[0].1.tags, vec!["course:7".to_owned()]);
+        assert!(
+            parse_events(input.as_bytes()).is_err(),
+            "a stream field is unknown to append"
+        );
+        let missing = parse_stream_events(r#"{"type":"A"}"#.as_bytes()).unwrap_err();
+        assert!(
+            missing.to_string().contains("missing \"stream\""),
+            "{missing}"
+        );
+        let bad = parse_events(r#"{"type":"A","tags":"x"}"#.as_bytes()).unwrap_err();
+        assert!(bad.to_string().contains("tags"), "{bad}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub(crate) mod args;
 pub(crate) mod certs;
 pub(crate) mod client;
 pub(crate) mod config;
+mod dcb;
 pub(crate) mod input;
 pub(crate) mod output;
 pub(crate) mod pages;

@@ -97,7 +97,7 @@ impl<W: Write> Output<W> {
         if self.json {
             return writeln!(self.out, "{value}");
         }
-        writeln!(
+        write!(
             self.out,
             "{}@{}  #{}  {}  {}  {}",
             event.stream,
@@ -106,7 +106,11 @@ impl<W: Write> Output<W> {
             event.data.event_type,
             value["created"].as_str().unwrap_or(""),
             value["data"]
-        )
+        )?;
+        if !event.data.tags.is_empty() {
+            write!(self.out, "  tags={}", event.data.tags.join(","))?;
+        }
+        writeln!(self.out)
     }
 
     /// Flushes the output (before waiting on the network, so a pipe sees lines at once).
@@ -125,7 +129,8 @@ fn human(v: &Value) -> String {
 }
 
 /// An event as the CLI shows it:
-/// `{"stream","version","position","id","type","data","metadata","created"}`.
+/// `{"stream","version","position","id","type","data","metadata","tags","created"}`
+/// (`tags` always present, possibly empty).
 pub(crate) fn event_json(event: &RecordedEvent) -> Value {
     json!({
         "stream": event.stream.as_str(),
@@ -135,6 +140,7 @@ pub(crate) fn event_json(event: &RecordedEvent) -> Value {
         "type": event.data.event_type,
         "data": bytes_json(&event.data.data, &event.data.content_type),
         "metadata": bytes_json(&event.data.metadata, CONTENT_TYPE_JSON),
+        "tags": event.data.tags,
         "created": rfc3339_micros(event.created_us),
     })
 }
@@ -162,9 +168,17 @@ pub(crate) fn error_line(error: &Error, json: bool) -> String {
     map.insert("error".into(), error.kind().into());
     map.insert("message".into(), error.to_string().into());
     match error {
-        Error::WrongExpectedVersion { expected, current } => {
+        Error::WrongExpectedVersion {
+            stream,
+            expected,
+            current,
+        } => {
+            map.insert("stream".into(), stream.as_str().into());
             map.insert("expected".into(), expected.to_string().into());
             map.insert("current".into(), current.map_or(json!(-1), |v| json!(v)));
+        }
+        Error::AppendConditionFailed { position } => {
+            map.insert("position".into(), position.0.into());
         }
         Error::NotFound { resource, id } => {
             map.insert("resource".into(), resource.to_string().into());
@@ -247,6 +261,7 @@ mod tests {
     #[test]
     fn errors_print_kind_and_details() {
         let e = Error::WrongExpectedVersion {
+            stream: gater_core::StreamId::new("orders-1").unwrap(),
             expected: ExpectedVersion::Exact(3),
             current: Some(5),
         };
@@ -257,6 +272,13 @@ mod tests {
         let v: Value = serde_json::from_str(&error_line(&e, true)).unwrap();
         assert_eq!(v["error"], "wrong_expected_version");
         assert_eq!(v["current"], 5);
+        assert_eq!(v["stream"], "orders-1");
+        let failed = Error::AppendConditionFailed {
+            position: gater_core::Position(7),
+        };
+        let v: Value = serde_json::from_str(&error_line(&failed, true)).unwrap();
+        assert_eq!(v["error"], "append_condition_failed");
+        assert_eq!(v["position"], 7);
         let v: Value =
             serde_json::from_str(&error_line(&Error::not_found(Resource::Store, "x"), true))
                 .unwrap();

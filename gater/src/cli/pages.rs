@@ -1,4 +1,4 @@
-//! Reads longer than one request: `read` and `read-all` with `--count all`
+//! Reads longer than one request: `read`, `read-all` and `query` with `--count all`
 //! or a count above one page go on page by page, printing as they go.
 //!
 //! A server may answer a page shorter than asked (pages are bounded by bytes
@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use gater_core::{Direction, Error, Gater, Position, RecordedEvent, StoreId, StreamId};
+use gater_core::{Direction, Error, Gater, Position, Query, RecordedEvent, StoreId, StreamId};
 
 use super::args::ReadCount;
 use super::client::CommandError;
@@ -23,6 +23,8 @@ pub(crate) enum Source<'a> {
     Stream(&'a StreamId),
     /// `read_all`; starts and steps are positions.
     Log,
+    /// `read_query`; starts and steps are positions.
+    Query(&'a Query),
 }
 
 impl Source<'_> {
@@ -45,6 +47,11 @@ impl Source<'_> {
                     .read_all(store, Position(start), count, direction)
                     .await
             }
+            Source::Query(query) => {
+                gater
+                    .read_query(store, query, Position(start), count, direction)
+                    .await
+            }
         }
     }
 
@@ -52,7 +59,7 @@ impl Source<'_> {
     fn after(&self, last: &RecordedEvent, direction: Direction) -> Option<u64> {
         let at = match self {
             Source::Stream(_) => last.version,
-            Source::Log => last.position.0,
+            Source::Log | Source::Query(_) => last.position.0,
         };
         match direction {
             Direction::Forward => at.checked_add(1),

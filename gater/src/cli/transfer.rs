@@ -3,8 +3,9 @@
 //! The line format (README, "Moving a store"), one JSON object a line, told
 //! apart by `kind`:
 //! - `event`: every event in global order, with `stream`, `version`,
-//!   `position`, `id`, `type`, `content_type`, `data`, `metadata`, `created`
-//!   (RFC 3339) and `created_us`. A payload is JSON when its bytes are JSON
+//!   `position`, `id`, `type`, `content_type`, `data`, `metadata`, `tags`,
+//!   `created` (RFC 3339) and `created_us` (an import reads a missing `tags`
+//!   as none). A payload is JSON when its bytes are JSON
 //!   exactly as written again; otherwise `data_hex` / `metadata_hex` hold the
 //!   bytes, so every byte survives the trip.
 //! - `snapshot`: `source`, `stream`, `version`, `data` (or `data_hex`),
@@ -259,7 +260,7 @@ impl Run {
 }
 
 fn event_bytes(event: &EventData) -> usize {
-    event.data.len() + event.metadata.len() + event.event_type.len() + event.content_type.len()
+    event.size_bytes()
 }
 
 /// One parsed line.
@@ -288,6 +289,7 @@ pub(crate) fn event_line(event: &RecordedEvent) -> Value {
     );
     put_bytes(&mut line, "data", &event.data.data);
     put_bytes(&mut line, "metadata", &event.data.metadata);
+    line.insert("tags".into(), event.data.tags.clone().into());
     line.insert("created".into(), rfc3339_micros(event.created_us).into());
     line.insert("created_us".into(), event.created_us.into());
     Value::Object(line)
@@ -349,6 +351,11 @@ fn parse_line(line: &str) -> Result<Item, String> {
             };
             let data = take_bytes(&mut map, "data")?;
             let metadata = take_bytes(&mut map, "metadata")?;
+            let tags = match map.remove("tags") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(tags) => serde_json::from_value(tags)
+                    .map_err(|_| "\"tags\" must be a list of strings".to_owned())?,
+            };
             Ok(Item::Event {
                 stream,
                 version,
@@ -358,6 +365,7 @@ fn parse_line(line: &str) -> Result<Item, String> {
                     data,
                     metadata,
                     content_type,
+                    tags,
                 },
             })
         }
@@ -410,6 +418,7 @@ mod tests {
                 data: data.to_vec(),
                 metadata: metadata.to_vec(),
                 content_type: content_type.to_owned(),
+                tags: vec!["order:1".to_owned()],
             },
         }
     }
@@ -566,6 +575,7 @@ mod tests {
                 data,
                 metadata: b"{\"k\": 1}".to_vec(),
                 content_type: content_type.to_owned(),
+                tags: vec![format!("n:{}", n % 4)],
             };
             embedded
                 .append_events(&from, &stream, ExpectedVersion::Any, vec![event])

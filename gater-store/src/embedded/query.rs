@@ -1,0 +1,147 @@
+//! Queries over the embedded backend's tag and event-type indexes.
+//!
+//! Every event has a posting `(type, position)` in the type index and one
+//! `(tag, position)` per tag in the tag index (see `keys`), written in the
+//! append's batch. An item with tags walks the postings of its first tag and
+//! keeps a position when the item's other tags (and one of its types) have
+//! a posting at it too, point lookups that touch no event; an item with only
+//! types walks the postings of each type. Items are merged by position, and
+//! only the positions of the page are read from the log: reading a tag that
+//! 10 events carry reads those 10 events.
+
+use std::collections::BTreeSet;
+
+use gater_core::{Direction, Error, Position, Query, QueryItem};
+
+use super::{fjall_error, keys, Tables};
+
+/// Up to `count` positions of events matching `query` (at least one item)
+/// from `from` in `direction`, in that direction's order.
+pub(super) fn positions(
+    t: &Tables,
+    query: &Query,
+    from: Position,
+    count: usize,
+    direction: Direction,
+) -> Result<Vec<u64>, Error> {
+    let mut found = BTreeSet::new();
+    for item in &query.items {
+        // Each item's own first `count` matches: the union's first `count`
+        // are among them.
+        found.extend(item_positions(t, item, from, count, direction)?);
+    }
+    Ok(match direction {
+        Direction::Forward => found.into_iter().take(count).collect(),
+        Direction::Backward => found.into_iter().rev().take(count).collect(),
+    })
+}
+
+/// The first position after `after` (from the start when `None`) of an
+/// event matching `query`; an empty query matches any event.
+pub(super) fn first_match(
+    t: &Tables,
+    query: &Query,
+    after: Option<Position>,
+) -> Result<Option<Position>, Error> {
+    let from = match after {
+        Some(after) if after == Position::END => return Ok(None),
+        Some(after) => after.next(),
+        None => Position::START,
+    };
+    if query.items.is_empty() {
+        return match t.log.range(keys::position_key(from.0)..).next() {
+            Some(guard) => Ok(Some(Position(keys::decode_u64(
+                &guard.key().map_err(fjall_error)?,
+            )?))),
+            None => Ok(None),
+        };
+    }
+    let found = positions(t, query, from, 1, Direction::Forward)?;
+    Ok(found.first().copied().map(Position))
+}
+
+/// Up to `count` positions matching `item`, in `direction` from `from`.
+fn item_positions(
+    t: &Tables,
+    item: &QueryItem,
+    from: Position,
+    count: usize,
+    direction: Direction,
+) -> Result<Vec<u64>, Error> {
+    let type_prefixes: Vec<Vec<u8>> = item.types.iter().map(|ty| keys::type_prefix(ty)).collect();
+    let Some((first_tag, other_tags)) = item.tags.split_first() else {
+        // Types only: each type's postings are all matches; an event has
+        // one type, so they are disjoint.
+        let mut found = BTreeSet::new();
+        for prefix in &type_prefixes {
+            for position in postings(t, prefix, from, direction).take(count) {
+                found.insert(position?);
+            }
+        }
+        return Ok(match direction {
+            Direction::Forward => found.into_iter().take(count).collect(),
+            Direction::Backward => found.into_iter().rev().take(count).collect(),
+        });
+    };
+    let other_tags: Vec<Vec<u8>> = other_tags.iter().map(|tag| keys::tag_prefix(tag)).collect();
+    let mut found = Vec::new();
+    for position in postings(t, &keys::tag_prefix(first_tag), from, direction) {
+        let position = position?;
+        if has_all(t, &other_tags, position)?
+            && (type_prefixes.is_empty() || has_any(t, &type_prefixes, position)?)
+        {
+            found.push(position);
+            if found.len() >= count {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The positions posted under `prefix`, from `from` in `direction`.
+fn postings<'t>(
+    t: &'t Tables,
+    prefix: &[u8],
+    from: Position,
+    direction: Direction,
+) -> Box<dyn Iterator<Item = Result<u64, Error>> + 't> {
+    let decode = |guard: fjall::Guard| keys::decode_posting(&guard.key().map_err(fjall_error)?);
+    match direction {
+        Direction::Forward => Box::new(
+            t.index
+                .range(keys::posting_key(prefix, from.0)..=keys::posting_key(prefix, u64::MAX))
+                .map(decode),
+        ),
+        Direction::Backward => Box::new(
+            t.index
+                .range(keys::posting_key(prefix, 0)..=keys::posting_key(prefix, from.0))
+                .rev()
+                .map(decode),
+        ),
+    }
+}
+
+fn has_all(t: &Tables, prefixes: &[Vec<u8>], position: u64) -> Result<bool, Error> {
+    for prefix in prefixes {
+        if !has(t, prefix, position)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn has_any(t: &Tables, prefixes: &[Vec<u8>], position: u64) -> Result<bool, Error> {
+    for prefix in prefixes {
+        if has(t, prefix, position)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn has(t: &Tables, prefix: &[u8], position: u64) -> Result<bool, Error> {
+    t.index
+        .contains_key(keys::posting_key(prefix, position))
+        .map_err(fjall_error)
+}
