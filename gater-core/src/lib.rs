@@ -23,6 +23,7 @@ mod error;
 mod event;
 mod id;
 mod limits;
+pub mod metrics;
 pub mod page;
 pub mod pending;
 mod rng;

@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use crate::backend::{Backend, BackendStore, PendingAppend};
 use crate::embedded::EmbeddedBackend;
 use crate::lease::{Claim, Claimant, Fence};
+use crate::metrics::StoreMetrics;
 use crate::misses::Misses;
 use crate::subscription::{
     PeerConnector, PeerSlot, SubscriptionLog, SubscriptionRecord, Subscriptions,
@@ -103,6 +104,8 @@ struct Engine {
     peers: PeerSlot,
     /// Stores a shared backend recently said do not exist.
     misses: Misses,
+    /// What the writers measure.
+    metrics: Arc<StoreMetrics>,
 }
 
 /// One open store.
@@ -233,6 +236,12 @@ impl Store {
     pub fn connect_peers(&self, connector: Arc<dyn PeerConnector>) {
         let _ = self.engine.peers.set(connector);
     }
+
+    /// What this engine's writers measured: batch sizes, durable-commit
+    /// times and events appended per store.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.engine.metrics
+    }
 }
 
 impl Engine {
@@ -251,6 +260,7 @@ impl Engine {
             claimant,
             peers: PeerSlot::default(),
             misses: Misses::default(),
+            metrics: Arc::new(StoreMetrics::default()),
         }
     }
 
@@ -417,6 +427,9 @@ impl Engine {
             queue,
             stop: stop_rx,
             head: head_tx,
+            metrics: Arc::clone(&self.metrics),
+            appended: self.metrics.appended_counter(&id),
+            durable: config.fsync,
             bounds: BatchBounds {
                 group_commit: config.group_commit,
                 appends_max: self.options.batch_appends_max.max(1) as usize,

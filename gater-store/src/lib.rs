@@ -37,6 +37,7 @@ pub mod conformance;
 mod embedded;
 mod engine;
 mod lease;
+mod metrics;
 mod misses;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -49,6 +50,7 @@ mod writer;
 
 pub use engine::{Store, StoreOptions};
 pub use lease::LEASE_PERIOD_MS_DEFAULT;
+pub use metrics::{StoreMetrics, StoreMetricsSnapshot};
 #[cfg(feature = "postgres")]
 pub use postgres::{redact_url, PostgresOptions};
 #[cfg(feature = "conformance")]

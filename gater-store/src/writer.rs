@@ -7,12 +7,15 @@
 //! the next one fills up, so the flush cost is shared by every append that
 //! arrived meanwhile.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use gater_core::{AppendResult, Error, Position, StoreId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backend::{BackendStore, PendingAppend};
+use crate::metrics::StoreMetrics;
 
 /// Most times the writer yields while the queue keeps growing before it cuts a batch.
 const GATHER_YIELDS_MAX: usize = 16;
@@ -43,6 +46,13 @@ pub(crate) struct Writer {
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) head: watch::Sender<Option<Position>>,
     pub(crate) bounds: BatchBounds,
+    /// Where batch sizes and commit times are recorded.
+    pub(crate) metrics: Arc<StoreMetrics>,
+    /// This store's appended-events counter.
+    pub(crate) appended: Arc<AtomicU64>,
+    /// Whether commits are flushed to disk (the store's `fsync`): only those
+    /// count as fsyncs.
+    pub(crate) durable: bool,
 }
 
 impl Writer {
@@ -105,12 +115,16 @@ impl Writer {
     async fn commit(&mut self, batch: Vec<AppendRequest>) {
         let (appends, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|r| (r.append, r.reply)).unzip();
+        let sizes: Vec<u64> = appends.iter().map(|a| a.events.len() as u64).collect();
+        let head_before = *self.head.borrow();
+        let started = Instant::now();
         match self
             .backend
             .append_batch(appends, crate::engine::now_us())
             .await
         {
             Ok(outcome) => {
+                self.measure(&sizes, head_before, &outcome.results, started);
                 // Publish before answering: whoever sees its append succeed
                 // and then watches the head must find it there.
                 publish_head(&self.head, outcome.head);
@@ -126,6 +140,37 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Records a committed batch. An append whose result lies at or before
+    /// the head seen before the batch was an idempotent re-send: it added
+    /// nothing, so it does not count as appended events.
+    fn measure(
+        &self,
+        sizes: &[u64],
+        head_before: Option<Position>,
+        results: &[Result<AppendResult, Error>],
+        started: Instant,
+    ) {
+        let mut written_appends = 0u64;
+        let mut written_events = 0u64;
+        for (size, result) in sizes.iter().zip(results) {
+            if let Ok(result) = result {
+                if head_before.is_none_or(|head| result.position > head) {
+                    written_appends += 1;
+                    written_events += size;
+                }
+            }
+        }
+        if written_appends == 0 {
+            return;
+        }
+        if self.durable {
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.metrics.handle_fsync(micros);
+        }
+        self.metrics.handle_batch(written_appends, written_events);
+        self.appended.fetch_add(written_events, Ordering::Relaxed);
     }
 
     fn stopping(&self) -> Error {
