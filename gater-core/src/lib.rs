@@ -32,6 +32,7 @@ pub mod selector;
 mod snapshot;
 mod store;
 mod subscription;
+pub mod trace;
 pub mod wire;
 
 pub use api::{BoxGater, Gater};

@@ -1,0 +1,103 @@
+//! Request ids that follow one request across hops.
+//!
+//! A transport's server runs each request it answers inside [`scope`] with
+//! the id the request arrived with (or a fresh one); while that future runs,
+//! [`current`] returns the id, and every [`RequestEnvelope`](crate::wire::RequestEnvelope)
+//! built meanwhile (a proxy calling its worker) carries it on the wire. So a
+//! request keeps one id from the first server it reaches to the store that
+//! answers it, and `RUST_LOG` output of every hop can be joined on it.
+//!
+//! The id is kept in a thread-local that the [`Scoped`] future sets around
+//! each poll of the future it wraps, so it follows that future across
+//! threads and awaits without an async runtime (the core has none).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+thread_local! {
+    static CURRENT: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The request id of the request being answered on this task, if any.
+pub fn current() -> Option<u64> {
+    let id = CURRENT.with(Cell::get);
+    (id != 0).then_some(id)
+}
+
+/// Runs `future` as the answer to the request with id `id` (0: none).
+pub fn scope<F: Future>(id: u64, future: F) -> Scoped<F> {
+    Scoped {
+        id,
+        future: Box::pin(future),
+    }
+}
+
+/// A future that runs with a request id; see [`scope`].
+pub struct Scoped<F> {
+    id: u64,
+    future: Pin<Box<F>>,
+}
+
+impl<F> std::fmt::Debug for Scoped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoped").field("id", &self.id).finish()
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // `Scoped` is `Unpin` (the inner future is boxed).
+        let this = self.get_mut();
+        let outer = CURRENT.with(|c| c.replace(this.id));
+        // Restores the outer id even if the inner future panics.
+        struct Restore(u64);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(outer);
+        this.future.as_mut().poll(cx)
+    }
+}
+
+/// The id as logs show it: 16 hex digits.
+pub fn display(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn run<F: Future>(future: F) -> F::Output {
+        let mut future = Box::pin(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn the_id_is_current_only_inside_its_scope() {
+        assert_eq!(current(), None);
+        assert_eq!(run(scope(7, async { current() })), Some(7));
+        assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn an_inner_scope_restores_the_outer_id() {
+        let seen = run(scope(1, async {
+            let inner = scope(2, async { current() }).await;
+            (inner, current())
+        }));
+        assert_eq!(seen, (Some(2), Some(1)));
+    }
+}
