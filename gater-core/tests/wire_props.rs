@@ -541,13 +541,15 @@ fn request_envelope() -> impl Strategy<Value = RequestEnvelope> {
         any::<u64>(),
         request(),
     )
-        .prop_map(|(version, id, deadline_ms, trace, request)| RequestEnvelope {
-            version,
-            id,
-            deadline_ms,
-            trace,
-            request,
-        })
+        .prop_map(
+            |(version, id, deadline_ms, trace, request)| RequestEnvelope {
+                version,
+                id,
+                deadline_ms,
+                trace,
+                request,
+            },
+        )
 }
 
 fn response_envelope() -> impl Strategy<Value = ResponseEnvelope> {

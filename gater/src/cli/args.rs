@@ -105,6 +105,20 @@ pub(crate) struct DevArgs {
     /// Access rules (TOML); without it every certificate from the CA is admin.
     #[arg(long, env = "GATER_ACCESS")]
     pub(crate) access: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+}
+
+/// The HTTP admin listener's flags (`gater dev`, `worker`, `proxy`).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct HttpArgs {
+    /// Serve /metrics, /api/status and the status page over plain HTTP on ADDR
+    /// (`gater dev`: 127.0.0.1:7480 unless taken).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<String>,
+    /// Allow --http on an address that is not loopback (plain HTTP: use a private network).
+    #[arg(long)]
+    pub(crate) http_public: bool,
 }
 
 /// `gater certs ...`.
@@ -184,6 +198,8 @@ pub(crate) struct WorkerArgs {
     /// Access rules (TOML); without it every certificate from the CA is admin.
     #[arg(long, env = "GATER_ACCESS")]
     pub(crate) access: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
 }
 
 /// `gater proxy`.
@@ -208,6 +224,8 @@ pub(crate) struct ProxyArgs {
     /// Access rules (TOML); without it every certificate from the CA is admin.
     #[arg(long, env = "GATER_ACCESS")]
     pub(crate) access: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
 }
 
 /// `gater store ...`.

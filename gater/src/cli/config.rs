@@ -10,7 +10,7 @@ use serde::Deserialize;
 use gater_proxy::StorageMode;
 use gater_transport_quic::MEMORY_MAX_BYTES_DEFAULT;
 
-use super::args::{BackendKind, ProxyArgs, WorkerArgs};
+use super::args::{BackendKind, HttpArgs, ProxyArgs, WorkerArgs};
 
 /// Explicit certificate files; each falls back to the `--certs DIR` layout.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
@@ -43,6 +43,9 @@ pub(crate) struct WorkerFile {
     access: Option<PathBuf>,
     memory_max_bytes: Option<u64>,
     server_name: Option<String>,
+    // The HTTP admin listener (`--http`, `--http-public`).
+    http: Option<String>,
+    http_public: Option<bool>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -59,6 +62,9 @@ pub(crate) struct ProxyFile {
     access: Option<PathBuf>,
     memory_max_bytes: Option<u64>,
     server_name: Option<String>,
+    // The HTTP admin listener (`--http`, `--http-public`).
+    http: Option<String>,
+    http_public: Option<bool>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -88,6 +94,8 @@ pub(crate) struct WorkerConfig {
     /// Name the certificates of the servers this one dials must carry, when
     /// not the host dialled (`--server-name` wins).
     pub(crate) server_name: Option<String>,
+    /// The HTTP admin listener.
+    pub(crate) http: HttpSettings,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -108,6 +116,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("access", &self.access)
             .field("memory_max_bytes", &self.memory_max_bytes)
             .field("server_name", &self.server_name)
+            .field("http", &self.http)
             .field("tls", &self.tls)
             .finish()
     }
@@ -154,8 +163,28 @@ pub(crate) struct ProxyConfig {
     /// Name the certificates of the servers this one dials must carry, when
     /// not the host dialled (`--server-name` wins).
     pub(crate) server_name: Option<String>,
+    /// The HTTP admin listener.
+    pub(crate) http: HttpSettings,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
+}
+
+/// Where the HTTP admin listener serves, after merging file and flags.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct HttpSettings {
+    /// `--http` or `http = "ADDR"`; `None`: no listener.
+    pub(crate) address: Option<String>,
+    /// `--http-public` or `http_public = true`: a non-loopback address is allowed.
+    pub(crate) public: bool,
+}
+
+impl HttpSettings {
+    fn merge(args: &HttpArgs, address: Option<String>, public: Option<bool>) -> Self {
+        HttpSettings {
+            address: args.http.clone().or(address),
+            public: args.http_public || public.unwrap_or(false),
+        }
+    }
 }
 
 /// Default worker listen address.
@@ -214,6 +243,7 @@ impl WorkerConfig {
             access: args.access.clone().or(file.access),
             memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
             server_name: file.server_name,
+            http: HttpSettings::merge(&args.http, file.http, file.http_public),
             listen,
             advertise,
             backend,
@@ -238,6 +268,7 @@ impl ProxyConfig {
             access: args.access.clone().or(file.access),
             memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
             server_name: file.server_name,
+            http: HttpSettings::merge(&args.http, file.http, file.http_public),
             listen: args
                 .listen
                 .clone()
