@@ -83,6 +83,8 @@ pub(crate) enum Command {
     Workers,
     /// Print the identity the server sees (the certificate's name) and its grants.
     Whoami,
+    /// Watch workers, stores and persistent subscriptions live (`q` quits).
+    Top(TopArgs),
     /// Issue certificates for identities.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -119,6 +121,17 @@ pub(crate) struct HttpArgs {
     /// Allow --http on an address that is not loopback (plain HTTP: use a private network).
     #[arg(long)]
     pub(crate) http_public: bool,
+}
+
+/// `gater top`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TopArgs {
+    /// Print one frame and exit (with --json: one JSON object).
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Milliseconds between refreshes.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) interval_ms: u64,
 }
 
 /// `gater certs ...`.

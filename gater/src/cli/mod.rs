@@ -7,4 +7,5 @@ pub(crate) mod config;
 pub(crate) mod input;
 pub(crate) mod output;
 pub(crate) mod pages;
+pub(crate) mod top;
 pub(crate) mod transfer;
