@@ -69,6 +69,12 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
     };
     println!("gater dev listening on {addr} (QUIC, mutual TLS)");
     let http = start_http(http, observed);
+    if http.is_none() {
+        println!(
+            "  http:  off ({} is taken; --http ADDR picks another)",
+            http::DEV_HTTP_DEFAULT
+        );
+    }
     println!("  data:  {}", args.data_dir.display());
     let fresh = if wrote { " (new development CA)" } else { "" };
     println!("  certs: {}{fresh}", certs_dir.display());
@@ -251,10 +257,9 @@ async fn dev_http_listener(args: &HttpArgs) -> Result<Option<TcpListener>> {
     match http::bind(http::DEV_HTTP_DEFAULT, args.http_public).await {
         Ok(listener) => Ok(Some(listener)),
         Err(error) if error.is_addr_in_use() => {
-            tracing::warn!(%error, "running without the HTTP admin listener");
-            println!(
-                "  http:  not started ({} is taken; pass --http ADDR)",
-                http::DEV_HTTP_DEFAULT
+            tracing::warn!(
+                %error,
+                "running without the HTTP admin listener (pass --http ADDR for another port)"
             );
             Ok(None)
         }

@@ -11,6 +11,8 @@ pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod requests;
 pub(crate) mod status;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
