@@ -403,4 +403,43 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("postgres://gater:***@db/events"), "{shown}");
     }
+
+    #[test]
+    fn the_http_listener_comes_from_the_config_file_under_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        fs::write(&path, "http = \"10.0.0.1:7480\"\nhttp_public = true\n").unwrap();
+        let p = path.to_str().unwrap();
+        let from_file = ProxyConfig::load(&proxy_args(&["gater", "proxy", "--config", p])).unwrap();
+        assert_eq!(
+            from_file.http,
+            HttpSettings {
+                address: Some("10.0.0.1:7480".into()),
+                public: true
+            }
+        );
+        let flags = ["gater", "proxy", "--config", p, "--http", "127.0.0.1:9480"];
+        let merged = ProxyConfig::load(&proxy_args(&flags)).unwrap();
+        assert_eq!(merged.http.address.as_deref(), Some("127.0.0.1:9480"));
+        let none =
+            WorkerConfig::load(&worker_args(&["gater", "worker", "--data-dir", "/d"])).unwrap();
+        assert_eq!(none.http, HttpSettings::default());
+        let flag = [
+            "gater",
+            "worker",
+            "--data-dir",
+            "/d",
+            "--http",
+            "127.0.0.1:1",
+            "--http-public",
+        ];
+        let flagged = WorkerConfig::load(&worker_args(&flag)).unwrap();
+        assert_eq!(
+            flagged.http,
+            HttpSettings {
+                address: Some("127.0.0.1:1".into()),
+                public: true
+            }
+        );
+    }
 }

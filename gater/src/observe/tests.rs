@@ -356,3 +356,73 @@ async fn a_taken_port_is_reported_as_in_use() {
     let second = http::bind(&addr, false).await.unwrap_err();
     assert!(second.is_addr_in_use(), "{second}");
 }
+
+/// A worker that notes the request id each request arrives with.
+struct Recorder {
+    inner: BoxGater,
+    seen: std::sync::Mutex<Vec<(&'static str, Option<u64>)>>,
+}
+
+#[async_trait::async_trait]
+impl Gater for Recorder {
+    async fn call(
+        &self,
+        request: gater_core::wire::Request,
+        within: Option<std::time::Duration>,
+    ) -> Result<gater_core::wire::Response, Error> {
+        let seen = (request.method(), gater_core::trace::current());
+        self.seen.lock().unwrap().push(seen);
+        self.inner.call(request, within).await
+    }
+
+    async fn subscribe(
+        &self,
+        store: &StoreId,
+        key: SubscriptionKey,
+        options: gater_core::SubscribeOptions,
+    ) -> Result<gater_core::Subscription, Error> {
+        self.inner.subscribe(store, key, options).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_keeps_its_id_across_the_proxy_hop() {
+    let mut dirs = Vec::new();
+    let store = open_store(&mut dirs, "w1").await;
+    store
+        .create_store(&demo(), StoreConfig::default())
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder {
+        inner: store.clone(),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let worker = serve(recorder.clone());
+    let proxy = Proxy::builder()
+        .worker("w1", "mem-1", Arc::new(worker.client()))
+        .build()
+        .await
+        .unwrap();
+    let front = Instrumented::new(
+        Arc::new(proxy.clone()),
+        Arc::new(RequestMetrics::default()),
+        "proxy",
+    );
+    let (id, stream) = (demo(), StreamId::new("a").unwrap());
+    // Arrived with an id: the worker sees that id.
+    let traced = front.get_version(&id, &stream);
+    gater_core::trace::scope(0x42, traced).await.unwrap();
+    // Arrived without one: the front picks one, and the worker sees it too.
+    front.get_version(&id, &stream).await.unwrap();
+    let versions: Vec<Option<u64>> = recorder
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(method, _)| *method == "get_version")
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions[0], Some(0x42));
+    assert!(versions[1].is_some_and(|id| id != 0x42), "{versions:?}");
+}
