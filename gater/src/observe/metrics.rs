@@ -14,7 +14,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::requests::RequestSnapshot;
-use super::status::Status;
+use super::status::{Status, StoreRow, SubscriptionRow};
+
+/// A gauge family read from each row of a status table: name, help, value.
+type Gauge<Row> = (&'static str, &'static str, fn(&Row) -> u64);
 
 /// Requests answered, by method and outcome (`ok` or the error kind).
 pub(crate) const REQUESTS: &str = "gater_requests";
@@ -186,7 +189,7 @@ impl Scrape {
             histogram_of(m, &store.fsync_us, MICROS_PER_SECOND)?;
         }
         let stores = &self.status.stores;
-        let per_store: [(&str, &str, fn(&super::status::StoreRow) -> u64); 3] = [
+        let per_store: [Gauge<StoreRow>; 3] = [
             (STORE_EVENTS, "Events in a store's log", |s| s.events),
             (STORE_STREAMS, "Streams of a store", |s| s.streams),
             (STORE_DISK_BYTES, "Bytes a store holds on disk", |s| {
@@ -204,8 +207,7 @@ impl Scrape {
     }
 
     fn encode_subscriptions(&self, encoder: &mut DescriptorEncoder) -> Fmt {
-        type Row = super::status::SubscriptionRow;
-        let per_subscription: [(&str, &str, fn(&Row) -> u64); 4] = [
+        let per_subscription: [Gauge<SubscriptionRow>; 4] = [
             (SUBSCRIPTION_LAG, "Matching events not handled yet", |s| {
                 s.lag
             }),
