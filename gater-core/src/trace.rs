@@ -65,9 +65,15 @@ impl<F: Future> Future for Scoped<F> {
     }
 }
 
-/// The id as logs show it: 16 hex digits.
-pub fn display(id: u64) -> String {
-    format!("{id:016x}")
+/// The id as logs show it: 16 hex digits (formatted only when a log is written).
+pub fn display(id: u64) -> impl std::fmt::Display {
+    struct Hex(u64);
+    impl std::fmt::Display for Hex {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:016x}", self.0)
+        }
+    }
+    Hex(id)
 }
 
 #[cfg(test)]
@@ -90,6 +96,11 @@ mod tests {
         assert_eq!(current(), None);
         assert_eq!(run(scope(7, async { current() })), Some(7));
         assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn ids_show_as_sixteen_hex_digits() {
+        assert_eq!(display(0x42).to_string(), "0000000000000042");
     }
 
     #[test]

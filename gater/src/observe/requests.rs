@@ -7,7 +7,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -24,10 +24,22 @@ pub(crate) const OUTCOME_OK: &str = "ok";
 pub(crate) const METHOD_SUBSCRIBE: &str = "subscribe";
 
 /// Requests answered, by method and outcome, and their durations by method.
+///
+/// A request touches only its method's atomics (and takes a lock only when
+/// it failed, or is the method's first): the front door of a busy server
+/// must not serialise requests on one lock.
 #[derive(Debug, Default)]
 pub(crate) struct RequestMetrics {
-    counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    durations: Mutex<BTreeMap<&'static str, Arc<Histogram>>>,
+    methods: RwLock<BTreeMap<&'static str, Arc<MethodStats>>>,
+}
+
+/// One method's counts.
+#[derive(Debug)]
+struct MethodStats {
+    ok: AtomicU64,
+    /// Failures by error kind.
+    failed: Mutex<BTreeMap<&'static str, u64>>,
+    durations_us: Histogram,
 }
 
 /// [`RequestMetrics`] at one moment.
@@ -40,23 +52,50 @@ pub(crate) struct RequestSnapshot {
 }
 
 impl RequestMetrics {
-    fn record(&self, method: &'static str, outcome: &'static str, took: Duration) {
-        *lock(&self.counts).entry((method, outcome)).or_default() += 1;
-        let histogram = Arc::clone(
-            lock(&self.durations)
-                .entry(method)
-                .or_insert_with(|| Arc::new(Histogram::new(DURATION_US_BOUNDS))),
-        );
-        histogram.observe(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    fn record(&self, method: &'static str, failure: Option<&'static str>, took: Duration) {
+        let stats = self.stats(method);
+        match failure {
+            None => {
+                stats.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(kind) => *lock(&stats.failed).entry(kind).or_default() += 1,
+        }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        stats.durations_us.observe(micros);
+    }
+
+    fn stats(&self, method: &'static str) -> Arc<MethodStats> {
+        if let Some(stats) = read(&self.methods).get(method) {
+            return Arc::clone(stats);
+        }
+        let mut methods = self.methods.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(methods.entry(method).or_insert_with(|| {
+            Arc::new(MethodStats {
+                ok: AtomicU64::new(0),
+                failed: Mutex::new(BTreeMap::new()),
+                durations_us: Histogram::new(DURATION_US_BOUNDS),
+            })
+        }))
     }
 
     /// The counts now.
     pub(crate) fn snapshot(&self) -> RequestSnapshot {
+        let methods = read(&self.methods);
+        let mut counts = Vec::new();
+        for (method, stats) in methods.iter() {
+            let ok = stats.ok.load(Ordering::Relaxed);
+            if ok > 0 {
+                counts.push(((*method, OUTCOME_OK), ok));
+            }
+            for (kind, count) in lock(&stats.failed).iter() {
+                counts.push(((*method, *kind), *count));
+            }
+        }
         RequestSnapshot {
-            counts: lock(&self.counts).iter().map(|(k, v)| (*k, *v)).collect(),
-            durations_us: lock(&self.durations)
+            counts,
+            durations_us: methods
                 .iter()
-                .map(|(method, h)| (*method, h.snapshot()))
+                .map(|(method, stats)| (*method, stats.durations_us.snapshot()))
                 .collect(),
         }
     }
@@ -102,12 +141,10 @@ impl Instrumented {
         );
         let started = Instant::now();
         let result = trace::scope(id, work).instrument(span.clone()).await;
-        let outcome = match &result {
-            Ok(_) => OUTCOME_OK,
-            Err(e) => e.kind(),
-        };
+        let failure = result.as_ref().err().map(Error::kind);
+        let outcome = failure.unwrap_or(OUTCOME_OK);
         span.in_scope(|| tracing::debug!(outcome, "answered"));
-        self.metrics.record(method, outcome, started.elapsed());
+        self.metrics.record(method, failure, started.elapsed());
         result
     }
 }
@@ -153,7 +190,11 @@ impl Gater for Instrumented {
     }
 }
 
+// Every update is one whole insert or increment, so a poisoned map is consistent.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every update is one whole insert or increment, so a poisoned map is consistent.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
 }
