@@ -27,17 +27,17 @@ pub fn current() -> Option<u64> {
 }
 
 /// Runs `future` as the answer to the request with id `id` (0: none).
-pub fn scope<F: Future>(id: u64, future: F) -> Scoped<F> {
-    Scoped {
-        id,
-        future: Box::pin(future),
-    }
+///
+/// The future must be `Unpin` (a boxed future, as `Gater` methods return),
+/// so wrapping it costs no allocation.
+pub fn scope<F: Future + Unpin>(id: u64, future: F) -> Scoped<F> {
+    Scoped { id, future }
 }
 
 /// A future that runs with a request id; see [`scope`].
 pub struct Scoped<F> {
     id: u64,
-    future: Pin<Box<F>>,
+    future: F,
 }
 
 impl<F> std::fmt::Debug for Scoped<F> {
@@ -46,11 +46,10 @@ impl<F> std::fmt::Debug for Scoped<F> {
     }
 }
 
-impl<F: Future> Future for Scoped<F> {
+impl<F: Future + Unpin> Future for Scoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // `Scoped` is `Unpin` (the inner future is boxed).
         let this = self.get_mut();
         let outer = CURRENT.with(|c| c.replace(this.id));
         // Restores the outer id even if the inner future panics.
@@ -61,7 +60,7 @@ impl<F: Future> Future for Scoped<F> {
             }
         }
         let _restore = Restore(outer);
-        this.future.as_mut().poll(cx)
+        Pin::new(&mut this.future).poll(cx)
     }
 }
 
@@ -94,7 +93,7 @@ mod tests {
     #[test]
     fn the_id_is_current_only_inside_its_scope() {
         assert_eq!(current(), None);
-        assert_eq!(run(scope(7, async { current() })), Some(7));
+        assert_eq!(run(scope(7, Box::pin(async { current() }))), Some(7));
         assert_eq!(current(), None);
     }
 
@@ -105,10 +104,13 @@ mod tests {
 
     #[test]
     fn an_inner_scope_restores_the_outer_id() {
-        let seen = run(scope(1, async {
-            let inner = scope(2, async { current() }).await;
-            (inner, current())
-        }));
+        let seen = run(scope(
+            1,
+            Box::pin(async {
+                let inner = scope(2, Box::pin(async { current() })).await;
+                (inner, current())
+            }),
+        ));
         assert_eq!(seen, (Some(2), Some(1)));
     }
 }

@@ -140,6 +140,7 @@ impl Instrumented {
             server = self.role
         );
         let started = Instant::now();
+        let work = std::pin::pin!(work);
         let result = trace::scope(id, work).instrument(span.clone()).await;
         let failure = result.as_ref().err().map(Error::kind);
         let outcome = failure.unwrap_or(OUTCOME_OK);
