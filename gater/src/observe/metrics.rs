@@ -31,6 +31,8 @@ pub(crate) const STORE_EVENTS: &str = "gater_store_events";
 pub(crate) const STORE_STREAMS: &str = "gater_store_streams";
 /// Bytes a store holds on disk.
 pub(crate) const STORE_DISK_BYTES: &str = "gater_store_disk_bytes";
+/// 1 for a store's current state (`running`, `stopping`, ...), by store and state.
+pub(crate) const STORE_STATE: &str = "gater_store_state";
 /// Events per group-commit batch.
 pub(crate) const COMMIT_BATCH_EVENTS: &str = "gater_commit_batch_events";
 /// Appends per group-commit batch.
@@ -202,6 +204,15 @@ impl Scrape {
                 let labels = [("store", store.store.as_str())];
                 m.encode_family(&labels)?.encode_gauge(&value(store))?;
             }
+        }
+        let help = "1 for the store's current state";
+        let mut state = family(encoder, STORE_STATE, help, MetricType::Gauge)?;
+        for store in stores {
+            let labels = [
+                ("store", store.store.as_str()),
+                ("state", store.state.as_str()),
+            ];
+            state.encode_family(&labels)?.encode_gauge(&1u64)?;
         }
         Ok(())
     }

@@ -240,6 +240,8 @@ async fn metrics_move_by_the_appends_subscription_and_ejection_made() {
     assert_eq!(moved("gater_appended_events_total", &demo_label), 10.0);
     assert_eq!(value(&after, "gater_store_events", &demo_label), Some(10.0));
     assert_eq!(value(&after, "gater_store_streams", &demo_label), Some(1.0));
+    let running = [("store", "demo"), ("state", "running")];
+    assert_eq!(value(&after, "gater_store_state", &running), Some(1.0));
     let billing = [("store", "demo"), ("subscription", "billing")];
     assert_eq!(
         value(&after, "gater_subscription_lag_events", &billing),
