@@ -231,3 +231,42 @@ fn the_status_page_shows_the_store_and_the_subscription_lag_in_a_browser() {
     );
     eprintln!("status page screenshot: {}", shot.display());
 }
+
+#[test]
+fn dev_runs_without_http_when_the_default_port_is_taken() {
+    use std::io::{BufRead, BufReader};
+    // Held here, or by another dev server: taken either way.
+    let _held = TcpListener::bind("127.0.0.1:7480");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = gater()
+        .args([
+            "dev",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gater starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut banner = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.contains("Press Ctrl-C") {
+            break;
+        }
+    }
+    let alive = child.try_wait().expect("status").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(alive, "gater dev keeps running:\n{banner}");
+    assert!(banner.contains("listening on"), "{banner}");
+    assert!(
+        banner.contains("http:  off (127.0.0.1:7480 is taken"),
+        "the banner says HTTP is off:\n{banner}"
+    );
+}
