@@ -24,6 +24,7 @@ mod error;
 mod event;
 mod id;
 mod limits;
+pub mod metrics;
 pub mod page;
 pub mod pending;
 pub mod query;
@@ -33,6 +34,7 @@ pub mod selector;
 mod snapshot;
 mod store;
 mod subscription;
+pub mod trace;
 pub mod wire;
 
 pub use api::{BoxGater, Gater};

@@ -32,6 +32,7 @@ use crate::backend::{Backend, BackendStore, PendingAppend, PendingPart};
 use crate::embedded::EmbeddedBackend;
 use crate::faults::{HealOptions, Health};
 use crate::lease::{Claim, Claimant, Fence};
+use crate::metrics::StoreMetrics;
 use crate::misses::Misses;
 use crate::subscription::{
     PeerConnector, PeerSlot, SubscriptionLog, SubscriptionRecord, Subscriptions,
@@ -110,6 +111,8 @@ struct Engine {
     /// Stores whose storage would not open, and why: listed as `Failed`,
     /// retried with back-off (see `Engine::retry_broken`).
     broken: Mutex<BTreeMap<StoreId, String>>,
+    /// What the writers measure.
+    metrics: Arc<StoreMetrics>,
 }
 
 /// One open store.
@@ -292,6 +295,12 @@ impl Store {
     pub fn connect_peers(&self, connector: Arc<dyn PeerConnector>) {
         let _ = self.engine.peers.set(connector);
     }
+
+    /// What this engine's writers measured: batch sizes, durable-commit
+    /// times and events appended per store.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.engine.metrics
+    }
 }
 
 impl Engine {
@@ -311,6 +320,7 @@ impl Engine {
             peers: PeerSlot::default(),
             misses: Misses::default(),
             broken: Mutex::new(BTreeMap::new()),
+            metrics: Arc::new(StoreMetrics::default()),
         }
     }
 
@@ -551,6 +561,9 @@ impl Engine {
             queue,
             stop: stop_rx,
             head: head_tx,
+            metrics: Arc::clone(&self.metrics),
+            appended: self.metrics.appended_counter(&id),
+            durable: config.fsync,
             bounds: BatchBounds {
                 group_commit: config.group_commit,
                 appends_max: self.options.batch_appends_max.max(1) as usize,

@@ -48,6 +48,7 @@ pub(crate) fn read_request(body: &[u8]) -> Result<Read, FrameError> {
                 version: header.version,
                 id: header.id,
                 deadline_ms: header.deadline_ms,
+                trace: header.trace,
                 request,
             }),
             Err(e) => Read::Refused {
@@ -62,7 +63,10 @@ pub(crate) fn read_request(body: &[u8]) -> Result<Read, FrameError> {
 /// Hands one request to the `Gater` and returns its result.
 pub(crate) async fn answer(shared: &Shared, envelope: RequestEnvelope) -> Result<Response, Error> {
     let within = envelope.within();
-    shared.gater.call(envelope.request, within).await
+    // The request's trace id is current while it is answered, so whatever
+    // it calls on (a proxy's worker) carries it on.
+    let call = shared.gater.call(envelope.request, within);
+    gater_core::trace::scope(envelope.trace, call).await
 }
 
 /// Appends one answer frame to `out`; an answer too large for a frame

@@ -7,6 +7,7 @@
 mod access;
 mod bench;
 mod cli;
+mod observe;
 mod peers;
 mod server;
 

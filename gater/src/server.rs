@@ -20,9 +20,15 @@ use gater_transport_quic::{
     ServerTls,
 };
 
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
 use crate::access;
-use crate::cli::args::{BackendKind, DevArgs, Global, ProxyArgs, WorkerArgs};
-use crate::cli::config::{ProxyConfig, TlsFiles, WorkerConfig};
+use crate::cli::args::{BackendKind, DevArgs, Global, HttpArgs, ProxyArgs, WorkerArgs};
+use crate::cli::config::{HttpSettings, ProxyConfig, TlsFiles, WorkerConfig};
+use crate::observe::http;
+use crate::observe::requests::{Instrumented, RequestMetrics};
+use crate::observe::Observed;
 
 /// How often a worker started with `--join` announces itself to its proxy.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,12 +53,29 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
         .worker(DEV_WORKER_ID, "in-process", store.clone() as BoxGater)
         .build()
         .await?;
+    let http = dev_http_listener(&args.http).await?;
+    let requests = Arc::new(RequestMetrics::default());
+    let front = Instrumented::new(Arc::new(proxy.clone()), requests.clone(), "proxy");
     let mut server_config = ServerConfig::new(listen, ServerTls::from_dir(&certs_dir)?);
     server_config.access = Some(access::gatekeeper(args.access.as_deref(), Side::Proxy)?);
     server_config.side = Side::Proxy;
-    let server = Server::bind(server_config, proxy)?;
+    let server = Server::bind(server_config, front)?;
     let addr = server.local_addr();
+    let observed = Observed {
+        gater: Arc::new(proxy.clone()),
+        requests,
+        store: Some(store.clone()),
+        proxy: Some(proxy),
+        budget: Some(server.budget()),
+    };
     println!("gater dev listening on {addr} (QUIC, mutual TLS)");
+    let http = start_http(http, observed);
+    if http.is_none() {
+        println!(
+            "  http:  off ({} is taken; --http ADDR picks another)",
+            http::DEV_HTTP_DEFAULT
+        );
+    }
     println!("  data:  {}", args.data_dir.display());
     let fresh = if wrote { " (new development CA)" } else { "" };
     println!("  certs: {}{fresh}", certs_dir.display());
@@ -62,6 +85,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
     );
     println!("Press Ctrl-C to stop.");
     server.run(shutdown_signal()).await;
+    stop_http(http);
     store.shutdown().await;
     tracing::info!("gater dev stopped");
     Ok(())
@@ -89,16 +113,27 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let peers = crate::peers::QuicPeers::new(client_tls(&global.certs, &config.tls)?);
     store.connect_peers(Arc::new(peers));
     let store = Arc::new(store);
+    let http = http_listener(&config.http).await?;
+    let requests = Arc::new(RequestMetrics::default());
+    let front = Instrumented::new(store.clone() as BoxGater, requests.clone(), "worker");
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let mut server_config = ServerConfig::new(listen, server_tls);
     server_config.access = Some(access::gatekeeper(config.access.as_deref(), Side::Worker)?);
     server_config.memory_max_bytes = config.memory_max_bytes;
-    let server = Server::bind(server_config, store.clone())?;
+    let server = Server::bind(server_config, front)?;
+    let observed = Observed {
+        gater: store.clone() as BoxGater,
+        requests,
+        store: Some(store.clone()),
+        proxy: None,
+        budget: Some(server.budget()),
+    };
     println!(
         "gater worker {} listening on {}",
         config.id,
         server.local_addr()
     );
+    let http = start_http(http, observed);
     let heartbeat = match &config.join {
         Some(proxy) => {
             let client = quic_client(
@@ -120,6 +155,7 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
         None => None,
     };
     server.run(shutdown_signal()).await;
+    stop_http(http);
     if let Some(task) = heartbeat {
         task.abort();
     }
@@ -177,13 +213,24 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
         .connector(Arc::new(QuicConnector { tls, server_name }))
         .build()
         .await?;
+    let http = http_listener(&config.http).await?;
+    let requests = Arc::new(RequestMetrics::default());
+    let front = Instrumented::new(Arc::new(proxy.clone()), requests.clone(), "proxy");
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let mut server_config = ServerConfig::new(listen, server_tls);
     server_config.access = Some(gatekeeper);
     server_config.memory_max_bytes = config.memory_max_bytes;
     server_config.side = Side::Proxy;
-    let server = Server::bind(server_config, proxy)?;
+    let server = Server::bind(server_config, front)?;
+    let observed = Observed {
+        gater: Arc::new(proxy.clone()),
+        requests,
+        store: None,
+        proxy: Some(proxy),
+        budget: Some(server.budget()),
+    };
     println!("gater proxy listening on {}", server.local_addr());
+    let http = start_http(http, observed);
     if config.storage == gater_proxy::StorageMode::Shared {
         println!("  storage: shared (every worker serves every store)");
     }
@@ -191,7 +238,63 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
         println!("  worker {address}");
     }
     server.run(shutdown_signal()).await;
+    stop_http(http);
     Ok(())
+}
+
+/// `gater dev`'s admin listener: `--http ADDR` must bind; without it the
+/// default address is tried, and when that port is taken (another dev
+/// server, a test) the server warns and runs without HTTP.
+async fn dev_http_listener(args: &HttpArgs) -> Result<Option<TcpListener>> {
+    if args.http.is_some() {
+        return http_listener(&HttpSettings {
+            address: args.http.clone(),
+            public: args.http_public,
+        })
+        .await;
+    }
+    match http::bind(http::DEV_HTTP_DEFAULT, args.http_public).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(error) if error.is_addr_in_use() => {
+            tracing::warn!(
+                %error,
+                "running without the HTTP admin listener (pass --http ADDR for another port)"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The admin listener asked for (`--http`, `http = ...`); failing to bind it is fatal.
+async fn http_listener(settings: &HttpSettings) -> Result<Option<TcpListener>> {
+    match &settings.address {
+        Some(address) => Ok(Some(http::bind(address, settings.public).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Serves the admin listener, if any, printing where; the task runs until
+/// [`stop_http`].
+fn start_http(listener: Option<TcpListener>, observed: Observed) -> Option<JoinHandle<()>> {
+    let listener = listener?;
+    match listener.local_addr() {
+        Ok(addr) => println!("  http:  http://{addr}/ (status page, /metrics, /api/status)"),
+        Err(error) => tracing::warn!(%error, "the HTTP listener has no local address"),
+    }
+    let observed = Arc::new(observed);
+    Some(tokio::spawn(http::serve(
+        listener,
+        observed,
+        std::future::pending(),
+    )))
+}
+
+/// Stops the admin listener once the QUIC server has stopped.
+fn stop_http(task: Option<JoinHandle<()>>) {
+    if let Some(task) = task {
+        task.abort();
+    }
 }
 
 /// Reaches workers that join by heartbeat over QUIC.

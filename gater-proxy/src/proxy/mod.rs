@@ -23,6 +23,7 @@ mod relay;
 mod route;
 mod storage;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -183,6 +184,7 @@ impl ProxyBuilder {
             config,
             probe_task: Mutex::new(None),
             refusals: joins::RefusalLog::default(),
+            retries: Mutex::new(BTreeMap::new()),
         });
         // The storage mode is known before the first request is answered
         // (of every static worker that answers now; the others tell later).
@@ -223,6 +225,23 @@ impl Proxy {
         self.inner.probe_all().await;
     }
 
+    /// What the proxy counted since it started: retries by method, and
+    /// ejections of each worker in the pool now.
+    pub fn counters(&self) -> ProxyCounters {
+        let retries = lock(&self.inner.retries)
+            .iter()
+            .map(|(method, count)| (*method, *count))
+            .collect();
+        let ejections = self
+            .inner
+            .pool
+            .all()
+            .iter()
+            .map(|w| (w.id.clone(), w.ejections()))
+            .collect();
+        ProxyCounters { retries, ejections }
+    }
+
     /// The ids of the workers the proxy believes serve `store`.
     pub fn workers_serving(&self, store: &StoreId) -> Vec<String> {
         self.inner
@@ -232,6 +251,15 @@ impl Proxy {
             .map(|w| w.id.clone())
             .collect()
     }
+}
+
+/// Counters of a proxy, for the application to export.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyCounters {
+    /// Requests sent again to another worker, by the request's method.
+    pub retries: Vec<(&'static str, u64)>,
+    /// Times each worker now in the pool was ejected (by worker id).
+    pub ejections: Vec<(String, u64)>,
 }
 
 /// The state shared by a proxy's clones, its probe loop and its relays.
@@ -252,6 +280,8 @@ pub(crate) struct Inner {
     probe_task: Mutex<Option<JoinHandle<()>>>,
     /// Refused heartbeats, logged once per identity per minute.
     refusals: joins::RefusalLog,
+    /// Retries made, by the retried request's method.
+    retries: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl std::fmt::Debug for Inner {

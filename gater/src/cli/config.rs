@@ -10,7 +10,7 @@ use serde::Deserialize;
 use gater_proxy::StorageMode;
 use gater_transport_quic::MEMORY_MAX_BYTES_DEFAULT;
 
-use super::args::{BackendKind, ProxyArgs, WorkerArgs};
+use super::args::{BackendKind, HttpArgs, ProxyArgs, WorkerArgs};
 
 /// Explicit certificate files; each falls back to the `--certs DIR` layout.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
@@ -46,6 +46,9 @@ pub(crate) struct WorkerFile {
     heal_interval_ms: Option<u64>,
     heal_free_bytes_min: Option<u64>,
     heal_free_percent_min: Option<u8>,
+    // The HTTP admin listener (`--http`, `--http-public`).
+    http: Option<String>,
+    http_public: Option<bool>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -62,6 +65,9 @@ pub(crate) struct ProxyFile {
     access: Option<PathBuf>,
     memory_max_bytes: Option<u64>,
     server_name: Option<String>,
+    // The HTTP admin listener (`--http`, `--http-public`).
+    http: Option<String>,
+    http_public: Option<bool>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -93,6 +99,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) server_name: Option<String>,
     /// How stores heal after a disk fault.
     pub(crate) heal: gater_store::HealOptions,
+    /// The HTTP admin listener.
+    pub(crate) http: HttpSettings,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -113,6 +121,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("access", &self.access)
             .field("memory_max_bytes", &self.memory_max_bytes)
             .field("server_name", &self.server_name)
+            .field("http", &self.http)
             .field("tls", &self.tls)
             .finish()
     }
@@ -159,8 +168,28 @@ pub(crate) struct ProxyConfig {
     /// Name the certificates of the servers this one dials must carry, when
     /// not the host dialled (`--server-name` wins).
     pub(crate) server_name: Option<String>,
+    /// The HTTP admin listener.
+    pub(crate) http: HttpSettings,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
+}
+
+/// Where the HTTP admin listener serves, after merging file and flags.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct HttpSettings {
+    /// `--http` or `http = "ADDR"`; `None`: no listener.
+    pub(crate) address: Option<String>,
+    /// `--http-public` or `http_public = true`: a non-loopback address is allowed.
+    pub(crate) public: bool,
+}
+
+impl HttpSettings {
+    fn merge(args: &HttpArgs, address: Option<String>, public: Option<bool>) -> Self {
+        HttpSettings {
+            address: args.http.clone().or(address),
+            public: args.http_public || public.unwrap_or(false),
+        }
+    }
 }
 
 /// Default worker listen address.
@@ -227,6 +256,7 @@ impl WorkerConfig {
                     file.heal_free_percent_min,
                 ),
             ),
+            http: HttpSettings::merge(&args.http, file.http, file.http_public),
             listen,
             advertise,
             backend,
@@ -275,6 +305,7 @@ impl ProxyConfig {
             access: args.access.clone().or(file.access),
             memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
             server_name: file.server_name,
+            http: HttpSettings::merge(&args.http, file.http, file.http_public),
             listen: args
                 .listen
                 .clone()
@@ -408,5 +439,44 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("postgres://gater:***@db/events"), "{shown}");
+    }
+
+    #[test]
+    fn the_http_listener_comes_from_the_config_file_under_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        fs::write(&path, "http = \"10.0.0.1:7480\"\nhttp_public = true\n").unwrap();
+        let p = path.to_str().unwrap();
+        let from_file = ProxyConfig::load(&proxy_args(&["gater", "proxy", "--config", p])).unwrap();
+        assert_eq!(
+            from_file.http,
+            HttpSettings {
+                address: Some("10.0.0.1:7480".into()),
+                public: true
+            }
+        );
+        let flags = ["gater", "proxy", "--config", p, "--http", "127.0.0.1:9480"];
+        let merged = ProxyConfig::load(&proxy_args(&flags)).unwrap();
+        assert_eq!(merged.http.address.as_deref(), Some("127.0.0.1:9480"));
+        let none =
+            WorkerConfig::load(&worker_args(&["gater", "worker", "--data-dir", "/d"])).unwrap();
+        assert_eq!(none.http, HttpSettings::default());
+        let flag = [
+            "gater",
+            "worker",
+            "--data-dir",
+            "/d",
+            "--http",
+            "127.0.0.1:1",
+            "--http-public",
+        ];
+        let flagged = WorkerConfig::load(&worker_args(&flag)).unwrap();
+        assert_eq!(
+            flagged.http,
+            HttpSettings {
+                address: Some("127.0.0.1:1".into()),
+                public: true
+            }
+        );
     }
 }
