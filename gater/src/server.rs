@@ -22,7 +22,7 @@ use gater_transport_quic::{
 
 use crate::access;
 use crate::cli::args::{BackendKind, DevArgs, Global, ProxyArgs, WorkerArgs};
-use crate::cli::config::{ProxyConfig, TlsFiles, WorkerConfig};
+use crate::cli::config::{ProxyConfig, ServerLimits, TlsFiles, WorkerConfig};
 
 /// How often a worker started with `--join` announces itself to its proxy.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -41,6 +41,9 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
     let mut options = StoreOptions::new(args.data_dir.join("worker"));
     options.worker_id = DEV_WORKER_ID.to_owned();
     options.address = "in-process".to_owned();
+    if let Some(stores_max) = args.stores_max {
+        options.limits.stores_max = stores_max;
+    }
     let store = Arc::new(Store::open(options).await?);
     let proxy = Proxy::builder()
         .worker(DEV_WORKER_ID, "in-process", store.clone() as BoxGater)
@@ -49,6 +52,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
     let mut server_config = ServerConfig::new(listen, ServerTls::from_dir(&certs_dir)?);
     server_config.access = Some(access::gatekeeper(args.access.as_deref(), Side::Proxy)?);
     server_config.side = Side::Proxy;
+    ServerLimits::merge(&args.limits, &Default::default()).apply(&mut server_config);
     let server = Server::bind(server_config, proxy)?;
     let addr = server.local_addr();
     println!("gater dev listening on {addr} (QUIC, mutual TLS)");
@@ -73,6 +77,7 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let mut options = StoreOptions::new(&config.data_dir);
     options.worker_id = config.id.clone();
     options.address = config.advertise.clone();
+    options.limits.stores_max = config.stores_max;
     let store = match config.backend {
         BackendKind::Embedded => Store::open(options).await?,
         BackendKind::Postgres => {
@@ -90,7 +95,7 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let mut server_config = ServerConfig::new(listen, server_tls);
     server_config.access = Some(access::gatekeeper(config.access.as_deref(), Side::Worker)?);
-    server_config.memory_max_bytes = config.memory_max_bytes;
+    config.limits.apply(&mut server_config);
     let server = Server::bind(server_config, store.clone())?;
     println!(
         "gater worker {} listening on {}",
@@ -181,7 +186,7 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let mut server_config = ServerConfig::new(listen, server_tls);
     server_config.access = Some(gatekeeper);
-    server_config.memory_max_bytes = config.memory_max_bytes;
+    config.limits.apply(&mut server_config);
     server_config.side = Side::Proxy;
     let server = Server::bind(server_config, proxy)?;
     println!("gater proxy listening on {}", server.local_addr());
