@@ -33,7 +33,7 @@ const DEV_WORKER_ID: &str = "dev-worker";
 
 /// `gater dev`: an embedded store worker behind the proxy, on QUIC.
 pub(crate) async fn dev(args: DevArgs) -> Result<()> {
-    let listen = resolve(&args.listen)?;
+    let listen = resolve(&args.listen).await?;
     let certs_dir = args.data_dir.join("certs");
     let hosts = vec![listen.ip().to_string()];
     let wrote = certs::write_dev_certs(&certs_dir, &hosts)
@@ -73,7 +73,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
 /// `gater worker`: stores served on QUIC, optionally announced to a proxy.
 pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let config = WorkerConfig::load(&args)?;
-    let listen = resolve(&config.listen)?;
+    let listen = resolve(&config.listen).await?;
     let mut options = StoreOptions::new(&config.data_dir);
     options.worker_id = config.id.clone();
     options.address = config.advertise.clone();
@@ -112,7 +112,8 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
                     .server_name
                     .as_deref()
                     .or(config.server_name.as_deref()),
-            )?;
+            )
+            .await?;
             println!("  joining proxy {proxy}");
             Some(tokio::spawn(heartbeat_loop(
                 client,
@@ -165,7 +166,7 @@ async fn heartbeat_loop(proxy: BoxGater, store: Arc<Store>, config: WorkerConfig
 /// `gater proxy`: the load balancer in front of workers.
 pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
     let config = ProxyConfig::load(&args)?;
-    let listen = resolve(&config.listen)?;
+    let listen = resolve(&config.listen).await?;
     let tls = client_tls(&global.certs, &config.tls)?;
     let server_name = global.server_name.clone().or(config.server_name.clone());
     let mut builder = Proxy::builder().storage(config.storage);
@@ -175,7 +176,8 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
             tls.clone(),
             None,
             server_name.as_deref(),
-        )?;
+        )
+        .await?;
         builder = builder.worker(address.clone(), address.clone(), client);
     }
     let gatekeeper = access::gatekeeper(config.access.as_deref(), Side::Proxy)?;
@@ -209,16 +211,13 @@ struct QuicConnector {
 
 #[async_trait]
 impl Connector for QuicConnector {
-    /// Resolves the address with tokio's resolver (on its blocking pool, so
-    /// a slow DNS server never stalls the runtime), then connects on first use.
+    /// Resolves the address (see [`resolve`]), then connects on first use.
     async fn connect(&self, address: &str) -> Result<BoxGater, Error> {
         let invalid =
             |e: &dyn std::fmt::Display| Error::invalid(format!("worker address {address:?}: {e}"));
-        let addr = tokio::net::lookup_host(address)
+        let addr = resolve(address)
             .await
-            .map_err(|e| invalid(&e))?
-            .next()
-            .ok_or_else(|| invalid(&"resolves to no address"))?;
+            .map_err(|e| invalid(&format_args!("{e:#}")))?;
         let options = ClientOptions {
             server_name: self
                 .server_name
@@ -235,16 +234,16 @@ impl Connector for QuicConnector {
 ///
 /// The server's certificate must carry `server_name`, by default the host of
 /// the first address as dialled (a name, or an IP address).
-pub(crate) fn quic_client(
+pub(crate) async fn quic_client(
     addresses: &[String],
     tls: ClientTls,
     deadline_ms: Option<u32>,
     server_name: Option<&str>,
 ) -> Result<BoxGater> {
-    let addrs = addresses
-        .iter()
-        .map(|a| resolve(a))
-        .collect::<Result<Vec<SocketAddr>>>()?;
+    let mut addrs = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        addrs.push(resolve(address).await?);
+    }
     let server_name = server_name
         .map(str::to_owned)
         .or_else(|| addresses.first().map(|a| dialled_host(a).to_owned()));
@@ -267,11 +266,12 @@ pub(crate) fn dialled_host(address: &str) -> &str {
         .unwrap_or(host)
 }
 
-/// Resolves `host:port` (names too, e.g. `localhost:7400`) to the first address.
-pub(crate) fn resolve(address: &str) -> Result<SocketAddr> {
-    use std::net::ToSocketAddrs;
-    address
-        .to_socket_addrs()
+/// Resolves `host:port` (names too, e.g. `localhost:7400`) to the first
+/// address, with tokio's resolver (on its blocking pool, so a slow DNS
+/// server never stalls the runtime).
+pub(crate) async fn resolve(address: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(address)
+        .await
         .with_context(|| format!("invalid address {address:?} (expected host:port)"))?
         .next()
         .with_context(|| format!("{address:?} resolves to no address"))
@@ -334,5 +334,17 @@ mod tests {
         assert_eq!(dialled_host("[::1]:7400"), "::1");
         assert_eq!(dialled_host("gater.example:7400"), "gater.example");
         assert_eq!(dialled_host("localhost"), "localhost");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn addresses_resolve_off_the_runtime_and_bad_ones_are_named() {
+        let addr = resolve("127.0.0.1:7400").await.unwrap();
+        assert_eq!(addr, "127.0.0.1:7400".parse().unwrap());
+        assert_eq!(resolve("localhost:7400").await.unwrap().port(), 7400);
+        let refused = resolve("no-port").await.unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("\"no-port\""),
+            "{refused:#}"
+        );
     }
 }
