@@ -25,6 +25,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use gater_core::memory::{ByteBudget, Reservation};
 use gater_core::wire::FRAME_HEADER_LEN;
 use gater_core::{Error, Side};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -51,6 +53,12 @@ pub struct MemoryBudget {
     max_bytes: u64,
     /// What `permits` holds at most.
     requests_max_bytes: u64,
+    counters: Arc<Counters>,
+}
+
+/// What a budget has reserved, shared with its permits.
+#[derive(Debug, Default)]
+struct Counters {
     in_use: AtomicU64,
     peak: AtomicU64,
     windows: AtomicU64,
@@ -59,7 +67,7 @@ pub struct MemoryBudget {
 /// Bytes reserved from a [`MemoryBudget`]; returned when dropped.
 #[derive(Debug)]
 pub struct BudgetPermit {
-    budget: Arc<MemoryBudget>,
+    counters: Arc<Counters>,
     bytes: u64,
     windows: bool,
     _permit: OwnedSemaphorePermit,
@@ -76,9 +84,7 @@ impl MemoryBudget {
             window_permits: Arc::new(Semaphore::new(windows_max_bytes as usize)),
             max_bytes,
             requests_max_bytes,
-            in_use: AtomicU64::new(0),
-            peak: AtomicU64::new(0),
-            windows: AtomicU64::new(0),
+            counters: Arc::default(),
         })
     }
 
@@ -89,21 +95,21 @@ impl MemoryBudget {
 
     /// Bytes reserved now.
     pub fn in_use(&self) -> u64 {
-        self.in_use.load(Ordering::Relaxed)
+        self.counters.in_use.load(Ordering::Relaxed)
     }
 
     /// The most bytes ever reserved at once.
     pub fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Relaxed)
+        self.counters.peak.load(Ordering::Relaxed)
     }
 
     /// Bytes reserved now for connections' flow-control windows.
     pub fn windows_in_use(&self) -> u64 {
-        self.windows.load(Ordering::Relaxed)
+        self.counters.windows.load(Ordering::Relaxed)
     }
 
     /// Reserves `bytes` of a request, answer or delivery now, or refuses with a retryable `Overloaded` of `side`.
-    pub fn try_reserve(self: &Arc<Self>, bytes: u64, side: Side) -> Result<BudgetPermit, Error> {
+    pub fn try_reserve(&self, bytes: u64, side: Side) -> Result<BudgetPermit, Error> {
         let count = u32::try_from(bytes).map_err(|_| self.overloaded(bytes, side))?;
         let permit = Arc::clone(&self.permits)
             .try_acquire_many_owned(count)
@@ -114,23 +120,19 @@ impl MemoryBudget {
     /// Reserves a connection's flow-control windows (`bytes` in all) now, if
     /// every connection's windows then still fit in their half of the
     /// budget; else refuses with a retryable `Overloaded` of `side`.
-    pub fn try_reserve_windows(
-        self: &Arc<Self>,
-        bytes: u64,
-        side: Side,
-    ) -> Result<BudgetPermit, Error> {
+    pub fn try_reserve_windows(&self, bytes: u64, side: Side) -> Result<BudgetPermit, Error> {
         let count = u32::try_from(bytes).map_err(|_| self.overloaded(bytes, side))?;
         let permit = Arc::clone(&self.window_permits)
             .try_acquire_many_owned(count)
             .map_err(|_| self.overloaded(bytes, side))?;
-        self.windows.fetch_add(bytes, Ordering::Relaxed);
+        self.counters.windows.fetch_add(bytes, Ordering::Relaxed);
         Ok(self.held(permit, bytes, true))
     }
 
     /// Reserves `bytes`, waiting for them to be returned if the budget is
     /// used up (deliveries wait rather than fail); more than the whole
     /// budget is refused with `Overloaded` of `side`.
-    pub async fn reserve(self: &Arc<Self>, bytes: u64, side: Side) -> Result<BudgetPermit, Error> {
+    pub async fn reserve(&self, bytes: u64, side: Side) -> Result<BudgetPermit, Error> {
         if !self.can_hold(bytes) {
             return Err(self.overloaded(bytes, side));
         }
@@ -148,16 +150,11 @@ impl MemoryBudget {
         bytes <= self.requests_max_bytes
     }
 
-    fn held(
-        self: &Arc<Self>,
-        permit: OwnedSemaphorePermit,
-        bytes: u64,
-        windows: bool,
-    ) -> BudgetPermit {
-        let now = self.in_use.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.peak.fetch_max(now, Ordering::Relaxed);
+    fn held(&self, permit: OwnedSemaphorePermit, bytes: u64, windows: bool) -> BudgetPermit {
+        let now = self.counters.in_use.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.counters.peak.fetch_max(now, Ordering::Relaxed);
         BudgetPermit {
-            budget: Arc::clone(self),
+            counters: Arc::clone(&self.counters),
             bytes,
             windows,
             _permit: permit,
@@ -176,6 +173,15 @@ impl MemoryBudget {
     }
 }
 
+/// Lets code outside this crate (the proxy's relay queues) count what it
+/// holds in the server's budget.
+#[async_trait]
+impl ByteBudget for MemoryBudget {
+    async fn reserve_bytes(&self, bytes: u64, side: Side) -> Result<Reservation, Error> {
+        self.reserve(bytes, side).await.map(Reservation::new)
+    }
+}
+
 impl BudgetPermit {
     /// The bytes reserved.
     pub fn bytes(&self) -> u64 {
@@ -185,9 +191,13 @@ impl BudgetPermit {
 
 impl Drop for BudgetPermit {
     fn drop(&mut self) {
-        self.budget.in_use.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.counters
+            .in_use
+            .fetch_sub(self.bytes, Ordering::Relaxed);
         if self.windows {
-            self.budget.windows.fetch_sub(self.bytes, Ordering::Relaxed);
+            self.counters
+                .windows
+                .fetch_sub(self.bytes, Ordering::Relaxed);
         }
     }
 }

@@ -73,6 +73,10 @@ pub struct ServerConfig {
     /// being sent (see [`MemoryBudget`]). At least
     /// [`memory_min_bytes`](crate::memory_min_bytes) of `frame_bytes_max`.
     pub memory_max_bytes: u64,
+    /// A budget shared with other parts of the process (a proxy's relay
+    /// queues); when set, it is the server's budget and `memory_max_bytes`
+    /// is not read.
+    pub budget: Option<Arc<MemoryBudget>>,
     /// What this server is, for the side named by its refusals (`Overloaded`).
     pub side: Side,
 }
@@ -93,6 +97,7 @@ impl ServerConfig {
             subscription_credit_max: SUBSCRIPTION_CREDIT_MAX_DEFAULT,
             access: None,
             memory_max_bytes: MEMORY_MAX_BYTES_DEFAULT,
+            budget: None,
             side: Side::Worker,
         }
     }
@@ -209,15 +214,20 @@ impl Server {
             config.streams_per_connection_max,
         )
         .map_err(ServeError::Config)?;
+        let budget = config
+            .budget
+            .clone()
+            .unwrap_or_else(|| MemoryBudget::new(config.memory_max_bytes));
+        let memory_max_bytes = budget.max_bytes();
         let memory_min = memory_min_bytes(config.frame_bytes_max);
-        if config.memory_max_bytes < memory_min {
+        if memory_max_bytes < memory_min {
             return Err(ServeError::Config(format!(
-                "memory_max_bytes {} cannot hold frames of frame_bytes_max {}: at least {memory_min}",
-                config.memory_max_bytes, config.frame_bytes_max
+                "memory_max_bytes {memory_max_bytes} cannot hold frames of frame_bytes_max {}: at least {memory_min}",
+                config.frame_bytes_max
             )));
         }
         let (connection_window, stream_window) =
-            receive_windows(config.memory_max_bytes, config.connections_max);
+            receive_windows(memory_max_bytes, config.connections_max);
         let varint = |v: u64| {
             quinn::VarInt::from_u64(v).map_err(|e| ServeError::Config(format!("window {v}: {e}")))
         };
@@ -239,7 +249,7 @@ impl Server {
                 frame_bytes_max: config.frame_bytes_max,
                 subscription_credit_max: config.subscription_credit_max.max(1),
                 access: config.access,
-                budget: MemoryBudget::new(config.memory_max_bytes),
+                budget,
                 side: config.side,
             }),
             connections_max: config.connections_max,

@@ -16,8 +16,8 @@ use gater_core::{BoxGater, Error, Gater, Side, WorkerHealth, WorkerInfo};
 use gater_proxy::{Connector, Proxy};
 use gater_store::{PostgresOptions, Store, StoreOptions};
 use gater_transport_quic::{
-    certs, load_certs, load_key, ClientOptions, ClientTls, QuicLink, Server, ServerConfig,
-    ServerTls,
+    certs, load_certs, load_key, ClientOptions, ClientTls, MemoryBudget, QuicLink, Server,
+    ServerConfig, ServerTls,
 };
 
 use crate::access;
@@ -45,14 +45,18 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
         options.limits.stores_max = stores_max;
     }
     let store = Arc::new(Store::open(options).await?);
+    let limits = ServerLimits::merge(&args.limits, &Default::default());
+    let budget = MemoryBudget::new(limits.memory_max_bytes);
     let proxy = Proxy::builder()
         .worker(DEV_WORKER_ID, "in-process", store.clone() as BoxGater)
+        .memory_budget(budget.clone())
         .build()
         .await?;
     let mut server_config = ServerConfig::new(listen, ServerTls::from_dir(&certs_dir)?);
     server_config.access = Some(access::gatekeeper(args.access.as_deref(), Side::Proxy)?);
     server_config.side = Side::Proxy;
-    ServerLimits::merge(&args.limits, &Default::default()).apply(&mut server_config);
+    limits.apply(&mut server_config);
+    server_config.budget = Some(budget);
     let server = Server::bind(server_config, proxy)?;
     let addr = server.local_addr();
     println!("gater dev listening on {addr} (QUIC, mutual TLS)");
@@ -181,14 +185,18 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
         builder = builder.worker(address.clone(), address.clone(), client);
     }
     let gatekeeper = access::gatekeeper(config.access.as_deref(), Side::Proxy)?;
+    // One budget for the server and the proxy's relay queues.
+    let budget = MemoryBudget::new(config.limits.memory_max_bytes);
     let proxy = builder
         .connector(Arc::new(QuicConnector { tls, server_name }))
+        .memory_budget(budget.clone())
         .build()
         .await?;
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let mut server_config = ServerConfig::new(listen, server_tls);
     server_config.access = Some(gatekeeper);
     config.limits.apply(&mut server_config);
+    server_config.budget = Some(budget);
     server_config.side = Side::Proxy;
     let server = Server::bind(server_config, proxy)?;
     println!("gater proxy listening on {}", server.local_addr());
