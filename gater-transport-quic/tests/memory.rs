@@ -202,3 +202,24 @@ async fn connections_whose_windows_do_not_fit_the_budget_are_refused() {
     let _ = server.stop.send(());
     server.task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_budget_that_cannot_hold_two_frames_with_their_answers_is_refused_at_start() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    certs::write_dev_certs(certs_dir.path(), &[]).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions::new(data.path())).await.unwrap();
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerTls::from_dir(certs_dir.path()).unwrap(),
+    );
+    config.frame_bytes_max = FRAME_BYTES_MAX;
+    config.memory_max_bytes = gater_transport_quic::memory_min_bytes(FRAME_BYTES_MAX) - 1;
+    let refused = Server::bind(config.clone(), store.clone()).unwrap_err();
+    assert!(
+        refused.to_string().contains("memory_max_bytes"),
+        "{refused}"
+    );
+    config.memory_max_bytes += 1;
+    assert!(Server::bind(config, store).is_ok());
+}
