@@ -1274,6 +1274,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_configured_subscription_window_max_is_honoured() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::new(dir.path());
+        options.limits.subscription_window_max = 8;
+        let store = Store::open(options).await.unwrap();
+        let id = StoreId::new("windows").unwrap();
+        let config = StoreConfig {
+            fsync: false,
+            group_commit: true,
+        };
+        store.create_store(&id, config).await.unwrap();
+        let key = SubscriptionKey::stream(&StreamId::new("s").unwrap());
+        let window = |window| SubscribeOptions {
+            window,
+            start_from: None,
+        };
+        let refused = store.subscribe(&id, key.clone(), window(9)).await;
+        assert!(
+            matches!(&refused, Err(Error::InvalidArgument(message)) if message.contains("1 to 8")),
+            "{:?}",
+            refused.map(|s| s.consumer())
+        );
+        assert!(store.subscribe(&id, key, window(8)).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn a_worker_refuses_stores_past_stores_max() {
         let dir = tempfile::tempdir().unwrap();
         let mut options = StoreOptions::new(dir.path());

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gater_core::memory::ByteBudget;
 use gater_core::routing::{Balance, RetryPolicy, Router, RouterConfig};
 use gater_core::{BoxGater, Error, Rng, StoreId, WorkerInfo};
 use tokio::task::JoinHandle;
@@ -71,6 +72,7 @@ pub struct ProxyBuilder {
     config: ProxyConfig,
     workers: Vec<NewWorker>,
     connector: Option<Arc<dyn Connector>>,
+    budget: Option<Arc<dyn ByteBudget>>,
 }
 
 impl std::fmt::Debug for ProxyBuilder {
@@ -79,6 +81,7 @@ impl std::fmt::Debug for ProxyBuilder {
             .field("config", &self.config)
             .field("workers", &self.workers.len())
             .field("connector", &self.connector.is_some())
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -136,6 +139,15 @@ impl ProxyBuilder {
         self
     }
 
+    /// Counts the items queued for relayed consumers in `budget` (the
+    /// memory budget of the server in front of the proxy): a relay waits for
+    /// room before it queues an item, so the worker's flow control holds the
+    /// rest. Without it only the queues' lengths bound them.
+    pub fn memory_budget(mut self, budget: Arc<dyn ByteBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
     /// Builds the proxy, asks every static worker what storage it has,
     /// probes every worker once, and starts the probe loop.
     ///
@@ -177,6 +189,7 @@ impl ProxyBuilder {
             consumers: Consumers::new(config.consumers_max),
             storage_reports: StorageReports::default(),
             connector: self.connector,
+            budget: self.budget,
             router: Mutex::new(router),
             any_router: Mutex::new(any),
             pool,
@@ -204,6 +217,7 @@ impl Proxy {
     pub fn builder() -> ProxyBuilder {
         ProxyBuilder {
             config: ProxyConfig::default(),
+            budget: None,
             workers: Vec::new(),
             connector: None,
         }
@@ -277,6 +291,8 @@ pub(crate) struct Inner {
     /// What each worker said about its storage (see `storage`).
     storage_reports: StorageReports,
     connector: Option<Arc<dyn Connector>>,
+    /// Where relay queues count their bytes, if anywhere.
+    budget: Option<Arc<dyn ByteBudget>>,
     probe_task: Mutex<Option<JoinHandle<()>>>,
     /// Refused heartbeats, logged once per identity per minute.
     refusals: joins::RefusalLog,

@@ -116,6 +116,11 @@ pub(crate) struct DevArgs {
     pub(crate) heal: HealArgs,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
+    /// Most stores the embedded worker holds [default: 100000].
+    #[arg(long, env = "GATER_STORES_MAX")]
+    pub(crate) stores_max: Option<u32>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 }
 
 /// How stores heal after a disk fault (`gater dev` and `gater worker`).
@@ -157,6 +162,22 @@ pub(crate) struct TopArgs {
     /// Milliseconds between refreshes.
     #[arg(long, default_value_t = 2000)]
     pub(crate) interval_ms: u64,
+}
+
+/// Bounds a server holds its peers to; each flag wins over the config file,
+/// whose keys have the same names (`memory_max_bytes = ...`).
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LimitArgs {
+    /// Byte budget of everything peers make the server hold: QUIC windows,
+    /// requests, answers, deliveries [default: 1073741824 (1 GiB)].
+    #[arg(long, env = "GATER_MEMORY_MAX_BYTES")]
+    pub(crate) memory_max_bytes: Option<u64>,
+    /// Connections served at once [default: 4096].
+    #[arg(long, env = "GATER_CONNECTIONS_MAX")]
+    pub(crate) connections_max: Option<u32>,
+    /// Requests (streams) in flight on one connection [default: 1024].
+    #[arg(long, env = "GATER_CONNECTION_IN_FLIGHT_MAX")]
+    pub(crate) connection_in_flight_max: Option<u32>,
 }
 
 /// `gater certs ...`.
@@ -240,6 +261,11 @@ pub(crate) struct WorkerArgs {
     pub(crate) heal: HealArgs,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
+    /// Most stores this worker holds [default: 100000].
+    #[arg(long, env = "GATER_STORES_MAX")]
+    pub(crate) stores_max: Option<u32>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 }
 
 /// `gater proxy`.
@@ -266,6 +292,8 @@ pub(crate) struct ProxyArgs {
     pub(crate) access: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 }
 
 /// `gater store ...`.
