@@ -230,6 +230,76 @@ async fn concurrent_any_appends_through_two_workers_get_gapless_positions() {
     b.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_remembers_stale_versions_answers_from_the_database() {
+    let case = "a_worker_that_remembers_stale_versions_answers_from_the_database";
+    let Some(server) = server(case) else {
+        return;
+    };
+    let a = worker("worker-a", &server.url()).await;
+    let b = worker("worker-b", &server.url()).await;
+    let store = store_id("remembered");
+    a.create_store(&store, CONFIG).await.expect("create store");
+    let (s, t) = (stream_id("s"), stream_id("t"));
+    let append = |worker: &Store, stream: &StreamId, expected, events| {
+        let (worker, store, stream) = (worker.clone(), store.clone(), stream.clone());
+        async move {
+            worker
+                .append_events(&store, &stream, expected, events)
+                .await
+                .expect("append")
+        }
+    };
+    let first = append(&a, &s, ExpectedVersion::NoStream, events(2)).await;
+    assert_eq!((first.version, first.position.0), (1, 1));
+    // Worker a now knows every stream: this one is staged from memory.
+    let second = append(&a, &s, ExpectedVersion::Exact(1), events(2)).await;
+    assert_eq!((second.version, second.position.0), (3, 3));
+    let other = append(&b, &s, ExpectedVersion::Exact(3), events(2)).await;
+    assert_eq!((other.version, other.position.0), (5, 5));
+    // What a remembers is stale: the database decides.
+    let resent = events(2);
+    let third = append(&a, &s, ExpectedVersion::Any, resent.clone()).await;
+    assert_eq!((third.version, third.position.0), (7, 7));
+    // A re-send gets its original answer, though memory would stage it anew.
+    let again = append(&a, &s, ExpectedVersion::Any, resent).await;
+    assert_eq!(again, third, "idempotent re-send");
+    // A stream another worker created is not new to a.
+    let created = append(&b, &t, ExpectedVersion::NoStream, events(1)).await;
+    assert_eq!((created.version, created.position.0), (0, 8));
+    let onto = append(&a, &t, ExpectedVersion::Any, events(1)).await;
+    assert_eq!((onto.version, onto.position.0), (1, 9));
+    let refused = a
+        .append_events(&store, &t, ExpectedVersion::NoStream, events(1))
+        .await
+        .expect_err("t exists");
+    assert!(
+        matches!(
+            refused,
+            Error::WrongExpectedVersion {
+                current: Some(1),
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let log = b
+        .read_all(&store, Position::START, 100, Direction::Forward)
+        .await
+        .expect("read the log");
+    let rows: Vec<(String, u64, u64)> = log
+        .iter()
+        .map(|e| (e.stream.to_string(), e.version, e.position.0))
+        .collect();
+    let mut expected: Vec<(String, u64, u64)> = (0..8).map(|n| ("s".to_owned(), n, n)).collect();
+    expected.extend([("t".to_owned(), 0, 8), ("t".to_owned(), 1, 9)]);
+    assert_eq!(rows, expected, "gapless log, versions in order");
+    let status = a.get_store_status(&store).await.expect("status");
+    assert_eq!((status.event_count, status.stream_count), (10, 2));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 async fn next_event(sub: &mut Subscription) -> Option<u64> {
     loop {
         let item = tokio::time::timeout(PATIENCE, sub.next())

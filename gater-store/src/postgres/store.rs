@@ -13,6 +13,7 @@ use gater_core::{
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::append::Known;
 use super::Shared;
 use crate::backend::{BackendStore, BatchOutcome, Counters, PendingAppend};
 use crate::lease::{Claim, Claimant, Fence, Lease};
@@ -64,7 +65,13 @@ impl Sql {
         Sql {
             lock_head: format!("SELECT next_position, stream_count FROM {s}.head FOR UPDATE"),
             read_head: format!("SELECT next_position, stream_count FROM {s}.head"),
-            update_head: format!("UPDATE {s}.head SET next_position = $1, stream_count = $2"),
+            // The writes of a batch hold only if the head is still the one
+            // the batch was staged over: `$3`/`$4` (`$11`/`$12` for the
+            // insert) are its next position and stream count.
+            update_head: format!(
+                "UPDATE {s}.head SET next_position = $1, stream_count = $2
+                 WHERE next_position = $3 AND stream_count = $4"
+            ),
             find_ids: format!(
                 "SELECT event_id, stream, version, position FROM {s}.events
                  WHERE event_id = ANY($1::uuid[])"
@@ -78,11 +85,15 @@ impl Sql {
                         ARRAY(SELECT jsonb_array_elements_text(g::jsonb))
                  FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[],
                              $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[], $10::text[])
-                      AS u(p, s, v, i, t, d, m, c, g)"
+                      AS u(p, s, v, i, t, d, m, c, g)
+                 WHERE EXISTS (SELECT 1 FROM {s}.head
+                               WHERE next_position = $11 AND stream_count = $12)"
             ),
             upsert_streams: format!(
                 "INSERT INTO {s}.streams (stream, version)
                  SELECT * FROM unnest($1::text[], $2::bigint[])
+                 WHERE EXISTS (SELECT 1 FROM {s}.head
+                               WHERE next_position = $3 AND stream_count = $4)
                  ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version"
             ),
             read_stream_forward: format!(
@@ -288,6 +299,8 @@ pub(crate) struct PostgresStore {
     pub(super) sql: Sql,
     /// The counters as last seen: after this worker's commits and each head poll.
     counters: Mutex<Counters>,
+    /// Stream versions the writer knows, for appends in one round trip.
+    pub(super) known: Mutex<Known>,
     closed: AtomicBool,
     /// The catalog row's `created_us`: tells this creation of the id from a later one.
     incarnation: u64,
@@ -312,6 +325,7 @@ impl PostgresStore {
             config,
             sql,
             counters: Mutex::new(counters),
+            known: Mutex::new(Known::default()),
             closed: AtomicBool::new(false),
             incarnation,
             gone: AtomicBool::new(false),
