@@ -18,13 +18,19 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use gater_core::pending::{Pending, RegisterError};
-use gater_core::wire::{self, RequestEnvelope, Response, ResponseEnvelope};
+use gater_core::wire::{
+    self, EncodedRequest, RequestHeader, Response, ResponseEnvelope, FRAME_HEADER_LEN,
+};
 use gater_core::{Error, Side};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::frame::{lost, write_queued, FrameReader, ReadFailure};
 
 type Waiter = oneshot::Sender<Reply>;
+
+/// The most bytes a request header (version, id, deadline) encodes to:
+/// varints of a u16, a u64 and an optional u32.
+const REQUEST_HEADER_LEN_MAX: usize = 3 + 10 + 1 + 5;
 
 /// QUIC application error code of a connection the client gave up.
 const CONNECTION_GIVEN_UP: u32 = 2;
@@ -45,10 +51,10 @@ pub(crate) enum Outcome {
     Answered(Result<Response, Error>),
     /// The stream was closed before the request was queued: the server
     /// never saw it.
-    Unsent(RequestEnvelope),
+    Unsent(EncodedRequest),
     /// The stream was lost with the request in flight: the server may or may
     /// not have carried it out.
-    Lost(Error, RequestEnvelope),
+    Lost(Error, EncodedRequest),
 }
 
 /// One request stream and its tasks. Dropping it finishes the stream once
@@ -98,13 +104,14 @@ impl Mux {
             .close(CONNECTION_GIVEN_UP.into(), b"request stream lost");
     }
 
-    /// Sends `envelope` (its id set here) and waits for its answer; the
-    /// envelope comes back with an [`Outcome`] that did not answer it.
-    pub(crate) async fn call(&self, mut envelope: RequestEnvelope) -> Outcome {
+    /// Sends `request` (under a request id chosen here, telling the server
+    /// it waits `deadline_ms`) and waits for its answer; the request comes
+    /// back with an [`Outcome`] that did not answer it.
+    pub(crate) async fn call(&self, deadline_ms: Option<u32>, request: EncodedRequest) -> Outcome {
         let (waiter, answer) = oneshot::channel();
         let id = match lock(&self.pending).register(waiter) {
             Ok(id) => id,
-            Err(RegisterError::Closed(_)) => return Outcome::Unsent(envelope),
+            Err(RegisterError::Closed(_)) => return Outcome::Unsent(request),
             Err(RegisterError::Full(n)) => {
                 return Outcome::Answered(Err(Error::Overloaded {
                     side: Side::Client,
@@ -117,21 +124,28 @@ impl Mux {
             pending: &self.pending,
             id,
         };
-        envelope.id = id;
-        let frame = match wire::encode(&envelope, self.frame_bytes_max) {
-            Ok(frame) => frame,
-            Err(e) => return Outcome::Answered(Err(e.into())),
+        let header = RequestHeader {
+            version: wire::PROTOCOL_VERSION,
+            id,
+            deadline_ms,
         };
+        let mut frame =
+            Vec::with_capacity(FRAME_HEADER_LEN + REQUEST_HEADER_LEN_MAX + request.bytes().len());
+        if let Err(e) =
+            wire::encode_request_into(&header, &request, &mut frame, self.frame_bytes_max)
+        {
+            return Outcome::Answered(Err(e.into()));
+        }
         if self.frames.send(frame).await.is_err() {
-            return Outcome::Unsent(envelope);
+            return Outcome::Unsent(request);
         }
         let answer = answer.await;
         drop(guard);
         match answer {
             Ok(Reply::Answer(result)) => Outcome::Answered(result),
-            Ok(Reply::Lost(error)) => Outcome::Lost(error, envelope),
+            Ok(Reply::Lost(error)) => Outcome::Lost(error, request),
             // The reader dropped the waiter without an answer: the stream is gone.
-            Err(_) => Outcome::Lost(lost("request stream closed"), envelope),
+            Err(_) => Outcome::Lost(lost("request stream closed"), request),
         }
     }
 }
