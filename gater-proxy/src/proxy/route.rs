@@ -110,7 +110,8 @@ impl Inner {
         let worker = guard.worker();
         let started = Instant::now();
         let within = deadline.saturating_duration_since(started);
-        let call = worker.client.call_encoded(request, Some(within));
+        // Through the `dyn Gater`, not the `Arc`: one boxed future fewer.
+        let call = (*worker.client).call_encoded(request, Some(within));
         let result = tokio::time::timeout_at(deadline, call).await;
         let now = self.now();
         let result = match result {
@@ -174,11 +175,7 @@ impl Inner {
     /// Whether a worker the request has not tried could take it: without
     /// one no retry can follow, whatever the policy says.
     fn another_worker_left(&self, store: Option<&StoreId>, tried: &[String]) -> bool {
-        let candidates = match store {
-            Some(store) => self.pool.serving(store),
-            None => self.pool.all(),
-        };
-        candidates.iter().any(|w| !tried.contains(&w.id))
+        self.pool.any_untried(store, tried)
     }
 
     /// The pool frozen now, for one routing decision.
