@@ -10,7 +10,10 @@
 //! (pipelining) or send one request and finish the stream. An envelope's
 //! encoding is its [`RequestHeader`] (version, id, deadline) followed by the
 //! request's own encoding (the body), so [`split_request`] reads the header
-//! and leaves the body bytes untouched.
+//! and leaves the body bytes untouched. A request's encoding starts with its
+//! kind and (for store-scoped kinds) its store: [`RequestHead::read`] takes
+//! both, and an [`EncodedRequest`] carries the bytes with their head, so a
+//! proxy routes and guards a request without decoding the rest.
 //!
 //! A subscription stream starts with a `Subscribe` request (its first frame),
 //! then carries [`SubscriptionDown`] frames to the consumer and
