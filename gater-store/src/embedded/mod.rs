@@ -916,7 +916,7 @@ mod tests {
         };
         let body = postcard::to_stdvec(&recorded).unwrap();
         let mut value = body.clone();
-        value.extend_from_slice(&checksum::of(&[&body]));
+        value.extend_from_slice(&checksum::of(&body));
         let key = keys::position_key(41);
         assert_eq!(decode_record(&key, &value).unwrap(), recorded);
         let last = value.len() - checksum::CHECKSUM_LEN - 1;
