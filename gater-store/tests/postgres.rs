@@ -62,6 +62,9 @@ async fn postgres_store_passes_the_conformance_suite() {
     store.shutdown().await;
 }
 
+/// A head poll interval longer than any test.
+const NO_POLL_MS: u64 = 3_600_000;
+
 /// Longest wait for something that must happen.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -296,6 +299,70 @@ async fn a_worker_that_remembers_stale_versions_answers_from_the_database() {
     assert_eq!(rows, expected, "gapless log, versions in order");
     let status = a.get_store_status(&store).await.expect("status");
     assert_eq!((status.event_count, status.stream_count), (10, 2));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_created_again_with_the_same_head_is_never_written_from_the_old_ones_versions() {
+    let case =
+        "a_store_created_again_with_the_same_head_is_never_written_from_the_old_ones_versions";
+    let Some(server) = server(case) else {
+        return;
+    };
+    // Worker a does not poll in this test's lifetime: it learns of the
+    // removal only from its own appends.
+    let mut options = StoreOptions::new(std::env::temp_dir());
+    options.worker_id = "worker-a".to_owned();
+    let mut postgres = PostgresOptions::new(server.url());
+    postgres.head_poll_interval_ms = NO_POLL_MS;
+    let a = Store::open_postgres(options, postgres)
+        .await
+        .expect("open a PostgreSQL worker");
+    let b = worker("worker-b", &server.url()).await;
+    let store = store_id("again");
+    let (s, x) = (stream_id("s"), stream_id("x"));
+    a.create_store(&store, CONFIG).await.expect("create store");
+    a.append_events(&store, &s, ExpectedVersion::Any, events(2))
+        .await
+        .expect("append to the first store");
+    b.remove_store(&store).await.expect("remove the store");
+    b.create_store(&store, CONFIG)
+        .await
+        .expect("create it again");
+    // The same next position and stream count as a last saw.
+    b.append_events(&store, &x, ExpectedVersion::Any, events(2))
+        .await
+        .expect("append to the second store");
+    match a
+        .append_events(&store, &s, ExpectedVersion::Any, events(1))
+        .await
+    {
+        Ok(result) => assert_eq!(
+            (result.version, result.position.0),
+            (0, 2),
+            "s is new in the second store"
+        ),
+        // Or a refuses, retryably, until it opens the store again.
+        Err(error) => assert_eq!(error.kind(), "unavailable", "{error:?}"),
+    }
+    let versions: Vec<(String, u64)> = b
+        .read_all(&store, Position::START, 100, Direction::Forward)
+        .await
+        .expect("read the log")
+        .iter()
+        .map(|e| (e.stream.to_string(), e.version))
+        .collect();
+    assert!(
+        versions == [("x".to_owned(), 0), ("x".to_owned(), 1)]
+            || versions
+                == [
+                    ("x".to_owned(), 0),
+                    ("x".to_owned(), 1),
+                    ("s".to_owned(), 0)
+                ],
+        "{versions:?}"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -17,8 +17,9 @@
 //! that are new) is staged over that memory, as if none of its event ids
 //! were stored, and sent whole in one pipeline: lock the head, insert,
 //! upsert, update the head, commit. Every write holds only while the head
-//! row is still the one the batch was staged over, so if another worker
-//! committed meanwhile nothing is written; an id that was stored after all
+//! row is still the one the batch was staged over and the catalog row still
+//! names the same incarnation of the store, so if another worker committed
+//! (or removed and created the store again) meanwhile nothing is written; an id that was stored after all
 //! breaks the unique index and rolls the transaction back. Either way the
 //! batch then runs the two-round-trip way and its answers come from there.
 //! Only the answers of a batch that committed with the head it expected are
@@ -169,6 +170,16 @@ struct Found<'a> {
     conditions: Vec<(&'a AppendCondition, Option<Position>)>,
 }
 
+/// What a batch's writes are stamped with and hold only under.
+struct Guard<'s> {
+    created_us: u64,
+    /// The counters the batch was staged over.
+    before: Counters,
+    store: &'s str,
+    /// The catalog row's `created_us` of the store the batch was staged for.
+    incarnation: u64,
+}
+
 /// The rows of the accepted appends, in insert statements of bounded size.
 struct Chunks<'a> {
     chunks: Vec<Rows<'a>>,
@@ -289,8 +300,12 @@ impl PostgresStore {
                 client,
                 [&insert, &upsert, &update],
                 &staged,
-                created_us,
-                before
+                Guard {
+                    created_us,
+                    before,
+                    store: self.store.as_str(),
+                    incarnation: self.incarnation,
+                },
             ),
         );
         match written {
@@ -397,15 +412,23 @@ impl PostgresStore {
                     client,
                     [&insert, &upsert, &update],
                     &staged,
-                    created_us,
-                    counters,
+                    Guard {
+                        created_us,
+                        before: counters,
+                        store: self.store.as_str(),
+                        incarnation: self.incarnation,
+                    },
                 )
                 .await
                 .map_err(fail)?;
             if !held {
-                return Err(Failed::fatal(Error::Storage(
-                    "postgres: the store's head row changed while this transaction held its lock"
-                        .into(),
+                // The head is locked, so only the catalog row can have
+                // changed: another worker removed this store (and maybe
+                // created it again), which this worker's next head poll
+                // finds.
+                return Err(Failed::fatal(Error::unavailable(
+                    Side::Storage,
+                    "postgres: another worker removed this store; try again",
                 )));
             }
         } else {
@@ -573,25 +596,26 @@ impl<'a> Writes<'a> for Chunks<'a> {
 
 impl Chunks<'_> {
     /// Writes the staged rows, stream versions and head and commits,
-    /// pipelined; every write holds only while the head row still holds
-    /// `before`. `false` when it did not: the transaction wrote nothing.
+    /// pipelined; every write holds only while `guard` does. `false` when
+    /// it did not: the transaction wrote nothing.
     async fn write(
         &self,
         client: &Client,
         [insert, upsert, update]: [&Statement; 3],
         staged: &Staged<'_>,
-        created_us: u64,
-        before: Counters,
+        guard: Guard<'_>,
     ) -> Result<bool, tokio_postgres::Error> {
-        let created_us = to_i64(created_us);
-        let before_next = to_i64(before.head.map_or(0, |h| h.0 + 1));
-        let before_streams = to_i64(before.stream_count);
+        let created_us = to_i64(guard.created_us);
+        let before_next = to_i64(guard.before.head.map_or(0, |h| h.0 + 1));
+        let before_streams = to_i64(guard.before.stream_count);
+        let incarnation = to_i64(guard.incarnation);
+        let store = guard.store;
         let inserts = futures::future::try_join_all(
             self.chunks
                 .iter()
                 .filter(|rows| !rows.positions.is_empty())
                 .map(|rows| {
-                    let params: [&(dyn ToSql + Sync); 12] = [
+                    let params: [&(dyn ToSql + Sync); 14] = [
                         &rows.positions,
                         &rows.streams,
                         &rows.versions,
@@ -604,6 +628,8 @@ impl Chunks<'_> {
                         &rows.tags,
                         &before_next,
                         &before_streams,
+                        &store,
+                        &incarnation,
                     ];
                     async move { client.execute(insert, &params).await }
                 }),
@@ -615,10 +641,22 @@ impl Chunks<'_> {
         let versions: Vec<i64> = heads.iter().map(|(_, v)| to_i64(*v)).collect();
         let next = to_i64(staged.counters.head.map_or(0, |h| h.0 + 1));
         let stream_count = to_i64(staged.counters.stream_count);
-        let upsert_params: [&(dyn ToSql + Sync); 4] =
-            [&streams, &versions, &before_next, &before_streams];
-        let update_params: [&(dyn ToSql + Sync); 4] =
-            [&next, &stream_count, &before_next, &before_streams];
+        let upsert_params: [&(dyn ToSql + Sync); 6] = [
+            &streams,
+            &versions,
+            &before_next,
+            &before_streams,
+            &store,
+            &incarnation,
+        ];
+        let update_params: [&(dyn ToSql + Sync); 6] = [
+            &next,
+            &stream_count,
+            &before_next,
+            &before_streams,
+            &store,
+            &incarnation,
+        ];
         // COMMIT rides in the same round trip. Should a write fail, its error
         // arrives first and is what this returns, and the server turns the
         // COMMIT of the aborted transaction into a rollback. The head is

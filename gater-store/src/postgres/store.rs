@@ -23,6 +23,20 @@ use crate::subscription::SubscriptionRecord;
 pub(super) const EVENT_COLUMNS: &str =
     "position, stream, version, event_id, event_type, data, metadata, content_type, created_us, tags";
 
+/// The condition every write of an append batch carries: the head row
+/// still holds the next position `$first` and the stream count
+/// `$first + 1` the batch was staged over, and the catalog row of store id
+/// `$first + 2` still has the incarnation `$first + 3`.
+fn batch_guard(s: &str, first: u32) -> String {
+    let (next, streams, id, incarnation) = (first, first + 1, first + 2, first + 3);
+    format!(
+        "EXISTS (SELECT 1 FROM {s}.head
+                 WHERE next_position = ${next} AND stream_count = ${streams})
+         AND EXISTS (SELECT 1 FROM gater.stores
+                     WHERE id = ${id} AND created_us = ${incarnation})"
+    )
+}
+
 /// The statements of one store, with its schema filled in once.
 #[derive(Debug)]
 pub(super) struct Sql {
@@ -66,11 +80,12 @@ impl Sql {
             lock_head: format!("SELECT next_position, stream_count FROM {s}.head FOR UPDATE"),
             read_head: format!("SELECT next_position, stream_count FROM {s}.head"),
             // The writes of a batch hold only if the head is still the one
-            // the batch was staged over: `$3`/`$4` (`$11`/`$12` for the
-            // insert) are its next position and stream count.
+            // the batch was staged over, in the incarnation of the store it
+            // was staged for (`batch_guard`).
             update_head: format!(
                 "UPDATE {s}.head SET next_position = $1, stream_count = $2
-                 WHERE next_position = $3 AND stream_count = $4"
+                 WHERE {}",
+                batch_guard(&s, 3)
             ),
             find_ids: format!(
                 "SELECT event_id, stream, version, position FROM {s}.events
@@ -86,15 +101,15 @@ impl Sql {
                  FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[],
                              $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[], $10::text[])
                       AS u(p, s, v, i, t, d, m, c, g)
-                 WHERE EXISTS (SELECT 1 FROM {s}.head
-                               WHERE next_position = $11 AND stream_count = $12)"
+                 WHERE {}",
+                batch_guard(&s, 11)
             ),
             upsert_streams: format!(
                 "INSERT INTO {s}.streams (stream, version)
                  SELECT * FROM unnest($1::text[], $2::bigint[])
-                 WHERE EXISTS (SELECT 1 FROM {s}.head
-                               WHERE next_position = $3 AND stream_count = $4)
-                 ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version"
+                 WHERE {}
+                 ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version",
+                batch_guard(&s, 3)
             ),
             read_stream_forward: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events
@@ -303,7 +318,7 @@ pub(crate) struct PostgresStore {
     pub(super) known: Mutex<Known>,
     closed: AtomicBool,
     /// The catalog row's `created_us`: tells this creation of the id from a later one.
-    incarnation: u64,
+    pub(super) incarnation: u64,
     /// Another worker removed this incarnation (found by a head poll).
     gone: AtomicBool,
 }
