@@ -9,8 +9,6 @@
 //!   [`EVENTS_PER_TAG`] events each; one reader reads all events of a
 //!   random tag per call.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use gater_core::{
     Append, AppendCondition, BoxGater, Direction, Error, ExpectedVersion, Position, Query, Rng,
@@ -179,6 +177,7 @@ mod tests {
     use super::*;
     use crate::bench::driver::Timing;
     use gater_core::StoreConfig;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn params(tag_count: u32) -> Params {
