@@ -21,7 +21,7 @@ use crate::event::{
 use crate::id::{StoreId, StreamId};
 use crate::query::Query;
 use crate::snapshot::{Snapshot, SnapshotKey};
-use crate::store::{StoreConfig, StoreInfo, StoreStatus, WorkerInfo};
+use crate::store::{StoreConfig, StoreInfo, StoreStatus, VerifyReport, WorkerInfo};
 use crate::subscription::{
     ConsumerId, NackAction, SubscribeOptions, Subscription, SubscriptionInfo, SubscriptionKey,
     SubscriptionSpec,
@@ -519,6 +519,25 @@ pub trait Gater: Send + Sync + 'static {
         respond!(self, request, StoreConfig)
     }
 
+    /// Reopens a store from its storage now (recovery from disk), instead
+    /// of waiting for it to heal by itself; the store then runs, or stays
+    /// `ReadOnly` / `Failed` and the error says why. Unknown → [`Error::NotFound`].
+    async fn reopen_store(&self, store: &StoreId) -> Result<(), Error> {
+        let request = Request::ReopenStore {
+            store: store.clone(),
+        };
+        respond!(self, request)
+    }
+
+    /// Reads back every record of a store's log and checks it (checksum and
+    /// decoding); the report lists the positions that failed.
+    async fn verify_store(&self, store: &StoreId) -> Result<VerifyReport, Error> {
+        let request = Request::VerifyStore {
+            store: store.clone(),
+        };
+        respond!(self, request, Verified)
+    }
+
     /// The gateway workers behind this endpoint (the seed's `gateway_worker_pids`).
     /// A worker lists itself; a proxy lists its pool.
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
@@ -716,6 +735,12 @@ impl<G: Gater + ?Sized> Gater for Arc<G> {
     }
     async fn get_store_config(&self, store: &StoreId) -> Result<StoreConfig, Error> {
         (**self).get_store_config(store).await
+    }
+    async fn reopen_store(&self, store: &StoreId) -> Result<(), Error> {
+        (**self).reopen_store(store).await
+    }
+    async fn verify_store(&self, store: &StoreId) -> Result<VerifyReport, Error> {
+        (**self).verify_store(store).await
     }
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
         (**self).workers().await

@@ -177,6 +177,11 @@ async fn dispatch_snapshots_and_admin<G: Gater + ?Sized>(
         R::ListStores => Response::Stores(gater.list_stores().await?),
         R::GetStoreStatus { store } => Response::StoreStatus(gater.get_store_status(&store).await?),
         R::GetStoreConfig { store } => Response::StoreConfig(gater.get_store_config(&store).await?),
+        R::ReopenStore { store } => {
+            gater.reopen_store(&store).await?;
+            Response::Done
+        }
+        R::VerifyStore { store } => Response::Verified(gater.verify_store(&store).await?),
         R::Workers => Response::Workers(gater.workers().await?),
         R::Heartbeat { worker } => {
             gater.heartbeat(worker).await?;
@@ -262,6 +267,7 @@ fn response_name(response: &Response) -> &'static str {
         Response::StoreConfig(_) => "StoreConfig",
         Response::Workers(_) => "Workers",
         Response::Whoami(_) => "Whoami",
+        Response::Verified(_) => "Verified",
     }
 }
 
@@ -411,6 +417,7 @@ mod tests {
             latency_us: 0,
             stores: Vec::new(),
             shared_storage: false,
+            faults: Vec::new(),
         };
         let requests = [
             (Request::Workers, Response::Workers(vec![worker.clone()])),

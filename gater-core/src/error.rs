@@ -200,6 +200,26 @@ pub enum Error {
     /// only when it is not an append (appends are atomic).
     #[error("storage error: {0}")]
     Storage(String),
+    /// The disk (or database) holding the store is full: the store is
+    /// read-only until space returns, and heals by itself. Nothing of the
+    /// failed append was acknowledged; retrying later is safe.
+    #[error("{message}")]
+    StorageFull {
+        /// The store id.
+        store: String,
+        /// What is full, in words.
+        message: String,
+    },
+    /// The storage failed (an I/O error, a failed flush, corruption): the
+    /// store refuses appends until it is reopened from disk. Nothing of a
+    /// failed append was acknowledged.
+    #[error("storage failed for store {store}: {message}")]
+    StorageFailed {
+        /// The store id.
+        store: String,
+        /// What failed, in words.
+        message: String,
+    },
     /// The peer speaks another version of the wire protocol; nothing was done.
     #[error("unsupported protocol version {version} (this side speaks {supported})")]
     UnsupportedVersion {
@@ -235,6 +255,7 @@ impl Error {
                 | Error::DeadlineExceeded { .. }
                 | Error::Overloaded { .. }
                 | Error::StoreStopping { .. }
+                | Error::StorageFull { .. }
         )
     }
 
@@ -245,7 +266,9 @@ impl Error {
             Error::Unavailable { side, .. }
             | Error::DeadlineExceeded { side }
             | Error::Overloaded { side, .. } => Some(*side),
-            Error::Storage(_) => Some(Side::Storage),
+            Error::Storage(_) | Error::StorageFull { .. } | Error::StorageFailed { .. } => {
+                Some(Side::Storage)
+            }
             Error::PermissionDenied { side, .. } => Some(*side),
             _ => None,
         }
@@ -269,6 +292,8 @@ impl Error {
             Error::Protocol(_) => "protocol",
             Error::Unsupported(_) => "unsupported",
             Error::Storage(_) => "storage",
+            Error::StorageFull { .. } => "storage_full",
+            Error::StorageFailed { .. } => "storage_failed",
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::PermissionDenied { .. } => "permission_denied",
         }

@@ -49,7 +49,10 @@ pub use limits::Limits;
 pub use query::{Query, QueryItem};
 pub use rng::Rng;
 pub use snapshot::{Snapshot, SnapshotKey};
-pub use store::{StoreConfig, StoreInfo, StoreState, StoreStatus, WorkerHealth, WorkerInfo};
+pub use store::{
+    StoreConfig, StoreFault, StoreInfo, StoreState, StoreStatus, VerifyReport, WorkerHealth,
+    WorkerInfo,
+};
 pub use subscription::{
     ConsumerId, ConsumerStrategy, Delivery, NackAction, SubscribeOptions, Subscription,
     SubscriptionEnd, SubscriptionInfo, SubscriptionItem, SubscriptionKey, SubscriptionSpec,

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::event::Position;
 use crate::id::StoreId;
 
@@ -34,6 +35,73 @@ pub enum StoreState {
     Running,
     /// Being removed or shut down; requests get `StoreStopping`.
     Stopping,
+    /// Its disk is full: reads are served, appends refused with
+    /// `StorageFull` until free space returns (it heals by itself).
+    ReadOnly,
+    /// An I/O error or corruption stopped it: appends are refused with
+    /// `StorageFailed`; it is reopened from disk with back-off.
+    Failed,
+}
+
+impl StoreState {
+    /// The state's snake_case name, as JSON, tables and metrics labels show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreState::Starting => "starting",
+            StoreState::Running => "running",
+            StoreState::Stopping => "stopping",
+            StoreState::ReadOnly => "read_only",
+            StoreState::Failed => "failed",
+        }
+    }
+
+    /// Whether the store takes appends in this state (`Starting` stores
+    /// queue them until they run).
+    pub fn takes_writes(self) -> bool {
+        matches!(self, StoreState::Starting | StoreState::Running)
+    }
+
+    /// The error an append gets from a store in this state, `None` when it
+    /// takes appends: the one mapping from a refusing state to an error,
+    /// used by the worker and by a proxy that knows the state already.
+    pub fn refusal(self, store: &StoreId, reason: &str) -> Option<Error> {
+        let (store, message) = (store.to_string(), reason.to_owned());
+        match self {
+            StoreState::Starting | StoreState::Running => None,
+            StoreState::Stopping => Some(Error::StoreStopping { store }),
+            StoreState::ReadOnly => Some(Error::StorageFull { store, message }),
+            StoreState::Failed => Some(Error::StorageFailed { store, message }),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A store that a worker serves but that refuses appends now, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StoreFault {
+    /// The store.
+    pub store: StoreId,
+    /// `ReadOnly` or `Failed`.
+    pub state: StoreState,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+/// What `verify_store` found: every record of the store's log read back and
+/// checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// The store.
+    pub store: StoreId,
+    /// Records scanned.
+    pub records: u64,
+    /// Positions whose record failed its checksum or did not decode, ascending.
+    pub corrupt: Vec<u64>,
 }
 
 /// A store and where it is served, as listed by `list_stores`.
@@ -45,6 +113,8 @@ pub struct StoreInfo {
     pub config: StoreConfig,
     /// Its state.
     pub state: StoreState,
+    /// Why it is `ReadOnly` or `Failed`, in words; `None` otherwise.
+    pub reason: Option<String>,
     /// Ids of the workers that serve it (filled in by a proxy; a worker names itself).
     pub workers: Vec<String>,
 }
@@ -56,6 +126,8 @@ pub struct StoreStatus {
     pub store: StoreId,
     /// Its state.
     pub state: StoreState,
+    /// Why it is `ReadOnly` or `Failed`, in words; `None` otherwise.
+    pub reason: Option<String>,
     /// Streams holding at least one event.
     pub stream_count: u64,
     /// Events in the global log.
@@ -98,4 +170,7 @@ pub struct WorkerInfo {
     pub stores: Vec<StoreId>,
     /// Whether it serves every store of a shared database (PostgreSQL backend).
     pub shared_storage: bool,
+    /// Its stores that refuse appends now (`ReadOnly` or `Failed`): a proxy
+    /// routes no appends for them to it, reads still go there.
+    pub faults: Vec<StoreFault>,
 }

@@ -34,7 +34,7 @@ use crate::id::{StoreId, StreamId};
 use crate::query::Query;
 use crate::routing::RequestClass;
 use crate::snapshot::{Snapshot, SnapshotKey};
-use crate::store::{StoreConfig, StoreInfo, StoreStatus, WorkerInfo};
+use crate::store::{StoreConfig, StoreInfo, StoreStatus, VerifyReport, WorkerInfo};
 use crate::subscription::{
     ConsumerId, NackAction, SubscribeOptions, SubscriptionInfo, SubscriptionItem, SubscriptionKey,
     SubscriptionSpec,
@@ -159,6 +159,12 @@ pub enum Request {
     },
     /// The identity the server sees and its grants; answered by the server itself.
     Whoami,
+    ReopenStore {
+        store: StoreId,
+    },
+    VerifyStore {
+        store: StoreId,
+    },
     /// [`Gater::append`](crate::Gater::append): parts and a condition, one unit.
     Append {
         store: StoreId,
@@ -203,6 +209,8 @@ impl Request {
             Request::Workers => "workers",
             Request::Heartbeat { .. } => "heartbeat",
             Request::Whoami => "whoami",
+            Request::ReopenStore { .. } => "reopen_store",
+            Request::VerifyStore { .. } => "verify_store",
             Request::Append { .. } => "append",
             Request::ReadQuery { .. } => "read_query",
         }
@@ -232,6 +240,8 @@ impl Request {
             | Request::RemoveStore { store }
             | Request::GetStoreStatus { store }
             | Request::GetStoreConfig { store }
+            | Request::ReopenStore { store }
+            | Request::VerifyStore { store }
             | Request::Append { store, .. }
             | Request::ReadQuery { store, .. } => Some(store),
             Request::ListStores
@@ -254,6 +264,7 @@ impl Request {
             | Request::ListSnapshots { .. }
             | Request::GetStoreStatus { .. }
             | Request::GetStoreConfig { .. }
+            | Request::VerifyStore { .. }
             | Request::ReadQuery { .. } => RequestClass::Read,
             // Event ids make every append idempotent, conditional or not: a
             // retried append answers its first attempt's result.
@@ -267,7 +278,8 @@ impl Request {
             | Request::NackEvent { .. }
             | Request::ReplayParked { .. }
             | Request::DeleteSnapshot { .. }
-            | Request::RemoveStore { .. } => RequestClass::Write,
+            | Request::RemoveStore { .. }
+            | Request::ReopenStore { .. } => RequestClass::Write,
             Request::Subscribe { .. } => RequestClass::Subscribe,
             Request::ListStores
             | Request::Workers
@@ -298,6 +310,7 @@ pub enum Response {
     StoreConfig(StoreConfig),
     Workers(Vec<WorkerInfo>),
     Whoami(Whoami),
+    Verified(VerifyReport),
     /// The result of [`Gater::append`](crate::Gater::append).
     AppendedParts(AppendOutcome),
 }

@@ -36,6 +36,7 @@ impl Spec {
             health: self.health,
             in_flight: self.in_flight,
             latency: self.latency,
+            faults: &[],
         }
     }
 

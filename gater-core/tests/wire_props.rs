@@ -9,10 +9,11 @@ use gater_core::wire::{
 use gater_core::{
     Append, AppendCondition, AppendOutcome, AppendPart, AppendResult, ConsumerId, ConsumerStrategy,
     Delivery, Direction, Error, EventData, EventId, ExpectedVersion, IdError, NackAction, Position,
-    Query, QueryItem, RecordedEvent, Resource, Side, Snapshot, SnapshotKey, StoreConfig, StoreId,
-    StoreInfo, StoreState, StoreStatus, StreamId, StreamInfo, StreamPage, StreamVersion,
-    SubscribeOptions, SubscriptionEnd, SubscriptionInfo, SubscriptionItem, SubscriptionKey,
-    SubscriptionSpec, SubscriptionType, WorkerHealth, WorkerInfo, TRANSIENT,
+    Query, QueryItem, RecordedEvent, Resource, Side, Snapshot, SnapshotKey, StoreConfig,
+    StoreFault, StoreId, StoreInfo, StoreState, StoreStatus, StreamId, StreamInfo, StreamPage,
+    StreamVersion, SubscribeOptions, SubscriptionEnd, SubscriptionInfo, SubscriptionItem,
+    SubscriptionKey, SubscriptionSpec, SubscriptionType, VerifyReport, WorkerHealth, WorkerInfo,
+    TRANSIENT,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -227,7 +228,9 @@ fn store_state() -> impl Strategy<Value = StoreState> {
     prop_oneof![
         Just(StoreState::Starting),
         Just(StoreState::Running),
-        Just(StoreState::Stopping)
+        Just(StoreState::Stopping),
+        Just(StoreState::ReadOnly),
+        Just(StoreState::Failed)
     ]
 }
 
@@ -246,18 +249,30 @@ fn worker_info() -> impl Strategy<Value = WorkerInfo> {
         any::<u64>(),
         vec(store_id(), 0..4),
         any::<bool>(),
+        vec(store_fault(), 0..3),
     )
         .prop_map(
-            |(id, address, health, in_flight, latency_us, stores, shared_storage)| WorkerInfo {
-                id,
-                address,
-                health,
-                in_flight,
-                latency_us,
-                stores,
-                shared_storage,
+            |(id, address, health, in_flight, latency_us, stores, shared_storage, faults)| {
+                WorkerInfo {
+                    id,
+                    address,
+                    health,
+                    in_flight,
+                    latency_us,
+                    stores,
+                    shared_storage,
+                    faults,
+                }
             },
         )
+}
+
+fn store_fault() -> impl Strategy<Value = StoreFault> {
+    (store_id(), store_state(), text()).prop_map(|(store, state, reason)| StoreFault {
+        store,
+        state,
+        reason,
+    })
 }
 
 fn id_error() -> impl Strategy<Value = IdError> {
@@ -334,6 +349,12 @@ fn error() -> impl Strategy<Value = Error> {
         text().prop_map(Error::Protocol).boxed(),
         text().prop_map(Error::Unsupported).boxed(),
         text().prop_map(Error::Storage).boxed(),
+        (text(), text())
+            .prop_map(|(store, message)| Error::StorageFull { store, message })
+            .boxed(),
+        (text(), text())
+            .prop_map(|(store, message)| Error::StorageFailed { store, message })
+            .boxed(),
         (any::<u16>(), any::<u16>())
             .prop_map(|(version, supported)| Error::UnsupportedVersion { version, supported })
             .boxed(),
@@ -488,6 +509,12 @@ fn request() -> impl Strategy<Value = Request> {
         store_id()
             .prop_map(|store| Request::GetStoreConfig { store })
             .boxed(),
+        store_id()
+            .prop_map(|store| Request::ReopenStore { store })
+            .boxed(),
+        store_id()
+            .prop_map(|store| Request::VerifyStore { store })
+            .boxed(),
         Just(Request::Workers).boxed(),
         worker_info()
             .prop_map(|worker| Request::Heartbeat { worker })
@@ -531,17 +558,23 @@ fn response() -> impl Strategy<Value = Response> {
                 lag,
             },
         );
-    let store_info = (store_id(), store_config(), store_state(), vec(text(), 0..3)).prop_map(
-        |(store, config, state, workers)| StoreInfo {
+    let store_info = (
+        store_id(),
+        store_config(),
+        store_state(),
+        option::of(text()),
+        vec(text(), 0..3),
+    )
+        .prop_map(|(store, config, state, reason, workers)| StoreInfo {
             store,
             config,
             state,
+            reason,
             workers,
-        },
-    );
+        });
     let store_status = (
         store_id(),
-        store_state(),
+        (store_state(), option::of(text())),
         any::<u64>(),
         any::<u64>(),
         option::of(position()),
@@ -549,14 +582,17 @@ fn response() -> impl Strategy<Value = Response> {
         vec(text(), 0..3),
     )
         .prop_map(
-            |(store, state, stream_count, event_count, head, disk_bytes, workers)| StoreStatus {
-                store,
-                state,
-                stream_count,
-                event_count,
-                head,
-                disk_bytes,
-                workers,
+            |(store, (state, reason), stream_count, event_count, head, disk_bytes, workers)| {
+                StoreStatus {
+                    store,
+                    state,
+                    reason,
+                    stream_count,
+                    event_count,
+                    head,
+                    disk_bytes,
+                    workers,
+                }
             },
         );
     Union::new(vec![
@@ -599,6 +635,15 @@ fn response() -> impl Strategy<Value = Response> {
         store_status.prop_map(Response::StoreStatus).boxed(),
         store_config().prop_map(Response::StoreConfig).boxed(),
         vec(worker_info(), 0..3).prop_map(Response::Workers).boxed(),
+        (store_id(), any::<u64>(), vec(any::<u64>(), 0..4))
+            .prop_map(|(store, records, corrupt)| {
+                Response::Verified(VerifyReport {
+                    store,
+                    records,
+                    corrupt,
+                })
+            })
+            .boxed(),
         append_outcome().prop_map(Response::AppendedParts).boxed(),
     ])
 }

@@ -40,6 +40,7 @@ fn announce(id: &str) -> WorkerInfo {
         latency_us: 0,
         stores: Vec::new(),
         shared_storage: true,
+        faults: Vec::new(),
     }
 }
 

@@ -19,8 +19,10 @@ use async_trait::async_trait;
 use gater_core::{
     AppendCondition, AppendOutcome, Direction, Error, EventData, ExpectedVersion, Position, Query,
     RecordedEvent, Snapshot, SnapshotKey, StoreConfig, StoreId, StreamId, StreamPage,
-    SubscriptionKey, Version,
+    SubscriptionKey, VerifyReport, Version,
 };
+
+use crate::faults::HealOptions;
 
 use crate::lease::{Claim, Claimant, Fence};
 use crate::subscription::SubscriptionRecord;
@@ -278,5 +280,41 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
     /// The head as committed by any worker, refreshing the counters with it.
     async fn refresh_head(&self) -> Result<Option<Position>, Error> {
         Ok(self.counters().head)
+    }
+
+    /// Recovers the store from its storage after a failed commit, dropping
+    /// whatever the process holds in memory (counters, caches, a poisoned
+    /// journal), and answers the counters as the storage holds them. A
+    /// database that holds no state in the worker only refreshes its head.
+    async fn reopen(&self) -> Result<Counters, Error> {
+        self.refresh_head().await?;
+        Ok(self.counters())
+    }
+
+    /// Whether the store's storage has room to write again by `heal`'s
+    /// margins; `None` when the backend cannot tell (a database), and the
+    /// engine then simply tries.
+    async fn has_room(&self, _heal: &HealOptions) -> Result<Option<bool>, Error> {
+        Ok(None)
+    }
+
+    /// The directory holding the store's files, for messages about its
+    /// device; `None` for a database.
+    fn data_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
+
+    /// Reads back every record of the log and checks it.
+    async fn verify(&self) -> Result<VerifyReport, Error> {
+        Err(Error::Unsupported(
+            "verify: this storage checks its own data".into(),
+        ))
+    }
+
+    /// Makes the next commit fail as `fault` says; `false` when the backend
+    /// has no such seam. Debug builds only.
+    #[cfg(debug_assertions)]
+    fn inject_fault(&self, _fault: crate::InjectedFault) -> bool {
+        false
     }
 }

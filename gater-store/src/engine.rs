@@ -21,22 +21,23 @@ use async_trait::async_trait;
 use gater_core::{
     Append, AppendOutcome, AppendResult, ConsumerId, Direction, Error, EventData, ExpectedVersion,
     Gater, Limits, NackAction, Position, Query, RecordedEvent, Resource, Snapshot, SnapshotKey,
-    StoreConfig, StoreId, StoreInfo, StoreState, StoreStatus, StreamId, StreamPage,
+    StoreConfig, StoreFault, StoreId, StoreInfo, StoreState, StoreStatus, StreamId, StreamPage,
     SubscribeOptions, Subscription, SubscriptionEnd, SubscriptionInfo, SubscriptionKey,
-    SubscriptionSpec, Version, WorkerHealth, WorkerInfo,
+    SubscriptionSpec, VerifyReport, Version, WorkerHealth, WorkerInfo,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, BackendStore, PendingAppend, PendingPart};
 use crate::embedded::EmbeddedBackend;
+use crate::faults::{HealOptions, Health};
 use crate::lease::{Claim, Claimant, Fence};
 use crate::misses::Misses;
 use crate::subscription::{
     PeerConnector, PeerSlot, SubscriptionLog, SubscriptionRecord, Subscriptions,
 };
 use crate::validate;
-use crate::writer::{AppendRequest, BatchBounds, Writer};
+use crate::writer::{AppendRequest, BatchBounds, ReopenRequest, Writer};
 
 /// How a [`Store`] is set up.
 #[derive(Clone, Debug)]
@@ -58,6 +59,8 @@ pub struct StoreOptions {
     /// subscription holds without renewal: a dead worker's subscriptions
     /// move to another worker within it. Milliseconds.
     pub lease_period_ms: u64,
+    /// How a store heals after a disk fault.
+    pub heal: HealOptions,
 }
 
 impl StoreOptions {
@@ -76,6 +79,7 @@ impl StoreOptions {
             batch_appends_max: Self::BATCH_APPENDS_MAX_DEFAULT,
             batch_events_max: Self::BATCH_EVENTS_MAX_DEFAULT,
             lease_period_ms: crate::lease::LEASE_PERIOD_MS_DEFAULT,
+            heal: HealOptions::default(),
         }
     }
 }
@@ -103,6 +107,9 @@ struct Engine {
     peers: PeerSlot,
     /// Stores a shared backend recently said do not exist.
     misses: Misses,
+    /// Stores whose storage would not open, and why: listed as `Failed`,
+    /// retried with back-off (see `Engine::retry_broken`).
+    broken: Mutex<BTreeMap<StoreId, String>>,
 }
 
 /// One open store.
@@ -119,6 +126,10 @@ struct StoreHandle {
     subscriptions: Arc<Subscriptions>,
     /// The head as published after each commit.
     head: watch::Receiver<Option<Position>>,
+    /// Whether it takes appends (see `faults`); the writer changes it.
+    health: Arc<Health>,
+    /// Forced reopens, served by the writer.
+    reopens: mpsc::Sender<ReopenRequest>,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -174,14 +185,25 @@ impl Store {
         backend: Arc<dyn Backend>,
     ) -> Result<Store, Error> {
         let engine = Engine::new(options, backend);
+        let mut broken = Vec::new();
         for id in engine.backend.list_stores().await? {
-            let backend = engine.backend.open_store(&id).await?;
-            let handle = engine.start(id.clone(), backend).await?;
-            engine.write_stores().insert(id, handle);
+            match engine.open_one(&id).await {
+                Ok(handle) => {
+                    engine.write_stores().insert(id, handle);
+                }
+                Err(error) => {
+                    // One damaged store does not keep the worker from serving the others.
+                    tracing::error!(store = %id, %error, "the store cannot open; it is failed and retried with back-off");
+                    engine.broken().insert(id.clone(), failure_reason(&error));
+                    broken.push(id);
+                }
+            }
         }
-        Ok(Store {
-            engine: Arc::new(engine),
-        })
+        let engine = Arc::new(engine);
+        for id in broken {
+            tokio::spawn(Engine::retry_broken(Arc::downgrade(&engine), id));
+        }
+        Ok(Store { engine })
     }
 
     /// Opens a worker over the stores of a PostgreSQL database, which any
@@ -226,6 +248,43 @@ impl Store {
 }
 
 impl Store {
+    /// Every store this worker holds, opened or failed to open, in id order.
+    fn served(&self) -> Vec<StoreId> {
+        let mut stores: Vec<StoreId> = self.engine.read_stores().keys().cloned().collect();
+        stores.extend(self.engine.broken().keys().cloned());
+        stores.sort();
+        stores
+    }
+
+    /// The stores that refuse appends now, and why.
+    fn faults(&self) -> Vec<StoreFault> {
+        let mut faults: Vec<StoreFault> = self
+            .engine
+            .read_stores()
+            .values()
+            .filter_map(|handle| handle.health.report(&handle.id))
+            .collect();
+        faults.extend(self.engine.broken().iter().map(|(id, reason)| StoreFault {
+            store: id.clone(),
+            state: StoreState::Failed,
+            reason: reason.clone(),
+        }));
+        faults
+    }
+
+    /// Makes the next commit of `store` fail as `fault` says, as a failing
+    /// disk would: the seam the disk-fault tests use. Debug builds only.
+    #[cfg(debug_assertions)]
+    pub fn inject_fault(&self, store: &StoreId, fault: crate::InjectedFault) -> Result<(), Error> {
+        let handle = self.engine.handle(store)?;
+        if handle.backend.inject_fault(fault) {
+            return Ok(());
+        }
+        Err(Error::Unsupported(
+            "inject_fault: this backend has no fault seam".into(),
+        ))
+    }
+
     /// Lets this worker reach the others of its shared storage, to relay
     /// consumers of a persistent subscription whose lease another worker
     /// holds. Set once; later calls are ignored. Without it such consumers
@@ -251,7 +310,78 @@ impl Engine {
             claimant,
             peers: PeerSlot::default(),
             misses: Misses::default(),
+            broken: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn broken(&self) -> std::sync::MutexGuard<'_, BTreeMap<StoreId, String>> {
+        // Every critical section is a single insert, remove or read.
+        self.broken.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a listed store and starts serving it.
+    async fn open_one(&self, id: &StoreId) -> Result<Arc<StoreHandle>, Error> {
+        let backend = self.backend.open_store(id).await?;
+        self.start(id.clone(), backend).await
+    }
+
+    /// Tries to open a store that would not open, once; on success it is
+    /// served from then on. The caller holds `admin`.
+    async fn open_broken(&self, id: &StoreId) -> Result<(), Error> {
+        if !self.broken().contains_key(id) {
+            return Ok(());
+        }
+        match self.open_one(id).await {
+            Ok(handle) => {
+                self.write_stores().insert(id.clone(), handle);
+                self.broken().remove(id);
+                tracing::info!(store = %id, "the store opened and is served again");
+                Ok(())
+            }
+            Err(error) => {
+                if let Some(reason) = self.broken().get_mut(id) {
+                    *reason = failure_reason(&error);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Retries opening a store that would not open, with exponential
+    /// back-off, logging each attempt, until it opens, is removed or the
+    /// worker is gone.
+    async fn retry_broken(engine: std::sync::Weak<Engine>, id: StoreId) {
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let Some(wait) = engine.upgrade().map(|e| e.options.heal.backoff(attempt)) else {
+                return;
+            };
+            tokio::time::sleep(wait).await;
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let _admin = engine.admin.lock().await;
+            if !engine.broken().contains_key(&id) {
+                return;
+            }
+            tracing::warn!(store = %id, attempt, "opening a failed store again");
+            match engine.open_broken(&id).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(store = %id, attempt, %error, "the store still cannot open");
+                }
+            }
+        }
+    }
+
+    /// The error requests for a store that would not open get.
+    fn broken_error(&self, store: &StoreId) -> Option<Error> {
+        let reason = self.broken().get(store).cloned()?;
+        Some(Error::StorageFailed {
+            store: store.to_string(),
+            message: reason,
+        })
     }
 
     fn read_stores(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<StoreId, Arc<StoreHandle>>> {
@@ -265,10 +395,12 @@ impl Engine {
     }
 
     fn handle(&self, store: &StoreId) -> Result<Arc<StoreHandle>, Error> {
-        self.read_stores()
-            .get(store)
-            .cloned()
-            .ok_or_else(|| Error::not_found(Resource::Store, store))
+        if let Some(handle) = self.read_stores().get(store) {
+            return Ok(Arc::clone(handle));
+        }
+        Err(self
+            .broken_error(store)
+            .unwrap_or_else(|| Error::not_found(Resource::Store, store)))
     }
 
     /// The store, if it exists and is not being removed; over a shared
@@ -400,6 +532,8 @@ impl Engine {
         };
         let queue_len = self.options.limits.append_queue_len.max(1) as usize;
         let (appends, queue) = mpsc::channel(queue_len);
+        let (reopens, reopen_queue) = mpsc::channel(REOPEN_QUEUE_LEN);
+        let health = Arc::new(Health::default());
         let (stop, stop_rx) = watch::channel(false);
         let poll = backend.head_poll_interval().map(|interval| {
             tokio::spawn(poll_head(
@@ -422,6 +556,9 @@ impl Engine {
                 appends_max: self.options.batch_appends_max.max(1) as usize,
                 events_max: self.options.batch_events_max.max(1) as usize,
             },
+            health: Arc::clone(&health),
+            reopens: reopen_queue,
+            heal: self.options.heal,
         };
         Ok(Arc::new(StoreHandle {
             id,
@@ -434,15 +571,17 @@ impl Engine {
             poll,
             subscriptions,
             head: head_rx,
+            health,
+            reopens,
         }))
     }
 
-    fn state(handle: &StoreHandle) -> StoreState {
+    /// The store's state and, when it refuses appends, why.
+    fn state(handle: &StoreHandle) -> (StoreState, Option<String>) {
         if handle.stopping.load(Ordering::Acquire) {
-            StoreState::Stopping
-        } else {
-            StoreState::Running
+            return (StoreState::Stopping, None);
         }
+        handle.health.state()
     }
 }
 
@@ -485,6 +624,20 @@ impl StoreHandle {
                 tracing::error!(store = %self.id, %error, "store writer task failed");
             }
         }
+    }
+}
+
+/// Most forced reopens of one store waiting for its writer.
+const REOPEN_QUEUE_LEN: usize = 8;
+
+/// A failure in words, for a store's `reason`: the message of a storage
+/// error, without the kind's prefix.
+fn failure_reason(error: &Error) -> String {
+    match error {
+        Error::StorageFailed { message, .. } | Error::StorageFull { message, .. } => {
+            message.clone()
+        }
+        other => other.to_string(),
     }
 }
 
@@ -637,6 +790,9 @@ impl Gater for Store {
     async fn append(&self, store: &StoreId, append: Append) -> Result<AppendOutcome, Error> {
         validate::append(&self.engine.options.limits, &append)?;
         let handle = self.engine.serving(store).await?;
+        if let Some(refusal) = handle.health.refusal(&handle.id) {
+            return Err(refusal);
+        }
         let mut parts = Vec::with_capacity(append.parts.len());
         for part in append.parts {
             let encoded = part
@@ -932,6 +1088,10 @@ impl Gater for Store {
 
     async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
         let _admin = self.engine.admin.lock().await;
+        if self.engine.broken().remove(store).is_some() {
+            // Never opened: nothing to stop, only its files to delete.
+            return self.engine.backend.remove_store(store).await;
+        }
         let handle = self.engine.discover(store).await?;
         handle.stop(SubscriptionEnd::StoreRemoved).await;
         let closed = handle.backend.close().await;
@@ -946,20 +1106,47 @@ impl Gater for Store {
             self.engine.sync_stores().await?;
         }
         let worker = &self.engine.options.worker_id;
-        Ok(self
+        let mut stores: Vec<StoreInfo> = self
             .engine
             .read_stores()
             .values()
-            .map(|handle| StoreInfo {
-                store: handle.id.clone(),
-                config: handle.config,
-                state: Engine::state(handle),
-                workers: vec![worker.clone()],
+            .map(|handle| {
+                let (state, reason) = Engine::state(handle);
+                StoreInfo {
+                    store: handle.id.clone(),
+                    config: handle.config,
+                    state,
+                    reason,
+                    workers: vec![worker.clone()],
+                }
             })
-            .collect())
+            .collect();
+        // Stores that would not open: their configuration is in files that
+        // could not be read, so the default stands in for it.
+        stores.extend(self.engine.broken().iter().map(|(id, reason)| StoreInfo {
+            store: id.clone(),
+            config: StoreConfig::default(),
+            state: StoreState::Failed,
+            reason: Some(reason.clone()),
+            workers: vec![worker.clone()],
+        }));
+        stores.sort_by(|a, b| a.store.cmp(&b.store));
+        Ok(stores)
     }
 
     async fn get_store_status(&self, store: &StoreId) -> Result<StoreStatus, Error> {
+        if let Some(reason) = self.engine.broken().get(store).cloned() {
+            return Ok(StoreStatus {
+                store: store.clone(),
+                state: StoreState::Failed,
+                reason: Some(reason),
+                stream_count: 0,
+                event_count: 0,
+                head: None,
+                disk_bytes: 0,
+                workers: vec![self.engine.options.worker_id.clone()],
+            });
+        }
         let mut handle = self.engine.known(store).await?;
         if handle.backend.shared() {
             // Other workers' commits count too; the polled counters may lag.
@@ -981,14 +1168,18 @@ impl Gater for Store {
             // durable, even before this worker's poll publishes them.
             head = head.max(counters.head);
         }
+        let (state, reason) = Engine::state(&handle);
         let disk_bytes = match handle.backend.disk_bytes().await {
             Ok(bytes) => bytes,
+            // A store that stops, or whose storage failed, still has a status.
             Err(Error::StoreStopping { .. }) => 0,
+            Err(_) if !state.takes_writes() => 0,
             Err(error) => return Err(error),
         };
         Ok(StoreStatus {
             store: handle.id.clone(),
-            state: Engine::state(&handle),
+            state,
+            reason,
             stream_count: counters.stream_count,
             event_count: counters.event_count,
             head,
@@ -1009,9 +1200,30 @@ impl Gater for Store {
             health: WorkerHealth::Healthy,
             in_flight: 0,
             latency_us: 0,
-            stores: self.engine.read_stores().keys().cloned().collect(),
+            stores: self.served(),
             shared_storage: self.engine.backend.shared(),
+            faults: self.faults(),
         }])
+    }
+
+    async fn reopen_store(&self, store: &StoreId) -> Result<(), Error> {
+        {
+            let _admin = self.engine.admin.lock().await;
+            if self.engine.broken().contains_key(store) {
+                return self.engine.open_broken(store).await;
+            }
+        }
+        let handle = self.engine.serving(store).await?;
+        let (reply, answer) = oneshot::channel();
+        if handle.reopens.send(reply).await.is_err() {
+            return Err(handle.stopping_error());
+        }
+        answer.await.map_err(|_| handle.stopping_error())?
+    }
+
+    async fn verify_store(&self, store: &StoreId) -> Result<VerifyReport, Error> {
+        let handle = self.engine.serving(store).await?;
+        handle.backend.verify().await
     }
 
     /// A worker keeps no membership: heartbeats go to proxies.

@@ -36,6 +36,7 @@ mod backend;
 pub mod conformance;
 mod embedded;
 mod engine;
+mod faults;
 mod lease;
 mod misses;
 #[cfg(feature = "postgres")]
@@ -47,7 +48,13 @@ mod subscription;
 mod validate;
 mod writer;
 
+#[cfg(debug_assertions)]
+pub use embedded::InjectedFault;
 pub use engine::{Store, StoreOptions};
+pub use faults::{
+    HealOptions, HEAL_BACKOFF_MAX_MS_DEFAULT, HEAL_FREE_BYTES_MIN_DEFAULT,
+    HEAL_FREE_PERCENT_MIN_DEFAULT, HEAL_INTERVAL_MS_DEFAULT,
+};
 pub use lease::LEASE_PERIOD_MS_DEFAULT;
 #[cfg(feature = "postgres")]
 pub use postgres::{redact_url, PostgresOptions};

@@ -6,13 +6,23 @@
 //! then answers every append of the batch. While one batch is being flushed
 //! the next one fills up, so the flush cost is shared by every append that
 //! arrived meanwhile.
+//!
+//! A commit that fails for a disk reason stops the store's appends at once
+//! (fail-stop, this store only): the batch's appenders get the error, the
+//! store turns `ReadOnly` (device full) or `Failed`, and the writer refuses
+//! appends until it has reopened the store from its storage, so it never
+//! retries the in-memory state of a failed commit. A read-only store
+//! checks for room every heal interval; a failed one is reopened with
+//! exponential back-off; `reopen_store` forces an attempt.
 
 use std::sync::Arc;
 
-use gater_core::{AppendOutcome, Error, Position, StoreId};
+use gater_core::{AppendOutcome, Error, Position, StoreId, StoreState};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::backend::{BackendStore, PendingAppend};
+use crate::faults::{self, HealOptions, Health};
 
 /// Most times the writer yields while the queue keeps growing before it cuts a batch.
 const GATHER_YIELDS_MAX: usize = 16;
@@ -35,6 +45,9 @@ pub(crate) struct BatchBounds {
     pub(crate) events_max: usize,
 }
 
+/// A forced reopen of the store, with the channel its outcome goes back on.
+pub(crate) type ReopenRequest = oneshot::Sender<Result<(), Error>>;
+
 /// Everything the writer task owns.
 pub(crate) struct Writer {
     pub(crate) store: StoreId,
@@ -43,6 +56,11 @@ pub(crate) struct Writer {
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) head: watch::Sender<Option<Position>>,
     pub(crate) bounds: BatchBounds,
+    /// Whether the store takes appends; shared with the engine's status.
+    pub(crate) health: Arc<Health>,
+    /// Forced reopens (`reopen_store`).
+    pub(crate) reopens: mpsc::Receiver<ReopenRequest>,
+    pub(crate) heal: HealOptions,
 }
 
 impl Writer {
@@ -50,16 +68,34 @@ impl Writer {
     /// then refuses whatever is still queued with `StoreStopping`.
     pub(crate) async fn run(mut self) {
         loop {
-            let first = tokio::select! {
+            let next = tokio::select! {
                 biased;
-                _ = self.stop.wait_for(|stop| *stop) => break,
-                request = self.queue.recv() => match request {
-                    Some(request) => request,
-                    None => break,
-                },
+                _ = self.stop.wait_for(|stop| *stop) => Next::Stop,
+                Some(reply) = self.reopens.recv() => Next::Reopen(reply),
+                request = self.queue.recv() => request.map_or(Next::Stop, Next::Append),
             };
-            let batch = self.fill(first).await;
-            self.commit(batch).await;
+            let fault = match next {
+                Next::Stop => break,
+                Next::Reopen(reply) => {
+                    let reopened = self.reopen().await;
+                    let fault = reopened
+                        .as_ref()
+                        .err()
+                        .filter(|e| faults::is_disk_fault(e))
+                        .cloned();
+                    let _ = reply.send(reopened);
+                    fault
+                }
+                Next::Append(first) => {
+                    let batch = self.fill(first).await;
+                    self.commit(batch).await
+                }
+            };
+            if let Some(fault) = fault {
+                if !self.heal(fault).await {
+                    break;
+                }
+            }
         }
         self.queue.close();
         while let Some(request) = self.queue.recv().await {
@@ -102,7 +138,8 @@ impl Writer {
         }
     }
 
-    async fn commit(&mut self, batch: Vec<AppendRequest>) {
+    /// Commits a batch and answers its appends; a disk fault is returned.
+    async fn commit(&mut self, batch: Vec<AppendRequest>) -> Option<Error> {
         let (appends, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|r| (r.append, r.reply)).unzip();
         match self
@@ -118,12 +155,132 @@ impl Writer {
                 for (reply, result) in replies.into_iter().zip(outcome.results) {
                     let _ = reply.send(result);
                 }
+                None
             }
             Err(error) => {
                 tracing::error!(store = %self.store, %error, "append batch failed");
+                let fault = faults::is_disk_fault(&error);
+                let mut error = error;
+                if fault {
+                    // Before answering: whoever sees its append fail finds
+                    // the store refusing appends.
+                    self.stop_appends(&error).await;
+                    if self.health.state().0 == StoreState::ReadOnly {
+                        // A full device is `storage_full`, whatever failed first
+                        // (a journal write, or a flush that poisoned the database).
+                        error = self.health.refusal(&self.store).unwrap_or(error);
+                    }
+                }
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
+                fault.then_some(error)
+            }
+        }
+    }
+
+    /// After the disk fault `error`: refuses appends until the store is
+    /// reopened from its storage. `false` when told to stop meanwhile.
+    async fn heal(&mut self, error: Error) -> bool {
+        if self.health.state().0 == StoreState::Running {
+            self.stop_appends(&error).await;
+        }
+        let mut attempt = 0u32;
+        loop {
+            let (state, _) = self.health.state();
+            let wait = if state == StoreState::ReadOnly {
+                self.heal.interval()
+            } else {
+                attempt = attempt.saturating_add(1);
+                self.heal.backoff(attempt)
+            };
+            let forced = match self.refuse_until(Instant::now() + wait).await {
+                Waited::Stop => return false,
+                Waited::Forced(reply) => Some(reply),
+                Waited::Elapsed => None,
+            };
+            if let Some(reply) = forced {
+                let reopened = self.reopen().await;
+                let healed = reopened.is_ok();
+                let _ = reply.send(reopened);
+                if healed {
+                    return true;
+                }
+                continue;
+            }
+            if state == StoreState::ReadOnly {
+                match self.backend.has_room(&self.heal).await {
+                    Ok(Some(false)) => continue,
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(store = %self.store, %error, "cannot tell the free space of the store's device");
+                        continue;
+                    }
+                }
+            } else {
+                tracing::warn!(store = %self.store, attempt, "reopening a failed store");
+            }
+            match self.reopen().await {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::warn!(store = %self.store, attempt, %error, "reopening the store failed");
+                }
+            }
+        }
+    }
+
+    /// Puts the store in the state the disk fault `error` calls for.
+    async fn stop_appends(&self, error: &Error) {
+        let device_full = matches!(self.backend.has_room(&self.heal).await, Ok(Some(false)));
+        let (state, reason) =
+            faults::state_after(error, device_full, &self.store, self.backend.data_dir());
+        tracing::error!(store = %self.store, %state, %reason, "the store takes no appends until it is reopened from its storage");
+        self.health.set_fault(state, reason);
+    }
+
+    /// Refuses every append that arrives until `deadline`, a forced reopen
+    /// or the stop, whichever comes first.
+    async fn refuse_until(&mut self, deadline: Instant) -> Waited {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.stop.wait_for(|stop| *stop) => Next::Stop,
+                Some(reply) = self.reopens.recv() => Next::Reopen(reply),
+                request = self.queue.recv() => request.map_or(Next::Stop, Next::Append),
+                _ = tokio::time::sleep_until(deadline) => return Waited::Elapsed,
+            };
+            match next {
+                Next::Stop => return Waited::Stop,
+                Next::Reopen(reply) => return Waited::Forced(reply),
+                Next::Append(request) => {
+                    let refusal = self
+                        .health
+                        .refusal(&self.store)
+                        .unwrap_or_else(|| self.stopping());
+                    let _ = request.reply.send(Err(refusal));
+                }
+            }
+        }
+    }
+
+    /// Reopens the store from its storage and, when that works, takes
+    /// appends again from the head the storage holds; otherwise the store
+    /// keeps (or takes) the fault's state.
+    async fn reopen(&mut self) -> Result<(), Error> {
+        match self.backend.reopen().await {
+            Ok(counters) => {
+                publish_head(&self.head, counters.head);
+                if self.health.state().0 != StoreState::Running {
+                    tracing::info!(store = %self.store, events = counters.event_count, "the store was reopened from its storage and takes appends again");
+                }
+                self.health.clear();
+                Ok(())
+            }
+            Err(error) => {
+                if faults::is_disk_fault(&error) {
+                    self.stop_appends(&error).await;
+                }
+                Err(error)
             }
         }
     }
@@ -133,6 +290,20 @@ impl Writer {
             store: self.store.to_string(),
         }
     }
+}
+
+/// What woke the writer.
+enum Next {
+    Stop,
+    Reopen(ReopenRequest),
+    Append(AppendRequest),
+}
+
+/// How waiting in a faulty state ended.
+enum Waited {
+    Stop,
+    Forced(ReopenRequest),
+    Elapsed,
 }
 
 /// Publishes `seen` as the head if it is later than the published one: on a

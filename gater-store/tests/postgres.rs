@@ -577,3 +577,82 @@ async fn a_catalog_of_another_shape_is_a_storage_error_not_a_panic() {
         "{case}: {error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_makes_the_store_read_only_until_it_takes_writes_again() {
+    let case = "a_read_only_database_makes_the_store_read_only_until_it_takes_writes_again";
+    if !slow_tests_enabled(case) {
+        return;
+    }
+    let Some(server) = server(case) else {
+        return;
+    };
+    let mut options = StoreOptions::new(std::env::temp_dir());
+    options.worker_id = "pg-ro".to_owned();
+    options.heal.interval_ms = 50;
+    let w = Store::open_postgres(options, PostgresOptions::new(server.url()))
+        .await
+        .expect("open a PostgreSQL worker");
+    let store = store_id("ro");
+    w.create_store(&store, CONFIG).await.expect("create");
+    w.append_events(&store, &stream_id("s"), ExpectedVersion::Any, events(1))
+        .await
+        .expect("an append while the database takes writes");
+    let admin = Session::connect(&server.url()).await.expect("session");
+    admin
+        .batch("ALTER SYSTEM SET default_transaction_read_only = on")
+        .await
+        .expect("make the database read-only");
+    admin
+        .batch("SELECT pg_reload_conf()")
+        .await
+        .expect("reload");
+    // Sessions apply the reload at their next command: append until one is refused.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let refused = loop {
+        match w
+            .append_events(&store, &stream_id("s"), ExpectedVersion::Any, events(1))
+            .await
+        {
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(_) => panic!("the database never refused a write"),
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(refused.kind(), "storage_full", "{refused}");
+    assert!(refused.is_retryable());
+    let status = w.get_store_status(&store).await.expect("status");
+    assert_eq!(status.state, gater_core::StoreState::ReadOnly, "{status:?}");
+    assert!(status.reason.expect("a reason").contains("read-only"));
+    // Reads are still served.
+    w.read_all(&store, Position::START, 10, Direction::Forward)
+        .await
+        .expect("reads of a read-only store");
+    admin
+        .batch("SET default_transaction_read_only = off")
+        .await
+        .expect("this session writes");
+    admin
+        .batch("ALTER SYSTEM RESET default_transaction_read_only")
+        .await
+        .expect("the database takes writes again");
+    admin
+        .batch("SELECT pg_reload_conf()")
+        .await
+        .expect("reload");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while w.get_store_status(&store).await.expect("status").state != gater_core::StoreState::Running
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store heals once the database takes writes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.append_events(&store, &stream_id("s"), ExpectedVersion::Any, events(1))
+        .await
+        .expect("an append after healing");
+    w.shutdown().await;
+}

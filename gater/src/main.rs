@@ -94,6 +94,7 @@ async fn run_client(global: &Global, command: Command) -> ExitCode {
             eprintln!("{}", error_line(&stop.error, global.json));
             ExitCode::FAILURE
         }
+        Err(CommandError::Corrupt { .. }) => ExitCode::FAILURE,
         Err(CommandError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(CommandError::Io(e)) => {
             eprintln!("error: {e}");

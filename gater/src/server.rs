@@ -41,6 +41,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
     let mut options = StoreOptions::new(args.data_dir.join("worker"));
     options.worker_id = DEV_WORKER_ID.to_owned();
     options.address = "in-process".to_owned();
+    options.heal = crate::cli::config::heal_options(&args.heal, (None, None, None));
     let store = Arc::new(Store::open(options).await?);
     let proxy = Proxy::builder()
         .worker(DEV_WORKER_ID, "in-process", store.clone() as BoxGater)
@@ -73,6 +74,7 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let mut options = StoreOptions::new(&config.data_dir);
     options.worker_id = config.id.clone();
     options.address = config.advertise.clone();
+    options.heal = config.heal;
     let store = match config.backend {
         BackendKind::Embedded => Store::open(options).await?,
         BackendKind::Postgres => {
@@ -130,17 +132,15 @@ async fn heartbeat_loop(proxy: BoxGater, store: Arc<Store>, config: WorkerConfig
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     loop {
         tick.tick().await;
-        let stores = match store.list_stores().await {
-            Ok(list) => list.into_iter().map(|s| s.store).collect(),
+        // The worker's own row: its stores, whether it sits on a shared
+        // database, and which of its stores refuse appends now.
+        let info = match store.workers().await {
+            Ok(mut rows) if !rows.is_empty() => rows.swap_remove(0),
+            Ok(_) => continue,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list stores for the heartbeat");
+                tracing::warn!(error = %e, "cannot describe the worker for the heartbeat");
                 continue;
             }
-        };
-        // A worker over a shared database serves every store of it.
-        let shared_storage = match store.workers().await {
-            Ok(workers) => workers.iter().any(|w| w.shared_storage),
-            Err(_) => false,
         };
         let info = WorkerInfo {
             id: config.id.clone(),
@@ -148,8 +148,7 @@ async fn heartbeat_loop(proxy: BoxGater, store: Arc<Store>, config: WorkerConfig
             health: WorkerHealth::Healthy,
             in_flight: 0,
             latency_us: 0,
-            stores,
-            shared_storage,
+            ..info
         };
         if let Err(e) = proxy.heartbeat(info).await {
             tracing::warn!(error = %e, "heartbeat to the proxy failed");

@@ -102,6 +102,34 @@ fn stores_can_be_created_listed_inspected_and_removed() {
 }
 
 #[test]
+fn store_verify_prints_its_report_and_store_reopen_reopens_from_disk() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "checked"], "");
+    let events = "{\"type\":\"A\",\"data\":{\"n\":1}}\n{\"type\":\"B\",\"data\":{\"n\":2}}\n";
+    s.ok(&["append", "checked", "s"], events);
+    let out = s.run(&["store", "verify", "checked"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"store":"checked","records":2,"corrupt":[]}"#
+    );
+    let reopened = s.ok(&["store", "reopen", "checked"], "");
+    assert_eq!(reopened[0]["reopened"], true);
+    let status = s.ok(&["store", "status", "checked"], "");
+    assert_eq!(status[0]["state"], "running");
+    assert_eq!(status[0]["events"], 2);
+    assert!(status[0].get("reason").is_none(), "{status:?}");
+    let list = s.ok(&["store", "list"], "");
+    assert_eq!(list[0]["state"], "running");
+    let err = s.fails(&["store", "verify", "missing"], "");
+    assert_eq!(err["error"], "not_found");
+}
+
+#[test]
 fn append_read_streams_and_version_round_trip() {
     let s = DevServer::start();
     s.ok(&["store", "create", "shop"], "");

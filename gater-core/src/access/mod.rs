@@ -164,7 +164,10 @@ pub fn need(request: &Request) -> Need<'_> {
         | R::ReplayParked { store: s, .. }
         | R::RecordSnapshot { store: s, .. }
         | R::DeleteSnapshot { store: s, .. } => store(s, Role::Writer),
-        R::CreateStore { store: s, .. } | R::RemoveStore { store: s } => store(s, Role::Admin),
+        R::CreateStore { store: s, .. }
+        | R::RemoveStore { store: s }
+        | R::ReopenStore { store: s }
+        | R::VerifyStore { store: s } => store(s, Role::Admin),
         R::Workers => Need::Cluster,
         R::Heartbeat { .. } => Need::Worker,
         R::ListStores => Need::Listing,
@@ -355,6 +358,7 @@ mod tests {
                 latency_us: 0,
                 stores: Vec::new(),
                 shared_storage: true,
+                faults: Vec::new(),
             },
         };
         assert!(access.check("worker-1", &hb, Side::Proxy).is_ok());

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::error::{Error, Resource, Side};
 use crate::id::StoreId;
 use crate::rng::Rng;
-use crate::store::{WorkerHealth, WorkerInfo};
+use crate::store::{StoreFault, WorkerHealth, WorkerInfo};
 
 use super::hash::{rendezvous_cmp, rendezvous_weight, AffinityKey};
 use super::RequestClass;
@@ -48,6 +48,9 @@ pub struct WorkerView<'a> {
     pub in_flight: u32,
     /// Its peak-EWMA latency estimate.
     pub latency: Duration,
+    /// Its stores that refuse appends now (read-only or failed): appends
+    /// for them do not go to it, reads still do.
+    pub faults: &'a [StoreFault],
 }
 
 impl<'a> WorkerView<'a> {
@@ -63,7 +66,13 @@ impl<'a> WorkerView<'a> {
             health: info.health,
             in_flight: info.in_flight,
             latency: Duration::from_micros(info.latency_us),
+            faults: &info.faults,
         }
+    }
+
+    /// Whether `store` refuses appends on this worker, and the fault if so.
+    pub fn fault(&self, store: &StoreId) -> Option<&'a StoreFault> {
+        self.faults.iter().find(|f| &f.store == store)
     }
 
     /// Power-of-two-choices load: `(in_flight + 1) × latency`. A zero latency
@@ -180,6 +189,10 @@ pub enum NoWorker {
     /// Every serving worker that is not ejected was already tried.
     #[error("every available worker was already tried")]
     AllTried,
+    /// An append, and the store refuses appends (read-only or failed) on
+    /// every worker serving it.
+    #[error("the store refuses appends on every worker serving it")]
+    StoreRefusesAppends,
 }
 
 impl NoWorker {
@@ -241,6 +254,9 @@ impl Router {
         let census = census(&config, request, workers, sticky);
         if census.serving == 0 {
             return Pick::NoWorker(NoWorker::NoneServesStore);
+        }
+        if census.refusing == census.serving {
+            return Pick::NoWorker(NoWorker::StoreRefusesAppends);
         }
         if census.available == 0 {
             return Pick::NoWorker(NoWorker::AllEjected);
@@ -309,6 +325,7 @@ impl Router {
 #[derive(Clone, Copy, Debug, Default)]
 struct Census {
     serving: usize,
+    refusing: usize,
     available: usize,
     preferred: usize,
     fallback: usize,
@@ -316,6 +333,12 @@ struct Census {
 
 fn serves(request: &RouteRequest<'_>, w: &WorkerView<'_>) -> bool {
     request.store.is_none_or(|store| w.serves.store(store))
+}
+
+/// Whether `w` would refuse the request because its store takes no appends there.
+fn refuses(request: &RouteRequest<'_>, w: &WorkerView<'_>) -> bool {
+    request.class == RequestClass::Append
+        && request.store.is_some_and(|store| w.fault(store).is_some())
 }
 
 /// Counts the workers in each stage of eligibility.
@@ -331,6 +354,10 @@ fn census(
             continue;
         }
         census.serving += 1;
+        if refuses(request, w) {
+            census.refusing += 1;
+            continue;
+        }
         if w.health == WorkerHealth::Ejected {
             continue;
         }
@@ -353,7 +380,7 @@ fn tier_of(
     w: &WorkerView<'_>,
     sticky: bool,
 ) -> Option<Tier> {
-    if !serves(request, w) || request.tried.contains(&w.id) {
+    if !serves(request, w) || refuses(request, w) || request.tried.contains(&w.id) {
         return None;
     }
     match w.health {
@@ -363,5 +390,46 @@ fn tier_of(
             Some(Tier::Preferred)
         }
         WorkerHealth::Probation | WorkerHealth::Suspect => Some(Tier::Fallback),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreState;
+
+    fn view<'a>(id: &'a str, stores: &'a [StoreId], faults: &'a [StoreFault]) -> WorkerView<'a> {
+        WorkerView {
+            id,
+            serves: Serves::Stores(stores),
+            health: WorkerHealth::Healthy,
+            in_flight: 0,
+            latency: Duration::from_millis(1),
+            faults,
+        }
+    }
+
+    #[test]
+    fn appends_skip_a_worker_whose_store_refuses_them_and_reads_do_not() {
+        let store = StoreId::new("s").unwrap();
+        let stores = [store.clone()];
+        let fault = [StoreFault {
+            store: store.clone(),
+            state: StoreState::ReadOnly,
+            reason: "no space left".into(),
+        }];
+        let mut router = Router::new(RouterConfig::default(), Rng::from_seed(7));
+        let one = [view("w0", &stores, &fault)];
+        let append = RouteRequest::new(RequestClass::Append, Some(&store));
+        assert_eq!(
+            router.pick(&append, &one),
+            Pick::NoWorker(NoWorker::StoreRefusesAppends)
+        );
+        let read = RouteRequest::new(RequestClass::Read, Some(&store));
+        assert_eq!(router.pick(&read, &one), Pick::Worker(0));
+        let two = [view("w0", &stores, &fault), view("w1", &stores, &[])];
+        for _ in 0..20 {
+            assert_eq!(router.pick(&append, &two), Pick::Worker(1));
+        }
     }
 }

@@ -35,6 +35,10 @@ pub enum NoRetry {
     /// The caller's side or the proxy failed; another worker would not help.
     #[error("the failure is on the {0} side")]
     WrongSide(Side),
+    /// The store's storage is full: every worker holding it would refuse
+    /// the same way until it heals, so the client hears it at once.
+    #[error("the storage is full")]
+    StorageFull,
     /// The request already had its attempts.
     #[error("all {0} attempts are used")]
     AttemptsExhausted(u32),
@@ -277,6 +281,9 @@ fn check_safe(class: RequestClass, error: &Error) -> Result<(), NoRetry> {
     if !error.is_retryable() {
         return Err(NoRetry::NotRetryable);
     }
+    if matches!(error, Error::StorageFull { .. }) {
+        return Err(NoRetry::StorageFull);
+    }
     match error.side() {
         Some(side @ (Side::Client | Side::Proxy)) => Err(NoRetry::WrongSide(side)),
         Some(Side::Worker | Side::Storage) | None => Ok(()),
@@ -356,5 +363,19 @@ mod tests {
             .check_retry(RequestClass::Read, &e, 1, Some(Duration::ZERO), S)
             .is_err());
         assert_eq!(p.budget().available(S), before);
+    }
+
+    #[test]
+    fn a_full_storage_is_passed_through_not_retried() {
+        let full = Error::StorageFull {
+            store: "s".into(),
+            message: "no space left".into(),
+        };
+        assert!(full.is_retryable(), "a client may retry later");
+        assert_eq!(
+            check_safe(RequestClass::Append, &full),
+            Err(NoRetry::StorageFull)
+        );
+        assert!(!retry_is_safe(RequestClass::Read, &full));
     }
 }

@@ -158,7 +158,7 @@ impl Inner {
             match answer.map_err(|_| Error::DeadlineExceeded { side: Side::Proxy }) {
                 Ok(Ok(infos)) => {
                     worker.handle_success(started.elapsed(), now);
-                    worker.set_stores(infos.iter().map(|i| i.store.clone()), seen, now);
+                    worker.set_stores(&infos, seen, now);
                     lists.push((worker.id.clone(), infos));
                 }
                 Ok(Err(error)) | Err(error) => {
@@ -208,7 +208,7 @@ impl Inner {
         let answer =
             tokio::time::timeout(self.config.probe_timeout, worker.client.list_stores()).await;
         if let Ok(Ok(infos)) = answer {
-            worker.set_stores(infos.into_iter().map(|i| i.store), seen, self.now());
+            worker.set_stores(&infos, seen, self.now());
         }
     }
 }

@@ -58,7 +58,7 @@ impl Inner {
         let now = self.now();
         match answer {
             Ok(Ok(stores)) => {
-                worker.set_stores(stores.into_iter().map(|s| s.store), seen, now);
+                worker.set_stores(&stores, seen, now);
                 worker.handle_success(started.elapsed(), now);
             }
             Ok(Err(error)) if !is_path_failure(&error) => {
@@ -109,7 +109,7 @@ impl Inner {
         let shared = info.shared_storage || self.config.storage == StorageMode::Shared;
         let caps = (self.config.joins_max, self.config.joins_per_identity_max);
         if let Admission::Refresh(worker) = admit(&self.pool, &info, identity, caps)? {
-            worker.heard(info.stores, shared, now);
+            worker.heard(info.stores, info.faults, shared, now);
             return Ok(());
         }
         self.pool.check_room(&info.id)?;

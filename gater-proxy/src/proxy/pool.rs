@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use gater_core::routing::{EwmaConfig, Health, HealthConfig, PeakEwma, Serves, WorkerView};
-use gater_core::{BoxGater, Error, Side, StoreId, StoreInfo, WorkerHealth, WorkerInfo};
+use gater_core::{BoxGater, Error, Side, StoreFault, StoreId, StoreInfo, WorkerHealth, WorkerInfo};
 
 /// One worker as the proxy knows it.
 pub(crate) struct Worker {
@@ -33,6 +33,9 @@ struct State {
     /// Shared so a routing snapshot copies a pointer, not the list.
     stores: Arc<[StoreId]>,
     shared_storage: bool,
+    /// Its stores that refuse appends (read-only or failed), as it last
+    /// reported them or as an append just found.
+    faults: Arc<[StoreFault]>,
     /// Bumped by every store change made through the proxy.
     store_changes: u64,
     /// Proxy time the worker was last heard from: its last heartbeat, or for
@@ -86,18 +89,29 @@ impl Worker {
     /// Replaces the stores the worker serves with what it reported, unless a
     /// store was created or removed through the proxy since `seen` was read:
     /// then the report may predate that change and the next probe corrects it.
-    pub(crate) fn set_stores(
-        &self,
-        stores: impl IntoIterator<Item = StoreId>,
-        seen: u64,
-        now: Duration,
-    ) {
-        let stores: BTreeSet<StoreId> = stores.into_iter().collect();
+    pub(crate) fn set_stores(&self, stores: &[StoreInfo], seen: u64, now: Duration) {
+        let faults: Arc<[StoreFault]> = stores.iter().filter_map(fault_of).collect();
+        let stores: BTreeSet<StoreId> = stores.iter().map(|s| s.store.clone()).collect();
         let mut state = self.state();
         self.answered(&mut state, now);
+        state.faults = faults;
         if state.store_changes == seen {
             state.stores = stores.into_iter().collect();
         }
+    }
+
+    /// An append found `store` refusing appends on this worker: no more
+    /// appends for it go there until a probe or heartbeat says it heals.
+    pub(crate) fn note_fault(&self, fault: StoreFault) {
+        let mut state = self.state();
+        let mut faults: Vec<StoreFault> = state
+            .faults
+            .iter()
+            .filter(|f| f.store != fault.store)
+            .cloned()
+            .collect();
+        faults.push(fault);
+        state.faults = faults.into();
     }
 
     /// Records a store created on, or removed from, the worker through the proxy.
@@ -118,8 +132,15 @@ impl Worker {
     /// Records a heartbeat's facts. A heartbeat may have been composed before
     /// a change made through the proxy, so it only adds stores; probes, which
     /// know when they asked, also drop them.
-    pub(crate) fn heard(&self, stores: Vec<StoreId>, shared_storage: bool, now: Duration) {
+    pub(crate) fn heard(
+        &self,
+        stores: Vec<StoreId>,
+        faults: Vec<StoreFault>,
+        shared_storage: bool,
+        now: Duration,
+    ) {
         let mut state = self.state();
+        state.faults = faults.into();
         let mut all: BTreeSet<StoreId> = state.stores.iter().cloned().collect();
         let before = all.len();
         all.extend(stores);
@@ -181,6 +202,7 @@ impl Worker {
             worker: Arc::clone(self),
             stores: Arc::clone(&state.stores),
             shared_storage: state.shared_storage,
+            faults: Arc::clone(&state.faults),
             health,
             in_flight: self.in_flight(),
             latency: state.latency.estimate(now),
@@ -200,6 +222,7 @@ pub(crate) struct Snapshot {
     pub(crate) worker: Arc<Worker>,
     pub(crate) stores: Arc<[StoreId]>,
     pub(crate) shared_storage: bool,
+    pub(crate) faults: Arc<[StoreFault]>,
     pub(crate) health: WorkerHealth,
     pub(crate) in_flight: u32,
     pub(crate) latency: Duration,
@@ -218,6 +241,7 @@ impl Snapshot {
             health: self.health,
             in_flight: self.in_flight,
             latency: self.latency,
+            faults: &self.faults,
         }
     }
 
@@ -231,8 +255,20 @@ impl Snapshot {
             latency_us: u64::try_from(self.latency.as_micros()).unwrap_or(u64::MAX),
             stores: self.stores.to_vec(),
             shared_storage: self.shared_storage,
+            faults: self.faults.to_vec(),
         }
     }
+}
+
+/// The fault of a store as a worker lists it, if it refuses appends.
+fn fault_of(info: &StoreInfo) -> Option<StoreFault> {
+    (!info.state.takes_writes() && info.state != gater_core::StoreState::Stopping).then(|| {
+        StoreFault {
+            store: info.store.clone(),
+            state: info.state,
+            reason: info.reason.clone().unwrap_or_default(),
+        }
+    })
 }
 
 /// A request counted in flight to a worker; dropping it ends the count.
@@ -321,6 +357,7 @@ impl Pool {
             state: Mutex::new(State {
                 stores: stores.into_iter().collect(),
                 shared_storage: new.shared_storage,
+                faults: Arc::from([]),
                 store_changes: 0,
                 last_heard: now,
                 health: Health::new(self.health),
@@ -386,10 +423,17 @@ pub(crate) fn merge_store_lists(answers: Vec<(String, Vec<StoreInfo>)>) -> Vec<S
     let mut merged: BTreeMap<StoreId, StoreInfo> = BTreeMap::new();
     for (worker, infos) in answers {
         for info in infos {
+            let faulty = fault_of(&info);
             let entry = merged.entry(info.store.clone()).or_insert(StoreInfo {
                 workers: Vec::new(),
                 ..info
             });
+            // On shared storage one worker may find the store refusing
+            // appends while another has not tried yet: the listing says so.
+            if let (Some(fault), None) = (faulty, fault_of(entry)) {
+                entry.state = fault.state;
+                entry.reason = Some(fault.reason);
+            }
             if !entry.workers.contains(&worker) {
                 entry.workers.push(worker.clone());
             }
@@ -414,6 +458,7 @@ mod tests {
             store: StoreId::new(store).unwrap(),
             config: StoreConfig::default(),
             state: StoreState::Running,
+            reason: None,
             workers: vec![worker.to_owned()],
         }
     }

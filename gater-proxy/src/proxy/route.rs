@@ -78,6 +78,18 @@ impl Inner {
                 // elsewhere): forget it so routing stops sending it there.
                 worker.note_store(store, false);
             }
+            let refused = (class == RequestClass::Append)
+                .then(|| refusal_state(&error))
+                .flatten();
+            if let (Some((state, reason)), Some(store)) = (refused, &store) {
+                // The store refuses appends there: route none there until
+                // the worker reports it healed.
+                worker.note_fault(gater_core::StoreFault {
+                    store: store.clone(),
+                    state,
+                    reason: reason.to_owned(),
+                });
+            }
             if request.is_none() {
                 return Err(error);
             }
@@ -192,6 +204,14 @@ impl Inner {
             (NoSend::Policy(NoWorker::NoneServesStore), Some(store)) => {
                 Error::not_found(Resource::Store, store)
             }
+            (NoSend::Policy(NoWorker::StoreRefusesAppends), Some(store)) => {
+                // The store's own error, as its worker would answer it.
+                let snapshot = self.snapshot();
+                let fault = snapshot.iter().find_map(|w| w.view().fault(store).cloned());
+                fault
+                    .and_then(|f| f.state.refusal(store, &f.reason))
+                    .unwrap_or_else(|| NoWorker::StoreRefusesAppends.to_error(Some(store)))
+            }
             (NoSend::Policy(_), Some(store)) => {
                 Error::unavailable(Side::Proxy, format!("no live worker serves store {store}"))
             }
@@ -232,6 +252,16 @@ impl Inner {
             .serving(store)
             .iter()
             .any(|w| !tried.contains(&w.id))
+    }
+}
+
+/// The state a store is in on a worker that answered `error`, when that
+/// error means the store refuses appends there.
+fn refusal_state(error: &Error) -> Option<(gater_core::StoreState, &str)> {
+    match error {
+        Error::StorageFull { message, .. } => Some((gater_core::StoreState::ReadOnly, message)),
+        Error::StorageFailed { message, .. } => Some((gater_core::StoreState::Failed, message)),
+        _ => None,
     }
 }
 

@@ -332,6 +332,14 @@ impl Gater for Counting {
         self.note(store);
         self.inner.get_store_config(store).await
     }
+    async fn reopen_store(&self, store: &StoreId) -> Result<(), Error> {
+        self.note(store);
+        self.inner.reopen_store(store).await
+    }
+    async fn verify_store(&self, store: &StoreId) -> Result<gater_core::VerifyReport, Error> {
+        self.note(store);
+        self.inner.verify_store(store).await
+    }
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
         self.counts.record(None, false);
         self.inner.workers().await

@@ -94,7 +94,11 @@ fn expected(request: &Request) -> Expect {
         | Q::ReplayParked { .. }
         | Q::RecordSnapshot { .. }
         | Q::DeleteSnapshot { .. } => R(Role::Writer),
-        Q::CreateStore { .. } | Q::RemoveStore { .. } | Q::Workers => R(Role::Admin),
+        Q::CreateStore { .. }
+        | Q::RemoveStore { .. }
+        | Q::ReopenStore { .. }
+        | Q::VerifyStore { .. }
+        | Q::Workers => R(Role::Admin),
         Q::Heartbeat { .. } => R(Role::Worker),
         Q::ListStores | Q::Whoami => Anyone,
     }
@@ -236,6 +240,12 @@ fn samples() -> Vec<Request> {
             store: store.clone(),
             key: persistent(),
         },
+        Request::VerifyStore {
+            store: store.clone(),
+        },
+        Request::ReopenStore {
+            store: store.clone(),
+        },
         Request::CreateStore {
             store: id(DOOMED),
             config: CONFIG,
@@ -251,6 +261,7 @@ fn samples() -> Vec<Request> {
                 latency_us: 0,
                 stores: Vec::new(),
                 shared_storage: true,
+                faults: Vec::new(),
             },
         },
     ]

@@ -8,9 +8,11 @@ use std::io::Read;
 use fjall::{OwnedWriteBatch, Slice};
 use gater_core::{Error, EventId, Position, Query, Version};
 
+use super::checksum;
 use super::keys;
-use super::{encode_error, fjall_error, StoreInner, Tables};
+use super::{encode_error, StoreInner, Tables};
 use crate::backend::{BatchOutcome, PendingAppend};
+use crate::faults::fjall_error;
 use crate::stage::{stage_batch, Location, Stored, Writes};
 
 /// Streams whose version the writer keeps in memory; the cache starts over when full.
@@ -181,7 +183,7 @@ impl StoreInner {
                     keys::COUNTERS_KEY,
                     keys::encode_counters(&staged.counters),
                 );
-                batch.commit().map_err(fjall_error)?;
+                self.commit(batch)?;
                 match self.counters.lock() {
                     Ok(mut c) => *c = staged.counters,
                     Err(poisoned) => *poisoned.into_inner() = staged.counters,
@@ -196,14 +198,26 @@ impl StoreInner {
     }
 }
 
+impl StoreInner {
+    /// Commits a batch: the one place a batch meets the disk, where a
+    /// debug build's injected fault strikes instead.
+    fn commit(&self, batch: OwnedWriteBatch) -> Result<(), Error> {
+        #[cfg(debug_assertions)]
+        if let Some(fault) = self.take_injected() {
+            return fault.apply(batch);
+        }
+        batch.commit().map_err(fjall_error)
+    }
+}
+
 /// Most bytes of a postcard varint (a u64 or a usize).
 const VARINT_BYTES_MAX: usize = 10;
 
 /// The log record of an event, byte for byte the postcard encoding of its
-/// `RecordedEvent`, built from the event's own encoding: postcard writes a
-/// struct as its fields in order, and the event is the record's last field.
-/// The header is encoded on the stack and the record copied once, straight
-/// into the value fjall keeps.
+/// `RecordedEvent` followed by its checksum (`checksum`), built from the
+/// event's own encoding: postcard writes a struct as its fields in order,
+/// and the event is the record's last field. The header is encoded on the
+/// stack and the record copied once, straight into the value fjall keeps.
 fn record_value(
     stream: &str,
     version: Version,
@@ -216,11 +230,13 @@ fn record_value(
     let mut numbers = [0; 3 * VARINT_BYTES_MAX];
     let numbers =
         postcard::to_slice(&(version, position, created_us), &mut numbers).map_err(encode_error)?;
-    let len = length.len() + stream.len() + numbers.len() + payload.len();
+    let sum = checksum::of(&[length, stream.as_bytes(), numbers, payload]);
+    let len = length.len() + stream.len() + numbers.len() + payload.len() + sum.len();
     let mut parts = (&*length)
         .chain(stream.as_bytes())
         .chain(&*numbers)
-        .chain(payload);
+        .chain(payload)
+        .chain(&sum[..]);
     Slice::from_reader(&mut parts, len).map_err(|e| Error::Storage(format!("log record: {e}")))
 }
 
@@ -255,9 +271,10 @@ mod tests {
             &payload,
         )
         .unwrap();
-        assert_eq!(&*value, &postcard::to_stdvec(&recorded).unwrap()[..]);
+        let record = checksum::open(&value).unwrap();
+        assert_eq!(record, &postcard::to_stdvec(&recorded).unwrap()[..]);
         assert_eq!(
-            postcard::from_bytes::<RecordedEvent>(&value).unwrap(),
+            postcard::from_bytes::<RecordedEvent>(record).unwrap(),
             recorded
         );
     }

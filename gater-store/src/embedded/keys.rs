@@ -247,7 +247,7 @@ pub(super) fn decode_counters(bytes: &[u8]) -> Result<Counters, Error> {
 
 /// A storage error for bytes that do not decode.
 pub(super) fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::Storage(format!("corrupt data: {what}"))
+    crate::faults::failed(format!("corrupt data: {what}"))
 }
 
 fn strip(bytes: &[u8], table: u8) -> Result<&[u8], Error> {

@@ -18,13 +18,27 @@
 //! at creation, atomically by rename); incomplete directories and those of
 //! interrupted removals are deleted when the backend opens.
 //!
+//! Every log record ends with an xxh3 checksum of the record (see
+//! `checksum`), checked on every read and by `verify`, on top of fjall's own
+//! block and journal checksums: a damaged record is a `StorageFailed` naming
+//! the store and position, never garbage handed to a client. After a failed
+//! commit the engine calls `reopen`, which drops the database and recovers
+//! it from its files, so nothing the process held in memory outlives the
+//! failure.
+//!
 //! What it does not do: validation, limits and writer serialisation belong
 //! to the engine; fjall calls are blocking, so every call runs on tokio's
 //! blocking pool.
 
 mod append;
+mod checksum;
+#[cfg(debug_assertions)]
+mod inject;
 mod keys;
 mod query;
+
+#[cfg(debug_assertions)]
+pub use inject::InjectedFault;
 
 use std::fs;
 use std::io::Write;
@@ -35,15 +49,18 @@ use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gater_core::{
     Direction, Error, EventData, Position, Query, RecordedEvent, Snapshot, SnapshotKey,
-    StoreConfig, StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, Version,
+    StoreConfig, StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, VerifyReport, Version,
 };
 
 use crate::backend::{Backend, BackendStore, BatchOutcome, Counters, PendingAppend};
+use crate::faults::{self, fjall_error, io_error};
 use crate::subscription::SubscriptionRecord;
 use keys::{corrupt, CONFIG_KEY, COUNTERS_KEY};
 
 /// The file whose presence marks a store directory as completely created.
 const CONFIG_FILE: &str = "gater-store.config";
+/// Most log entries `verify` reads past the counters' event count.
+const VERIFY_EXTRA_MAX: u64 = 1_024;
 /// Prefix of a store directory being deleted; store ids cannot start with a dot.
 const REMOVING_PREFIX: &str = ".removing-";
 
@@ -87,8 +104,9 @@ impl Backend for EmbeddedBackend {
         config: StoreConfig,
     ) -> Result<Arc<dyn BackendStore>, Error> {
         let dir = self.store_dir(store);
+        let id = store.clone();
         let store = store.clone();
-        blocking(move || {
+        let created = blocking(move || {
             if dir.join(CONFIG_FILE).exists() {
                 return Err(Error::Storage(format!("store {store} already exists")));
             }
@@ -103,28 +121,31 @@ impl Backend for EmbeddedBackend {
             );
             batch.commit().map_err(fjall_error)?;
             write_atomically(&dir, CONFIG_FILE, &config_bytes)?;
-            let inner = StoreInner::new(store, config, Counters::default(), tables);
+            let inner = StoreInner::new(store, dir, config, Counters::default(), tables);
             Ok(Arc::new(EmbeddedStore {
                 inner: Arc::new(inner),
             }) as Arc<dyn BackendStore>)
         })
-        .await
+        .await;
+        created.map_err(|e| faults::attribute(e, &id, Some(&self.store_dir(&id))))
     }
 
     async fn open_store(&self, store: &StoreId) -> Result<Arc<dyn BackendStore>, Error> {
         let dir = self.store_dir(store);
+        let id = store.clone();
         let store = store.clone();
-        blocking(move || {
+        let opened = blocking(move || {
             let config_bytes = fs::read(dir.join(CONFIG_FILE)).map_err(io_error)?;
             let config: StoreConfig = postcard::from_bytes(&config_bytes).map_err(corrupt)?;
             let tables = Tables::open(&dir)?;
             let counters = tables.recover_counters()?;
-            let inner = StoreInner::new(store, config, counters, tables);
+            let inner = StoreInner::new(store, dir, config, counters, tables);
             Ok(Arc::new(EmbeddedStore {
                 inner: Arc::new(inner),
             }) as Arc<dyn BackendStore>)
         })
-        .await
+        .await;
+        opened.map_err(|e| faults::attribute(e, &id, Some(&self.store_dir(&id))))
     }
 
     async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
@@ -237,40 +258,160 @@ struct EmbeddedStore {
 /// The shared state of an open store; blocking closures hold it by `Arc`.
 struct StoreInner {
     store: StoreId,
+    /// The store's directory, to reopen it from and to check its device's space.
+    dir: PathBuf,
     config: StoreConfig,
     persist_mode: PersistMode,
     /// The counters as of the last commit; only the writer changes them.
     counters: Mutex<Counters>,
     /// Stream versions the writer remembers between batches.
     head_cache: Mutex<append::HeadCache>,
-    /// `None` once closed: taking it out under the write lock waits for
+    /// The open database; taking it out under the write lock waits for
     /// every call in progress and then drops the database.
-    tables: RwLock<Option<Tables>>,
+    tables: RwLock<Slot>,
+    /// The next commit fails as told (tests of disk faults only).
+    #[cfg(debug_assertions)]
+    injected: Mutex<Option<inject::InjectedFault>>,
+}
+
+/// What a store's database is now.
+enum Slot {
+    /// Open and serving.
+    Open(Tables),
+    /// A reopen failed: calls get this error until a reopen succeeds.
+    Broken(Error),
+    /// Closed for good: calls get `StoreStopping`.
+    Closed,
+}
+
+impl Slot {
+    /// Takes the database out, leaving `Closed`.
+    fn take(&mut self) -> Option<Tables> {
+        match std::mem::replace(self, Slot::Closed) {
+            Slot::Open(tables) => Some(tables),
+            Slot::Broken(_) | Slot::Closed => None,
+        }
+    }
 }
 
 impl StoreInner {
-    fn new(store: StoreId, config: StoreConfig, counters: Counters, tables: Tables) -> Self {
+    fn new(
+        store: StoreId,
+        dir: PathBuf,
+        config: StoreConfig,
+        counters: Counters,
+        tables: Tables,
+    ) -> Self {
         StoreInner {
             store,
+            dir,
             config,
             persist_mode: Tables::persist_mode(&config),
             counters: Mutex::new(counters),
             head_cache: Mutex::new(append::HeadCache::default()),
-            tables: RwLock::new(Some(tables)),
+            tables: RwLock::new(Slot::Open(tables)),
+            #[cfg(debug_assertions)]
+            injected: Mutex::new(None),
         }
     }
 
+    /// Runs `f` over the open database; its storage errors name this store.
     fn with_tables<R>(&self, f: impl FnOnce(&Tables) -> Result<R, Error>) -> Result<R, Error> {
         let guard = self
             .tables
             .read()
             .map_err(|_| Error::Storage("store tables lock poisoned".into()))?;
-        match guard.as_ref() {
-            Some(tables) => f(tables),
-            None => Err(Error::StoreStopping {
+        let result = match &*guard {
+            Slot::Open(tables) => f(tables),
+            Slot::Broken(error) => Err(error.clone()),
+            Slot::Closed => Err(Error::StoreStopping {
                 store: self.store.to_string(),
             }),
+        };
+        result.map_err(|e| faults::attribute(e, &self.store, Some(&self.dir)))
+    }
+
+    /// Drops the database and recovers it from its files (fjall's journal
+    /// recovery), with the counters as the files hold them: after a failed
+    /// commit nothing of the process's memory (counters, stream versions,
+    /// fjall's poisoned journal) is trusted again.
+    fn reopen(&self) -> Result<Counters, Error> {
+        let mut slot = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        if matches!(*slot, Slot::Closed) {
+            return Err(Error::StoreStopping {
+                store: self.store.to_string(),
+            });
         }
+        // fjall locks its directory: the old database goes before the new one opens.
+        *slot = Slot::Broken(faults::failed("the store is being reopened"));
+        let opened = Tables::open(&self.dir).and_then(|tables| {
+            let counters = tables.recover_counters()?;
+            Ok((tables, counters))
+        });
+        match opened {
+            Ok((tables, counters)) => {
+                *slot = Slot::Open(tables);
+                match self.counters.lock() {
+                    Ok(mut c) => *c = counters,
+                    Err(poisoned) => *poisoned.into_inner() = counters,
+                }
+                *self.head_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+                    append::HeadCache::default();
+                Ok(counters)
+            }
+            Err(error) => {
+                let error = faults::attribute(error, &self.store, Some(&self.dir));
+                *slot = Slot::Broken(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// The fault injected for the next commit, taken.
+    #[cfg(debug_assertions)]
+    fn take_injected(&self) -> Option<InjectedFault> {
+        self.injected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Reads back every record of the log and checks it.
+    fn verify(&self) -> Result<VerifyReport, Error> {
+        self.with_tables(|t| {
+            let mut records = 0u64;
+            let mut corrupt = Vec::new();
+            let mut expected = 0u64;
+            // Entries past the counters' count are read too (they would be
+            // damage as well), within a bound, so an iterator that keeps
+            // failing cannot keep the scan going.
+            let entries_max = self.counters().event_count.saturating_add(VERIFY_EXTRA_MAX);
+            for guard in t.log.iter() {
+                if records + corrupt.len() as u64 >= entries_max {
+                    break;
+                }
+                let Ok((key, value)) = guard.into_inner() else {
+                    // fjall could not read the block: the next expected
+                    // position is the first it hides.
+                    corrupt.push(expected);
+                    expected += 1;
+                    continue;
+                };
+                records += 1;
+                let position = keys::decode_u64(&key).unwrap_or(expected);
+                if decode_record(&key, &value).is_err() {
+                    corrupt.push(position);
+                }
+                expected = position.saturating_add(1);
+            }
+            corrupt.sort_unstable();
+            corrupt.dedup();
+            Ok(VerifyReport {
+                store: self.store.clone(),
+                records,
+                corrupt,
+            })
+        })
     }
 
     fn counters(&self) -> Counters {
@@ -325,7 +466,8 @@ impl StoreInner {
             };
             let mut events = Vec::with_capacity(count as usize);
             for guard in iter.take(count as usize) {
-                events.push(decode_event(&guard.value().map_err(fjall_error)?)?);
+                let (key, value) = guard.into_inner().map_err(fjall_error)?;
+                events.push(decode_record(&key, &value)?);
             }
             Ok(events)
         })
@@ -488,7 +630,7 @@ impl StoreInner {
             tables
                 .db
                 .persist(PersistMode::SyncAll)
-                .map_err(fjall_error)?;
+                .map_err(|e| faults::attribute(fjall_error(e), &self.store, Some(&self.dir)))?;
             // Dropping the last handles stops fjall's background threads.
             drop(tables);
         }
@@ -625,6 +767,35 @@ impl BackendStore for EmbeddedStore {
         blocking(move || inner.close()).await
     }
 
+    async fn reopen(&self) -> Result<Counters, Error> {
+        let inner = self.inner.clone();
+        blocking(move || inner.reopen()).await
+    }
+
+    async fn has_room(&self, heal: &faults::HealOptions) -> Result<Option<bool>, Error> {
+        let (dir, heal) = (self.inner.dir.clone(), *heal);
+        blocking(move || faults::space(&dir).map(|space| Some(heal.has_room(space)))).await
+    }
+
+    fn data_dir(&self) -> Option<&Path> {
+        Some(&self.inner.dir)
+    }
+
+    async fn verify(&self) -> Result<VerifyReport, Error> {
+        let inner = self.inner.clone();
+        blocking(move || inner.verify()).await
+    }
+
+    #[cfg(debug_assertions)]
+    fn inject_fault(&self, fault: InjectedFault) -> bool {
+        *self
+            .inner
+            .injected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(fault);
+        true
+    }
+
     fn release(&self) {
         let tables = match self.inner.tables.write() {
             Ok(mut guard) => guard.take(),
@@ -691,7 +862,8 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
         };
         let before = events.len();
         for guard in scanned {
-            events.push(decode_event(&guard.value().map_err(fjall_error)?)?);
+            let (key, value) = guard.into_inner().map_err(fjall_error)?;
+            events.push(decode_record(&key, &value)?);
         }
         if events.len() - before != run {
             return Err(corrupt(format!(
@@ -703,16 +875,21 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
     Ok(events)
 }
 
-fn decode_event(bytes: &[u8]) -> Result<RecordedEvent, Error> {
-    postcard::from_bytes(bytes).map_err(corrupt)
-}
-
-fn fjall_error(e: fjall::Error) -> Error {
-    Error::Storage(e.to_string())
-}
-
-fn io_error(e: std::io::Error) -> Error {
-    Error::Storage(e.to_string())
+/// The event of a log record, its checksum checked: a damaged record is a
+/// `StorageFailed` naming its position.
+fn decode_record(key: &[u8], value: &[u8]) -> Result<RecordedEvent, Error> {
+    let position = || {
+        keys::decode_u64(key)
+            .map_or_else(|_| "an unreadable position".to_owned(), |p| p.to_string())
+    };
+    let record = checksum::open(value)
+        .map_err(|why| corrupt(format!("the record at position {} {why}", position())))?;
+    postcard::from_bytes(record).map_err(|e| {
+        corrupt(format!(
+            "the record at position {} does not decode: {e}",
+            position()
+        ))
+    })
 }
 
 fn encode_error(e: postcard::Error) -> Error {
@@ -729,4 +906,42 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_record_is_storage_failed_naming_its_position_never_garbage() {
+        let event = EventData::json(
+            gater_core::EventId::from_bytes([3; 16]),
+            "Checked",
+            b"{\"n\":1}".to_vec(),
+            Vec::new(),
+        );
+        let recorded = RecordedEvent {
+            stream: StreamId::new("s").unwrap(),
+            version: 0,
+            position: Position(41),
+            created_us: 1,
+            data: event,
+        };
+        let body = postcard::to_stdvec(&recorded).unwrap();
+        let mut value = body.clone();
+        value.extend_from_slice(&checksum::of(&[&body]));
+        let key = keys::position_key(41);
+        assert_eq!(decode_record(&key, &value).unwrap(), recorded);
+        let last = value.len() - checksum::CHECKSUM_LEN - 1;
+        value[last] ^= 0x01;
+        let error = faults::attribute(
+            decode_record(&key, &value).unwrap_err(),
+            &StoreId::new("orders").unwrap(),
+            None,
+        );
+        assert_eq!(error.kind(), "storage_failed");
+        let text = error.to_string();
+        assert!(text.contains("store orders"), "{text}");
+        assert!(text.contains("position 41"), "{text}");
+    }
 }

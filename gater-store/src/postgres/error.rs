@@ -4,8 +4,10 @@
 //! Failures of the path (connection refused or lost, server shutting down,
 //! too many connections) are retryable `Unavailable { side: Storage }`; a
 //! statement timeout is a retryable `DeadlineExceeded { side: Storage }`; a
-//! store whose schema another worker dropped is `NotFound`; anything else is
-//! `Storage`. Every message passes through a [`Redactor`] first.
+//! store whose schema another worker dropped is `NotFound`; the database's
+//! disk full (`53100`) or a read-only database (`25006`) is `StorageFull`
+//! (the store turns `read_only` and heals when writes pass again); anything
+//! else is `Storage`. Every message passes through a [`Redactor`] first.
 
 use gater_core::{Error, Resource, Side, StoreId};
 use tokio_postgres::error::SqlState;
@@ -138,6 +140,12 @@ pub(crate) fn map_error(
             side: Side::Storage,
         };
     }
+    if let Some(refused) = refuses_writes(code, &message) {
+        return match store {
+            Some(store) => crate::faults::attribute(refused, store, None),
+            None => refused,
+        };
+    }
     if let Some(store) = store {
         if *code == SqlState::INVALID_SCHEMA_NAME || *code == SqlState::UNDEFINED_TABLE {
             return Error::not_found(Resource::Store, store);
@@ -147,6 +155,22 @@ pub(crate) fn map_error(
         return Error::unavailable(Side::Storage, format!("postgres: {message}"));
     }
     Error::Storage(format!("postgres: {message}"))
+}
+
+/// The database refuses writes for now: its disk is full (`53100`) or it is
+/// read-only (`25006`, a standby or `default_transaction_read_only`).
+fn refuses_writes(code: &SqlState, message: &str) -> Option<Error> {
+    if *code == SqlState::DISK_FULL {
+        return Some(crate::faults::full(format!(
+            "the database's disk is full (postgres: {message})"
+        )));
+    }
+    if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+        return Some(crate::faults::full(format!(
+            "the database accepts no writes, it is read-only (postgres: {message})"
+        )));
+    }
+    None
 }
 
 /// Whether the transaction lost a race with another worker and may simply run again.
@@ -190,6 +214,19 @@ fn describe(e: &tokio_postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_or_read_only_database_refuses_writes_as_storage_full() {
+        let store = StoreId::new("orders").unwrap();
+        for code in [SqlState::DISK_FULL, SqlState::READ_ONLY_SQL_TRANSACTION] {
+            let refused = refuses_writes(&code, "could not extend file").unwrap();
+            let refused = crate::faults::attribute(refused, &store, None);
+            assert_eq!(refused.kind(), "storage_full");
+            assert!(refused.is_retryable());
+            assert!(matches!(&refused, Error::StorageFull { store, .. } if store == "orders"));
+        }
+        assert!(refuses_writes(&SqlState::UNIQUE_VIOLATION, "dup").is_none());
+    }
 
     #[test]
     fn url_passwords_are_redacted() {

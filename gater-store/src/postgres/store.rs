@@ -682,6 +682,30 @@ impl BackendStore for PostgresStore {
         Ok(self.refresh_checked().await?.head)
     }
 
+    /// Nothing of the store lives in the worker: the head is read again,
+    /// and a database that is still read-only keeps the store `read_only`
+    /// (a full disk shows at the next append, which the database refuses
+    /// until it has room).
+    async fn reopen(&self) -> Result<Counters, Error> {
+        let counters = self.refresh_checked().await?;
+        let row = self
+            .query_one("SELECT current_setting('transaction_read_only')", &[])
+            .await?;
+        let read_only: String = row
+            .try_get(0)
+            .map_err(|e| corrupt(format!("transaction_read_only: {e}")))?;
+        if read_only == "on" {
+            return Err(crate::faults::attribute(
+                crate::faults::full(
+                    "the database accepts no writes, it is read-only (transaction_read_only is on)",
+                ),
+                &self.store,
+                None,
+            ));
+        }
+        Ok(counters)
+    }
+
     fn incarnation(&self) -> u64 {
         self.incarnation
     }

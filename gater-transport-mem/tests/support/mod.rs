@@ -416,6 +416,14 @@ impl Gater for TestGater {
         self.with_store(store, |data| Ok(data.config))
     }
 
+    async fn reopen_store(&self, _: &StoreId) -> Result<(), Error> {
+        Err(unsupported("reopen_store"))
+    }
+
+    async fn verify_store(&self, _: &StoreId) -> Result<gater_core::VerifyReport, Error> {
+        Err(unsupported("verify_store"))
+    }
+
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
         Err(unsupported("workers"))
     }

@@ -110,6 +110,26 @@ pub(crate) struct DevArgs {
     /// Access rules (TOML); without it every certificate from the CA is admin.
     #[arg(long, env = "GATER_ACCESS")]
     pub(crate) access: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) heal: HealArgs,
+}
+
+/// How stores heal after a disk fault (`gater dev` and `gater worker`).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct HealArgs {
+    /// How often a read-only store (disk full) checks whether it can write
+    /// again; also the first back-off of a failed store. Milliseconds
+    /// [default: 5000].
+    #[arg(long, env = "GATER_HEAL_INTERVAL_MS")]
+    pub(crate) heal_interval_ms: Option<u64>,
+    /// Free bytes a read-only store's device needs before the store reopens
+    /// [default: 67108864, 64 MiB].
+    #[arg(long, env = "GATER_HEAL_FREE_BYTES_MIN")]
+    pub(crate) heal_free_bytes_min: Option<u64>,
+    /// Free share of the device, in percent, a read-only store needs before
+    /// it reopens; the larger of this and the bytes counts [default: 1].
+    #[arg(long, env = "GATER_HEAL_FREE_PERCENT_MIN")]
+    pub(crate) heal_free_percent_min: Option<u8>,
 }
 
 /// `gater certs ...`.
@@ -189,6 +209,8 @@ pub(crate) struct WorkerArgs {
     /// Access rules (TOML); without it every certificate from the CA is admin.
     #[arg(long, env = "GATER_ACCESS")]
     pub(crate) access: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) heal: HealArgs,
 }
 
 /// `gater proxy`.
@@ -240,6 +262,18 @@ pub(crate) enum StoreCommand {
     },
     /// Show a store's configuration.
     Config {
+        /// Store id.
+        id: String,
+    },
+    /// Reopen a store from its storage now (after a disk fault) instead of
+    /// waiting for it to heal by itself.
+    Reopen {
+        /// Store id.
+        id: String,
+    },
+    /// Read back and check every record of a store; prints
+    /// {"store":..,"records":N,"corrupt":[positions..]} and exits 1 if any is corrupt.
+    Verify {
         /// Store id.
         id: String,
     },

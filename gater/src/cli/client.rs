@@ -40,6 +40,14 @@ pub(crate) enum CommandError {
     /// An import stopped at an event the store refused.
     #[error("import stopped at line {}: {}", .0.line, .0.error)]
     Import(Box<transfer::ImportStop>),
+    /// `store verify` found corrupt records (its report is printed already).
+    #[error("{count} corrupt records in store {store}")]
+    Corrupt {
+        /// The store verified.
+        store: String,
+        /// How many records failed.
+        count: usize,
+    },
 }
 
 /// Runs a client command. `input` is stdin (for append and snapshot record).
@@ -91,6 +99,9 @@ pub(crate) async fn execute<W: Write>(
                         "in_flight": w.in_flight, "latency_us": w.latency_us,
                         "stores": w.stores.iter().map(StoreId::as_str).collect::<Vec<_>>(),
                         "shared_storage": w.shared_storage,
+                        "faults": w.faults.iter().map(|f| {
+                            json!({"store": f.store.as_str(), "state": f.state.as_str(), "reason": f.reason})
+                        }).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -101,6 +112,7 @@ pub(crate) async fn execute<W: Write>(
                 "in_flight",
                 "latency_us",
                 "stores",
+                "faults",
             ];
             out.table(&cols, &rows)?;
             Ok(())
@@ -156,28 +168,65 @@ async fn store<W: Write>(
                 .await?
                 .iter()
                 .map(|s| {
-                    json!({
+                    let mut row = json!({
                         "store": s.store.as_str(),
-                        "state": format!("{:?}", s.state).to_lowercase(),
+                        "state": s.state.as_str(),
                         "fsync": s.config.fsync,
                         "workers": s.workers,
-                    })
+                    });
+                    if let Some(reason) = &s.reason {
+                        row["reason"] = json!(reason);
+                    }
+                    row
                 })
                 .collect();
-            out.table(&["store", "state", "fsync", "workers"], &rows)?;
+            let any_reason = rows.iter().any(|r| r.get("reason").is_some());
+            let columns: &[&str] = if any_reason {
+                &["store", "state", "fsync", "workers", "reason"]
+            } else {
+                &["store", "state", "fsync", "workers"]
+            };
+            out.table(columns, &rows)?;
         }
         StoreCommand::Status { id } => {
             let store = StoreId::new(id).map_err(Error::from)?;
             let s = gater.get_store_status(&store).await?;
-            out.record(&json!({
+            let mut record = json!({
                 "store": s.store.as_str(),
-                "state": format!("{:?}", s.state).to_lowercase(),
+                "state": s.state.as_str(),
                 "streams": s.stream_count,
                 "events": s.event_count,
                 "head": s.head.map_or(json!(-1), |p| json!(p.0)),
                 "disk_bytes": s.disk_bytes,
                 "workers": s.workers,
-            }))?;
+            });
+            if let Some(reason) = s.reason {
+                record["reason"] = json!(reason);
+            }
+            out.record(&record)?;
+        }
+        StoreCommand::Reopen { id } => {
+            let store = StoreId::new(id).map_err(Error::from)?;
+            gater.reopen_store(&store).await?;
+            out.record(&json!({"store": store.as_str(), "reopened": true}))?;
+        }
+        StoreCommand::Verify { id } => {
+            let store = StoreId::new(id).map_err(Error::from)?;
+            let report = gater.verify_store(&store).await?;
+            // One JSON line in either output mode, its fields in this order.
+            let line = format!(
+                "{{\"store\":{},\"records\":{},\"corrupt\":{}}}",
+                json!(report.store.as_str()),
+                report.records,
+                json!(report.corrupt)
+            );
+            out.line(&line)?;
+            if !report.corrupt.is_empty() {
+                return Err(CommandError::Corrupt {
+                    store: store.to_string(),
+                    count: report.corrupt.len(),
+                });
+            }
         }
         StoreCommand::Config { id } => {
             let store = StoreId::new(id).map_err(Error::from)?;

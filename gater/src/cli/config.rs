@@ -43,6 +43,9 @@ pub(crate) struct WorkerFile {
     access: Option<PathBuf>,
     memory_max_bytes: Option<u64>,
     server_name: Option<String>,
+    heal_interval_ms: Option<u64>,
+    heal_free_bytes_min: Option<u64>,
+    heal_free_percent_min: Option<u8>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -88,6 +91,8 @@ pub(crate) struct WorkerConfig {
     /// Name the certificates of the servers this one dials must carry, when
     /// not the host dialled (`--server-name` wins).
     pub(crate) server_name: Option<String>,
+    /// How stores heal after a disk fault.
+    pub(crate) heal: gater_store::HealOptions,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -214,11 +219,43 @@ impl WorkerConfig {
             access: args.access.clone().or(file.access),
             memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
             server_name: file.server_name,
+            heal: heal_options(
+                &args.heal,
+                (
+                    file.heal_interval_ms,
+                    file.heal_free_bytes_min,
+                    file.heal_free_percent_min,
+                ),
+            ),
             listen,
             advertise,
             backend,
             tls: file.tls,
         })
+    }
+}
+
+/// Heal options from the flags, over the config file's `(interval,
+/// free bytes, free percent)`, over the defaults.
+pub(crate) fn heal_options(
+    args: &crate::cli::args::HealArgs,
+    file: (Option<u64>, Option<u64>, Option<u8>),
+) -> gater_store::HealOptions {
+    let defaults = gater_store::HealOptions::default();
+    gater_store::HealOptions {
+        interval_ms: args
+            .heal_interval_ms
+            .or(file.0)
+            .unwrap_or(defaults.interval_ms),
+        free_bytes_min: args
+            .heal_free_bytes_min
+            .or(file.1)
+            .unwrap_or(defaults.free_bytes_min),
+        free_percent_min: args
+            .heal_free_percent_min
+            .or(file.2)
+            .unwrap_or(defaults.free_percent_min),
+        ..defaults
     }
 }
 

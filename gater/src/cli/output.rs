@@ -37,6 +37,11 @@ impl<W: Write> Output<W> {
         writeln!(self.out, "{}", human(value))
     }
 
+    /// Prints `line` as it is, in either mode.
+    pub(crate) fn line(&mut self, line: &str) -> io::Result<()> {
+        writeln!(self.out, "{line}")
+    }
+
     /// Prints rows: JSON lines, or an aligned table with `columns` as header.
     pub(crate) fn table(&mut self, columns: &[&str], rows: &[Value]) -> io::Result<()> {
         if self.json {
@@ -192,6 +197,9 @@ pub(crate) fn error_line(error: &Error, json: bool) -> String {
         } => {
             map.insert("identity".into(), identity.clone().into());
             map.insert("action".into(), action.clone().into());
+            map.insert("store".into(), store.clone().into());
+        }
+        Error::StorageFull { store, .. } | Error::StorageFailed { store, .. } => {
             map.insert("store".into(), store.clone().into());
         }
         _ => {}

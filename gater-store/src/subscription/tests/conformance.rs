@@ -200,6 +200,12 @@ impl Gater for FakeGater {
     async fn get_store_config(&self, _: &StoreId) -> Result<StoreConfig, Error> {
         unsupported("get_store_config")
     }
+    async fn reopen_store(&self, _: &StoreId) -> Result<(), Error> {
+        unsupported("reopen_store")
+    }
+    async fn verify_store(&self, _: &StoreId) -> Result<gater_core::VerifyReport, Error> {
+        unsupported("verify_store")
+    }
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
         unsupported("workers")
     }
