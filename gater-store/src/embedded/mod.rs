@@ -838,12 +838,13 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
         if run == 1 {
             // A lone position (a query's scattered matches): a point read
             // costs less than setting up a range over the LSM levels.
+            let key = keys::position_key(first);
             let value = t
                 .log
-                .get(keys::position_key(first))
+                .get(key)
                 .map_err(fjall_error)?
                 .ok_or_else(|| corrupt(format!("an index names missing event {first}")))?;
-            events.push(decode_event(&value)?);
+            events.push(decode_record(&key, &value)?);
             rest = &rest[1..];
             continue;
         }
