@@ -5,8 +5,8 @@
 //! [`Gater`] trait whose doc comments are the API contract, the typed
 //! [`Error`], the [`access`] rules (roles, grants, the per-connection check),
 //! the [`wire`] messages with their frame codec, the [`dispatch`]
-//! ends every transport shares, and the pure [`routing`] policy the proxy
-//! uses to pick workers.
+//! ends every transport shares, the pure [`routing`] policy the proxy
+//! uses to pick workers, and the [`memory`] budget's interface.
 //!
 //! What it does not do: no I/O of any kind. There is no async runtime, no
 //! socket, no file, no clock and no OS entropy in this crate; time and
@@ -24,6 +24,8 @@ mod error;
 mod event;
 mod id;
 mod limits;
+pub mod memory;
+pub mod metrics;
 pub mod page;
 pub mod pending;
 pub mod query;
@@ -33,6 +35,7 @@ pub mod selector;
 mod snapshot;
 mod store;
 mod subscription;
+pub mod trace;
 pub mod wire;
 
 pub use api::{BoxGater, Gater};

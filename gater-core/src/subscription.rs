@@ -331,7 +331,11 @@ pub struct SubscriptionInfo {
     pub in_flight: u32,
     /// Events parked.
     pub parked: u64,
-    /// Events in the log past the checkpoint (head position + 1 − checkpoint).
+    /// Events not yet handled: the store's head position + 1 − checkpoint,
+    /// counted against the head now (whatever the consumers are doing); for a
+    /// transient consumer the checkpoint is its own position. For `$all` this
+    /// is exactly the matching events; for a narrower selector it counts every
+    /// log position past the checkpoint, an upper bound.
     pub lag: u64,
 }
 

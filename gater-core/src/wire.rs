@@ -328,6 +328,9 @@ pub struct RequestEnvelope {
     /// passes what remains on to whatever it calls and refuses work that is
     /// already late (0) with `DeadlineExceeded` instead of starting it.
     pub deadline_ms: Option<u32>,
+    /// The id that follows the request across hops in logs (see
+    /// [`trace`](crate::trace)); 0 when the sender had none.
+    pub trace: u64,
     /// The request.
     pub request: Request,
 }
@@ -342,6 +345,8 @@ pub struct RequestHeader {
     pub id: u64,
     /// [`RequestEnvelope::deadline_ms`].
     pub deadline_ms: Option<u32>,
+    /// [`RequestEnvelope::trace`].
+    pub trace: u64,
 }
 
 impl RequestHeader {
@@ -353,12 +358,14 @@ impl RequestHeader {
 
 impl RequestEnvelope {
     /// An envelope of this build's version with request id 0 (a transport
-    /// sets [`RequestEnvelope::id`] as it sends it).
+    /// sets [`RequestEnvelope::id`] as it sends it), carrying the trace id of
+    /// the request being answered, if any ([`trace::current`](crate::trace::current)).
     pub fn new(request: Request, deadline_ms: Option<u32>) -> Self {
         RequestEnvelope {
             version: PROTOCOL_VERSION,
             id: 0,
             deadline_ms,
+            trace: crate::trace::current().unwrap_or(0),
             request,
         }
     }
@@ -369,6 +376,7 @@ impl RequestEnvelope {
             version: self.version,
             id: self.id,
             deadline_ms: self.deadline_ms,
+            trace: self.trace,
         }
     }
 
@@ -569,6 +577,7 @@ pub fn decode_request(body: &[u8]) -> Result<RequestEnvelope, FrameError> {
         version: header.version,
         id: header.id,
         deadline_ms: header.deadline_ms,
+        trace: header.trace,
         request: decode_body(request)?,
     })
 }

@@ -653,14 +653,18 @@ fn request_envelope() -> impl Strategy<Value = RequestEnvelope> {
         prop_oneof![4 => Just(PROTOCOL_VERSION), 1 => any::<u16>()],
         any::<u64>(),
         option::of(any::<u32>()),
+        any::<u64>(),
         request(),
     )
-        .prop_map(|(version, id, deadline_ms, request)| RequestEnvelope {
-            version,
-            id,
-            deadline_ms,
-            request,
-        })
+        .prop_map(
+            |(version, id, deadline_ms, trace, request)| RequestEnvelope {
+                version,
+                id,
+                deadline_ms,
+                trace,
+                request,
+            },
+        )
 }
 
 fn response_envelope() -> impl Strategy<Value = ResponseEnvelope> {

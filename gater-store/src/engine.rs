@@ -32,6 +32,7 @@ use crate::backend::{Backend, BackendStore, PendingAppend, PendingPart};
 use crate::embedded::EmbeddedBackend;
 use crate::faults::{HealOptions, Health};
 use crate::lease::{Claim, Claimant, Fence};
+use crate::metrics::StoreMetrics;
 use crate::misses::Misses;
 use crate::subscription::{
     PeerConnector, PeerSlot, SubscriptionLog, SubscriptionRecord, Subscriptions,
@@ -110,6 +111,8 @@ struct Engine {
     /// Stores whose storage would not open, and why: listed as `Failed`,
     /// retried with back-off (see `Engine::retry_broken`).
     broken: Mutex<BTreeMap<StoreId, String>>,
+    /// What the writers measure.
+    metrics: Arc<StoreMetrics>,
 }
 
 /// One open store.
@@ -292,6 +295,12 @@ impl Store {
     pub fn connect_peers(&self, connector: Arc<dyn PeerConnector>) {
         let _ = self.engine.peers.set(connector);
     }
+
+    /// What this engine's writers measured: batch sizes, durable-commit
+    /// times and events appended per store.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.engine.metrics
+    }
 }
 
 impl Engine {
@@ -311,6 +320,7 @@ impl Engine {
             peers: PeerSlot::default(),
             misses: Misses::default(),
             broken: Mutex::new(BTreeMap::new()),
+            metrics: Arc::new(StoreMetrics::default()),
         }
     }
 
@@ -551,6 +561,9 @@ impl Engine {
             queue,
             stop: stop_rx,
             head: head_tx,
+            metrics: Arc::clone(&self.metrics),
+            appended: self.metrics.appended_counter(&id),
+            durable: config.fsync,
             bounds: BatchBounds {
                 group_commit: config.group_commit,
                 appends_max: self.options.batch_appends_max.max(1) as usize,
@@ -1258,6 +1271,32 @@ mod tests {
             b"{}".to_vec(),
             Vec::new(),
         )
+    }
+
+    #[tokio::test]
+    async fn a_configured_subscription_window_max_is_honoured() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = StoreOptions::new(dir.path());
+        options.limits.subscription_window_max = 8;
+        let store = Store::open(options).await.unwrap();
+        let id = StoreId::new("windows").unwrap();
+        let config = StoreConfig {
+            fsync: false,
+            group_commit: true,
+        };
+        store.create_store(&id, config).await.unwrap();
+        let key = SubscriptionKey::stream(&StreamId::new("s").unwrap());
+        let window = |window| SubscribeOptions {
+            window,
+            start_from: None,
+        };
+        let refused = store.subscribe(&id, key.clone(), window(9)).await;
+        assert!(
+            matches!(&refused, Err(Error::InvalidArgument(message)) if message.contains("1 to 8")),
+            "{:?}",
+            refused.map(|s| s.consumer())
+        );
+        assert!(store.subscribe(&id, key, window(8)).await.is_ok());
     }
 
     #[tokio::test]

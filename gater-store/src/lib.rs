@@ -38,6 +38,7 @@ mod embedded;
 mod engine;
 mod faults;
 mod lease;
+mod metrics;
 mod misses;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -56,6 +57,7 @@ pub use faults::{
     HEAL_FREE_PERCENT_MIN_DEFAULT, HEAL_INTERVAL_MS_DEFAULT,
 };
 pub use lease::LEASE_PERIOD_MS_DEFAULT;
+pub use metrics::{StoreMetrics, StoreMetricsSnapshot};
 #[cfg(feature = "postgres")]
 pub use postgres::{redact_url, PostgresOptions};
 #[cfg(feature = "conformance")]

@@ -15,6 +15,7 @@
 //! checks for room every heal interval; a failed one is reopened with
 //! exponential back-off; `reopen_store` forces an attempt.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use gater_core::{AppendOutcome, Error, Position, StoreId, StoreState};
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::backend::{BackendStore, PendingAppend};
 use crate::faults::{self, HealOptions, Health};
+use crate::metrics::StoreMetrics;
 
 /// Most times the writer yields while the queue keeps growing before it cuts a batch.
 const GATHER_YIELDS_MAX: usize = 16;
@@ -61,6 +63,13 @@ pub(crate) struct Writer {
     /// Forced reopens (`reopen_store`).
     pub(crate) reopens: mpsc::Receiver<ReopenRequest>,
     pub(crate) heal: HealOptions,
+    /// Where batch sizes and commit times are recorded.
+    pub(crate) metrics: Arc<StoreMetrics>,
+    /// This store's appended-events counter.
+    pub(crate) appended: Arc<AtomicU64>,
+    /// Whether commits are flushed to disk (the store's `fsync`): only those
+    /// count as fsyncs.
+    pub(crate) durable: bool,
 }
 
 impl Writer {
@@ -142,12 +151,16 @@ impl Writer {
     async fn commit(&mut self, batch: Vec<AppendRequest>) -> Option<Error> {
         let (appends, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|r| (r.append, r.reply)).unzip();
+        let sizes: Vec<u64> = appends.iter().map(|a| a.event_count() as u64).collect();
+        let head_before = *self.head.borrow();
+        let started = Instant::now();
         match self
             .backend
             .append_batch(appends, crate::engine::now_us())
             .await
         {
             Ok(outcome) => {
+                self.measure(&sizes, head_before, &outcome.results, started);
                 // Publish before answering: whoever sees its append succeed
                 // and then watches the head must find it there.
                 publish_head(&self.head, outcome.head);
@@ -283,6 +296,37 @@ impl Writer {
                 Err(error)
             }
         }
+    }
+
+    /// Records a committed batch. An append whose result lies at or before
+    /// the head seen before the batch was an idempotent re-send: it added
+    /// nothing, so it does not count as appended events.
+    fn measure(
+        &self,
+        sizes: &[u64],
+        head_before: Option<Position>,
+        results: &[Result<AppendOutcome, Error>],
+        started: Instant,
+    ) {
+        let mut written_appends = 0u64;
+        let mut written_events = 0u64;
+        for (size, result) in sizes.iter().zip(results) {
+            if let Ok(result) = result {
+                if head_before.is_none_or(|head| result.position > head) {
+                    written_appends += 1;
+                    written_events += size;
+                }
+            }
+        }
+        if written_appends == 0 {
+            return;
+        }
+        if self.durable {
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.metrics.handle_fsync(micros);
+        }
+        self.metrics.handle_batch(written_appends, written_events);
+        self.appended.fetch_add(written_events, Ordering::Relaxed);
     }
 
     fn stopping(&self) -> Error {

@@ -183,7 +183,8 @@ impl MemServer {
             // Spawned: a caller that gives up does not cancel what the server started.
             tokio::spawn(async move {
                 let _permit = permit;
-                let _ = tx.send(gater.call(envelope.request, within).await);
+                let call = gater.call(envelope.request, within);
+                let _ = tx.send(gater_core::trace::scope(envelope.trace, call).await);
             });
             rx.await
                 .unwrap_or_else(|_| Err(Error::unavailable(Side::Worker, "request task failed")))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use gater_core::wire::{self, FrameError, FRAME_HEADER_LEN};
 use gater_core::{Error, Side};
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::budget::{BudgetPermit, MemoryBudget};
 
@@ -18,8 +19,16 @@ pub(crate) enum ReadFailure {
     Truncated,
     /// The stream or its connection failed.
     Stream(quinn::ReadError),
-    /// The memory budget cannot hold the frame (a retryable `Overloaded`).
-    Overloaded(Error),
+    /// The memory budget could not hold the frame (a retryable
+    /// `Overloaded`): it was read past, not kept, so the stream is at the
+    /// next frame. `body_prefix` is the start of its body (enough for a
+    /// request's header).
+    Overloaded {
+        /// Why.
+        error: Error,
+        /// The first [`BODY_PREFIX_LEN`] bytes of the body (fewer if it is shorter).
+        body_prefix: Vec<u8>,
+    },
 }
 
 impl From<ReadFailure> for Error {
@@ -28,7 +37,7 @@ impl From<ReadFailure> for Error {
             ReadFailure::Frame(e) => e.into(),
             ReadFailure::Truncated => Error::Protocol("stream ended inside a frame".into()),
             ReadFailure::Stream(e) => lost(e),
-            ReadFailure::Overloaded(e) => e,
+            ReadFailure::Overloaded { error, .. } => error,
         }
     }
 }
@@ -38,9 +47,29 @@ pub(crate) fn lost(e: impl std::fmt::Display) -> Error {
     Error::unavailable(Side::Worker, format!("connection lost: {e}"))
 }
 
-/// Bytes asked of the stream while no frame header is in: enough for a
-/// typical whole frame in one read.
+/// Bytes an unbudgeted reader asks of the stream while no frame header is
+/// in: enough for a typical whole frame in one read.
 const READ_AHEAD: usize = 16 * 1024;
+/// Bytes of a frame's body kept when the frame is read past (a request
+/// header is at most 19 bytes).
+pub(crate) const BODY_PREFIX_LEN: usize = 32;
+
+/// Where a budgeted reader reserves its frames' bytes.
+#[derive(Debug)]
+struct Budgeted {
+    budget: Arc<MemoryBudget>,
+    side: Side,
+    /// One permit per connection: the one frame that may wait for room.
+    wait_slot: Arc<Semaphore>,
+}
+
+/// A frame being read past: what is left of its body and its first bytes.
+#[derive(Debug)]
+struct Skip {
+    remaining: usize,
+    body_prefix: Vec<u8>,
+    error: Error,
+}
 
 /// Reads frames from one stream.
 ///
@@ -50,16 +79,26 @@ const READ_AHEAD: usize = 16 * 1024;
 /// the length prefix against `max` before reading the body, so it never
 /// holds more than `READ_AHEAD + FRAME_HEADER_LEN + max` bytes.
 ///
-/// With a budget, a frame reserves its bytes once its header is in, before
-/// its body is read; the reservation of the last frame read is handed over
-/// with [`FrameReader::take_permit`], to be held while the request is served.
+/// A budgeted reader (a server's) reads no byte past a header before the
+/// frame's bytes are reserved: a frame reserves them once its header is in,
+/// and the reservation of the last frame read is handed over with
+/// [`FrameReader::take_permit`], to be held while the request is served.
+/// When the budget is used up, one frame per connection (its `wait_slot`)
+/// waits for room; any other is read past and refused with
+/// [`ReadFailure::Overloaded`], so no stream stops draining while a frame
+/// of its connection waits for bytes the budget may only get back from it.
+/// An exact reader (a server's subscription stream) asks for no byte past a
+/// frame either, without a budget: its frames are small and bounded.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
     max: u32,
-    budget: Option<(Arc<MemoryBudget>, Side)>,
+    read_ahead: bool,
+    budget: Option<Budgeted>,
     reading: Option<BudgetPermit>,
     read: Option<BudgetPermit>,
+    waiting: Option<OwnedSemaphorePermit>,
+    skipping: Option<Skip>,
 }
 
 impl FrameReader {
@@ -67,17 +106,38 @@ impl FrameReader {
         FrameReader {
             buf: Vec::new(),
             max,
+            read_ahead: true,
             budget: None,
             reading: None,
             read: None,
+            waiting: None,
+            skipping: None,
         }
     }
 
-    /// A reader whose frames reserve their bytes from `budget` (refusals name `side`).
-    pub(crate) fn with_budget(max: u32, budget: Arc<MemoryBudget>, side: Side) -> Self {
+    /// A reader that asks for no byte past the frame it reads.
+    pub(crate) fn exact(max: u32) -> Self {
         FrameReader {
-            budget: Some((budget, side)),
+            read_ahead: false,
             ..FrameReader::new(max)
+        }
+    }
+
+    /// A reader whose frames reserve their bytes from `budget` (refusals
+    /// name `side`); `wait_slot` is its connection's one permit to wait for room.
+    pub(crate) fn with_budget(
+        max: u32,
+        budget: Arc<MemoryBudget>,
+        side: Side,
+        wait_slot: Arc<Semaphore>,
+    ) -> Self {
+        FrameReader {
+            budget: Some(Budgeted {
+                budget,
+                side,
+                wait_slot,
+            }),
+            ..FrameReader::exact(max)
         }
     }
 
@@ -93,16 +153,28 @@ impl FrameReader {
         decode: impl Fn(&[u8]) -> Result<T, FrameError>,
     ) -> Result<Option<T>, ReadFailure> {
         loop {
+            if let Some(skip) = &mut self.skipping {
+                if skip.remaining == 0 {
+                    // Just checked: there is a skip to take.
+                    let skip = self.skipping.take().expect("a frame being read past");
+                    return Err(ReadFailure::Overloaded {
+                        error: skip.error,
+                        body_prefix: skip.body_prefix,
+                    });
+                }
+                match recv.read_chunk(skip.remaining, true).await {
+                    Ok(Some(chunk)) => skip.pass(&chunk.bytes),
+                    Ok(None) => return Err(ReadFailure::Truncated),
+                    Err(e) => return Err(ReadFailure::Stream(e)),
+                }
+                continue;
+            }
             let len = self.body_len()?;
-            if let (Some(len), Some((budget, side)), None) = (len, &self.budget, &self.reading) {
-                // Waits for room (flow control holds the peer meanwhile);
-                // cancel-safe, the reservation is kept once made.
-                let bytes = (FRAME_HEADER_LEN + len) as u64;
-                let permit = budget
-                    .reserve(bytes, *side)
-                    .await
-                    .map_err(ReadFailure::Overloaded)?;
-                self.reading = Some(permit);
+            if let (Some(len), Some(_), None) = (len, &self.budget, &self.reading) {
+                if let Some(error) = self.reserve(len).await {
+                    self.skip(len, error);
+                    continue;
+                }
             }
             let wanted = match len {
                 Some(len) if self.buf.len() >= FRAME_HEADER_LEN + len => {
@@ -112,7 +184,8 @@ impl FrameReader {
                     return msg.map(Some).map_err(ReadFailure::Frame);
                 }
                 Some(len) => FRAME_HEADER_LEN + len - self.buf.len(),
-                None => READ_AHEAD,
+                None if self.read_ahead => READ_AHEAD,
+                None => FRAME_HEADER_LEN - self.buf.len(),
             };
             match recv.read_chunk(wanted, true).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
@@ -121,6 +194,54 @@ impl FrameReader {
                 Err(e) => return Err(ReadFailure::Stream(e)),
             }
         }
+    }
+
+    /// Reserves the bytes of a frame whose header is in (body `len`);
+    /// `Some(refusal)` when it is to be read past instead: larger than the
+    /// whole budget, or the budget is used up and another frame of the
+    /// connection already waits. Cancel-safe: a wait slot taken is kept.
+    async fn reserve(&mut self, len: usize) -> Option<Error> {
+        let budgeted = self.budget.as_ref()?;
+        let bytes = (FRAME_HEADER_LEN + len) as u64;
+        let refusal = match budgeted.budget.try_reserve(bytes, budgeted.side) {
+            Ok(permit) => {
+                self.reading = Some(permit);
+                return None;
+            }
+            Err(refusal) => refusal,
+        };
+        if !budgeted.budget.can_hold(bytes) {
+            return Some(refusal);
+        }
+        if self.waiting.is_none() {
+            match Arc::clone(&budgeted.wait_slot).try_acquire_owned() {
+                Ok(slot) => self.waiting = Some(slot),
+                Err(_) => return Some(refusal),
+            }
+        }
+        let reserved = budgeted.budget.reserve(bytes, budgeted.side).await;
+        self.waiting = None;
+        match reserved {
+            Ok(permit) => {
+                self.reading = Some(permit);
+                None
+            }
+            Err(refusal) => Some(refusal),
+        }
+    }
+
+    /// Starts reading past the frame whose header is in (body `len`).
+    fn skip(&mut self, len: usize, error: Error) {
+        let mut skip = Skip {
+            remaining: len,
+            body_prefix: Vec::with_capacity(BODY_PREFIX_LEN.min(len)),
+            error,
+        };
+        // A budgeted reader reads no byte past a header before this.
+        debug_assert!(self.buf.len() <= FRAME_HEADER_LEN + len);
+        skip.pass(&self.buf[FRAME_HEADER_LEN..]);
+        self.buf.clear();
+        self.skipping = Some(skip);
     }
 
     /// The announced body length once the header is in.
@@ -133,6 +254,16 @@ impl FrameReader {
         wire::body_len(h, self.max)
             .map(Some)
             .map_err(ReadFailure::Frame)
+    }
+}
+
+impl Skip {
+    /// Passes over `bytes` of the body, keeping its first few.
+    fn pass(&mut self, bytes: &[u8]) {
+        let room = BODY_PREFIX_LEN - self.body_prefix.len();
+        self.body_prefix
+            .extend_from_slice(&bytes[..room.min(bytes.len())]);
+        self.remaining = self.remaining.saturating_sub(bytes.len());
     }
 }
 

@@ -39,10 +39,11 @@
 //! binary uses, and signs a certificate per identity with an existing CA.
 //! Given access rules ([`ServerConfig::access`]), the server serves each
 //! connection under the identity of its certificate ([`peer_identity`]).
-//! Request frames reserve their bytes from one server-wide
-//! [`MemoryBudget`] ([`ServerConfig::memory_max_bytes`]) until answered;
-//! past it new requests wait for room, and one larger than the whole budget
-//! gets a retryable `Overloaded`.
+//! One server-wide [`MemoryBudget`] ([`ServerConfig::memory_max_bytes`])
+//! bounds what peers make the server hold: each connection's QUIC windows
+//! (a connection whose windows do not fit is refused), request frames until
+//! answered, answers and deliveries until QUIC has them. Past it one frame
+//! per connection waits for room and others get a retryable `Overloaded`.
 //!
 //! What it does not do: no retries of calls that failed otherwise than by
 //! losing their connection (the proxy decides those, with its budget), and
@@ -67,7 +68,8 @@ mod tls;
 use std::time::Duration;
 
 pub use budget::{
-    receive_windows, BudgetPermit, MemoryBudget, MEMORY_MAX_BYTES_DEFAULT, RECEIVE_WINDOW_MIN,
+    memory_min_bytes, receive_windows, BudgetPermit, MemoryBudget, MEMORY_MAX_BYTES_DEFAULT,
+    RECEIVE_WINDOW_MIN, WINDOWS_PER_CONNECTION,
 };
 pub use client::{
     connect, ClientOptions, QuicClient, QuicLink, BACKOFF_MAX_MS_DEFAULT, BACKOFF_MIN_MS_DEFAULT,

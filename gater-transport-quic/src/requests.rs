@@ -48,6 +48,7 @@ pub(crate) fn read_request(body: &[u8]) -> Result<Read, FrameError> {
                 version: header.version,
                 id: header.id,
                 deadline_ms: header.deadline_ms,
+                trace: header.trace,
                 request,
             }),
             Err(e) => Read::Refused {
@@ -59,10 +60,23 @@ pub(crate) fn read_request(body: &[u8]) -> Result<Read, FrameError> {
     })
 }
 
+/// A frame read past for want of memory: refused under its request's id,
+/// the stream staying in step, or fatally when even the request's header
+/// cannot be read from the start of its body: `(id, error, fatal)`.
+pub(crate) fn overloaded(error: Error, body_prefix: &[u8]) -> (u64, Error, bool) {
+    match wire::split_request(body_prefix) {
+        Ok((header, _)) => (header.id, error, false),
+        Err(_) => (0, error, true),
+    }
+}
+
 /// Hands one request to the `Gater` and returns its result.
 pub(crate) async fn answer(shared: &Shared, envelope: RequestEnvelope) -> Result<Response, Error> {
     let within = envelope.within();
-    shared.gater.call(envelope.request, within).await
+    // The request's trace id is current while it is answered, so whatever
+    // it calls on (a proxy's worker) carries it on.
+    let call = shared.gater.call(envelope.request, within);
+    gater_core::trace::scope(envelope.trace, call).await
 }
 
 /// Appends one answer frame to `out`; an answer too large for a frame
@@ -96,6 +110,7 @@ pub(crate) async fn serve(
         shared,
         mut send,
         mut recv,
+        ..
     } = stream;
     let max = shared.frame_bytes_max;
     let mut out = Vec::new();
@@ -122,6 +137,9 @@ pub(crate) async fn serve(
                     }
                 },
                 Ok(Some(Read::Refused { id, error, fatal })) => Some((id, error, fatal)),
+                Err(ReadFailure::Overloaded { error, body_prefix }) => {
+                    Some(overloaded(error, &body_prefix))
+                }
                 Ok(None) => {
                     reading = false;
                     None
@@ -149,7 +167,7 @@ pub(crate) async fn serve(
                 }
             }
         }
-        if !out.is_empty() && send.write_all(&out).await.is_err() {
+        if !out.is_empty() && shared.write_counted(&mut send, &out).await.is_err() {
             break;
         }
         out.clear();
@@ -164,7 +182,7 @@ pub(crate) async fn serve(
                     };
                     push_answer(&mut out, id, result, max);
                 }
-                if send.write_all(&out).await.is_err() {
+                if shared.write_counted(&mut send, &out).await.is_err() {
                     break;
                 }
             }

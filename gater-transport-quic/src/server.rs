@@ -10,9 +10,12 @@ use std::time::Duration;
 use gater_core::access::Gatekeeper;
 use gater_core::wire::{Request, RequestEnvelope, Response};
 use gater_core::{BoxGater, Error, Gater, Limits, Side};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::budget::{receive_windows, MemoryBudget, MEMORY_MAX_BYTES_DEFAULT};
+use crate::budget::{
+    memory_min_bytes, receive_windows, BudgetPermit, MemoryBudget, MEMORY_MAX_BYTES_DEFAULT,
+    WINDOWS_PER_CONNECTION,
+};
 use crate::frame::{FrameReader, ReadFailure};
 use crate::requests::{self, Read};
 use crate::subscription;
@@ -51,7 +54,8 @@ pub struct ServerConfig {
     /// Streams (request streams and subscriptions) one connection may have
     /// open at once, and requests it may have in flight over all its request streams.
     pub streams_per_connection_max: u32,
-    /// Connections served at once; more are refused.
+    /// Connections served at once; more are refused (and so are those whose
+    /// flow-control windows no longer fit the memory budget).
     pub connections_max: u32,
     /// A connection without traffic for this long is closed, milliseconds.
     pub idle_timeout_ms: u64,
@@ -64,9 +68,15 @@ pub struct ServerConfig {
     /// The rules each connection's identity (its certificate's name) is held
     /// to; `None` serves every connection without a check.
     pub access: Option<Arc<Gatekeeper>>,
-    /// Server-wide byte budget of request frames being received or served;
-    /// QUIC receive windows are derived from it (see [`MemoryBudget`]).
+    /// Server-wide byte budget: connections' QUIC windows (derived from
+    /// it), request frames being received or served, answers and deliveries
+    /// being sent (see [`MemoryBudget`]). At least
+    /// [`memory_min_bytes`](crate::memory_min_bytes) of `frame_bytes_max`.
     pub memory_max_bytes: u64,
+    /// A budget shared with other parts of the process (a proxy's relay
+    /// queues); when set, it is the server's budget and `memory_max_bytes`
+    /// is not read.
+    pub budget: Option<Arc<MemoryBudget>>,
     /// What this server is, for the side named by its refusals (`Overloaded`).
     pub side: Side,
 }
@@ -87,6 +97,7 @@ impl ServerConfig {
             subscription_credit_max: SUBSCRIPTION_CREDIT_MAX_DEFAULT,
             access: None,
             memory_max_bytes: MEMORY_MAX_BYTES_DEFAULT,
+            budget: None,
             side: Side::Worker,
         }
     }
@@ -117,6 +128,8 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     connections_max: u32,
+    /// Bytes of a connection's flow-control windows (receive and send).
+    windows_bytes: u64,
     streams_per_connection_max: u32,
     shutdown_grace: Duration,
 }
@@ -147,6 +160,25 @@ impl Shared {
             budget: Arc::clone(&self.budget),
             side: self.side,
         }))
+    }
+}
+
+impl Shared {
+    /// Writes answer `bytes`, counted against the budget (waiting for room)
+    /// until QUIC has taken them.
+    pub(crate) async fn write_counted(
+        &self,
+        send: &mut quinn::SendStream,
+        bytes: &[u8],
+    ) -> Result<(), quinn::WriteError> {
+        // `Server::bind` refuses a budget that cannot hold a frame and the
+        // answers gathered with it, so this reservation is never refused.
+        let _held = self
+            .budget
+            .reserve(bytes.len() as u64, self.side)
+            .await
+            .ok();
+        send.write_all(bytes).await
     }
 }
 
@@ -182,11 +214,20 @@ impl Server {
             config.streams_per_connection_max,
         )
         .map_err(ServeError::Config)?;
-        let (connection_window, stream_window) = receive_windows(
-            config.memory_max_bytes,
-            config.connections_max,
-            config.frame_bytes_max,
-        );
+        let budget = config
+            .budget
+            .clone()
+            .unwrap_or_else(|| MemoryBudget::new(config.memory_max_bytes));
+        let memory_max_bytes = budget.max_bytes();
+        let memory_min = memory_min_bytes(config.frame_bytes_max);
+        if memory_max_bytes < memory_min {
+            return Err(ServeError::Config(format!(
+                "memory_max_bytes {memory_max_bytes} cannot hold frames of frame_bytes_max {}: at least {memory_min}",
+                config.frame_bytes_max
+            )));
+        }
+        let (connection_window, stream_window) =
+            receive_windows(memory_max_bytes, config.connections_max);
         let varint = |v: u64| {
             quinn::VarInt::from_u64(v).map_err(|e| ServeError::Config(format!("window {v}: {e}")))
         };
@@ -208,10 +249,11 @@ impl Server {
                 frame_bytes_max: config.frame_bytes_max,
                 subscription_credit_max: config.subscription_credit_max.max(1),
                 access: config.access,
-                budget: MemoryBudget::new(config.memory_max_bytes),
+                budget,
                 side: config.side,
             }),
             connections_max: config.connections_max,
+            windows_bytes: WINDOWS_PER_CONNECTION * connection_window,
             streams_per_connection_max: config.streams_per_connection_max,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         })
@@ -245,8 +287,7 @@ impl Server {
                 incoming = self.endpoint.accept() => incoming,
             };
             let Some(incoming) = incoming else { break };
-            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                tracing::warn!(remote = %incoming.remote_address(), "connection limit reached: refused");
+            let Some(admitted) = self.admit(&connections, &incoming) else {
                 incoming.refuse();
                 continue;
             };
@@ -255,9 +296,10 @@ impl Server {
                 stop: stop_rx.clone(),
                 drain: drain_tx.clone(),
                 in_flight: Arc::new(Semaphore::new(self.streams_per_connection_max as usize)),
+                wait_slot: Arc::new(Semaphore::new(1)),
             };
             tokio::spawn(async move {
-                let _permit = permit;
+                let _admitted = admitted;
                 task.run(incoming).await;
             });
         }
@@ -277,6 +319,34 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Admits a new connection: a place under `connections_max` and its
+    /// flow-control windows reserved from the budget, both held for its
+    /// life; `None` (logged) when either is full.
+    fn admit(
+        &self,
+        connections: &Arc<Semaphore>,
+        incoming: &quinn::Incoming,
+    ) -> Option<(OwnedSemaphorePermit, BudgetPermit)> {
+        let remote = incoming.remote_address();
+        let Ok(place) = Arc::clone(connections).try_acquire_owned() else {
+            tracing::warn!(%remote, "connection limit reached: refused");
+            return None;
+        };
+        match self
+            .shared
+            .budget
+            .try_reserve_windows(self.windows_bytes, self.shared.side)
+        {
+            Ok(windows) => Some((place, windows)),
+            Err(e) => {
+                tracing::warn!(%remote, "connection refused: its windows do not fit: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// Resolves once the server is shutting down (or gone).
 pub(crate) async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
@@ -289,6 +359,8 @@ struct Connection {
     drain: mpsc::Sender<()>,
     /// One permit per request in flight on the connection.
     in_flight: Arc<Semaphore>,
+    /// The one frame of the connection that may wait for memory.
+    wait_slot: Arc<Semaphore>,
 }
 
 impl Connection {
@@ -320,6 +392,7 @@ impl Connection {
                 shared: Arc::clone(&shared),
                 send,
                 recv,
+                wait_slot: Arc::clone(&self.wait_slot),
             };
             let (stop, drain) = (self.stop.clone(), self.drain.clone());
             let in_flight = Arc::clone(&self.in_flight);
@@ -336,6 +409,8 @@ pub(crate) struct Stream {
     pub(crate) shared: Arc<Shared>,
     pub(crate) send: quinn::SendStream,
     pub(crate) recv: quinn::RecvStream,
+    /// Its connection's one permit to wait for memory (see `FrameReader`).
+    pub(crate) wait_slot: Arc<Semaphore>,
 }
 
 impl Stream {
@@ -346,6 +421,7 @@ impl Stream {
             self.shared.frame_bytes_max,
             Arc::clone(&self.shared.budget),
             self.shared.side,
+            Arc::clone(&self.wait_slot),
         );
         let first = match reader.next(&mut self.recv, requests::read_request).await {
             Ok(Some(first)) => first,
@@ -357,6 +433,10 @@ impl Stream {
             Err(ReadFailure::Stream(e)) => {
                 tracing::debug!("request stream failed: {e}");
                 return;
+            }
+            Err(ReadFailure::Overloaded { error, body_prefix }) => {
+                let (id, error, fatal) = requests::overloaded(error, &body_prefix);
+                Read::Refused { id, error, fatal }
             }
             Err(failure) => Read::Refused {
                 id: 0,
@@ -379,7 +459,7 @@ impl Stream {
                 drop(reader.take_permit());
                 let sub = subscription::Serve {
                     stream: self,
-                    reader: FrameReader::new(UP_FRAME_BYTES_MAX),
+                    reader: FrameReader::exact(UP_FRAME_BYTES_MAX),
                     id,
                     store,
                     key,
@@ -394,7 +474,7 @@ impl Stream {
     pub(crate) async fn respond(&mut self, id: u64, result: Result<Response, Error>) {
         let mut frame = Vec::new();
         requests::push_answer(&mut frame, id, result, self.shared.frame_bytes_max);
-        if let Err(e) = self.send.write_all(&frame).await {
+        if let Err(e) = self.shared.write_counted(&mut self.send, &frame).await {
             tracing::debug!("response not delivered: {e}");
         }
     }

@@ -7,6 +7,7 @@
 mod access;
 mod bench;
 mod cli;
+mod observe;
 mod peers;
 mod server;
 
@@ -66,7 +67,7 @@ async fn run(cli: Cli) -> ExitCode {
 
 async fn run_client(global: &Global, command: Command) -> ExitCode {
     let mut out = Output::new(io::stdout().lock(), global.json);
-    let result = match connect(global) {
+    let result = match connect(global).await {
         Ok(gater) => execute(gater.as_ref(), command, io::stdin().lock(), &mut out).await,
         Err(e) => Err(CommandError::Gater(e)),
     };
@@ -104,7 +105,7 @@ async fn run_client(global: &Global, command: Command) -> ExitCode {
 }
 
 /// A QUIC client for `--server` (several for failover) with the `--certs` identity.
-fn connect(global: &Global) -> Result<gater_core::BoxGater, Error> {
+async fn connect(global: &Global) -> Result<gater_core::BoxGater, Error> {
     let tls = ClientTls::from_dir(&global.certs).map_err(|e| {
         Error::invalid(format!(
             "cannot load client certificates from {}: {e} (start `gater dev` or pass --certs DIR)",
@@ -118,6 +119,7 @@ fn connect(global: &Global) -> Result<gater_core::BoxGater, Error> {
         Some(deadline_ms),
         global.server_name.as_deref(),
     )
+    .await
     .map_err(|e| Error::invalid(format!("{e:#}")))
 }
 

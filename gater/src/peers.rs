@@ -3,7 +3,7 @@
 //! reuse (each reconnects on its own after a failure).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use gater_core::{BoxGater, Error};
@@ -29,18 +29,27 @@ impl QuicPeers {
             clients: Mutex::default(),
         }
     }
+
+    fn kept(&self) -> MutexGuard<'_, HashMap<String, BoxGater>> {
+        // Every holder of this lock completes a whole insert or read: no half state.
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[async_trait]
 impl PeerConnector for QuicPeers {
     async fn connect(&self, address: &str) -> Result<BoxGater, Error> {
-        // Every holder of this lock completes a whole insert or read: no half state.
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(address) {
+        if let Some(client) = self.kept().get(address) {
             return Ok(client.clone());
         }
+        // Resolved without the lock held: a lookup may take a while.
         let client = quic_client(&[address.to_owned()], self.tls.clone(), None, None)
+            .await
             .map_err(|e| Error::invalid(format!("worker address {address:?}: {e:#}")))?;
+        let mut clients = self.kept();
+        if let Some(made_meanwhile) = clients.get(address) {
+            return Ok(made_meanwhile.clone());
+        }
         if clients.len() >= PEERS_MAX {
             clients.clear();
         }

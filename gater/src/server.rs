@@ -16,13 +16,19 @@ use gater_core::{BoxGater, Error, Gater, Side, WorkerHealth, WorkerInfo};
 use gater_proxy::{Connector, Proxy};
 use gater_store::{PostgresOptions, Store, StoreOptions};
 use gater_transport_quic::{
-    certs, load_certs, load_key, ClientOptions, ClientTls, QuicLink, Server, ServerConfig,
-    ServerTls,
+    certs, load_certs, load_key, ClientOptions, ClientTls, MemoryBudget, QuicLink, Server,
+    ServerConfig, ServerTls,
 };
 
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
 use crate::access;
-use crate::cli::args::{BackendKind, DevArgs, Global, ProxyArgs, WorkerArgs};
-use crate::cli::config::{ProxyConfig, TlsFiles, WorkerConfig};
+use crate::cli::args::{BackendKind, DevArgs, Global, HttpArgs, ProxyArgs, WorkerArgs};
+use crate::cli::config::{HttpSettings, ProxyConfig, ServerLimits, TlsFiles, WorkerConfig};
+use crate::observe::http;
+use crate::observe::requests::{Instrumented, RequestMetrics};
+use crate::observe::Observed;
 
 /// How often a worker started with `--join` announces itself to its proxy.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -33,7 +39,7 @@ const DEV_WORKER_ID: &str = "dev-worker";
 
 /// `gater dev`: an embedded store worker behind the proxy, on QUIC.
 pub(crate) async fn dev(args: DevArgs) -> Result<()> {
-    let listen = resolve(&args.listen)?;
+    let listen = resolve(&args.listen).await?;
     let certs_dir = args.data_dir.join("certs");
     let hosts = vec![listen.ip().to_string()];
     let wrote = certs::write_dev_certs(&certs_dir, &hosts)
@@ -42,17 +48,42 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
     options.worker_id = DEV_WORKER_ID.to_owned();
     options.address = "in-process".to_owned();
     options.heal = crate::cli::config::heal_options(&args.heal, (None, None, None));
+    if let Some(stores_max) = args.stores_max {
+        options.limits.stores_max = stores_max;
+    }
     let store = Arc::new(Store::open(options).await?);
+    let limits = ServerLimits::merge(&args.limits, &Default::default());
+    let budget = MemoryBudget::new(limits.memory_max_bytes);
     let proxy = Proxy::builder()
         .worker(DEV_WORKER_ID, "in-process", store.clone() as BoxGater)
+        .memory_budget(budget.clone())
         .build()
         .await?;
+    let http = dev_http_listener(&args.http).await?;
+    let requests = Arc::new(RequestMetrics::default());
+    let front = Instrumented::new(Arc::new(proxy.clone()), requests.clone(), "proxy");
     let mut server_config = ServerConfig::new(listen, ServerTls::from_dir(&certs_dir)?);
     server_config.access = Some(access::gatekeeper(args.access.as_deref(), Side::Proxy)?);
     server_config.side = Side::Proxy;
-    let server = Server::bind(server_config, proxy)?;
+    limits.apply(&mut server_config);
+    server_config.budget = Some(budget);
+    let server = Server::bind(server_config, front)?;
     let addr = server.local_addr();
+    let observed = Observed {
+        gater: Arc::new(proxy.clone()),
+        requests,
+        store: Some(store.clone()),
+        proxy: Some(proxy),
+        budget: Some(server.budget()),
+    };
     println!("gater dev listening on {addr} (QUIC, mutual TLS)");
+    let http = start_http(http, observed);
+    if http.is_none() {
+        println!(
+            "  http:  off ({} is taken; --http ADDR picks another)",
+            http::DEV_HTTP_DEFAULT
+        );
+    }
     println!("  data:  {}", args.data_dir.display());
     let fresh = if wrote { " (new development CA)" } else { "" };
     println!("  certs: {}{fresh}", certs_dir.display());
@@ -62,6 +93,7 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
     );
     println!("Press Ctrl-C to stop.");
     server.run(shutdown_signal()).await;
+    stop_http(http);
     store.shutdown().await;
     tracing::info!("gater dev stopped");
     Ok(())
@@ -70,11 +102,12 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
 /// `gater worker`: stores served on QUIC, optionally announced to a proxy.
 pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let config = WorkerConfig::load(&args)?;
-    let listen = resolve(&config.listen)?;
+    let listen = resolve(&config.listen).await?;
     let mut options = StoreOptions::new(&config.data_dir);
     options.worker_id = config.id.clone();
     options.address = config.advertise.clone();
     options.heal = config.heal;
+    options.limits.stores_max = config.stores_max;
     let store = match config.backend {
         BackendKind::Embedded => Store::open(options).await?,
         BackendKind::Postgres => {
@@ -89,16 +122,27 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let peers = crate::peers::QuicPeers::new(client_tls(&global.certs, &config.tls)?);
     store.connect_peers(Arc::new(peers));
     let store = Arc::new(store);
+    let http = http_listener(&config.http).await?;
+    let requests = Arc::new(RequestMetrics::default());
+    let front = Instrumented::new(store.clone() as BoxGater, requests.clone(), "worker");
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let mut server_config = ServerConfig::new(listen, server_tls);
     server_config.access = Some(access::gatekeeper(config.access.as_deref(), Side::Worker)?);
-    server_config.memory_max_bytes = config.memory_max_bytes;
-    let server = Server::bind(server_config, store.clone())?;
+    config.limits.apply(&mut server_config);
+    let server = Server::bind(server_config, front)?;
+    let observed = Observed {
+        gater: store.clone() as BoxGater,
+        requests,
+        store: Some(store.clone()),
+        proxy: None,
+        budget: Some(server.budget()),
+    };
     println!(
         "gater worker {} listening on {}",
         config.id,
         server.local_addr()
     );
+    let http = start_http(http, observed);
     let heartbeat = match &config.join {
         Some(proxy) => {
             let client = quic_client(
@@ -109,7 +153,8 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
                     .server_name
                     .as_deref()
                     .or(config.server_name.as_deref()),
-            )?;
+            )
+            .await?;
             println!("  joining proxy {proxy}");
             Some(tokio::spawn(heartbeat_loop(
                 client,
@@ -120,6 +165,7 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
         None => None,
     };
     server.run(shutdown_signal()).await;
+    stop_http(http);
     if let Some(task) = heartbeat {
         task.abort();
     }
@@ -159,7 +205,7 @@ async fn heartbeat_loop(proxy: BoxGater, store: Arc<Store>, config: WorkerConfig
 /// `gater proxy`: the load balancer in front of workers.
 pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
     let config = ProxyConfig::load(&args)?;
-    let listen = resolve(&config.listen)?;
+    let listen = resolve(&config.listen).await?;
     let tls = client_tls(&global.certs, &config.tls)?;
     let server_name = global.server_name.clone().or(config.server_name.clone());
     let mut builder = Proxy::builder().storage(config.storage);
@@ -169,21 +215,37 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
             tls.clone(),
             None,
             server_name.as_deref(),
-        )?;
+        )
+        .await?;
         builder = builder.worker(address.clone(), address.clone(), client);
     }
     let gatekeeper = access::gatekeeper(config.access.as_deref(), Side::Proxy)?;
+    // One budget for the server and the proxy's relay queues.
+    let budget = MemoryBudget::new(config.limits.memory_max_bytes);
     let proxy = builder
         .connector(Arc::new(QuicConnector { tls, server_name }))
+        .memory_budget(budget.clone())
         .build()
         .await?;
+    let http = http_listener(&config.http).await?;
+    let requests = Arc::new(RequestMetrics::default());
+    let front = Instrumented::new(Arc::new(proxy.clone()), requests.clone(), "proxy");
     let server_tls = server_tls(&global.certs, &config.tls)?;
     let mut server_config = ServerConfig::new(listen, server_tls);
     server_config.access = Some(gatekeeper);
-    server_config.memory_max_bytes = config.memory_max_bytes;
+    config.limits.apply(&mut server_config);
+    server_config.budget = Some(budget);
     server_config.side = Side::Proxy;
-    let server = Server::bind(server_config, proxy)?;
+    let server = Server::bind(server_config, front)?;
+    let observed = Observed {
+        gater: Arc::new(proxy.clone()),
+        requests,
+        store: None,
+        proxy: Some(proxy),
+        budget: Some(server.budget()),
+    };
     println!("gater proxy listening on {}", server.local_addr());
+    let http = start_http(http, observed);
     if config.storage == gater_proxy::StorageMode::Shared {
         println!("  storage: shared (every worker serves every store)");
     }
@@ -191,7 +253,63 @@ pub(crate) async fn proxy(global: &Global, args: ProxyArgs) -> Result<()> {
         println!("  worker {address}");
     }
     server.run(shutdown_signal()).await;
+    stop_http(http);
     Ok(())
+}
+
+/// `gater dev`'s admin listener: `--http ADDR` must bind; without it the
+/// default address is tried, and when that port is taken (another dev
+/// server, a test) the server warns and runs without HTTP.
+async fn dev_http_listener(args: &HttpArgs) -> Result<Option<TcpListener>> {
+    if args.http.is_some() {
+        return http_listener(&HttpSettings {
+            address: args.http.clone(),
+            public: args.http_public,
+        })
+        .await;
+    }
+    match http::bind(http::DEV_HTTP_DEFAULT, args.http_public).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(error) if error.is_addr_in_use() => {
+            tracing::warn!(
+                %error,
+                "running without the HTTP admin listener (pass --http ADDR for another port)"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The admin listener asked for (`--http`, `http = ...`); failing to bind it is fatal.
+async fn http_listener(settings: &HttpSettings) -> Result<Option<TcpListener>> {
+    match &settings.address {
+        Some(address) => Ok(Some(http::bind(address, settings.public).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Serves the admin listener, if any, printing where; the task runs until
+/// [`stop_http`].
+fn start_http(listener: Option<TcpListener>, observed: Observed) -> Option<JoinHandle<()>> {
+    let listener = listener?;
+    match listener.local_addr() {
+        Ok(addr) => println!("  http:  http://{addr}/ (status page, /metrics, /api/status)"),
+        Err(error) => tracing::warn!(%error, "the HTTP listener has no local address"),
+    }
+    let observed = Arc::new(observed);
+    Some(tokio::spawn(http::serve(
+        listener,
+        observed,
+        std::future::pending(),
+    )))
+}
+
+/// Stops the admin listener once the QUIC server has stopped.
+fn stop_http(task: Option<JoinHandle<()>>) {
+    if let Some(task) = task {
+        task.abort();
+    }
 }
 
 /// Reaches workers that join by heartbeat over QUIC.
@@ -203,16 +321,13 @@ struct QuicConnector {
 
 #[async_trait]
 impl Connector for QuicConnector {
-    /// Resolves the address with tokio's resolver (on its blocking pool, so
-    /// a slow DNS server never stalls the runtime), then connects on first use.
+    /// Resolves the address (see [`resolve`]), then connects on first use.
     async fn connect(&self, address: &str) -> Result<BoxGater, Error> {
         let invalid =
             |e: &dyn std::fmt::Display| Error::invalid(format!("worker address {address:?}: {e}"));
-        let addr = tokio::net::lookup_host(address)
+        let addr = resolve(address)
             .await
-            .map_err(|e| invalid(&e))?
-            .next()
-            .ok_or_else(|| invalid(&"resolves to no address"))?;
+            .map_err(|e| invalid(&format_args!("{e:#}")))?;
         let options = ClientOptions {
             server_name: self
                 .server_name
@@ -229,16 +344,16 @@ impl Connector for QuicConnector {
 ///
 /// The server's certificate must carry `server_name`, by default the host of
 /// the first address as dialled (a name, or an IP address).
-pub(crate) fn quic_client(
+pub(crate) async fn quic_client(
     addresses: &[String],
     tls: ClientTls,
     deadline_ms: Option<u32>,
     server_name: Option<&str>,
 ) -> Result<BoxGater> {
-    let addrs = addresses
-        .iter()
-        .map(|a| resolve(a))
-        .collect::<Result<Vec<SocketAddr>>>()?;
+    let mut addrs = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        addrs.push(resolve(address).await?);
+    }
     let server_name = server_name
         .map(str::to_owned)
         .or_else(|| addresses.first().map(|a| dialled_host(a).to_owned()));
@@ -261,11 +376,12 @@ pub(crate) fn dialled_host(address: &str) -> &str {
         .unwrap_or(host)
 }
 
-/// Resolves `host:port` (names too, e.g. `localhost:7400`) to the first address.
-pub(crate) fn resolve(address: &str) -> Result<SocketAddr> {
-    use std::net::ToSocketAddrs;
-    address
-        .to_socket_addrs()
+/// Resolves `host:port` (names too, e.g. `localhost:7400`) to the first
+/// address, with tokio's resolver (on its blocking pool, so a slow DNS
+/// server never stalls the runtime).
+pub(crate) async fn resolve(address: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(address)
+        .await
         .with_context(|| format!("invalid address {address:?} (expected host:port)"))?
         .next()
         .with_context(|| format!("{address:?} resolves to no address"))
@@ -328,5 +444,17 @@ mod tests {
         assert_eq!(dialled_host("[::1]:7400"), "::1");
         assert_eq!(dialled_host("gater.example:7400"), "gater.example");
         assert_eq!(dialled_host("localhost"), "localhost");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn addresses_resolve_off_the_runtime_and_bad_ones_are_named() {
+        let addr = resolve("127.0.0.1:7400").await.unwrap();
+        assert_eq!(addr, "127.0.0.1:7400".parse().unwrap());
+        assert_eq!(resolve("localhost:7400").await.unwrap().port(), 7400);
+        let refused = resolve("no-port").await.unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("\"no-port\""),
+            "{refused:#}"
+        );
     }
 }

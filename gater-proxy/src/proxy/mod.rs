@@ -23,10 +23,12 @@ mod relay;
 mod route;
 mod storage;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gater_core::memory::ByteBudget;
 use gater_core::routing::{Balance, RetryPolicy, Router, RouterConfig};
 use gater_core::{BoxGater, Error, Rng, StoreId, WorkerInfo};
 use tokio::task::JoinHandle;
@@ -70,6 +72,7 @@ pub struct ProxyBuilder {
     config: ProxyConfig,
     workers: Vec<NewWorker>,
     connector: Option<Arc<dyn Connector>>,
+    budget: Option<Arc<dyn ByteBudget>>,
 }
 
 impl std::fmt::Debug for ProxyBuilder {
@@ -78,6 +81,7 @@ impl std::fmt::Debug for ProxyBuilder {
             .field("config", &self.config)
             .field("workers", &self.workers.len())
             .field("connector", &self.connector.is_some())
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -135,6 +139,15 @@ impl ProxyBuilder {
         self
     }
 
+    /// Counts the items queued for relayed consumers in `budget` (the
+    /// memory budget of the server in front of the proxy): a relay waits for
+    /// room before it queues an item, so the worker's flow control holds the
+    /// rest. Without it only the queues' lengths bound them.
+    pub fn memory_budget(mut self, budget: Arc<dyn ByteBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
     /// Builds the proxy, asks every static worker what storage it has,
     /// probes every worker once, and starts the probe loop.
     ///
@@ -176,6 +189,7 @@ impl ProxyBuilder {
             consumers: Consumers::new(config.consumers_max),
             storage_reports: StorageReports::default(),
             connector: self.connector,
+            budget: self.budget,
             router: Mutex::new(router),
             any_router: Mutex::new(any),
             pool,
@@ -183,6 +197,7 @@ impl ProxyBuilder {
             config,
             probe_task: Mutex::new(None),
             refusals: joins::RefusalLog::default(),
+            retries: Mutex::new(BTreeMap::new()),
         });
         // The storage mode is known before the first request is answered
         // (of every static worker that answers now; the others tell later).
@@ -202,6 +217,7 @@ impl Proxy {
     pub fn builder() -> ProxyBuilder {
         ProxyBuilder {
             config: ProxyConfig::default(),
+            budget: None,
             workers: Vec::new(),
             connector: None,
         }
@@ -223,6 +239,23 @@ impl Proxy {
         self.inner.probe_all().await;
     }
 
+    /// What the proxy counted since it started: retries by method, and
+    /// ejections of each worker in the pool now.
+    pub fn counters(&self) -> ProxyCounters {
+        let retries = lock(&self.inner.retries)
+            .iter()
+            .map(|(method, count)| (*method, *count))
+            .collect();
+        let ejections = self
+            .inner
+            .pool
+            .all()
+            .iter()
+            .map(|w| (w.id.clone(), w.ejections()))
+            .collect();
+        ProxyCounters { retries, ejections }
+    }
+
     /// The ids of the workers the proxy believes serve `store`.
     pub fn workers_serving(&self, store: &StoreId) -> Vec<String> {
         self.inner
@@ -232,6 +265,15 @@ impl Proxy {
             .map(|w| w.id.clone())
             .collect()
     }
+}
+
+/// Counters of a proxy, for the application to export.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyCounters {
+    /// Requests sent again to another worker, by the request's method.
+    pub retries: Vec<(&'static str, u64)>,
+    /// Times each worker now in the pool was ejected (by worker id).
+    pub ejections: Vec<(String, u64)>,
 }
 
 /// The state shared by a proxy's clones, its probe loop and its relays.
@@ -249,9 +291,13 @@ pub(crate) struct Inner {
     /// What each worker said about its storage (see `storage`).
     storage_reports: StorageReports,
     connector: Option<Arc<dyn Connector>>,
+    /// Where relay queues count their bytes, if anywhere.
+    budget: Option<Arc<dyn ByteBudget>>,
     probe_task: Mutex<Option<JoinHandle<()>>>,
     /// Refused heartbeats, logged once per identity per minute.
     refusals: joins::RefusalLog,
+    /// Retries made, by the retried request's method.
+    retries: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl std::fmt::Debug for Inner {

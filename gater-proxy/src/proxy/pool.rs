@@ -25,6 +25,8 @@ pub(crate) struct Worker {
     /// Distinguishes this incarnation from an earlier worker with the same id.
     pub(crate) generation: u64,
     in_flight: AtomicU32,
+    /// Times the health policy ejected this worker.
+    ejections: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -156,10 +158,25 @@ impl Worker {
         self.state().shared_storage = true;
     }
 
+    /// Times the health policy ejected this worker.
+    pub(crate) fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Applies `change` to the health state, counting an ejection it starts.
+    fn change_health(&self, state: &mut State, change: impl FnOnce(&mut Health)) {
+        let before = state.health.ejected_until();
+        change(&mut state.health);
+        let after = state.health.ejected_until();
+        if after.is_some() && after != before {
+            self.ejections.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A request or probe answered after `latency`.
     pub(crate) fn handle_success(&self, latency: Duration, now: Duration) {
         let mut state = self.state();
-        state.health.handle_success(now);
+        self.change_health(&mut state, |h| h.handle_success(now));
         state.latency.handle_latency(latency, now);
         self.answered(&mut state, now);
     }
@@ -175,12 +192,14 @@ impl Worker {
 
     /// A request or probe failed on the path to this worker.
     pub(crate) fn handle_failure(&self, now: Duration) {
-        self.state().health.handle_failure(now);
+        let mut state = self.state();
+        self.change_health(&mut state, |h| h.handle_failure(now));
     }
 
     /// The worker is known to be down (it shut down a subscription, or went silent).
     pub(crate) fn handle_down(&self, now: Duration) {
-        self.state().health.handle_down(now);
+        let mut state = self.state();
+        self.change_health(&mut state, |h| h.handle_down(now));
     }
 
     /// Proxy time the worker was last heard from.
@@ -354,6 +373,7 @@ impl Pool {
             owner: new.owner,
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
             in_flight: AtomicU32::new(0),
+            ejections: AtomicU64::new(0),
             state: Mutex::new(State {
                 stores: stores.into_iter().collect(),
                 shared_storage: new.shared_storage,

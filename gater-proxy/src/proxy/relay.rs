@@ -1,5 +1,7 @@
 //! Subscriptions through the proxy: attach a consumer on the worker the
-//! policy chooses, relay its deliveries through a bounded queue, map the
+//! policy chooses, relay its deliveries through a bounded queue (whose
+//! items count in the server's memory budget, when the proxy has one, until
+//! the consumer takes them), map the
 //! proxy's consumer ids to the worker's for acks and nacks, and move a
 //! persistent consumer to another worker when its worker fails.
 //!
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
+use gater_core::memory::Reservation;
 use gater_core::routing::{AffinityKey, RequestClass};
 use gater_core::{
     ConsumerId, Error, NackAction, Position, Resource, Side, StoreId, SubscribeOptions,
@@ -30,6 +33,13 @@ use super::{lock, Inner};
 /// attachments are forgotten first (their acks then reach the current
 /// worker and may answer `NotFound`).
 const DELIVERIES_TRACKED_MAX: usize = 4096;
+
+/// Bytes an item is counted for beyond its event's own (ids, stream,
+/// position, framing).
+const ITEM_OVERHEAD_BYTES: u64 = 128;
+
+/// A relay's queue to its consumer: each item with the budget bytes it holds.
+type Queue = mpsc::Sender<(SubscriptionItem, Option<Reservation>)>;
 
 /// The consumers attached through the proxy, by the proxy's consumer id.
 #[derive(Debug)]
@@ -209,8 +219,9 @@ impl Inner {
             id,
         };
         tokio::spawn(relay(guard, attachment, worker, sub, tx));
+        // The item's budget bytes are returned as the consumer takes it.
         let items = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
+            rx.recv().await.map(|(item, _held)| (item, rx))
         });
         Ok(Subscription::new(id, items))
     }
@@ -364,7 +375,7 @@ async fn relay(
     at: Attachment,
     mut worker: Arc<Worker>,
     mut sub: Subscription,
-    tx: mpsc::Sender<SubscriptionItem>,
+    tx: Queue,
 ) {
     let inner = Arc::clone(&guard.inner);
     let mut caught_up_sent = false;
@@ -386,7 +397,7 @@ async fn relay(
                 from_worker(error)
             }
             Some(item @ SubscriptionItem::End(_)) => {
-                let _ = tx.send(item).await;
+                let _ = tx.send((item, None)).await;
                 return;
             }
             // One `CaughtUp` per consumer session, however often it moves.
@@ -401,7 +412,7 @@ async fn relay(
                     SubscriptionItem::Event(_) => {}
                     SubscriptionItem::End(_) => {}
                 }
-                if tx.send(item).await.is_err() {
+                if !queue(&inner, &tx, item).await {
                     return;
                 }
                 continue;
@@ -423,12 +434,47 @@ async fn relay(
             }
             Err(error) => {
                 let _ = tx
-                    .send(SubscriptionItem::End(SubscriptionEnd::Failed(error)))
+                    .send((SubscriptionItem::End(SubscriptionEnd::Failed(error)), None))
                     .await;
                 return;
             }
         }
     }
+}
+
+/// Queues `item` for the consumer, its bytes reserved from the proxy's
+/// budget (waiting for room) until the consumer takes it; `false` when the
+/// consumer is gone or the subscription had to end.
+async fn queue(inner: &Inner, tx: &Queue, item: SubscriptionItem) -> bool {
+    let held = match &inner.budget {
+        None => None,
+        Some(budget) => {
+            let reserved = tokio::select! {
+                reserved = budget.reserve_bytes(item_bytes(&item), Side::Proxy) => reserved,
+                () = tx.closed() => return false,
+            };
+            match reserved {
+                Ok(held) => Some(held),
+                Err(error) => {
+                    let end = SubscriptionItem::End(SubscriptionEnd::Failed(error));
+                    let _ = tx.send((end, None)).await;
+                    return false;
+                }
+            }
+        }
+    };
+    tx.send((item, held)).await.is_ok()
+}
+
+/// The bytes an item is counted for while queued.
+fn item_bytes(item: &SubscriptionItem) -> u64 {
+    let event = match item {
+        SubscriptionItem::Event(delivery) => {
+            delivery.event.data.size_bytes() + delivery.event.stream.as_str().len()
+        }
+        _ => 0,
+    };
+    event as u64 + ITEM_OVERHEAD_BYTES
 }
 
 /// 128 random bits from the OS, so ids cannot be guessed; should the OS

@@ -107,6 +107,9 @@ impl Inner {
             if !allowed {
                 return Err(error);
             }
+            if let Some(retried) = &request {
+                *lock(&self.retries).entry(retried.method()).or_default() += 1;
+            }
             last_error = Some(error);
         }
     }

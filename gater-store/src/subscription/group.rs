@@ -759,7 +759,9 @@ impl Group {
 
     fn info(&self) -> SubscriptionInfo {
         let checkpoint = self.checkpoint();
-        let end = self.head_pos.map_or(0, |head| head.0.saturating_add(1));
+        // The store's head now, not `head_pos`: that one moves only when the
+        // task reads, so a consumer that stopped reading would hide its lag.
+        let end = lag_end(*self.head.borrow());
         SubscriptionInfo {
             spec: self.spec.clone(),
             checkpoint,
@@ -976,6 +978,11 @@ impl Group {
             }
         }
     }
+}
+
+/// One past the head: the `end` that lag is counted up to.
+pub(super) fn lag_end(head: Option<Position>) -> u64 {
+    head.map_or(0, |head| head.0.saturating_add(1))
 }
 
 /// Waits for a slot in `sender`'s channel; releasing the permit gives it back.

@@ -475,8 +475,7 @@ impl Subscriptions {
                 infos.push(info);
             }
         }
-        let head = *self.shared.log.watch_head().borrow();
-        let end = head.map_or(0, |h| h.0.saturating_add(1));
+        let end = group::lag_end(*self.shared.log.watch_head().borrow());
         infos.extend(idle.into_iter().map(|spec| SubscriptionInfo {
             checkpoint: spec.start_from,
             lag: end.saturating_sub(spec.start_from.0),

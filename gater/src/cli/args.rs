@@ -88,6 +88,8 @@ pub(crate) enum Command {
     Workers,
     /// Print the identity the server sees (the certificate's name) and its grants.
     Whoami,
+    /// Watch workers, stores and persistent subscriptions live (`q` quits).
+    Top(TopArgs),
     /// Issue certificates for identities.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -112,6 +114,13 @@ pub(crate) struct DevArgs {
     pub(crate) access: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) heal: HealArgs,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+    /// Most stores the embedded worker holds [default: 100000].
+    #[arg(long, env = "GATER_STORES_MAX")]
+    pub(crate) stores_max: Option<u32>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 }
 
 /// How stores heal after a disk fault (`gater dev` and `gater worker`).
@@ -130,6 +139,45 @@ pub(crate) struct HealArgs {
     /// it reopens; the larger of this and the bytes counts [default: 1].
     #[arg(long, env = "GATER_HEAL_FREE_PERCENT_MIN")]
     pub(crate) heal_free_percent_min: Option<u8>,
+}
+
+/// The HTTP admin listener's flags (`gater dev`, `worker`, `proxy`).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct HttpArgs {
+    /// Serve /metrics, /api/status and the status page over plain HTTP on ADDR
+    /// (`gater dev`: 127.0.0.1:7480 unless taken).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<String>,
+    /// Allow --http on an address that is not loopback (plain HTTP: use a private network).
+    #[arg(long)]
+    pub(crate) http_public: bool,
+}
+
+/// `gater top`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TopArgs {
+    /// Print one frame and exit (with --json: one JSON object).
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Milliseconds between refreshes.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) interval_ms: u64,
+}
+
+/// Bounds a server holds its peers to; each flag wins over the config file,
+/// whose keys have the same names (`memory_max_bytes = ...`).
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LimitArgs {
+    /// Byte budget of everything peers make the server hold: QUIC windows,
+    /// requests, answers, deliveries [default: 1073741824 (1 GiB)].
+    #[arg(long, env = "GATER_MEMORY_MAX_BYTES")]
+    pub(crate) memory_max_bytes: Option<u64>,
+    /// Connections served at once [default: 4096].
+    #[arg(long, env = "GATER_CONNECTIONS_MAX")]
+    pub(crate) connections_max: Option<u32>,
+    /// Requests (streams) in flight on one connection [default: 1024].
+    #[arg(long, env = "GATER_CONNECTION_IN_FLIGHT_MAX")]
+    pub(crate) connection_in_flight_max: Option<u32>,
 }
 
 /// `gater certs ...`.
@@ -211,6 +259,13 @@ pub(crate) struct WorkerArgs {
     pub(crate) access: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) heal: HealArgs,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+    /// Most stores this worker holds [default: 100000].
+    #[arg(long, env = "GATER_STORES_MAX")]
+    pub(crate) stores_max: Option<u32>,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 }
 
 /// `gater proxy`.
@@ -235,6 +290,10 @@ pub(crate) struct ProxyArgs {
     /// Access rules (TOML); without it every certificate from the CA is admin.
     #[arg(long, env = "GATER_ACCESS")]
     pub(crate) access: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 }
 
 /// `gater store ...`.

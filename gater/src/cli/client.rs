@@ -87,6 +87,7 @@ pub(crate) async fn execute<W: Write>(
         Command::Snapshot(cmd) => snapshot(gater, cmd, input, out).await,
         Command::Export(args) => transfer::export(gater, args, out).await,
         Command::Import(args) => transfer::import(gater, args, input, out).await,
+        Command::Top(args) => super::top::run(gater, &args, out).await,
         Command::Workers => {
             let rows: Vec<Value> = gater
                 .workers()

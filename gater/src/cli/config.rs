@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use gater_core::Limits;
 use gater_proxy::StorageMode;
-use gater_transport_quic::MEMORY_MAX_BYTES_DEFAULT;
+use gater_transport_quic::{ServerConfig, MEMORY_MAX_BYTES_DEFAULT};
 
-use super::args::{BackendKind, ProxyArgs, WorkerArgs};
+use super::args::{BackendKind, HttpArgs, LimitArgs, ProxyArgs, WorkerArgs};
 
 /// Explicit certificate files; each falls back to the `--certs DIR` layout.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
@@ -42,10 +43,16 @@ pub(crate) struct WorkerFile {
     postgres_url_file: Option<PathBuf>,
     access: Option<PathBuf>,
     memory_max_bytes: Option<u64>,
+    connections_max: Option<u32>,
+    connection_in_flight_max: Option<u32>,
+    stores_max: Option<u32>,
     server_name: Option<String>,
     heal_interval_ms: Option<u64>,
     heal_free_bytes_min: Option<u64>,
     heal_free_percent_min: Option<u8>,
+    // The HTTP admin listener (`--http`, `--http-public`).
+    http: Option<String>,
+    http_public: Option<bool>,
     #[serde(default)]
     tls: TlsFiles,
 }
@@ -61,9 +68,54 @@ pub(crate) struct ProxyFile {
     storage: Option<String>,
     access: Option<PathBuf>,
     memory_max_bytes: Option<u64>,
+    connections_max: Option<u32>,
+    connection_in_flight_max: Option<u32>,
     server_name: Option<String>,
+    // The HTTP admin listener (`--http`, `--http-public`).
+    http: Option<String>,
+    http_public: Option<bool>,
     #[serde(default)]
     tls: TlsFiles,
+}
+
+/// The bounds a server holds its peers to: flags, else the config file's
+/// keys of the same names, else the shipped defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ServerLimits {
+    /// Byte budget of everything peers make the server hold.
+    pub(crate) memory_max_bytes: u64,
+    /// Connections served at once.
+    pub(crate) connections_max: u32,
+    /// Requests in flight on one connection.
+    pub(crate) connection_in_flight_max: u32,
+}
+
+impl ServerLimits {
+    /// `flags` over `file` over the defaults.
+    pub(crate) fn merge(flags: &LimitArgs, file: &LimitArgs) -> Self {
+        let defaults = Limits::DEFAULT;
+        ServerLimits {
+            memory_max_bytes: flags
+                .memory_max_bytes
+                .or(file.memory_max_bytes)
+                .unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
+            connections_max: flags
+                .connections_max
+                .or(file.connections_max)
+                .unwrap_or(defaults.connections_max),
+            connection_in_flight_max: flags
+                .connection_in_flight_max
+                .or(file.connection_in_flight_max)
+                .unwrap_or(defaults.connection_in_flight_max),
+        }
+    }
+
+    /// Sets them on a server's configuration (`Server::bind` checks them).
+    pub(crate) fn apply(&self, config: &mut ServerConfig) {
+        config.memory_max_bytes = self.memory_max_bytes;
+        config.connections_max = self.connections_max;
+        config.streams_per_connection_max = self.connection_in_flight_max;
+    }
 }
 
 /// A worker's settings after merging file and flags. Its `Debug` shows the
@@ -86,13 +138,17 @@ pub(crate) struct WorkerConfig {
     pub(crate) postgres_url: Option<String>,
     /// Access rules file.
     pub(crate) access: Option<PathBuf>,
-    /// Server-wide byte budget of requests.
-    pub(crate) memory_max_bytes: u64,
+    /// What the server holds its peers to.
+    pub(crate) limits: ServerLimits,
+    /// Most stores the worker holds.
+    pub(crate) stores_max: u32,
     /// Name the certificates of the servers this one dials must carry, when
     /// not the host dialled (`--server-name` wins).
     pub(crate) server_name: Option<String>,
     /// How stores heal after a disk fault.
     pub(crate) heal: gater_store::HealOptions,
+    /// The HTTP admin listener.
+    pub(crate) http: HttpSettings,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
 }
@@ -111,8 +167,10 @@ impl std::fmt::Debug for WorkerConfig {
                 &self.postgres_url.as_deref().map(gater_store::redact_url),
             )
             .field("access", &self.access)
-            .field("memory_max_bytes", &self.memory_max_bytes)
+            .field("limits", &self.limits)
+            .field("stores_max", &self.stores_max)
             .field("server_name", &self.server_name)
+            .field("http", &self.http)
             .field("tls", &self.tls)
             .finish()
     }
@@ -154,13 +212,33 @@ pub(crate) struct ProxyConfig {
     pub(crate) storage: StorageMode,
     /// Access rules file.
     pub(crate) access: Option<PathBuf>,
-    /// Server-wide byte budget of requests.
-    pub(crate) memory_max_bytes: u64,
+    /// What the server holds its peers to.
+    pub(crate) limits: ServerLimits,
     /// Name the certificates of the servers this one dials must carry, when
     /// not the host dialled (`--server-name` wins).
     pub(crate) server_name: Option<String>,
+    /// The HTTP admin listener.
+    pub(crate) http: HttpSettings,
     /// Explicit certificate files.
     pub(crate) tls: TlsFiles,
+}
+
+/// Where the HTTP admin listener serves, after merging file and flags.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct HttpSettings {
+    /// `--http` or `http = "ADDR"`; `None`: no listener.
+    pub(crate) address: Option<String>,
+    /// `--http-public` or `http_public = true`: a non-loopback address is allowed.
+    pub(crate) public: bool,
+}
+
+impl HttpSettings {
+    fn merge(args: &HttpArgs, address: Option<String>, public: Option<bool>) -> Self {
+        HttpSettings {
+            address: args.http.clone().or(address),
+            public: args.http_public || public.unwrap_or(false),
+        }
+    }
 }
 
 /// Default worker listen address.
@@ -217,7 +295,18 @@ impl WorkerConfig {
             join: args.join.clone().or(file.join),
             postgres_url,
             access: args.access.clone().or(file.access),
-            memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
+            limits: ServerLimits::merge(
+                &args.limits,
+                &LimitArgs {
+                    memory_max_bytes: file.memory_max_bytes,
+                    connections_max: file.connections_max,
+                    connection_in_flight_max: file.connection_in_flight_max,
+                },
+            ),
+            stores_max: args
+                .stores_max
+                .or(file.stores_max)
+                .unwrap_or(Limits::DEFAULT.stores_max),
             server_name: file.server_name,
             heal: heal_options(
                 &args.heal,
@@ -227,6 +316,7 @@ impl WorkerConfig {
                     file.heal_free_percent_min,
                 ),
             ),
+            http: HttpSettings::merge(&args.http, file.http, file.http_public),
             listen,
             advertise,
             backend,
@@ -273,8 +363,16 @@ impl ProxyConfig {
         Ok(ProxyConfig {
             storage,
             access: args.access.clone().or(file.access),
-            memory_max_bytes: file.memory_max_bytes.unwrap_or(MEMORY_MAX_BYTES_DEFAULT),
+            limits: ServerLimits::merge(
+                &args.limits,
+                &LimitArgs {
+                    memory_max_bytes: file.memory_max_bytes,
+                    connections_max: file.connections_max,
+                    connection_in_flight_max: file.connection_in_flight_max,
+                },
+            ),
             server_name: file.server_name,
+            http: HttpSettings::merge(&args.http, file.http, file.http_public),
             listen: args
                 .listen
                 .clone()
@@ -369,6 +467,72 @@ mod tests {
     }
 
     #[test]
+    fn limits_come_from_flags_over_config_keys_over_defaults() {
+        let defaults =
+            WorkerConfig::load(&worker_args(&["gater", "worker", "--data-dir", "/d"])).unwrap();
+        assert_eq!(
+            (defaults.limits.memory_max_bytes, defaults.stores_max),
+            (MEMORY_MAX_BYTES_DEFAULT, Limits::DEFAULT.stores_max)
+        );
+        assert_eq!(
+            defaults.limits.connection_in_flight_max,
+            Limits::DEFAULT.connection_in_flight_max
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.toml");
+        fs::write(
+            &path,
+            "data_dir = \"/d\"\nmemory_max_bytes = 268435456\nstores_max = 10000\n\
+             connections_max = 64\nconnection_in_flight_max = 32\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let file = WorkerConfig::load(&worker_args(&["gater", "worker", "--config", p])).unwrap();
+        let expected = ServerLimits {
+            memory_max_bytes: 256 << 20,
+            connections_max: 64,
+            connection_in_flight_max: 32,
+        };
+        assert_eq!((file.limits, file.stores_max), (expected, 10_000));
+        let flags = [
+            "gater",
+            "worker",
+            "--config",
+            p,
+            "--memory-max-bytes",
+            "134217728",
+            "--stores-max",
+            "5",
+            "--connection-in-flight-max",
+            "8",
+        ];
+        let merged = WorkerConfig::load(&worker_args(&flags)).unwrap();
+        assert_eq!(merged.limits.memory_max_bytes, 128 << 20);
+        assert_eq!(merged.limits.connection_in_flight_max, 8);
+        assert_eq!(merged.limits.connections_max, 64);
+        assert_eq!(merged.stores_max, 5);
+        let proxy_file = dir.path().join("proxy.toml");
+        fs::write(&proxy_file, "connection_in_flight_max = 16\n").unwrap();
+        let q = proxy_file.to_str().unwrap();
+        let proxy = ProxyConfig::load(&proxy_args(&[
+            "gater",
+            "proxy",
+            "--config",
+            q,
+            "--memory-max-bytes",
+            "100000000",
+        ]))
+        .unwrap();
+        assert_eq!(proxy.limits.connection_in_flight_max, 16);
+        assert_eq!(proxy.limits.memory_max_bytes, 100_000_000);
+        fs::write(&proxy_file, "stores_max = 16\n").unwrap();
+        assert!(
+            ProxyConfig::load(&proxy_args(&["gater", "proxy", "--config", q])).is_err(),
+            "a proxy holds no stores"
+        );
+    }
+
+    #[test]
     fn a_postgres_worker_needs_no_data_dir() {
         let args = worker_args(&[
             "gater",
@@ -408,5 +572,44 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("postgres://gater:***@db/events"), "{shown}");
+    }
+
+    #[test]
+    fn the_http_listener_comes_from_the_config_file_under_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        fs::write(&path, "http = \"10.0.0.1:7480\"\nhttp_public = true\n").unwrap();
+        let p = path.to_str().unwrap();
+        let from_file = ProxyConfig::load(&proxy_args(&["gater", "proxy", "--config", p])).unwrap();
+        assert_eq!(
+            from_file.http,
+            HttpSettings {
+                address: Some("10.0.0.1:7480".into()),
+                public: true
+            }
+        );
+        let flags = ["gater", "proxy", "--config", p, "--http", "127.0.0.1:9480"];
+        let merged = ProxyConfig::load(&proxy_args(&flags)).unwrap();
+        assert_eq!(merged.http.address.as_deref(), Some("127.0.0.1:9480"));
+        let none =
+            WorkerConfig::load(&worker_args(&["gater", "worker", "--data-dir", "/d"])).unwrap();
+        assert_eq!(none.http, HttpSettings::default());
+        let flag = [
+            "gater",
+            "worker",
+            "--data-dir",
+            "/d",
+            "--http",
+            "127.0.0.1:1",
+            "--http-public",
+        ];
+        let flagged = WorkerConfig::load(&worker_args(&flag)).unwrap();
+        assert_eq!(
+            flagged.http,
+            HttpSettings {
+                address: Some("127.0.0.1:1".into()),
+                public: true
+            }
+        );
     }
 }

@@ -8,4 +8,5 @@ mod dcb;
 pub(crate) mod input;
 pub(crate) mod output;
 pub(crate) mod pages;
+pub(crate) mod top;
 pub(crate) mod transfer;

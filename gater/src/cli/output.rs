@@ -117,6 +117,16 @@ impl<W: Write> Output<W> {
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+
+    /// The writer, for free text between tables.
+    pub(crate) fn writer(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    /// Gives the writer back.
+    pub(crate) fn into_inner(self) -> W {
+        self.out
+    }
 }
 
 fn human(v: &Value) -> String {

@@ -606,6 +606,53 @@ async fn checkpoint_stops_at_the_first_unacked_event() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn lag_counts_to_the_head_while_a_group_consumer_stops_reading() {
+    let log = FakeLog::new();
+    let subs = open(&log).await;
+    let key = save_group(&subs, "g", ConsumerStrategy::RoundRobin).await;
+    let mut sub = subs.subscribe(key.clone(), window(4)).await.unwrap();
+    log.append_plain("a", 2);
+    assert_eq!(positions(&mut sub, 1).await, vec![0]);
+    // The consumer stops reading and acking; the log keeps growing far past
+    // the group's read window.
+    let appended = READ_BATCH_MAX as usize * 5;
+    for _ in 0..5 {
+        log.append_plain("b", appended / 5);
+        settle().await;
+    }
+    let listed = info(&subs, &key).await;
+    assert_eq!(listed.checkpoint, Position(0));
+    assert_eq!(listed.lag, 2 + appended as u64);
+    drop(sub);
+    settle().await;
+    let listed = info(&subs, &key).await;
+    assert_eq!((listed.checkpoint, listed.consumers), (Position(0), 0));
+    assert_eq!(listed.lag, 2 + appended as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_lag_counts_from_the_consumers_own_position() {
+    let log = FakeLog::new();
+    log.append_plain("a", 10);
+    let subs = open(&log).await;
+    let options = SubscribeOptions {
+        window: 2,
+        start_from: Some(Position(6)),
+    };
+    let mut sub = subs.subscribe(all(TRANSIENT), options).await.unwrap();
+    assert_eq!(positions(&mut sub, 1).await, vec![6]);
+    for _ in 0..3 {
+        log.append_plain("b", READ_BATCH_MAX as usize);
+        settle().await;
+    }
+    let listed = info(&subs, &all(TRANSIENT)).await;
+    let head_end = 10 + READ_BATCH_MAX as u64 * 3;
+    assert_eq!(listed.lag, head_end - listed.checkpoint.0);
+    assert!(listed.checkpoint >= Position(7), "{listed:?}");
+    assert!(listed.lag > READ_BATCH_MAX as u64 * 2, "{listed:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn saving_again_updates_settings_and_keeps_the_checkpoint() {
     let log = FakeLog::new();
     log.append_plain("a", 3);
