@@ -177,7 +177,6 @@ mod tests {
     use super::*;
     use crate::bench::driver::Timing;
     use gater_core::StoreConfig;
-    use std::sync::Arc;
     use std::time::Duration;
 
     fn params(tag_count: u32) -> Params {
