@@ -21,6 +21,7 @@ use tokio::time::timeout;
 
 use super::group::READ_BATCH_MAX;
 
+mod budget;
 #[cfg(feature = "conformance")]
 mod conformance;
 mod pinned;
