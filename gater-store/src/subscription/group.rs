@@ -792,8 +792,11 @@ impl Group {
         self.head_pos.is_none_or(|head| self.next_read > head)
     }
 
+    /// Whether the reader may read on: not while a delivery waits for budget
+    /// room, so events read ahead do not pile up behind it.
     fn can_read(&self) -> bool {
-        self.read_retry_at.is_none()
+        self.room_wanted.is_none()
+            && self.read_retry_at.is_none()
             && !self.at_head()
             && self.ready.len() < READ_AHEAD_MAX
             && self.ready.len() < self.total_credit()

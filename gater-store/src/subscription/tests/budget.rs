@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use gater_core::memory::{event_bytes, ByteBudget, Reservation};
 use gater_core::{
-    ConsumerStrategy, Error, RecordedEvent, Side, StoreId, SubscriptionItem, TRANSIENT,
+    ConsumerStrategy, Error, Limits, RecordedEvent, Side, StoreId, SubscriptionItem, TRANSIENT,
 };
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -19,6 +19,7 @@ use super::{
     all, next_delivery, next_item, nothing_within, positions, save_group, settle, window, FakeLog,
 };
 use crate::subscription::consumer::CHANNEL_SLACK;
+use crate::subscription::group::READ_BATCH_MAX;
 use crate::subscription::{PeerSlot, SubscriptionLog, Subscriptions};
 
 /// Bytes of each event's payload: large next to the budget.
@@ -163,6 +164,29 @@ async fn transient_consumer_that_does_not_read_fills_the_budget_then_gets_every_
     assert!(budget.peak() <= budget.max_bytes);
     report("transient", &budget);
     assert_eq!(budget.in_use(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reader_stops_while_a_delivery_waits_for_budget_room() {
+    let (log, budget) = large_events();
+    log.append_plain("t", 3 * READ_BATCH_MAX as usize);
+    let total = EVENTS + 3 * READ_BATCH_MAX as usize;
+    let subs = open_with_budget(&log, &budget).await;
+    let mut sub = subs
+        .subscribe(
+            all(TRANSIENT),
+            window(Limits::DEFAULT.subscription_window_max),
+        )
+        .await
+        .unwrap();
+    settle().await;
+    // The channel has room for thousands, the budget for a few: one batch
+    // was read, and nothing more piles up behind the waiting delivery.
+    assert_eq!(log.reads.load(Ordering::Relaxed), 1);
+    let expected: Vec<u64> = (0..total as u64).collect();
+    assert_eq!(positions(&mut sub, total).await, expected);
+    assert!(budget.peak() <= budget.max_bytes);
+    report("reader held back", &budget);
 }
 
 #[tokio::test(start_paused = true)]
