@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use gater_core::memory::ByteBudget;
 use gater_core::{
     Append, AppendOutcome, AppendResult, ConsumerId, Direction, Error, EventData, ExpectedVersion,
     Gater, Limits, NackAction, Position, Query, RecordedEvent, Resource, Snapshot, SnapshotKey,
@@ -62,6 +63,9 @@ pub struct StoreOptions {
     pub lease_period_ms: u64,
     /// How a store heals after a disk fault.
     pub heal: HealOptions,
+    /// The server's memory budget: deliveries waiting in subscription
+    /// consumers' buffers hold their bytes in it until taken (`None`: not counted).
+    pub memory_budget: Option<Arc<dyn ByteBudget>>,
 }
 
 impl StoreOptions {
@@ -81,6 +85,7 @@ impl StoreOptions {
             batch_events_max: Self::BATCH_EVENTS_MAX_DEFAULT,
             lease_period_ms: crate::lease::LEASE_PERIOD_MS_DEFAULT,
             heal: HealOptions::default(),
+            memory_budget: None,
         }
     }
 }
@@ -530,6 +535,7 @@ impl Engine {
             log,
             self.options.address.clone(),
             Arc::clone(&self.peers),
+            self.options.memory_budget.clone(),
         );
         let subscriptions = match opened.await {
             Ok(subscriptions) => {
