@@ -31,6 +31,7 @@ use crate::event::{
     Version,
 };
 use crate::id::{StoreId, StreamId};
+use crate::lifecycle::{Compaction, Retention, StreamRetention};
 use crate::query::Query;
 use crate::routing::RequestClass;
 use crate::snapshot::{Snapshot, SnapshotKey};
@@ -178,6 +179,39 @@ pub enum Request {
         count: u32,
         direction: Direction,
     },
+    /// [`Gater::delete_stream`](crate::Gater::delete_stream).
+    DeleteStream {
+        store: StoreId,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    },
+    /// [`Gater::tombstone_stream`](crate::Gater::tombstone_stream).
+    TombstoneStream {
+        store: StoreId,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    },
+    /// [`Gater::truncate_stream`](crate::Gater::truncate_stream).
+    TruncateStream {
+        store: StoreId,
+        stream: StreamId,
+        before: Version,
+    },
+    /// [`Gater::set_stream_retention`](crate::Gater::set_stream_retention).
+    SetStreamRetention {
+        store: StoreId,
+        stream: StreamId,
+        retention: Retention,
+    },
+    /// [`Gater::stream_retention`](crate::Gater::stream_retention).
+    StreamRetention {
+        store: StoreId,
+        stream: StreamId,
+    },
+    /// [`Gater::compact_store`](crate::Gater::compact_store).
+    CompactStore {
+        store: StoreId,
+    },
 }
 
 impl Request {
@@ -213,6 +247,12 @@ impl Request {
             Request::VerifyStore { .. } => "verify_store",
             Request::Append { .. } => "append",
             Request::ReadQuery { .. } => "read_query",
+            Request::DeleteStream { .. } => "delete_stream",
+            Request::TombstoneStream { .. } => "tombstone_stream",
+            Request::TruncateStream { .. } => "truncate_stream",
+            Request::SetStreamRetention { .. } => "set_stream_retention",
+            Request::StreamRetention { .. } => "stream_retention",
+            Request::CompactStore { .. } => "compact_store",
         }
     }
 
@@ -243,7 +283,13 @@ impl Request {
             | Request::ReopenStore { store }
             | Request::VerifyStore { store }
             | Request::Append { store, .. }
-            | Request::ReadQuery { store, .. } => Some(store),
+            | Request::ReadQuery { store, .. }
+            | Request::DeleteStream { store, .. }
+            | Request::TombstoneStream { store, .. }
+            | Request::TruncateStream { store, .. }
+            | Request::SetStreamRetention { store, .. }
+            | Request::StreamRetention { store, .. }
+            | Request::CompactStore { store } => Some(store),
             Request::ListStores
             | Request::Workers
             | Request::Heartbeat { .. }
@@ -265,13 +311,17 @@ impl Request {
             | Request::GetStoreStatus { .. }
             | Request::GetStoreConfig { .. }
             | Request::VerifyStore { .. }
-            | Request::ReadQuery { .. } => RequestClass::Read,
+            | Request::ReadQuery { .. }
+            | Request::StreamRetention { .. } => RequestClass::Read,
             // Event ids make every append idempotent, conditional or not: a
             // retried append answers its first attempt's result.
             Request::AppendEvents { .. } | Request::Append { .. } => RequestClass::Append,
             Request::SaveSubscription { .. }
             | Request::RecordSnapshot { .. }
-            | Request::CreateStore { .. } => RequestClass::IdempotentWrite,
+            | Request::CreateStore { .. }
+            | Request::TruncateStream { .. }
+            | Request::SetStreamRetention { .. }
+            | Request::CompactStore { .. } => RequestClass::IdempotentWrite,
             // A second ack of a delivery answers NotFound: not idempotent.
             Request::RemoveSubscription { .. }
             | Request::AckEvent { .. }
@@ -279,7 +329,10 @@ impl Request {
             | Request::ReplayParked { .. }
             | Request::DeleteSnapshot { .. }
             | Request::RemoveStore { .. }
-            | Request::ReopenStore { .. } => RequestClass::Write,
+            | Request::ReopenStore { .. }
+            // A repeated delete may fail on its own first attempt's effect.
+            | Request::DeleteStream { .. }
+            | Request::TombstoneStream { .. } => RequestClass::Write,
             Request::Subscribe { .. } => RequestClass::Subscribe,
             Request::ListStores
             | Request::Workers
@@ -313,6 +366,10 @@ pub enum Response {
     Verified(VerifyReport),
     /// The result of [`Gater::append`](crate::Gater::append).
     AppendedParts(AppendOutcome),
+    /// The result of [`Gater::stream_retention`](crate::Gater::stream_retention).
+    Retention(StreamRetention),
+    /// The result of [`Gater::compact_store`](crate::Gater::compact_store).
+    Compacted(Compaction),
 }
 
 /// One request frame: its header fields, then the request.

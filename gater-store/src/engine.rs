@@ -19,11 +19,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use gater_core::{
-    Append, AppendOutcome, AppendResult, ConsumerId, Direction, Error, EventData, ExpectedVersion,
-    Gater, Limits, NackAction, Position, Query, RecordedEvent, Resource, Snapshot, SnapshotKey,
-    StoreConfig, StoreFault, StoreId, StoreInfo, StoreState, StoreStatus, StreamId, StreamPage,
-    SubscribeOptions, Subscription, SubscriptionEnd, SubscriptionInfo, SubscriptionKey,
-    SubscriptionSpec, VerifyReport, Version, WorkerHealth, WorkerInfo,
+    Append, AppendOutcome, AppendResult, Compaction, ConsumerId, Direction, Error, EventData,
+    ExpectedVersion, Gater, Limits, NackAction, Position, Query, RecordedEvent, Resource,
+    Retention, Snapshot, SnapshotKey, StoreConfig, StoreFault, StoreId, StoreInfo, StoreState,
+    StoreStatus, StreamId, StreamPage, StreamRetention, SubscribeOptions, Subscription,
+    SubscriptionEnd, SubscriptionInfo, SubscriptionKey, SubscriptionSpec, VerifyReport, Version,
+    WorkerHealth, WorkerInfo,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -32,6 +33,7 @@ use crate::backend::{Backend, BackendStore, PendingAppend, PendingPart};
 use crate::embedded::EmbeddedBackend;
 use crate::faults::{HealOptions, Health};
 use crate::lease::{Claim, Claimant, Fence};
+use crate::lifecycle::{Clock, LifecycleChange, Source, View};
 use crate::metrics::StoreMetrics;
 use crate::misses::Misses;
 use crate::subscription::{
@@ -62,6 +64,8 @@ pub struct StoreOptions {
     pub lease_period_ms: u64,
     /// How a store heals after a disk fault.
     pub heal: HealOptions,
+    /// The clock retention by age is measured with.
+    pub clock: Clock,
 }
 
 impl StoreOptions {
@@ -81,6 +85,7 @@ impl StoreOptions {
             batch_events_max: Self::BATCH_EVENTS_MAX_DEFAULT,
             lease_period_ms: crate::lease::LEASE_PERIOD_MS_DEFAULT,
             heal: HealOptions::default(),
+            clock: Clock::default(),
         }
     }
 }
@@ -133,6 +138,8 @@ struct StoreHandle {
     health: Arc<Health>,
     /// Forced reopens, served by the writer.
     reopens: mpsc::Sender<ReopenRequest>,
+    /// Held while a compaction runs: one at a time per store.
+    compaction: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -170,6 +177,10 @@ struct LogView {
     backend: Arc<dyn BackendStore>,
     head: watch::Receiver<Option<Position>>,
     claimant: Claimant,
+    /// The store's default retention, for what subscriptions see.
+    retention: Retention,
+    /// The clock retention by age is measured with.
+    clock: Clock,
 }
 
 impl Store {
@@ -303,7 +314,34 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Applies a lifecycle change to `stream` of `store`.
+    async fn change_lifecycle(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        change: LifecycleChange,
+    ) -> Result<(), Error> {
+        validate::writable_stream(stream)?;
+        let handle = self.engine.serving(store).await?;
+        if let Some(refusal) = handle.health.refusal(&handle.id) {
+            return Err(refusal);
+        }
+        handle.backend.change_lifecycle(stream, change).await
+    }
+}
+
 impl Engine {
+    /// What readers of `handle`'s store see now.
+    async fn view(&self, handle: &StoreHandle) -> Result<View, Error> {
+        let lifecycles = handle.backend.lifecycles().await?;
+        Ok(View::new(
+            lifecycles,
+            handle.config.retention,
+            self.options.clock.now_us(),
+        ))
+    }
+
     fn new(options: StoreOptions, backend: Arc<dyn Backend>) -> Engine {
         let claimant = Claimant {
             // Unique per process: a restarted worker with the same id is a new holder.
@@ -524,6 +562,8 @@ impl Engine {
             backend: backend.clone(),
             head: head_rx.clone(),
             claimant: self.claimant.clone(),
+            retention: config.retention,
+            clock: self.options.clock.clone(),
         });
         let opened = Subscriptions::open_with_peers(
             id.clone(),
@@ -586,6 +626,7 @@ impl Engine {
             head: head_rx,
             health,
             reopens,
+            compaction: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -714,6 +755,28 @@ impl SubscriptionLog for LogView {
             return Ok(Vec::new());
         }
         self.backend.read_all(from, count, Direction::Forward).await
+    }
+
+    /// Reads past hidden events up to the published head.
+    async fn read_visible_forward(
+        &self,
+        from: Position,
+        count: u32,
+    ) -> Result<(Vec<RecordedEvent>, Position), Error> {
+        let lifecycles = self.backend.lifecycles().await?;
+        let view = View::new(lifecycles, self.retention, self.clock.now_us());
+        let mut from = from;
+        loop {
+            let raw = self.read_all_forward(from, count).await?;
+            let Some(last) = raw.last() else {
+                return Ok((Vec::new(), from));
+            };
+            from = last.position.next();
+            let shown = view.filter(&*self.backend, raw).await?;
+            if !shown.is_empty() {
+                return Ok((shown, from));
+            }
+        }
     }
 
     fn watch_head(&self) -> watch::Receiver<Option<Position>> {
@@ -845,14 +908,15 @@ impl Gater for Store {
         validate::read_count(&self.engine.options.limits, count)?;
         query.validate()?;
         let handle = self.engine.serving(store).await?;
-        let mut page = if query.items.is_empty() {
-            handle.backend.read_all(from, count, direction).await?
+        let source = if query.items.is_empty() {
+            Source::All
         } else {
-            handle
-                .backend
-                .read_query(query, from, count, direction)
-                .await?
+            Source::Query(query)
         };
+        let view = self.engine.view(&handle).await?;
+        let (mut page, _) = view
+            .read(&*handle.backend, source, from.0, count, direction)
+            .await?;
         gater_core::page::fit_in_frame(&mut page, self.engine.options.limits.frame_bytes_max);
         Ok(page)
     }
@@ -868,9 +932,28 @@ impl Gater for Store {
         validate::read_count(&self.engine.options.limits, count)?;
         validate::writable_stream(stream)?;
         let handle = self.engine.serving(store).await?;
-        let mut page = handle
-            .backend
-            .read_stream(stream, start, count, direction)
+        let view = self.engine.view(&handle).await?;
+        view.check_not_tombstoned(stream)?;
+        let start = match direction {
+            Direction::Forward if !view.hides_nothing() => {
+                match handle.backend.version(stream).await? {
+                    Some(last) => start.max(
+                        view.lifecycle(stream.as_str())
+                            .first_shown(handle.config.retention, last),
+                    ),
+                    None => start,
+                }
+            }
+            _ => start,
+        };
+        let (mut page, _) = view
+            .read(
+                &*handle.backend,
+                Source::Stream(stream),
+                start,
+                count,
+                direction,
+            )
             .await?;
         gater_core::page::fit_in_frame(&mut page, self.engine.options.limits.frame_bytes_max);
         Ok(page)
@@ -885,7 +968,10 @@ impl Gater for Store {
     ) -> Result<Vec<RecordedEvent>, Error> {
         validate::read_count(&self.engine.options.limits, count)?;
         let handle = self.engine.serving(store).await?;
-        let mut page = handle.backend.read_all(from, count, direction).await?;
+        let view = self.engine.view(&handle).await?;
+        let (mut page, _) = view
+            .read(&*handle.backend, Source::All, from.0, count, direction)
+            .await?;
         gater_core::page::fit_in_frame(&mut page, self.engine.options.limits.frame_bytes_max);
         Ok(page)
     }
@@ -898,7 +984,16 @@ impl Gater for Store {
     ) -> Result<StreamPage, Error> {
         validate::page_limit(&self.engine.options.limits, limit)?;
         let handle = self.engine.serving(store).await?;
-        handle.backend.list_streams(after, limit).await
+        let mut page = handle.backend.list_streams(after, limit).await?;
+        let view = self.engine.view(&handle).await?;
+        if !view.hides_nothing() {
+            page.streams.retain(|info| {
+                view.lifecycle(info.stream.as_str())
+                    .visible_version(Some(info.version))
+                    .is_some()
+            });
+        }
+        Ok(page)
     }
 
     async fn get_version(
@@ -908,7 +1003,88 @@ impl Gater for Store {
     ) -> Result<Option<Version>, Error> {
         validate::writable_stream(stream)?;
         let handle = self.engine.serving(store).await?;
-        handle.backend.version(stream).await
+        let view = self.engine.view(&handle).await?;
+        view.check_not_tombstoned(stream)?;
+        let stored = handle.backend.version(stream).await?;
+        Ok(view.lifecycle(stream.as_str()).visible_version(stored))
+    }
+
+    async fn delete_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), Error> {
+        self.change_lifecycle(store, stream, LifecycleChange::Delete(expected))
+            .await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), Error> {
+        self.change_lifecycle(store, stream, LifecycleChange::Tombstone(expected))
+            .await
+    }
+
+    async fn truncate_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        before: Version,
+    ) -> Result<(), Error> {
+        self.change_lifecycle(store, stream, LifecycleChange::Truncate(before))
+            .await
+    }
+
+    async fn set_stream_retention(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        max_count: Option<u64>,
+        max_age_s: Option<u64>,
+    ) -> Result<(), Error> {
+        let retention = Retention {
+            max_count,
+            max_age_s,
+        };
+        self.change_lifecycle(store, stream, LifecycleChange::Retention(retention))
+            .await
+    }
+
+    async fn stream_retention(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+    ) -> Result<StreamRetention, Error> {
+        validate::writable_stream(stream)?;
+        let handle = self.engine.serving(store).await?;
+        let view = self.engine.view(&handle).await?;
+        view.check_not_tombstoned(stream)?;
+        let lifecycle = view.lifecycle(stream.as_str());
+        Ok(StreamRetention {
+            stream: stream.clone(),
+            max_count: lifecycle.retention.max_count,
+            max_age_s: lifecycle.retention.max_age_s,
+            truncate_before: lifecycle.truncate_before,
+        })
+    }
+
+    async fn compact_store(&self, store: &StoreId) -> Result<Compaction, Error> {
+        let handle = self.engine.serving(store).await?;
+        let _running = handle.compaction.lock().await;
+        let bytes_before = handle.backend.disk_bytes().await?;
+        let view = self.engine.view(&handle).await?;
+        let events_removed = handle.backend.compact(&view).await?;
+        let bytes_after = handle.backend.disk_bytes().await?;
+        Ok(Compaction {
+            store: store.clone(),
+            bytes_before,
+            bytes_after,
+            events_removed,
+        })
     }
 
     async fn save_subscription(
@@ -1258,6 +1434,7 @@ mod tests {
         let config = StoreConfig {
             fsync: false,
             group_commit: true,
+            retention: gater_core::Retention::NONE,
         };
         store.create_store(&id, config).await.unwrap();
         let handle = store.engine.handle(&id).unwrap();
@@ -1283,6 +1460,7 @@ mod tests {
         let config = StoreConfig {
             fsync: false,
             group_commit: true,
+            retention: gater_core::Retention::NONE,
         };
         store.create_store(&id, config).await.unwrap();
         let key = SubscriptionKey::stream(&StreamId::new("s").unwrap());
@@ -1308,6 +1486,7 @@ mod tests {
         let config = StoreConfig {
             fsync: false,
             group_commit: true,
+            retention: gater_core::Retention::NONE,
         };
         for id in ["a", "b"] {
             store
@@ -1338,6 +1517,8 @@ mod tests {
             backend: handle.backend.clone(),
             head: watch::channel(None).1,
             claimant: store.engine.claimant.clone(),
+            retention: Retention::NONE,
+            clock: Clock::default(),
         };
         let empty = log.read_all_forward(Position::START, 10).await.unwrap();
         assert!(empty.is_empty(), "nothing is read past an unpublished head");
@@ -1355,6 +1536,8 @@ mod tests {
             backend: handle.backend.clone(),
             head: watched.clone(),
             claimant: store.engine.claimant.clone(),
+            retention: Retention::NONE,
+            clock: Clock::default(),
         };
         let read = log.read_all_forward(Position(1), 10).await.unwrap();
         let positions: Vec<u64> = read.iter().map(|e| e.position.0).collect();

@@ -558,7 +558,7 @@ proptest! {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(StoreOptions::new(dir.path())).await.unwrap();
             let id = StoreId::new("model").unwrap();
-            let config = StoreConfig { fsync: false, group_commit: true };
+            let config = StoreConfig { fsync: false, group_commit: true, retention: gater_core::Retention::NONE };
             store.create_store(&id, config).await.unwrap();
             let mut model = Model::default();
             for op in ops {

@@ -152,7 +152,8 @@ pub fn need(request: &Request) -> Need<'_> {
         | R::ListSnapshots { store: s, .. }
         | R::GetStoreStatus { store: s }
         | R::GetStoreConfig { store: s }
-        | R::ReadQuery { store: s, .. } => store(s, Role::Reader),
+        | R::ReadQuery { store: s, .. }
+        | R::StreamRetention { store: s, .. } => store(s, Role::Reader),
         R::Subscribe { store: s, key, .. } if key.is_transient() => store(s, Role::Reader),
         R::AppendEvents { store: s, .. }
         | R::Append { store: s, .. }
@@ -163,11 +164,16 @@ pub fn need(request: &Request) -> Need<'_> {
         | R::NackEvent { store: s, .. }
         | R::ReplayParked { store: s, .. }
         | R::RecordSnapshot { store: s, .. }
-        | R::DeleteSnapshot { store: s, .. } => store(s, Role::Writer),
+        | R::DeleteSnapshot { store: s, .. }
+        | R::DeleteStream { store: s, .. }
+        | R::TombstoneStream { store: s, .. }
+        | R::TruncateStream { store: s, .. }
+        | R::SetStreamRetention { store: s, .. } => store(s, Role::Writer),
         R::CreateStore { store: s, .. }
         | R::RemoveStore { store: s }
         | R::ReopenStore { store: s }
-        | R::VerifyStore { store: s } => store(s, Role::Admin),
+        | R::VerifyStore { store: s }
+        | R::CompactStore { store: s } => store(s, Role::Admin),
         R::Workers => Need::Cluster,
         R::Heartbeat { .. } => Need::Worker,
         R::ListStores => Need::Listing,

@@ -25,6 +25,7 @@ use tempfile::TempDir;
 pub const FAST: StoreConfig = StoreConfig {
     fsync: false,
     group_commit: true,
+    retention: gater_core::Retention::NONE,
 };
 
 /// The seed of a simulation: `GATER_SEED` when set, else `default`; printed
