@@ -984,16 +984,32 @@ impl Gater for Store {
     ) -> Result<StreamPage, Error> {
         validate::page_limit(&self.engine.options.limits, limit)?;
         let handle = self.engine.serving(store).await?;
-        let mut page = handle.backend.list_streams(after, limit).await?;
         let view = self.engine.view(&handle).await?;
-        if !view.hides_nothing() {
-            page.streams.retain(|info| {
-                view.lifecycle(info.stream.as_str())
-                    .visible_version(Some(info.version))
-                    .is_some()
-            });
+        if view.hides_nothing() {
+            return handle.backend.list_streams(after, limit).await;
         }
-        Ok(page)
+        // Deleted streams are left out; pages are filled from further on.
+        let mut shown = Vec::with_capacity(limit as usize);
+        let mut after = after;
+        loop {
+            let page = handle.backend.list_streams(after, limit).await?;
+            for info in page.streams {
+                let visible = view
+                    .lifecycle(info.stream.as_str())
+                    .visible_version(Some(info.version));
+                if visible.is_none() {
+                    continue;
+                }
+                if shown.len() == limit as usize {
+                    return Ok(StreamPage::new(shown, true));
+                }
+                shown.push(info);
+            }
+            if page.next_after.is_none() {
+                return Ok(StreamPage::new(shown, false));
+            }
+            after = page.next_after;
+        }
     }
 
     async fn get_version(

@@ -199,8 +199,8 @@ impl View {
     /// the read stopped: the position or version after (forward) or before
     /// (backward) the last event read, shown or not (`None`: the end).
     ///
-    /// Hidden events are read past until one shows or the source ends, so
-    /// an empty answer means nothing more shows.
+    /// Hidden events are read past until the page is full or the source
+    /// ends, so an empty answer means nothing more shows.
     pub(crate) async fn read(
         &self,
         backend: &dyn BackendStore,
@@ -237,16 +237,18 @@ impl View {
                 Direction::Forward => at.checked_add(1),
                 Direction::Backward => at.checked_sub(1),
             };
+            let full = raw.len() >= count as usize;
             for event in raw {
+                if shown.len() == count as usize {
+                    break;
+                }
                 if self.hides_nothing() || self.shows(backend, &event, &mut lasts).await? {
                     shown.push(event);
                 }
             }
-            if shown.len() >= count as usize {
-                return Ok((shown, next));
-            }
             match next {
-                Some(next) if shown.is_empty() => cursor = next,
+                // A full page with hidden events in it: read on to fill it.
+                Some(next) if full && shown.len() < count as usize => cursor = next,
                 _ => return Ok((shown, next)),
             }
         }

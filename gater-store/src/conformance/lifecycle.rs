@@ -14,8 +14,19 @@ use super::support::{check, err, event, events, kind, new_store, ok, same, strea
 /// Enough for every read of a case.
 const PAGE: u32 = 100;
 
-/// Runs every lifecycle case against `gater`.
+/// Runs every lifecycle case against `gater`; prints that it skipped them
+/// when the target answers `Unsupported` (a backend without lifecycle).
 pub async fn run(gater: &dyn Gater) {
+    let case = "lifecycle support";
+    let store = new_store(gater, case).await;
+    let probe = gater
+        .delete_stream(&store, &stream("probe"), ExpectedVersion::Any)
+        .await;
+    if let Err(Error::Unsupported(why)) = probe {
+        eprintln!("lifecycle conformance: skipped, the target does not support it: {why}");
+        return;
+    }
+    ok(case, probe);
     a_soft_deleted_stream_is_gone_and_recreation_continues_numbering(gater).await;
     a_retry_of_an_append_made_before_a_soft_delete_answers_the_original(gater).await;
     a_delete_checks_its_expected_version(gater).await;
