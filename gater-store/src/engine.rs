@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -66,11 +66,17 @@ pub struct StoreOptions {
     pub heal: HealOptions,
     /// The clock retention by age is measured with.
     pub clock: Clock,
+    /// A store compacts by itself, in the background, once the events its
+    /// lifecycle changes hid since its last compaction reach this share of
+    /// its log, in percent; 0 never starts one.
+    pub compact_hidden_share_percent: u8,
 }
 
 impl StoreOptions {
     /// Default most appends per batch.
     pub const BATCH_APPENDS_MAX_DEFAULT: u32 = 1024;
+    /// Default share of hidden events, in percent, that starts a background compaction.
+    pub const COMPACT_HIDDEN_SHARE_PERCENT_DEFAULT: u8 = 25;
     /// Default events per batch before it stops taking appends.
     pub const BATCH_EVENTS_MAX_DEFAULT: u32 = 16_384;
 
@@ -86,6 +92,7 @@ impl StoreOptions {
             lease_period_ms: crate::lease::LEASE_PERIOD_MS_DEFAULT,
             heal: HealOptions::default(),
             clock: Clock::default(),
+            compact_hidden_share_percent: Self::COMPACT_HIDDEN_SHARE_PERCENT_DEFAULT,
         }
     }
 }
@@ -139,7 +146,10 @@ struct StoreHandle {
     /// Forced reopens, served by the writer.
     reopens: mpsc::Sender<ReopenRequest>,
     /// Held while a compaction runs: one at a time per store.
-    compaction: tokio::sync::Mutex<()>,
+    compaction: Arc<tokio::sync::Mutex<()>>,
+    /// Events lifecycle changes hid since the last compaction (an estimate:
+    /// truncation and count retention, not age).
+    hidden_since_compaction: AtomicU64,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -327,7 +337,22 @@ impl Store {
         if let Some(refusal) = handle.health.refusal(&handle.id) {
             return Err(refusal);
         }
-        handle.backend.change_lifecycle(stream, change).await
+        let before = self.engine.view(&handle).await?.lifecycle(stream.as_str());
+        handle.backend.change_lifecycle(stream, change).await?;
+        let after = self.engine.view(&handle).await?.lifecycle(stream.as_str());
+        if let Some(last) = handle.backend.version(stream).await? {
+            let default = handle.config.retention;
+            let first = |state: gater_core::StreamLifecycle| {
+                if state.tombstoned {
+                    last + 1
+                } else {
+                    state.first_shown(default, last).min(last + 1)
+                }
+            };
+            let hidden = first(after).saturating_sub(first(before));
+            self.engine.note_hidden(&handle, hidden);
+        }
+        Ok(())
     }
 }
 
@@ -340,6 +365,49 @@ impl Engine {
             handle.config.retention,
             self.options.clock.now_us(),
         ))
+    }
+
+    /// Counts `hidden` more events hidden in `handle`'s store, and starts a
+    /// compaction in the background when they reach the configured share.
+    fn note_hidden(&self, handle: &Arc<StoreHandle>, hidden: u64) {
+        let share = u64::from(self.options.compact_hidden_share_percent);
+        if share == 0 || hidden == 0 {
+            return;
+        }
+        let total = handle
+            .hidden_since_compaction
+            .fetch_add(hidden, Ordering::Relaxed)
+            + hidden;
+        let events = handle.backend.counters().event_count.max(1);
+        if total.saturating_mul(100) < share.saturating_mul(events) {
+            return;
+        }
+        // Taken before the change returns: a compaction asked for later
+        // waits for this one.
+        let Ok(running) = Arc::clone(&handle.compaction).try_lock_owned() else {
+            return; // one is running already
+        };
+        handle.hidden_since_compaction.store(0, Ordering::Relaxed);
+        let (handle, clock) = (Arc::clone(handle), self.options.clock.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            let lifecycles = match handle.backend.lifecycles().await {
+                Ok(lifecycles) => lifecycles,
+                Err(error) => {
+                    tracing::warn!(store = %handle.id, %error, "background compaction did not start");
+                    return;
+                }
+            };
+            let view = View::new(lifecycles, handle.config.retention, clock.now_us());
+            match handle.backend.compact(&view).await {
+                Ok(removed) => {
+                    tracing::info!(store = %handle.id, removed, "background compaction done")
+                }
+                Err(error) => {
+                    tracing::warn!(store = %handle.id, %error, "background compaction failed")
+                }
+            }
+        });
     }
 
     fn new(options: StoreOptions, backend: Arc<dyn Backend>) -> Engine {
@@ -626,7 +694,8 @@ impl Engine {
             head: head_rx,
             health,
             reopens,
-            compaction: tokio::sync::Mutex::new(()),
+            compaction: Arc::new(tokio::sync::Mutex::new(())),
+            hidden_since_compaction: AtomicU64::new(0),
         }))
     }
 

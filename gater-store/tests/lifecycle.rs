@@ -155,3 +155,54 @@ async fn deletes_and_truncations_hold_after_a_restart_and_a_compaction() {
     );
     store.shutdown().await;
 }
+
+#[tokio::test]
+async fn hiding_past_the_configured_share_starts_a_compaction_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.compact_hidden_share_percent = 40;
+    let store = Store::open(options).await.unwrap();
+    let id = StoreId::new("auto").unwrap();
+    store.create_store(&id, FAST).await.unwrap();
+    let (gone, kept) = (
+        StreamId::new("gone").unwrap(),
+        StreamId::new("kept").unwrap(),
+    );
+    store
+        .append_events(&id, &gone, ExpectedVersion::NoStream, events(0, 6))
+        .await
+        .unwrap();
+    store
+        .append_events(&id, &kept, ExpectedVersion::NoStream, events(10, 4))
+        .await
+        .unwrap();
+    store
+        .delete_stream(&id, &gone, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    // The delete hid 6 of 10 events (over 40 %): a compaction started in
+    // the background, and this one waits for it and finds nothing left.
+    let after = store.compact_store(&id).await.unwrap();
+    assert_eq!(after.events_removed, 0);
+    assert_eq!(log(&store, &id).await, vec![6, 7, 8, 9]);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn hiding_under_the_configured_share_leaves_compaction_to_be_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.compact_hidden_share_percent = 90;
+    let store = Store::open(options).await.unwrap();
+    let id = StoreId::new("manual").unwrap();
+    store.create_store(&id, FAST).await.unwrap();
+    let s = StreamId::new("s").unwrap();
+    store
+        .append_events(&id, &s, ExpectedVersion::NoStream, events(0, 10))
+        .await
+        .unwrap();
+    store.truncate_stream(&id, &s, 3).await.unwrap();
+    let compaction = store.compact_store(&id).await.unwrap();
+    assert_eq!(compaction.events_removed, 3);
+    store.shutdown().await;
+}
