@@ -6,11 +6,14 @@
 //! with its version check and `wire::split_request` (header, then the
 //! request body as bytes, which must decode exactly as the whole envelope
 //! does). Whatever decodes must encode again and decode to the same value.
+//! A request's head (kind and store, what a proxy routes on) read from the
+//! bytes alone must be the head of the request they decode to.
 
 #![no_main]
 
 use gater_core::wire::{
-    self, Request, RequestEnvelope, ResponseEnvelope, SubscriptionDown, SubscriptionUp,
+    self, EncodedRequest, Request, RequestEnvelope, RequestHead, ResponseEnvelope,
+    SubscriptionDown, SubscriptionUp,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
@@ -49,4 +52,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = wire::peek_version(data);
+    if let (Ok(head), Ok(request)) = (RequestHead::read(data), wire::decode_body::<Request>(data)) {
+        assert_eq!(head, request.head());
+    }
+    if let Ok(encoded) = EncodedRequest::from_bytes(data.to_vec()) {
+        if let Ok(request) = encoded.decode() {
+            assert_eq!(encoded.head(), &request.head());
+        }
+    }
 });

@@ -27,7 +27,7 @@ use crate::subscription::{
     ConsumerId, NackAction, SubscribeOptions, Subscription, SubscriptionInfo, SubscriptionKey,
     SubscriptionSpec,
 };
-use crate::wire::{Request, Response};
+use crate::wire::{EncodedRequest, Request, Response};
 
 /// Calls `gater` with a request and extracts the expected response variant
 /// (`Done` when no variant is named).
@@ -104,6 +104,23 @@ pub trait Gater: Send + Sync + 'static {
         within: Option<Duration>,
     ) -> Result<Response, Error> {
         let _ = identity;
+        self.call(request, within).await
+    }
+
+    /// [`Gater::call`] for a request still in its wire encoding, as a
+    /// transport's server reads it.
+    ///
+    /// The default decodes it and answers [`Gater::call`]; bytes that do not
+    /// decode give [`Error::Protocol`]. An implementation that only passes
+    /// requests on (a proxy, a transport client) overrides it to route on
+    /// the request's head and pass the bytes on as they are, decoding only
+    /// what it answers itself.
+    async fn call_encoded(
+        &self,
+        request: EncodedRequest,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        let request = request.decode()?;
         self.call(request, within).await
     }
 
@@ -691,6 +708,14 @@ impl<G: Gater + ?Sized> Gater for Arc<G> {
         within: Option<Duration>,
     ) -> Result<Response, Error> {
         (**self).call_as(identity, request, within).await
+    }
+
+    async fn call_encoded(
+        &self,
+        request: EncodedRequest,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        (**self).call_encoded(request, within).await
     }
 
     async fn append_events(

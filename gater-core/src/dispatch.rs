@@ -20,7 +20,7 @@ use crate::api::Gater;
 use crate::error::Error;
 use crate::id::StoreId;
 use crate::subscription::{SubscribeOptions, Subscription, SubscriptionKey};
-use crate::wire::{Request, Response};
+use crate::wire::{EncodedRequest, Request, Response};
 
 /// Calls `gater` with a request that arrived over the wire.
 ///
@@ -263,6 +263,18 @@ pub trait Link: Send + Sync + 'static {
     /// own retryable errors; failures of the request are the server's.
     async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error>;
 
+    /// [`Link::call`] for a request already encoded (a proxy passing one
+    /// on). The default decodes it; a transport that sends bytes overrides
+    /// it to send them as they are.
+    async fn call_encoded(
+        &self,
+        request: EncodedRequest,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        let request = request.decode()?;
+        self.call(request, within).await
+    }
+
     /// Opens a subscription stream for `Request::Subscribe { store, key, options }`.
     async fn subscribe(
         &self,
@@ -326,6 +338,14 @@ fn response_name(response: &Response) -> &'static str {
 impl<L: Link> Gater for RemoteGater<L> {
     async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
         self.link.call(request, within).await
+    }
+
+    async fn call_encoded(
+        &self,
+        request: EncodedRequest,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        self.link.call_encoded(request, within).await
     }
 
     async fn subscribe(

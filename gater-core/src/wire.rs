@@ -10,7 +10,10 @@
 //! (pipelining) or send one request and finish the stream. An envelope's
 //! encoding is its [`RequestHeader`] (version, id, deadline) followed by the
 //! request's own encoding (the body), so [`split_request`] reads the header
-//! and leaves the body bytes untouched.
+//! and leaves the body bytes untouched. A request's encoding starts with its
+//! kind and (for store-scoped kinds) its store: [`RequestHead::read`] takes
+//! both, and an [`EncodedRequest`] carries the bytes with their head, so a
+//! proxy routes and guards a request without decoding the rest.
 //!
 //! A subscription stream starts with a `Subscribe` request (its first frame),
 //! then carries [`SubscriptionDown`] frames to the consumer and
@@ -214,46 +217,188 @@ pub enum Request {
     },
 }
 
+/// What a request is, one variant per [`Request`] variant in the same order:
+/// a request's encoding starts with its variant's index, so a
+/// [`RequestHead`] reads the kind of an encoded request without decoding
+/// the rest. A new request kind is added to both enums at the same place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)] // one per Request variant
+pub enum RequestKind {
+    AppendEvents,
+    GetEvents,
+    ReadAll,
+    GetStreams,
+    GetVersion,
+    SaveSubscription,
+    Subscribe,
+    RemoveSubscription,
+    GetSubscriptions,
+    AckEvent,
+    NackEvent,
+    ListParked,
+    ReplayParked,
+    RecordSnapshot,
+    ReadSnapshot,
+    ListSnapshots,
+    DeleteSnapshot,
+    CreateStore,
+    RemoveStore,
+    ListStores,
+    GetStoreStatus,
+    GetStoreConfig,
+    Workers,
+    Heartbeat,
+    Whoami,
+    ReopenStore,
+    VerifyStore,
+    Append,
+    ReadQuery,
+    DeleteStream,
+    TombstoneStream,
+    TruncateStream,
+    SetStreamRetention,
+    StreamRetention,
+    CompactStore,
+}
+
+impl RequestKind {
+    /// The method's name, for logs and metrics.
+    pub fn method(self) -> &'static str {
+        use RequestKind as K;
+        match self {
+            K::AppendEvents => "append_events",
+            K::GetEvents => "get_events",
+            K::ReadAll => "read_all",
+            K::GetStreams => "get_streams",
+            K::GetVersion => "get_version",
+            K::SaveSubscription => "save_subscription",
+            K::Subscribe => "subscribe",
+            K::RemoveSubscription => "remove_subscription",
+            K::GetSubscriptions => "get_subscriptions",
+            K::AckEvent => "ack_event",
+            K::NackEvent => "nack_event",
+            K::ListParked => "list_parked",
+            K::ReplayParked => "replay_parked",
+            K::RecordSnapshot => "record_snapshot",
+            K::ReadSnapshot => "read_snapshot",
+            K::ListSnapshots => "list_snapshots",
+            K::DeleteSnapshot => "delete_snapshot",
+            K::CreateStore => "create_store",
+            K::RemoveStore => "remove_store",
+            K::ListStores => "list_stores",
+            K::GetStoreStatus => "get_store_status",
+            K::GetStoreConfig => "get_store_config",
+            K::Workers => "workers",
+            K::Heartbeat => "heartbeat",
+            K::Whoami => "whoami",
+            K::ReopenStore => "reopen_store",
+            K::VerifyStore => "verify_store",
+            K::Append => "append",
+            K::ReadQuery => "read_query",
+            K::DeleteStream => "delete_stream",
+            K::TombstoneStream => "tombstone_stream",
+            K::TruncateStream => "truncate_stream",
+            K::SetStreamRetention => "set_stream_retention",
+            K::StreamRetention => "stream_retention",
+            K::CompactStore => "compact_store",
+        }
+    }
+
+    /// The routing class: decides where it may go and whether a retry is safe.
+    pub fn class(self) -> RequestClass {
+        use RequestKind as K;
+        match self {
+            K::GetEvents
+            | K::ReadAll
+            | K::GetStreams
+            | K::GetVersion
+            | K::GetSubscriptions
+            | K::ListParked
+            | K::ReadSnapshot
+            | K::ListSnapshots
+            | K::GetStoreStatus
+            | K::GetStoreConfig
+            | K::VerifyStore
+            | K::ReadQuery
+            | K::StreamRetention => RequestClass::Read,
+            // Event ids make every append idempotent, conditional or not: a
+            // retried append answers its first attempt's result.
+            K::AppendEvents | K::Append => RequestClass::Append,
+            K::SaveSubscription
+            | K::RecordSnapshot
+            | K::CreateStore
+            | K::TruncateStream
+            | K::SetStreamRetention
+            | K::CompactStore => RequestClass::IdempotentWrite,
+            // A second ack of a delivery answers NotFound: not idempotent.
+            K::RemoveSubscription
+            | K::AckEvent
+            | K::NackEvent
+            | K::ReplayParked
+            | K::DeleteSnapshot
+            | K::RemoveStore
+            | K::ReopenStore
+            // A repeated delete may fail on its own first attempt's effect.
+            | K::DeleteStream
+            | K::TombstoneStream => RequestClass::Write,
+            K::Subscribe => RequestClass::Subscribe,
+            K::ListStores | K::Workers | K::Heartbeat | K::Whoami => RequestClass::Cluster,
+        }
+    }
+
+    /// Whether the request names a store: then the store is its first field.
+    /// Cluster requests are the ones that do not.
+    pub fn has_store(self) -> bool {
+        self.class() != RequestClass::Cluster
+    }
+}
+
 impl Request {
+    /// The request's kind.
+    pub fn kind(&self) -> RequestKind {
+        use RequestKind as K;
+        match self {
+            Request::AppendEvents { .. } => K::AppendEvents,
+            Request::GetEvents { .. } => K::GetEvents,
+            Request::ReadAll { .. } => K::ReadAll,
+            Request::GetStreams { .. } => K::GetStreams,
+            Request::GetVersion { .. } => K::GetVersion,
+            Request::SaveSubscription { .. } => K::SaveSubscription,
+            Request::Subscribe { .. } => K::Subscribe,
+            Request::RemoveSubscription { .. } => K::RemoveSubscription,
+            Request::GetSubscriptions { .. } => K::GetSubscriptions,
+            Request::AckEvent { .. } => K::AckEvent,
+            Request::NackEvent { .. } => K::NackEvent,
+            Request::ListParked { .. } => K::ListParked,
+            Request::ReplayParked { .. } => K::ReplayParked,
+            Request::RecordSnapshot { .. } => K::RecordSnapshot,
+            Request::ReadSnapshot { .. } => K::ReadSnapshot,
+            Request::ListSnapshots { .. } => K::ListSnapshots,
+            Request::DeleteSnapshot { .. } => K::DeleteSnapshot,
+            Request::CreateStore { .. } => K::CreateStore,
+            Request::RemoveStore { .. } => K::RemoveStore,
+            Request::ListStores => K::ListStores,
+            Request::GetStoreStatus { .. } => K::GetStoreStatus,
+            Request::GetStoreConfig { .. } => K::GetStoreConfig,
+            Request::Workers => K::Workers,
+            Request::Heartbeat { .. } => K::Heartbeat,
+            Request::Whoami => K::Whoami,
+            Request::ReopenStore { .. } => K::ReopenStore,
+            Request::VerifyStore { .. } => K::VerifyStore,
+            Request::Append { .. } => K::Append,
+            Request::ReadQuery { .. } => K::ReadQuery,
+            Request::DeleteStream { .. } => K::DeleteStream,
+            Request::TombstoneStream { .. } => K::TombstoneStream,
+            Request::TruncateStream { .. } => K::TruncateStream,
+            Request::SetStreamRetention { .. } => K::SetStreamRetention,
+            Request::StreamRetention { .. } => K::StreamRetention,
+            Request::CompactStore { .. } => K::CompactStore,
+        }
+    }
+
     /// The method's name, for logs and metrics.
     pub fn method(&self) -> &'static str {
-        match self {
-            Request::AppendEvents { .. } => "append_events",
-            Request::GetEvents { .. } => "get_events",
-            Request::ReadAll { .. } => "read_all",
-            Request::GetStreams { .. } => "get_streams",
-            Request::GetVersion { .. } => "get_version",
-            Request::SaveSubscription { .. } => "save_subscription",
-            Request::Subscribe { .. } => "subscribe",
-            Request::RemoveSubscription { .. } => "remove_subscription",
-            Request::GetSubscriptions { .. } => "get_subscriptions",
-            Request::AckEvent { .. } => "ack_event",
-            Request::NackEvent { .. } => "nack_event",
-            Request::ListParked { .. } => "list_parked",
-            Request::ReplayParked { .. } => "replay_parked",
-            Request::RecordSnapshot { .. } => "record_snapshot",
-            Request::ReadSnapshot { .. } => "read_snapshot",
-            Request::ListSnapshots { .. } => "list_snapshots",
-            Request::DeleteSnapshot { .. } => "delete_snapshot",
-            Request::CreateStore { .. } => "create_store",
-            Request::RemoveStore { .. } => "remove_store",
-            Request::ListStores => "list_stores",
-            Request::GetStoreStatus { .. } => "get_store_status",
-            Request::GetStoreConfig { .. } => "get_store_config",
-            Request::Workers => "workers",
-            Request::Heartbeat { .. } => "heartbeat",
-            Request::Whoami => "whoami",
-            Request::ReopenStore { .. } => "reopen_store",
-            Request::VerifyStore { .. } => "verify_store",
-            Request::Append { .. } => "append",
-            Request::ReadQuery { .. } => "read_query",
-            Request::DeleteStream { .. } => "delete_stream",
-            Request::TombstoneStream { .. } => "tombstone_stream",
-            Request::TruncateStream { .. } => "truncate_stream",
-            Request::SetStreamRetention { .. } => "set_stream_retention",
-            Request::StreamRetention { .. } => "stream_retention",
-            Request::CompactStore { .. } => "compact_store",
-        }
+        self.kind().method()
     }
 
     /// The store the request is about, if any.
@@ -299,46 +444,107 @@ impl Request {
 
     /// The routing class: decides where it may go and whether a retry is safe.
     pub fn class(&self) -> RequestClass {
-        match self {
-            Request::GetEvents { .. }
-            | Request::ReadAll { .. }
-            | Request::GetStreams { .. }
-            | Request::GetVersion { .. }
-            | Request::GetSubscriptions { .. }
-            | Request::ListParked { .. }
-            | Request::ReadSnapshot { .. }
-            | Request::ListSnapshots { .. }
-            | Request::GetStoreStatus { .. }
-            | Request::GetStoreConfig { .. }
-            | Request::VerifyStore { .. }
-            | Request::ReadQuery { .. }
-            | Request::StreamRetention { .. } => RequestClass::Read,
-            // Event ids make every append idempotent, conditional or not: a
-            // retried append answers its first attempt's result.
-            Request::AppendEvents { .. } | Request::Append { .. } => RequestClass::Append,
-            Request::SaveSubscription { .. }
-            | Request::RecordSnapshot { .. }
-            | Request::CreateStore { .. }
-            | Request::TruncateStream { .. }
-            | Request::SetStreamRetention { .. }
-            | Request::CompactStore { .. } => RequestClass::IdempotentWrite,
-            // A second ack of a delivery answers NotFound: not idempotent.
-            Request::RemoveSubscription { .. }
-            | Request::AckEvent { .. }
-            | Request::NackEvent { .. }
-            | Request::ReplayParked { .. }
-            | Request::DeleteSnapshot { .. }
-            | Request::RemoveStore { .. }
-            | Request::ReopenStore { .. }
-            // A repeated delete may fail on its own first attempt's effect.
-            | Request::DeleteStream { .. }
-            | Request::TombstoneStream { .. } => RequestClass::Write,
-            Request::Subscribe { .. } => RequestClass::Subscribe,
-            Request::ListStores
-            | Request::Workers
-            | Request::Heartbeat { .. }
-            | Request::Whoami => RequestClass::Cluster,
+        self.kind().class()
+    }
+
+    /// The request's kind and store.
+    pub fn head(&self) -> RequestHead {
+        RequestHead {
+            kind: self.kind(),
+            store: self.store().cloned(),
         }
+    }
+}
+
+/// What routing and access checks need of a request: its kind and store,
+/// read from the first bytes of its encoding ([`RequestHead::read`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    /// The request's kind.
+    pub kind: RequestKind,
+    /// The store it is about, if its kind names one.
+    pub store: Option<StoreId>,
+}
+
+impl RequestHead {
+    /// Reads the head at the start of a [`Request`]'s encoding, leaving
+    /// the rest undecoded (and unchecked).
+    pub fn read(request: &[u8]) -> Result<RequestHead, FrameError> {
+        let decode = |e: postcard::Error| FrameError::Decode(e.to_string());
+        let (kind, rest) = postcard::take_from_bytes::<RequestKind>(request).map_err(decode)?;
+        let store = if kind.has_store() {
+            Some(
+                postcard::take_from_bytes::<StoreId>(rest)
+                    .map_err(decode)?
+                    .0,
+            )
+        } else {
+            None
+        };
+        Ok(RequestHead { kind, store })
+    }
+
+    /// The routing class of its kind.
+    pub fn class(&self) -> RequestClass {
+        self.kind.class()
+    }
+}
+
+/// A request in its wire encoding with its [`RequestHead`]: what a proxy
+/// routes and passes on as bytes, decoding only what it answers itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedRequest {
+    head: RequestHead,
+    bytes: Vec<u8>,
+}
+
+impl EncodedRequest {
+    /// Takes the encoding of a request as it arrived, reading its head; the
+    /// rest is checked only when the request is decoded.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<EncodedRequest, FrameError> {
+        Ok(EncodedRequest {
+            head: RequestHead::read(&bytes)?,
+            bytes,
+        })
+    }
+
+    /// Encodes `request`.
+    pub fn encode(request: &Request) -> Result<EncodedRequest, FrameError> {
+        let bytes = postcard::to_stdvec(request).map_err(|e| FrameError::Encode(e.to_string()))?;
+        Ok(EncodedRequest {
+            head: request.head(),
+            bytes,
+        })
+    }
+
+    /// The request's kind and store.
+    pub fn head(&self) -> &RequestHead {
+        &self.head
+    }
+
+    /// The request's kind.
+    pub fn kind(&self) -> RequestKind {
+        self.head.kind
+    }
+
+    /// The routing class of its kind.
+    pub fn class(&self) -> RequestClass {
+        self.head.class()
+    }
+
+    /// The store it is about, if any.
+    pub fn store(&self) -> Option<&StoreId> {
+        self.head.store.as_ref()
+    }
+
+    /// The request's encoding.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Decodes the whole request.
+    pub fn decode(&self) -> Result<Request, FrameError> {
+        decode_body(&self.bytes)
     }
 }
 
@@ -532,6 +738,12 @@ pub fn encode_into<T: Serialize>(msg: &T, out: &mut Vec<u8>, max: u32) -> Result
         Err(e) => return Err(FrameError::Encode(e.to_string())),
     };
     *out = buf;
+    seal_frame(out, start, max)
+}
+
+/// Writes the length prefix of the frame that starts at `start` of `out`
+/// (its header's place reserved), or removes the frame if its body is over `max`.
+fn seal_frame(out: &mut Vec<u8>, start: usize, max: u32) -> Result<(), FrameError> {
     let len = out.len() - start - FRAME_HEADER_LEN;
     if len > max as usize {
         out.truncate(start);
@@ -625,6 +837,27 @@ pub fn encode_version_refusal(version: u16, out: &mut Vec<u8>) -> Result<(), Fra
         result: Err(unsupported.into()),
     };
     encode_into(&refusal, out, u32::MAX)
+}
+
+/// Appends one request frame to `out`: `header`, then the request's bytes
+/// as they are (the encoding of the [`RequestEnvelope`] they make). A body
+/// over `max` bytes is refused and `out` is left as it was.
+pub fn encode_request_into(
+    header: &RequestHeader,
+    request: &EncodedRequest,
+    out: &mut Vec<u8>,
+    max: u32,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    let mut buf = std::mem::take(out);
+    buf = match postcard::to_extend(header, buf) {
+        Ok(buf) => buf,
+        Err(e) => return Err(FrameError::Encode(e.to_string())),
+    };
+    *out = buf;
+    out.extend_from_slice(request.bytes());
+    seal_frame(out, start, max)
 }
 
 /// Decodes a request envelope body, checking the version first.

@@ -2,9 +2,10 @@
 //! through a frame unchanged, and no input bytes make a decoder panic.
 
 use gater_core::wire::{
-    decode, decode_body, decode_request, encode, encode_into, peek_version, split_request,
-    FrameError, Request, RequestEnvelope, Response, ResponseEnvelope, SubscriptionDown,
-    SubscriptionUp, FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    decode, decode_body, decode_request, encode, encode_into, encode_request_into, peek_version,
+    split_request, EncodedRequest, FrameError, Request, RequestEnvelope, RequestHead, Response,
+    ResponseEnvelope, SubscriptionDown, SubscriptionUp, FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER_LEN,
+    PROTOCOL_VERSION,
 };
 use gater_core::{
     Append, AppendCondition, AppendOutcome, AppendPart, AppendResult, Compaction, ConsumerId,
@@ -531,6 +532,7 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|store| Request::VerifyStore { store })
             .boxed(),
         Just(Request::Workers).boxed(),
+        Just(Request::Whoami).boxed(),
         worker_info()
             .prop_map(|worker| Request::Heartbeat { worker })
             .boxed(),
@@ -797,6 +799,10 @@ fn decode_all_types(bytes: &[u8]) -> Result<(), TestCaseError> {
     decode_any::<SubscriptionDown>(bytes)?;
     let _ = decode_request(bytes);
     let _ = peek_version(bytes);
+    // A head that reads belongs to every request that decodes from the bytes.
+    if let (Ok(head), Ok(request)) = (RequestHead::read(bytes), decode_body::<Request>(bytes)) {
+        prop_assert_eq!(head, request.head());
+    }
     Ok(())
 }
 
@@ -819,6 +825,37 @@ proptest! {
         } else {
             prop_assert_eq!(decode_request(body), Err(FrameError::UnsupportedVersion(env.version)));
         }
+    }
+
+    #[test]
+    fn a_request_head_is_read_from_its_encoding_alone(request in request(), rest in vec(any::<u8>(), 0..16)) {
+        let encoded = EncodedRequest::encode(&request).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(encoded.head(), &request.head());
+        prop_assert_eq!(RequestHead::read(encoded.bytes()), Ok(request.head()));
+        prop_assert_eq!(encoded.decode(), Ok(request.clone()));
+        // The head is the encoding's first bytes: whatever follows it is not read.
+        let cut = postcard::to_stdvec(&request.kind()).map_err(|e| TestCaseError::fail(e.to_string()))?.len()
+            + request.store().map_or(0, |s| postcard::to_stdvec(s).map_or(0, |b| b.len()));
+        let mut head_only = encoded.bytes()[..cut].to_vec();
+        head_only.extend_from_slice(&rest);
+        prop_assert_eq!(RequestHead::read(&head_only), Ok(request.head()));
+        let again = EncodedRequest::from_bytes(encoded.bytes().to_vec()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(again, encoded);
+    }
+
+    #[test]
+    fn a_request_frame_from_its_encoded_request_is_the_envelope_frame(env in request_envelope()) {
+        let encoded = EncodedRequest::encode(&env.request).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut frame = vec![7];
+        encode_request_into(&env.header(), &encoded, &mut frame, MAX).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let whole = encode(&env, MAX).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&frame[1..], whole.as_slice());
+        // Over the limit: refused, the buffer as it was.
+        let body = whole.len() - FRAME_HEADER_LEN;
+        let mut short = vec![7];
+        let refused = encode_request_into(&env.header(), &encoded, &mut short, (body - 1) as u32);
+        prop_assert_eq!(refused, Err(FrameError::Oversize { len: body as u64, max: (body - 1) as u32 }));
+        prop_assert_eq!(short, vec![7]);
     }
 
     #[test]

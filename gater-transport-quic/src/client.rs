@@ -14,7 +14,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use gater_core::dispatch::{Link, RemoteGater};
 use gater_core::routing::retry_is_safe;
-use gater_core::wire::{self, Request, RequestEnvelope, Response};
+use gater_core::wire::{self, EncodedRequest, Request, RequestEnvelope, Response};
 use gater_core::{Error, Limits, Side, StoreId, SubscribeOptions, Subscription, SubscriptionKey};
 use tokio::time::Instant;
 
@@ -426,7 +426,11 @@ impl QuicLink {
     /// `retry_is_safe` allows it for its class (reads, appends, idempotent
     /// writes), and is otherwise answered with the retryable `Unavailable`
     /// at once.
-    async fn exchange(&self, mut envelope: RequestEnvelope) -> Result<Response, Error> {
+    async fn exchange(
+        &self,
+        mut deadline_ms: Option<u32>,
+        mut request: EncodedRequest,
+    ) -> Result<Response, Error> {
         let started = Instant::now();
         // The semaphore is never closed.
         let _permit = self.in_flight.acquire().await.map_err(lost)?;
@@ -434,28 +438,28 @@ impl QuicLink {
         let mut resent = 0;
         loop {
             let mux = self.mux().await?;
-            match mux.call(envelope).await {
+            match mux.call(deadline_ms, request).await {
                 Outcome::Answered(result) => return result,
                 Outcome::Unsent(back) => {
                     unsent += 1;
                     if unsent >= STREAM_ATTEMPTS {
                         return Err(lost("request streams keep closing"));
                     }
-                    envelope = back;
+                    request = back;
                 }
                 Outcome::Lost(error, back) => {
                     mux.give_up();
-                    let safe = retry_is_safe(back.request.class(), &error);
+                    let safe = retry_is_safe(back.class(), &error);
                     if resent >= RESENDS_MAX || self.addresses.len() < 2 || !safe {
                         return Err(error);
                     }
                     resent += 1;
-                    envelope = back;
+                    request = back;
                     // The server is told what is left of the caller's wait.
                     let spent = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-                    envelope.deadline_ms = envelope.deadline_ms.map(|ms| ms.saturating_sub(spent));
+                    deadline_ms = deadline_ms.map(|ms| ms.saturating_sub(spent));
                     tracing::debug!(
-                        id = envelope.id,
+                        method = request.kind().method(),
                         "request lost with its connection: sent again"
                     );
                 }
@@ -467,9 +471,17 @@ impl QuicLink {
 #[async_trait]
 impl Link for QuicLink {
     async fn call(&self, request: Request, within: Option<Duration>) -> Result<Response, Error> {
+        let request = EncodedRequest::encode(&request)?;
+        self.call_encoded(request, within).await
+    }
+
+    async fn call_encoded(
+        &self,
+        request: EncodedRequest,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
         let deadline_ms = wire::deadline_ms(self.options.deadline_ms, within);
-        let envelope = RequestEnvelope::new(request, deadline_ms);
-        self.within_deadline(deadline_ms, self.exchange(envelope))
+        self.within_deadline(deadline_ms, self.exchange(deadline_ms, request))
             .await
     }
 

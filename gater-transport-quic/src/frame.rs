@@ -92,6 +92,9 @@ struct Skip {
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf`: frames read are skipped, not
+    /// moved out one by one; the rest moves to the front before the next read.
+    start: usize,
     max: u32,
     read_ahead: bool,
     budget: Option<Budgeted>,
@@ -105,6 +108,7 @@ impl FrameReader {
     pub(crate) fn new(max: u32) -> Self {
         FrameReader {
             buf: Vec::new(),
+            start: 0,
             max,
             read_ahead: true,
             budget: None,
@@ -176,17 +180,27 @@ impl FrameReader {
                     continue;
                 }
             }
+            let held = self.buf.len() - self.start;
             let wanted = match len {
-                Some(len) if self.buf.len() >= FRAME_HEADER_LEN + len => {
-                    let msg = decode(&self.buf[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len]);
-                    self.buf.drain(..FRAME_HEADER_LEN + len);
+                Some(len) if held >= FRAME_HEADER_LEN + len => {
+                    let body = self.start + FRAME_HEADER_LEN;
+                    let msg = decode(&self.buf[body..body + len]);
+                    self.start = body + len;
+                    if self.start == self.buf.len() {
+                        self.buf.clear();
+                        self.start = 0;
+                    }
                     self.read = self.reading.take();
                     return msg.map(Some).map_err(ReadFailure::Frame);
                 }
-                Some(len) => FRAME_HEADER_LEN + len - self.buf.len(),
+                Some(len) => FRAME_HEADER_LEN + len - held,
                 None if self.read_ahead => READ_AHEAD,
-                None => FRAME_HEADER_LEN - self.buf.len(),
+                None => FRAME_HEADER_LEN - held,
             };
+            // Only a partial frame is left: move it to the front, so the
+            // buffer never holds more than one frame and a read-ahead.
+            self.buf.drain(..self.start);
+            self.start = 0;
             match recv.read_chunk(wanted, true).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) if self.buf.is_empty() => return Ok(None),
@@ -238,15 +252,17 @@ impl FrameReader {
             error,
         };
         // A budgeted reader reads no byte past a header before this.
-        debug_assert!(self.buf.len() <= FRAME_HEADER_LEN + len);
-        skip.pass(&self.buf[FRAME_HEADER_LEN..]);
+        let body = self.start + FRAME_HEADER_LEN;
+        debug_assert!(self.buf.len() <= body + len);
+        skip.pass(&self.buf[body..]);
         self.buf.clear();
+        self.start = 0;
         self.skipping = Some(skip);
     }
 
     /// The announced body length once the header is in.
     fn body_len(&self) -> Result<Option<usize>, ReadFailure> {
-        let Some(header) = self.buf.get(..FRAME_HEADER_LEN) else {
+        let Some(header) = self.buf.get(self.start..self.start + FRAME_HEADER_LEN) else {
             return Ok(None);
         };
         let mut h = [0; FRAME_HEADER_LEN];
@@ -269,28 +285,6 @@ impl Skip {
 
 /// Bytes a writer gathers from frames that are ready before it writes them.
 pub(crate) const COALESCE_BYTES_MAX: usize = 64 * 1024;
-
-/// Writes queued frames until the queue closes, gathering every frame that
-/// is ready (up to [`COALESCE_BYTES_MAX`]) into one write, in one buffer
-/// reused for the stream's life.
-pub(crate) async fn write_queued(
-    send: &mut quinn::SendStream,
-    queued: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
-) -> Result<(), quinn::WriteError> {
-    let mut buf = Vec::new();
-    while let Some(frame) = queued.recv().await {
-        buf.clear();
-        buf.extend_from_slice(&frame);
-        while buf.len() < COALESCE_BYTES_MAX {
-            match queued.try_recv() {
-                Ok(frame) => buf.extend_from_slice(&frame),
-                Err(_) => break,
-            }
-        }
-        send.write_all(&buf).await?;
-    }
-    Ok(())
-}
 
 /// Writes one frame holding `msg`.
 pub(crate) async fn write_frame<T: Serialize>(

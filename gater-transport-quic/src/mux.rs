@@ -2,27 +2,29 @@
 //! bidirectional stream, answers matched to them by request id. A link
 //! spreads its requests over a few of them per connection.
 //!
-//! A caller registers a waiter (getting the request id), encodes its
-//! envelope and queues the frame. One writer task per stream takes every
-//! frame that is ready and writes them in one go (coalesced writes, one
-//! buffer reused for the stream's life); one reader task decodes answers
-//! and wakes their waiters. Losing the stream (its connection failed or
+//! A caller registers a waiter (getting the request id) and encodes its
+//! frame straight into the stream's outbox, a buffer shared with the
+//! writer. One writer task per stream takes every frame that is ready (the
+//! whole outbox, swapped for its own spare buffer) and writes them in one go:
+//! coalesced writes, no buffer per request, two buffers reused for the
+//! stream's life. One reader task decodes answers and wakes their waiters. Losing the stream (its connection failed or
 //! went silent, or the server stopped it) hands every request in flight back
 //! to its caller as [`Outcome::Lost`] with a retryable `Unavailable`, so the
 //! link decides whether it may be sent again; the next call opens a new stream.
 //!
 //! Bounded: the waiters table holds at most `in_flight_max` requests and the
-//! frame queue as many frames; callers past that get `Overloaded` at once
-//! (the link's semaphore keeps them from getting here).
+//! outbox as many frames (the writer holds one more outbox's worth while
+//! writing it); callers past that get `Overloaded` at once (the link's
+//! semaphore keeps them from getting here).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use gater_core::pending::{Pending, RegisterError};
-use gater_core::wire::{self, RequestEnvelope, Response, ResponseEnvelope};
+use gater_core::wire::{self, EncodedRequest, RequestHeader, Response, ResponseEnvelope};
 use gater_core::{Error, Side};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
-use crate::frame::{lost, write_queued, FrameReader, ReadFailure};
+use crate::frame::{lost, FrameReader, ReadFailure};
 
 type Waiter = oneshot::Sender<Reply>;
 
@@ -45,10 +47,10 @@ pub(crate) enum Outcome {
     Answered(Result<Response, Error>),
     /// The stream was closed before the request was queued: the server
     /// never saw it.
-    Unsent(RequestEnvelope),
+    Unsent(EncodedRequest),
     /// The stream was lost with the request in flight: the server may or may
     /// not have carried it out.
-    Lost(Error, RequestEnvelope),
+    Lost(Error, EncodedRequest),
 }
 
 /// One request stream and its tasks. Dropping it finishes the stream once
@@ -56,9 +58,48 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct Mux {
     connection: quinn::Connection,
-    frames: mpsc::Sender<Vec<u8>>,
+    outbox: Arc<Outbox>,
     pending: Arc<Mutex<Pending<Waiter>>>,
     frame_bytes_max: u32,
+    /// The most frames the outbox holds (the in-flight bound).
+    frames_max: usize,
+}
+
+/// Frames encoded and not yet taken by the writer, shared by the callers
+/// and the stream's writer task.
+#[derive(Debug, Default)]
+struct Outbox {
+    state: Mutex<Queued>,
+    /// Wakes the writer when frames are queued or the outbox closes.
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    frames: Vec<u8>,
+    /// How many frames `frames` holds.
+    count: usize,
+    /// No more frames: the [`Mux`] was dropped or the writer failed.
+    closed: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        // Every writer appends whole frames or swaps the whole buffer while
+        // holding the lock, so a poisoned lock still guards whole frames.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
+
+impl Drop for Mux {
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
 }
 
 impl Mux {
@@ -70,15 +111,16 @@ impl Mux {
         in_flight_max: usize,
         frame_bytes_max: u32,
     ) -> Mux {
-        let (frames, queued) = mpsc::channel(in_flight_max.max(1));
+        let outbox = Arc::new(Outbox::default());
         let pending = Arc::new(Mutex::new(Pending::new(in_flight_max.max(1))));
-        tokio::spawn(write(send, queued, Arc::clone(&pending)));
+        tokio::spawn(write(send, Arc::clone(&outbox), Arc::clone(&pending)));
         tokio::spawn(read(recv, frame_bytes_max, Arc::clone(&pending)));
         Mux {
             connection,
-            frames,
+            outbox,
             pending,
             frame_bytes_max,
+            frames_max: in_flight_max.max(1),
         }
     }
 
@@ -86,7 +128,7 @@ impl Mux {
     /// need a new one).
     pub(crate) fn is_closed(&self) -> bool {
         lock(&self.pending).closed().is_some()
-            || self.frames.is_closed()
+            || self.outbox.lock().closed
             || self.connection.close_reason().is_some()
     }
 
@@ -98,13 +140,14 @@ impl Mux {
             .close(CONNECTION_GIVEN_UP.into(), b"request stream lost");
     }
 
-    /// Sends `envelope` (its id set here) and waits for its answer; the
-    /// envelope comes back with an [`Outcome`] that did not answer it.
-    pub(crate) async fn call(&self, mut envelope: RequestEnvelope) -> Outcome {
+    /// Sends `request` (under a request id chosen here, telling the server
+    /// it waits `deadline_ms`) and waits for its answer; the request comes
+    /// back with an [`Outcome`] that did not answer it.
+    pub(crate) async fn call(&self, deadline_ms: Option<u32>, request: EncodedRequest) -> Outcome {
         let (waiter, answer) = oneshot::channel();
         let id = match lock(&self.pending).register(waiter) {
             Ok(id) => id,
-            Err(RegisterError::Closed(_)) => return Outcome::Unsent(envelope),
+            Err(RegisterError::Closed(_)) => return Outcome::Unsent(request),
             Err(RegisterError::Full(n)) => {
                 return Outcome::Answered(Err(Error::Overloaded {
                     side: Side::Client,
@@ -117,21 +160,46 @@ impl Mux {
             pending: &self.pending,
             id,
         };
-        envelope.id = id;
-        let frame = match wire::encode(&envelope, self.frame_bytes_max) {
-            Ok(frame) => frame,
-            Err(e) => return Outcome::Answered(Err(e.into())),
+        let header = RequestHeader {
+            version: wire::PROTOCOL_VERSION,
+            id,
+            deadline_ms,
+            // The request being answered, if any: a proxy's call to its
+            // worker carries its client's trace id on.
+            trace: gater_core::trace::current().unwrap_or(0),
         };
-        if self.frames.send(frame).await.is_err() {
-            return Outcome::Unsent(envelope);
+        {
+            let mut queued = self.outbox.lock();
+            if queued.closed {
+                return Outcome::Unsent(request);
+            }
+            // Frames of calls that gave up stay queued until written: the
+            // outbox too is bounded, by as many frames as requests in flight.
+            if queued.count >= self.frames_max {
+                return Outcome::Answered(Err(Error::Overloaded {
+                    side: Side::Client,
+                    message: format!("{} request frames waiting to be sent", queued.count),
+                }));
+            }
+            let encoded = wire::encode_request_into(
+                &header,
+                &request,
+                &mut queued.frames,
+                self.frame_bytes_max,
+            );
+            if let Err(e) = encoded {
+                return Outcome::Answered(Err(e.into()));
+            }
+            queued.count += 1;
         }
+        self.outbox.ready.notify_one();
         let answer = answer.await;
         drop(guard);
         match answer {
             Ok(Reply::Answer(result)) => Outcome::Answered(result),
-            Ok(Reply::Lost(error)) => Outcome::Lost(error, envelope),
+            Ok(Reply::Lost(error)) => Outcome::Lost(error, request),
             // The reader dropped the waiter without an answer: the stream is gone.
-            Err(_) => Outcome::Lost(lost("request stream closed"), envelope),
+            Err(_) => Outcome::Lost(lost("request stream closed"), request),
         }
     }
 }
@@ -169,18 +237,36 @@ fn close(pending: &Mutex<Pending<Waiter>>, reply: Reply) {
     }
 }
 
-/// Writes queued frames until the queue closes (the [`Mux`] was dropped);
-/// then finishes the stream.
+/// Writes queued frames, every frame that is ready in one write, until the
+/// outbox closes (the [`Mux`] was dropped) and is empty; then finishes the
+/// stream. A failed write closes the outbox and loses the requests in flight.
 async fn write(
     mut send: quinn::SendStream,
-    mut queued: mpsc::Receiver<Vec<u8>>,
+    outbox: Arc<Outbox>,
     pending: Arc<Mutex<Pending<Waiter>>>,
 ) {
-    match write_queued(&mut send, &mut queued).await {
-        Ok(()) => {
-            let _ = send.finish();
+    let mut spare = Vec::new();
+    loop {
+        let closed = {
+            let mut queued = outbox.lock();
+            std::mem::swap(&mut queued.frames, &mut spare);
+            queued.count = 0;
+            queued.closed
+        };
+        if spare.is_empty() {
+            if closed {
+                let _ = send.finish();
+                return;
+            }
+            outbox.ready.notified().await;
+            continue;
         }
-        Err(e) => close(&pending, Reply::Lost(lost(e))),
+        if let Err(e) = send.write_all(&spare).await {
+            outbox.close();
+            close(&pending, Reply::Lost(lost(e)));
+            return;
+        }
+        spare.clear();
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gater_core::access::Gatekeeper;
-use gater_core::wire::{Request, RequestEnvelope, Response};
+use gater_core::wire::{Request, RequestKind, Response};
 use gater_core::{BoxGater, Error, Gater, Limits, Side};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -444,30 +444,40 @@ impl Stream {
                 fatal: true,
             },
         };
-        match first {
-            Read::Request(RequestEnvelope {
-                id,
-                request:
-                    Request::Subscribe {
+        let first = match first {
+            Read::Request { header, request } if request.kind() == RequestKind::Subscribe => {
+                match request.decode() {
+                    Ok(Request::Subscribe {
                         store,
                         key,
                         options,
+                    }) => {
+                        // A subscription's first frame is small and read: its bytes are returned.
+                        drop(reader.take_permit());
+                        let sub = subscription::Serve {
+                            stream: self,
+                            reader: FrameReader::exact(UP_FRAME_BYTES_MAX),
+                            id: header.id,
+                            store,
+                            key,
+                        };
+                        return sub.run(options, stop).await;
+                    }
+                    Ok(other) => Read::Refused {
+                        id: header.id,
+                        error: Error::Protocol(format!("{} read as a subscribe", other.method())),
+                        fatal: true,
                     },
-                ..
-            }) => {
-                // A subscription's first frame is small and read: its bytes are returned.
-                drop(reader.take_permit());
-                let sub = subscription::Serve {
-                    stream: self,
-                    reader: FrameReader::exact(UP_FRAME_BYTES_MAX),
-                    id,
-                    store,
-                    key,
-                };
-                sub.run(options, stop).await
+                    Err(e) => Read::Refused {
+                        id: header.id,
+                        error: e.into(),
+                        fatal: false,
+                    },
+                }
             }
-            first => requests::serve(self, reader, first, in_flight, stop).await,
-        }
+            first => first,
+        };
+        requests::serve(self, reader, first, in_flight, stop).await
     }
 
     /// Writes one answer frame.

@@ -8,7 +8,8 @@
 //! apart and allows only `heartbeat`. The strongest matching grant wins;
 //! anything not granted is refused with [`Error::PermissionDenied`].
 //!
-//! [`need`] is the one mapping from each wire [`Request`] to what it needs;
+//! [`need`] is the one mapping from each wire [`Request`] to what it needs
+//! (by its kind, [`need_of`], which also checks a request still encoded);
 //! [`Access::check`] applies it, and [`Guarded`] puts the check in front of
 //! any [`Gater`](crate::Gater) for one connection's identity (transports
 //! build one per connection). With the `access-file` feature, `parse` reads
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Side};
 use crate::id::StoreId;
-use crate::wire::Request;
+use crate::wire::{EncodedRequest, Request, RequestKind};
 
 #[cfg(feature = "access-file")]
 pub use file::{parse, AccessFileError};
@@ -137,47 +138,61 @@ pub enum Need<'a> {
     Anyone,
 }
 
-/// What `request` needs: the one mapping from requests to roles.
+/// What `request` needs: the one mapping from requests to roles. A
+/// transient subscription needs only reading; every other request what its
+/// kind needs ([`need_of`]).
 pub fn need(request: &Request) -> Need<'_> {
-    use Request as R;
-    let store = |store, role| Need::Store { store, role };
     match request {
-        R::GetEvents { store: s, .. }
-        | R::ReadAll { store: s, .. }
-        | R::GetStreams { store: s, .. }
-        | R::GetVersion { store: s, .. }
-        | R::GetSubscriptions { store: s }
-        | R::ListParked { store: s, .. }
-        | R::ReadSnapshot { store: s, .. }
-        | R::ListSnapshots { store: s, .. }
-        | R::GetStoreStatus { store: s }
-        | R::GetStoreConfig { store: s }
-        | R::ReadQuery { store: s, .. }
-        | R::StreamRetention { store: s, .. } => store(s, Role::Reader),
-        R::Subscribe { store: s, key, .. } if key.is_transient() => store(s, Role::Reader),
-        R::AppendEvents { store: s, .. }
-        | R::Append { store: s, .. }
-        | R::SaveSubscription { store: s, .. }
-        | R::Subscribe { store: s, .. }
-        | R::RemoveSubscription { store: s, .. }
-        | R::AckEvent { store: s, .. }
-        | R::NackEvent { store: s, .. }
-        | R::ReplayParked { store: s, .. }
-        | R::RecordSnapshot { store: s, .. }
-        | R::DeleteSnapshot { store: s, .. }
-        | R::DeleteStream { store: s, .. }
-        | R::TombstoneStream { store: s, .. }
-        | R::TruncateStream { store: s, .. }
-        | R::SetStreamRetention { store: s, .. } => store(s, Role::Writer),
-        R::CreateStore { store: s, .. }
-        | R::RemoveStore { store: s }
-        | R::ReopenStore { store: s }
-        | R::VerifyStore { store: s }
-        | R::CompactStore { store: s } => store(s, Role::Admin),
-        R::Workers => Need::Cluster,
-        R::Heartbeat { .. } => Need::Worker,
-        R::ListStores => Need::Listing,
-        R::Whoami => Need::Anyone,
+        Request::Subscribe { store, key, .. } if key.is_transient() => Need::Store {
+            store,
+            role: Role::Reader,
+        },
+        _ => need_of(request.kind(), request.store()),
+    }
+}
+
+/// What a request of `kind` about `store` needs (a subscription: as if
+/// persistent). A store-scoped kind without its store needs the cluster grant.
+pub fn need_of(kind: RequestKind, store: Option<&StoreId>) -> Need<'_> {
+    use RequestKind as K;
+    let role = match kind {
+        K::GetEvents
+        | K::ReadAll
+        | K::GetStreams
+        | K::GetVersion
+        | K::GetSubscriptions
+        | K::ListParked
+        | K::ReadSnapshot
+        | K::ListSnapshots
+        | K::GetStoreStatus
+        | K::GetStoreConfig
+        | K::ReadQuery
+        | K::StreamRetention => Role::Reader,
+        K::AppendEvents
+        | K::Append
+        | K::SaveSubscription
+        | K::Subscribe
+        | K::RemoveSubscription
+        | K::AckEvent
+        | K::NackEvent
+        | K::ReplayParked
+        | K::RecordSnapshot
+        | K::DeleteSnapshot
+        | K::DeleteStream
+        | K::TombstoneStream
+        | K::TruncateStream
+        | K::SetStreamRetention => Role::Writer,
+        K::CreateStore | K::RemoveStore | K::ReopenStore | K::VerifyStore | K::CompactStore => {
+            Role::Admin
+        }
+        K::Workers => return Need::Cluster,
+        K::Heartbeat => return Need::Worker,
+        K::ListStores => return Need::Listing,
+        K::Whoami => return Need::Anyone,
+    };
+    match store {
+        Some(store) => Need::Store { store, role },
+        None => Need::Cluster,
     }
 }
 
@@ -252,7 +267,36 @@ impl Access {
     /// Whether `request` from `identity` is allowed; the refusal names the
     /// identity, the method, the store and `side`, the server refusing it.
     pub fn check(&self, identity: &str, request: &Request, side: Side) -> Result<(), Error> {
-        let allowed = match need(request) {
+        self.allow(
+            identity,
+            need(request),
+            request.kind(),
+            request.store(),
+            side,
+        )
+    }
+
+    /// [`Access::check`] for a request still encoded, by its head (a
+    /// subscription is checked as if persistent).
+    pub fn check_encoded(
+        &self,
+        identity: &str,
+        request: &EncodedRequest,
+        side: Side,
+    ) -> Result<(), Error> {
+        let need = need_of(request.kind(), request.store());
+        self.allow(identity, need, request.kind(), request.store(), side)
+    }
+
+    fn allow(
+        &self,
+        identity: &str,
+        need: Need<'_>,
+        kind: RequestKind,
+        store: Option<&StoreId>,
+        side: Side,
+    ) -> Result<(), Error> {
+        let allowed = match need {
             Need::Store { store, role } => self
                 .role_on(identity, store.as_str())
                 .is_some_and(|held| held.includes(role)),
@@ -267,8 +311,8 @@ impl Access {
         }
         Err(Error::PermissionDenied {
             identity: identity.to_owned(),
-            action: request.method().to_owned(),
-            store: request.store().map(|s| s.as_str().to_owned()),
+            action: kind.method().to_owned(),
+            store: store.map(|s| s.as_str().to_owned()),
             side,
         })
     }

@@ -419,6 +419,14 @@ impl Pool {
             .collect()
     }
 
+    /// Whether a worker not in `tried` serves `store` (with no store: any
+    /// worker not in `tried`); looks without collecting the workers.
+    pub(crate) fn any_untried(&self, store: Option<&StoreId>, tried: &[String]) -> bool {
+        self.read()
+            .values()
+            .any(|w| !tried.contains(&w.id) && store.is_none_or(|s| w.serves(s)))
+    }
+
     /// Every worker frozen at `now`, in id order.
     pub(crate) fn snapshot(&self, now: Duration, silence_max: Duration) -> Vec<Snapshot> {
         self.read()

@@ -2,7 +2,7 @@
 //! feed the outcome back, and retry only when the policy allows it.
 
 use gater_core::routing::{NoWorker, Pick, RequestClass, RouteRequest};
-use gater_core::wire::{Request, Response};
+use gater_core::wire::{EncodedRequest, Response};
 use gater_core::{Error, Resource, Side, StoreId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +25,13 @@ impl Inner {
     /// worker when the policy says it is safe, within the request's deadline
     /// (the proxy's own, or what remains of the caller's when that is sooner).
     ///
-    /// The request is copied for an attempt only when another attempt could
-    /// follow it, so a large append to a store one worker holds is moved, not
-    /// copied.
+    /// The request travels as the bytes it arrived in, routed by its head
+    /// (kind and store); it is copied for an attempt only when another
+    /// attempt could follow it, so a large append to a store one worker
+    /// holds is moved, not copied.
     pub(crate) async fn call(
         &self,
-        request: Request,
+        request: EncodedRequest,
         within: Option<Duration>,
     ) -> Result<Response, Error> {
         if within == Some(Duration::ZERO) {
@@ -108,7 +109,9 @@ impl Inner {
                 return Err(error);
             }
             if let Some(retried) = &request {
-                *lock(&self.retries).entry(retried.method()).or_default() += 1;
+                *lock(&self.retries)
+                    .entry(retried.kind().method())
+                    .or_default() += 1;
             }
             last_error = Some(error);
         }
@@ -118,14 +121,15 @@ impl Inner {
     async fn attempt(
         &self,
         guard: InFlight,
-        request: Request,
+        request: EncodedRequest,
         deadline: Instant,
     ) -> Result<Response, Error> {
         let worker = guard.worker();
         let started = Instant::now();
         let within = deadline.saturating_duration_since(started);
-        let result =
-            tokio::time::timeout_at(deadline, worker.client.call(request, Some(within))).await;
+        // Through the `dyn Gater`, not the `Arc`: one boxed future fewer.
+        let call = (*worker.client).call_encoded(request, Some(within));
+        let result = tokio::time::timeout_at(deadline, call).await;
         let now = self.now();
         let result = match result {
             Ok(result) => result.map_err(from_worker),
@@ -188,11 +192,7 @@ impl Inner {
     /// Whether a worker the request has not tried could take it: without
     /// one no retry can follow, whatever the policy says.
     fn another_worker_left(&self, store: Option<&StoreId>, tried: &[String]) -> bool {
-        let candidates = match store {
-            Some(store) => self.pool.serving(store),
-            None => self.pool.all(),
-        };
-        candidates.iter().any(|w| !tried.contains(&w.id))
+        self.pool.any_untried(store, tried)
     }
 
     /// The pool frozen now, for one routing decision.

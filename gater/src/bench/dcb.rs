@@ -9,8 +9,6 @@
 //!   [`EVENTS_PER_TAG`] events each; one reader reads all events of a
 //!   random tag per call.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use gater_core::{
     Append, AppendCondition, BoxGater, Direction, Error, ExpectedVersion, Position, Query, Rng,
@@ -211,7 +209,7 @@ mod tests {
         let store = gater_store::Store::open(gater_store::StoreOptions::new(dir.path()))
             .await
             .unwrap();
-        let gater: BoxGater = Arc::new(store.clone());
+        let gater: BoxGater = std::sync::Arc::new(store.clone());
         let names = StoreNames::new("w8");
         let params = params(250);
         let id = tag_store(&gater, &names, &params).await.unwrap();

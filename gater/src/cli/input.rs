@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 /// Parses every line of `input`; the first bad line is an error naming its number.
 pub(crate) fn parse_events(input: impl BufRead) -> Result<Vec<EventData>, Error> {
-    parse_lines(input, |map| parse_event(map))
+    parse_lines(input, parse_event)
 }
 
 /// Parses every line of `input` as an event with its `"stream"`.
