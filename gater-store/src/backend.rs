@@ -95,6 +95,17 @@ pub(crate) struct BatchOutcome {
     pub(crate) head: Option<Position>,
 }
 
+/// What [`BackendStore::compact`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Compacted {
+    /// Hidden events removed.
+    pub(crate) removed: u64,
+    /// Bytes on disk before.
+    pub(crate) bytes_before: u64,
+    /// Bytes on disk after.
+    pub(crate) bytes_after: u64,
+}
+
 /// The counters of a store, as of its last commit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
@@ -196,10 +207,12 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
     }
 
     /// Deletes the stored data of every event `view` hides and reclaims its
-    /// space, without blocking appends; returns how many events it removed.
-    /// Work done is durable as it goes, so a compaction after a crash
-    /// finishes it.
-    async fn compact(&self, view: &View) -> Result<u64, Error> {
+    /// space, without blocking appends; returns how many events it removed
+    /// and the store's bytes on disk before and after (measured with what
+    /// the backend buffers in memory written out first, so that they
+    /// compare). Work done is durable as it goes, so a compaction after a
+    /// crash finishes it.
+    async fn compact(&self, view: &View) -> Result<Compacted, Error> {
         let _ = view;
         Err(Error::Unsupported("this backend does not compact".into()))
     }

@@ -400,7 +400,8 @@ impl Engine {
             };
             let view = View::new(lifecycles, handle.config.retention, clock.now_us());
             match handle.backend.compact(&view).await {
-                Ok(removed) => {
+                Ok(done) => {
+                    let removed = done.removed;
                     tracing::info!(store = %handle.id, removed, "background compaction done")
                 }
                 Err(error) => {
@@ -1160,15 +1161,13 @@ impl Gater for Store {
     async fn compact_store(&self, store: &StoreId) -> Result<Compaction, Error> {
         let handle = self.engine.serving(store).await?;
         let _running = handle.compaction.lock().await;
-        let bytes_before = handle.backend.disk_bytes().await?;
         let view = self.engine.view(&handle).await?;
-        let events_removed = handle.backend.compact(&view).await?;
-        let bytes_after = handle.backend.disk_bytes().await?;
+        let done = handle.backend.compact(&view).await?;
         Ok(Compaction {
             store: store.clone(),
-            bytes_before,
-            bytes_after,
-            events_removed,
+            bytes_before: done.bytes_before,
+            bytes_after: done.bytes_after,
+            events_removed: done.removed,
         })
     }
 

@@ -23,6 +23,7 @@ use gater_core::{Error, Position, RecordedEvent, StreamId, StreamLifecycle, Vers
 
 use super::keys::{self, corrupt};
 use super::{decode_record, encode_error, StoreInner, Tables};
+use crate::backend::Compacted;
 use crate::faults::fjall_error;
 use crate::lifecycle::{apply, LifecycleChange, Lifecycles, View};
 
@@ -94,7 +95,13 @@ impl StoreInner {
     }
 
     /// Deletes what `view` hides; see the module docs. Returns the events removed.
-    pub(super) fn compact(&self, view: &View) -> Result<u64, Error> {
+    pub(super) fn compact(&self, view: &View) -> Result<Compacted, Error> {
+        // Memtables and the journal are written out first, so the bytes
+        // before and after both count tables.
+        let bytes_before = self.with_tables(|t| {
+            flush(t)?;
+            t.db.disk_space().map_err(fjall_error)
+        })?;
         let head = self.counters().head;
         let mut removed = 0u64;
         let mut from = Position::START;
@@ -115,15 +122,28 @@ impl StoreInner {
                 None => break,
             }
         }
-        self.with_tables(|t| {
+        let bytes_after = self.with_tables(|t| {
+            flush(t)?;
             for keyspace in [&t.log, &t.index] {
-                keyspace.rotate_memtable_and_wait().map_err(fjall_error)?;
                 keyspace.major_compact().map_err(fjall_error)?;
             }
-            t.db.persist(PersistMode::SyncAll).map_err(fjall_error)
+            t.db.persist(PersistMode::SyncAll).map_err(fjall_error)?;
+            t.db.disk_space().map_err(fjall_error)
         })?;
-        Ok(removed)
+        Ok(Compacted {
+            removed,
+            bytes_before,
+            bytes_after,
+        })
     }
+}
+
+/// Writes both keyspaces' memtables out to tables and waits for it.
+fn flush(t: &Tables) -> Result<(), Error> {
+    for keyspace in [&t.log, &t.index] {
+        keyspace.rotate_memtable_and_wait().map_err(fjall_error)?;
+    }
+    t.db.persist(PersistMode::SyncAll).map_err(fjall_error)
 }
 
 /// The last version of a stream: stored, or (once compaction removed every

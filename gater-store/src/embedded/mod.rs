@@ -747,7 +747,7 @@ impl BackendStore for EmbeddedStore {
         blocking(move || inner.change_lifecycle(&stream, change)).await
     }
 
-    async fn compact(&self, view: &View) -> Result<u64, Error> {
+    async fn compact(&self, view: &View) -> Result<crate::backend::Compacted, Error> {
         let (inner, view) = (self.inner.clone(), view.clone());
         blocking(move || inner.compact(&view)).await
     }
