@@ -45,8 +45,9 @@ use crate::subscription::{
 };
 
 /// The protocol version this build speaks. Version 1 had one request per
-/// stream and no request ids; version 2 multiplexes requests on a stream.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// stream and no request ids; version 2 multiplexes requests on a stream;
+/// version 3 adds the trace id to the request header.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The QUIC ALPN of the protocol.
 pub const ALPN: &[u8] = b"gater/1";
 /// Bytes of the length prefix.
@@ -994,7 +995,7 @@ mod tests {
             "{message}"
         );
         out.clear();
-        encode_version_refusal(3, &mut out).unwrap();
+        encode_version_refusal(2, &mut out).unwrap();
         let (v2, _) = decode::<ResponseEnvelope>(&out, u32::MAX).unwrap().unwrap();
         assert_eq!(v2.id, 0);
         assert_eq!(v2.result.unwrap_err().kind(), "unsupported_version");

@@ -1,7 +1,7 @@
 //! The PostgreSQL backend side by side with the embedded one, both with
 //! fsync on and group commit, through the `Store` engine (no transport):
 //!
-//! - W1: 64 concurrent appenders, one 256-byte event per append, expected
+//! - W1: 64 concurrent appenders, one 256-byte event (random id) per append, expected
 //!   version `Any`, spread over 1,000 streams;
 //! - W4: 100-event page reads of streams, 64 readers at once.
 //!
@@ -9,13 +9,10 @@
 //! binaries the PostgreSQL half is skipped with a message. `BENCH_APPENDS`
 //! (default 20,000) and `BENCH_READS` (default 5,000) set the sizes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gater_core::{
-    Direction, EventData, EventId, ExpectedVersion, Gater, StoreConfig, StoreId, StreamId,
-};
+use gater_core::{Direction, EventData, ExpectedVersion, Gater, StoreConfig, StoreId, StreamId};
 use gater_store::{PostgresOptions, Store, StoreOptions};
 use gater_testkit::pg_harness::PgServer;
 
@@ -210,15 +207,13 @@ fn stream(id: &str) -> StreamId {
 }
 
 fn event(n: usize) -> EventData {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&NEXT_ID.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    id[8..].copy_from_slice(&std::process::id().to_le_bytes().repeat(2));
     let mut data = format!("{{\"n\":{n},\"pad\":\"").into_bytes();
     data.resize(EVENT_BYTES - 2, b'x');
     data.extend_from_slice(b"\"}");
     EventData::json(
-        EventId::from_random_bytes(id),
+        // Random (version 4) ids, as clients send them and as the compare
+        // suite's W1 does.
+        gater_store::conformance::support::random_event_id(),
         "Benchmarked",
         data,
         Vec::new(),

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use gater_core::memory::ByteBudget;
 use gater_core::{
     Append, AppendOutcome, AppendResult, Compaction, ConsumerId, Direction, Error, EventData,
     ExpectedVersion, Gater, Limits, NackAction, Position, Query, RecordedEvent, Resource,
@@ -70,6 +71,9 @@ pub struct StoreOptions {
     /// lifecycle changes hid since its last compaction reach this share of
     /// its log, in percent; 0 never starts one.
     pub compact_hidden_share_percent: u8,
+    /// The server's memory budget: deliveries waiting in subscription
+    /// consumers' buffers hold their bytes in it until taken (`None`: not counted).
+    pub memory_budget: Option<Arc<dyn ByteBudget>>,
 }
 
 impl StoreOptions {
@@ -93,6 +97,7 @@ impl StoreOptions {
             heal: HealOptions::default(),
             clock: Clock::default(),
             compact_hidden_share_percent: Self::COMPACT_HIDDEN_SHARE_PERCENT_DEFAULT,
+            memory_budget: None,
         }
     }
 }
@@ -639,6 +644,7 @@ impl Engine {
             log,
             self.options.address.clone(),
             Arc::clone(&self.peers),
+            self.options.memory_budget.clone(),
         );
         let subscriptions = match opened.await {
             Ok(subscriptions) => {

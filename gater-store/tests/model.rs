@@ -260,7 +260,7 @@ impl Model {
         }
         if let Some((query, after)) = condition {
             let from = after.map_or(0, |a| a + 1);
-            if !self.query_read(query, from, u32::MAX, true).is_empty() {
+            if !self.query_read(query, from, 1, true).is_empty() {
                 return Err("append_condition_failed".into());
             }
         }

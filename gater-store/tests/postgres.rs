@@ -62,6 +62,9 @@ async fn postgres_store_passes_the_conformance_suite() {
     store.shutdown().await;
 }
 
+/// A head poll interval longer than any test.
+const NO_POLL_MS: u64 = 3_600_000;
+
 /// Longest wait for something that must happen.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -227,6 +230,140 @@ async fn concurrent_any_appends_through_two_workers_get_gapless_positions() {
     }
     let status = b.get_store_status(&store).await.expect("status");
     assert_eq!((status.event_count, status.stream_count), (total, 3));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_remembers_stale_versions_answers_from_the_database() {
+    let case = "a_worker_that_remembers_stale_versions_answers_from_the_database";
+    let Some(server) = server(case) else {
+        return;
+    };
+    let a = worker("worker-a", &server.url()).await;
+    let b = worker("worker-b", &server.url()).await;
+    let store = store_id("remembered");
+    a.create_store(&store, CONFIG).await.expect("create store");
+    let (s, t) = (stream_id("s"), stream_id("t"));
+    let append = |worker: &Store, stream: &StreamId, expected, events| {
+        let (worker, store, stream) = (worker.clone(), store.clone(), stream.clone());
+        async move {
+            worker
+                .append_events(&store, &stream, expected, events)
+                .await
+                .expect("append")
+        }
+    };
+    let first = append(&a, &s, ExpectedVersion::NoStream, events(2)).await;
+    assert_eq!((first.version, first.position.0), (1, 1));
+    // Worker a now knows every stream: this one is staged from memory.
+    let second = append(&a, &s, ExpectedVersion::Exact(1), events(2)).await;
+    assert_eq!((second.version, second.position.0), (3, 3));
+    let other = append(&b, &s, ExpectedVersion::Exact(3), events(2)).await;
+    assert_eq!((other.version, other.position.0), (5, 5));
+    // What a remembers is stale: the database decides.
+    let resent = events(2);
+    let third = append(&a, &s, ExpectedVersion::Any, resent.clone()).await;
+    assert_eq!((third.version, third.position.0), (7, 7));
+    // A re-send gets its original answer, though memory would stage it anew.
+    let again = append(&a, &s, ExpectedVersion::Any, resent).await;
+    assert_eq!(again, third, "idempotent re-send");
+    // A stream another worker created is not new to a.
+    let created = append(&b, &t, ExpectedVersion::NoStream, events(1)).await;
+    assert_eq!((created.version, created.position.0), (0, 8));
+    let onto = append(&a, &t, ExpectedVersion::Any, events(1)).await;
+    assert_eq!((onto.version, onto.position.0), (1, 9));
+    let refused = a
+        .append_events(&store, &t, ExpectedVersion::NoStream, events(1))
+        .await
+        .expect_err("t exists");
+    assert!(
+        matches!(
+            refused,
+            Error::WrongExpectedVersion {
+                current: Some(1),
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let log = b
+        .read_all(&store, Position::START, 100, Direction::Forward)
+        .await
+        .expect("read the log");
+    let rows: Vec<(String, u64, u64)> = log
+        .iter()
+        .map(|e| (e.stream.to_string(), e.version, e.position.0))
+        .collect();
+    let mut expected: Vec<(String, u64, u64)> = (0..8).map(|n| ("s".to_owned(), n, n)).collect();
+    expected.extend([("t".to_owned(), 0, 8), ("t".to_owned(), 1, 9)]);
+    assert_eq!(rows, expected, "gapless log, versions in order");
+    let status = a.get_store_status(&store).await.expect("status");
+    assert_eq!((status.event_count, status.stream_count), (10, 2));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_created_again_with_the_same_head_is_never_written_from_the_old_ones_versions() {
+    let case =
+        "a_store_created_again_with_the_same_head_is_never_written_from_the_old_ones_versions";
+    let Some(server) = server(case) else {
+        return;
+    };
+    // Worker a does not poll in this test's lifetime: it learns of the
+    // removal only from its own appends.
+    let mut options = StoreOptions::new(std::env::temp_dir());
+    options.worker_id = "worker-a".to_owned();
+    let mut postgres = PostgresOptions::new(server.url());
+    postgres.head_poll_interval_ms = NO_POLL_MS;
+    let a = Store::open_postgres(options, postgres)
+        .await
+        .expect("open a PostgreSQL worker");
+    let b = worker("worker-b", &server.url()).await;
+    let store = store_id("again");
+    let (s, x) = (stream_id("s"), stream_id("x"));
+    a.create_store(&store, CONFIG).await.expect("create store");
+    a.append_events(&store, &s, ExpectedVersion::Any, events(2))
+        .await
+        .expect("append to the first store");
+    b.remove_store(&store).await.expect("remove the store");
+    b.create_store(&store, CONFIG)
+        .await
+        .expect("create it again");
+    // The same next position and stream count as a last saw.
+    b.append_events(&store, &x, ExpectedVersion::Any, events(2))
+        .await
+        .expect("append to the second store");
+    match a
+        .append_events(&store, &s, ExpectedVersion::Any, events(1))
+        .await
+    {
+        Ok(result) => assert_eq!(
+            (result.version, result.position.0),
+            (0, 2),
+            "s is new in the second store"
+        ),
+        // Or a refuses, retryably, until it opens the store again.
+        Err(error) => assert_eq!(error.kind(), "unavailable", "{error:?}"),
+    }
+    let versions: Vec<(String, u64)> = b
+        .read_all(&store, Position::START, 100, Direction::Forward)
+        .await
+        .expect("read the log")
+        .iter()
+        .map(|e| (e.stream.to_string(), e.version))
+        .collect();
+    assert!(
+        versions == [("x".to_owned(), 0), ("x".to_owned(), 1)]
+            || versions
+                == [
+                    ("x".to_owned(), 0),
+                    ("x".to_owned(), 1),
+                    ("s".to_owned(), 0)
+                ],
+        "{versions:?}"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }

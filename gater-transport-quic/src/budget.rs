@@ -12,7 +12,9 @@
 //!   before its body is read, and holds them until the request is answered
 //!   (so a queued append counts while it waits for its batch).
 //! - Answers and subscription deliveries: their encoded bytes are reserved
-//!   (waiting for room) while they are handed to QUIC.
+//!   (waiting for room) while they are handed to QUIC; before that, a
+//!   delivery waiting in its consumer's buffer in the store (or in a proxy's
+//!   relay queue) holds its bytes through [`ByteBudget`].
 //!
 //! The last two share the other half ([`MemoryBudget::can_hold`]).
 //!
@@ -179,6 +181,12 @@ impl MemoryBudget {
 impl ByteBudget for MemoryBudget {
     async fn reserve_bytes(&self, bytes: u64, side: Side) -> Result<Reservation, Error> {
         self.reserve(bytes, side).await.map(Reservation::new)
+    }
+
+    fn try_reserve_bytes(&self, bytes: u64) -> Option<Reservation> {
+        self.try_reserve(bytes, Side::Worker)
+            .ok()
+            .map(Reservation::new)
     }
 }
 

@@ -74,7 +74,7 @@ pub struct ServerConfig {
     /// [`memory_min_bytes`](crate::memory_min_bytes) of `frame_bytes_max`.
     pub memory_max_bytes: u64,
     /// A budget shared with other parts of the process (a proxy's relay
-    /// queues); when set, it is the server's budget and `memory_max_bytes`
+    /// queues, a store's subscription buffers); when set, it is the server's budget and `memory_max_bytes`
     /// is not read.
     pub budget: Option<Arc<MemoryBudget>>,
     /// What this server is, for the side named by its refusals (`Overloaded`).

@@ -51,9 +51,12 @@ pub(crate) async fn dev(args: DevArgs) -> Result<()> {
     if let Some(stores_max) = args.stores_max {
         options.limits.stores_max = stores_max;
     }
-    let store = Arc::new(Store::open(options).await?);
     let limits = ServerLimits::merge(&args.limits, &Default::default());
+    // One budget for the server, the proxy's relay queues and the store's
+    // subscription buffers.
     let budget = MemoryBudget::new(limits.memory_max_bytes);
+    options.memory_budget = Some(budget.clone());
+    let store = Arc::new(Store::open(options).await?);
     let proxy = Proxy::builder()
         .worker(DEV_WORKER_ID, "in-process", store.clone() as BoxGater)
         .memory_budget(budget.clone())
@@ -108,6 +111,9 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     options.address = config.advertise.clone();
     options.heal = config.heal;
     options.limits.stores_max = config.stores_max;
+    // One budget for the server and the store's subscription buffers.
+    let budget = MemoryBudget::new(config.limits.memory_max_bytes);
+    options.memory_budget = Some(budget.clone());
     let store = match config.backend {
         BackendKind::Embedded => Store::open(options).await?,
         BackendKind::Postgres => {
@@ -129,6 +135,7 @@ pub(crate) async fn worker(global: &Global, args: WorkerArgs) -> Result<()> {
     let mut server_config = ServerConfig::new(listen, server_tls);
     server_config.access = Some(access::gatekeeper(config.access.as_deref(), Side::Worker)?);
     config.limits.apply(&mut server_config);
+    server_config.budget = Some(budget);
     let server = Server::bind(server_config, front)?;
     let observed = Observed {
         gater: store.clone() as BoxGater,

@@ -29,6 +29,11 @@ impl DevServer {
             data.to_str().unwrap(),
             "--listen",
             &addr,
+            // Few connections, so each gets windows that carry a 16 MiB
+            // frame without stalling a debug build (see ARCHITECTURE.md,
+            // the limits table).
+            "--connections-max",
+            "16",
         ]);
         assert!(
             process.banner.contains(&addr),

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use gater_core::memory::Reservation;
+use gater_core::memory::{item_bytes, Reservation};
 use gater_core::routing::{AffinityKey, RequestClass};
 use gater_core::{
     ConsumerId, Error, NackAction, Position, Resource, Side, StoreId, SubscribeOptions,
@@ -33,10 +33,6 @@ use super::{lock, Inner};
 /// attachments are forgotten first (their acks then reach the current
 /// worker and may answer `NotFound`).
 const DELIVERIES_TRACKED_MAX: usize = 4096;
-
-/// Bytes an item is counted for beyond its event's own (ids, stream,
-/// position, framing).
-const ITEM_OVERHEAD_BYTES: u64 = 128;
 
 /// A relay's queue to its consumer: each item with the budget bytes it holds.
 type Queue = mpsc::Sender<(SubscriptionItem, Option<Reservation>)>;
@@ -464,17 +460,6 @@ async fn queue(inner: &Inner, tx: &Queue, item: SubscriptionItem) -> bool {
         }
     };
     tx.send((item, held)).await.is_ok()
-}
-
-/// The bytes an item is counted for while queued.
-fn item_bytes(item: &SubscriptionItem) -> u64 {
-    let event = match item {
-        SubscriptionItem::Event(delivery) => {
-            delivery.event.data.size_bytes() + delivery.event.stream.as_str().len()
-        }
-        _ => 0,
-    };
-    event as u64 + ITEM_OVERHEAD_BYTES
 }
 
 /// 128 random bits from the OS, so ids cannot be guessed; should the OS

@@ -5,7 +5,8 @@
 use futures::future::join_all;
 use gater_core::{
     Append, AppendCondition, AppendPart, Direction, Error, EventData, ExpectedVersion, Gater,
-    Position, Query, QueryItem, RecordedEvent, StoreId, SubscriptionItem, SubscriptionType,
+    Position, Query, QueryItem, RecordedEvent, StoreId, SubscriptionItem, SubscriptionKey,
+    SubscriptionSpec, SubscriptionType,
 };
 
 use super::subscriptions::{next_delivery, next_item, subscribe, transient};
@@ -25,6 +26,7 @@ pub async fn run(gater: &dyn Gater) {
     a_multi_part_append_is_all_or_nothing(gater).await;
     a_multi_part_append_retried_answers_its_first_outcome(gater).await;
     query_subscriptions_catch_up_then_go_live_without_gaps(gater).await;
+    a_persistent_query_subscription_resumes_after_its_checkpoint(gater).await;
 }
 
 fn tagged(event_type: &str, n: usize, tags: &[&str]) -> EventData {
@@ -483,4 +485,58 @@ async fn query_subscriptions_catch_up_then_go_live_without_gaps(g: &dyn Gater) {
     );
     let live = next_delivery(&mut sub, case).await;
     same(case, "live", live.event.position, Position(3));
+}
+
+async fn a_persistent_query_subscription_resumes_after_its_checkpoint(g: &dyn Gater) {
+    let case = "a_persistent_query_subscription_resumes_after_its_checkpoint";
+    let store = new_store(g, case).await;
+    let s = stream("course-9");
+    let enrol = |n| tagged("StudentSubscribed", n, &["course:9"]);
+    ok(
+        case,
+        g.append_events(
+            &store,
+            &s,
+            ExpectedVersion::Any,
+            vec![enrol(0), tagged("Other", 1, &["course:9"]), enrol(2)],
+        )
+        .await,
+    );
+    let q = query(vec![item(&["StudentSubscribed"], &["course:9"])]);
+    let key = SubscriptionKey::new(SubscriptionType::ByQuery, q.to_json(), "enrolments")
+        .unwrap_or_else(|e| panic!("{case}: key: {e}"));
+    ok(
+        case,
+        g.save_subscription(&store, SubscriptionSpec::new(key.clone()))
+            .await,
+    );
+    let mut sub = subscribe(g, &store, key.clone(), 10, case).await;
+    let first = next_delivery(&mut sub, case).await;
+    same(case, "first match", first.event.position, Position(0));
+    ok(
+        case,
+        g.ack_event(&store, &key, sub.consumer(), first.event.position)
+            .await,
+    );
+    let second = next_delivery(&mut sub, case).await;
+    same(case, "second match", second.event.position, Position(2));
+    ok(
+        case,
+        g.ack_event(&store, &key, sub.consumer(), second.event.position)
+            .await,
+    );
+    drop(sub);
+    ok(
+        case,
+        g.append_events(&store, &s, ExpectedVersion::Any, vec![enrol(3)])
+            .await,
+    );
+    let mut again = subscribe(g, &store, key, 10, case).await;
+    let resumed = next_delivery(&mut again, case).await;
+    same(
+        case,
+        "resumed after the checkpoint",
+        resumed.event.position,
+        Position(3),
+    );
 }

@@ -257,7 +257,8 @@ const VARINT_BYTES_MAX: usize = 10;
 /// `RecordedEvent` followed by its checksum (`checksum`), built from the
 /// event's own encoding: postcard writes a struct as its fields in order,
 /// and the event is the record's last field. The header is encoded on the
-/// stack and the record copied once, straight into the value fjall keeps.
+/// stack and the record copied once, straight into the value fjall keeps,
+/// where its checksum is taken.
 fn record_value(
     stream: &str,
     version: Version,
@@ -270,14 +271,44 @@ fn record_value(
     let mut numbers = [0; 3 * VARINT_BYTES_MAX];
     let numbers =
         postcard::to_slice(&(version, position, created_us), &mut numbers).map_err(encode_error)?;
-    let sum = checksum::of(&[length, stream.as_bytes(), numbers, payload]);
-    let len = length.len() + stream.len() + numbers.len() + payload.len() + sum.len();
-    let mut parts = (&*length)
-        .chain(stream.as_bytes())
-        .chain(&*numbers)
-        .chain(payload)
-        .chain(&sum[..]);
-    Slice::from_reader(&mut parts, len).map_err(|e| Error::Storage(format!("log record: {e}")))
+    let mut record = Sealed {
+        parts: [length, stream.as_bytes(), numbers, payload],
+        done: false,
+    };
+    let len = record.parts.iter().map(|p| p.len()).sum::<usize>() + checksum::CHECKSUM_LEN;
+    Slice::from_reader(&mut record, len).map_err(|e| Error::Storage(format!("log record: {e}")))
+}
+
+/// A record's parts, read out as the record followed by its checksum.
+struct Sealed<'p> {
+    parts: [&'p [u8]; 4],
+    done: bool,
+}
+
+impl Read for Sealed<'_> {
+    /// Fills `buf` with the whole sealed record at once (the checksum is
+    /// taken over the bytes just copied); a `buf` too short for it is refused.
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let len: usize = self.parts.iter().map(|p| p.len()).sum();
+        let Some(out) = buf.get_mut(..len + checksum::CHECKSUM_LEN) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the buffer is shorter than the record",
+            ));
+        };
+        let (record, sum) = out.split_at_mut(len);
+        let mut at = 0;
+        for part in self.parts {
+            record[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        sum.copy_from_slice(&checksum::of(record));
+        self.done = true;
+        Ok(len + checksum::CHECKSUM_LEN)
+    }
 }
 
 #[cfg(test)]

@@ -5,18 +5,14 @@
 //! covers the record from the moment it was encoded to the moment it is
 //! decoded, whatever layer damaged it, and names the record's position.
 
-use xxhash_rust::xxh3::Xxh3;
-
 /// Bytes of the checksum at the end of a record.
 pub(super) const CHECKSUM_LEN: usize = 8;
 
-/// The checksum of the record made of `parts`, to append after them.
-pub(super) fn of(parts: &[&[u8]]) -> [u8; CHECKSUM_LEN] {
-    let mut hasher = Xxh3::new();
-    for part in parts {
-        hasher.update(part);
-    }
-    hasher.digest().to_le_bytes()
+/// The checksum of `record`, to append after it. One-shot over contiguous
+/// bytes: several times cheaper than the streaming hasher on records of a
+/// few hundred bytes.
+pub(super) fn of(record: &[u8]) -> [u8; CHECKSUM_LEN] {
+    xxhash_rust::xxh3::xxh3_64(record).to_le_bytes()
 }
 
 /// The record inside `value` if its checksum holds; otherwise why not.
@@ -40,7 +36,8 @@ mod tests {
 
     fn seal(parts: &[&[u8]]) -> Vec<u8> {
         let mut out: Vec<u8> = parts.concat();
-        out.extend_from_slice(&of(parts));
+        let sum = of(&out);
+        out.extend_from_slice(&sum);
         out
     }
 

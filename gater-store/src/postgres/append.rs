@@ -10,6 +10,22 @@
 //! phases are pipelined on the connection: a batch costs two round trips
 //! plus the commit's flush.
 //!
+//! Most batches take one round trip instead. The store's writer remembers
+//! the versions of the streams it wrote or read ([`Known`]), all true as of
+//! one head (next position and stream count). A batch without conditions
+//! whose streams it knows (or, when it knows every stream of the store,
+//! that are new) is staged over that memory, as if none of its event ids
+//! were stored, and sent whole in one pipeline: lock the head, insert,
+//! upsert, update the head, commit. Every write holds only while the head
+//! row is still the one the batch was staged over and the catalog row still
+//! names the same incarnation of the store, so if another worker committed
+//! (or removed and created the store again) meanwhile nothing is written; an id that was stored after all
+//! breaks the unique index and rolls the transaction back. Either way the
+//! batch then runs the two-round-trip way and its answers come from there.
+//! Only the answers of a batch that committed with the head it expected are
+//! given. Anything that changes a stream's version must therefore move the
+//! head row's next position or stream count.
+//!
 //! A transaction that loses a race (serialisation failure, deadlock, unique
 //! violation) is rolled back whole and run again, so a batch never commits
 //! in part.
@@ -24,13 +40,94 @@ use uuid::Uuid;
 use super::error::is_conflict;
 use super::query;
 use super::store::{column, counters_from_row, to_i64, to_u64, PostgresStore};
-use crate::backend::{BatchOutcome, PendingAppend};
+use crate::backend::{BatchOutcome, Counters, PendingAppend};
 use crate::stage::{stage_batch, Location, Staged, Stored, Writes};
 
 /// Runs of one batch's transaction before a lost race is reported as unavailable.
 const APPEND_ATTEMPTS_MAX: u32 = 3;
 /// Event bytes sent in one insert statement; bigger batches insert in chunks.
 const INSERT_CHUNK_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Streams whose version the writer remembers; it forgets them all when full.
+const KNOWN_STREAMS_MAX: usize = 65_536;
+
+/// Versions of streams as of one head, remembered by the store's writer
+/// between batches (the engine runs one writer per store on a worker).
+#[derive(Debug, Default)]
+pub(super) struct Known {
+    /// The counters the versions are true at; `None` when nothing is known.
+    at: Option<Counters>,
+    versions: HashMap<String, Version>,
+}
+
+impl Known {
+    /// After a batch committed (or was rolled back) over the head `before`:
+    /// `read` are the versions it read under the head lock, `written` the
+    /// streams it wrote, `after` the counters it left.
+    fn learn<'s>(
+        &mut self,
+        before: Counters,
+        read: impl IntoIterator<Item = (&'s str, Version)>,
+        written: &HashMap<&'s str, Version>,
+        after: Counters,
+    ) {
+        if self.at != Some(before) || self.versions.len() + written.len() > KNOWN_STREAMS_MAX {
+            // Another worker may have written any stream since.
+            self.versions.clear();
+        }
+        for (stream, version) in read
+            .into_iter()
+            .chain(written.iter().map(|(s, v)| (*s, *v)))
+        {
+            match self.versions.get_mut(stream) {
+                Some(known) => *known = version,
+                None => {
+                    self.versions.insert(stream.to_owned(), version);
+                }
+            }
+        }
+        self.at = Some(after);
+    }
+
+    /// Forgets everything (a batch ended in an unknown way).
+    fn forget(&mut self) {
+        self.at = None;
+        self.versions.clear();
+    }
+}
+
+/// The store as [`Known`] tells it, for staging a batch without reading:
+/// no event id of the batch is taken as stored (the unique index checks
+/// that), and a stream it does not know is new only when it knows them all.
+struct Remembered<'k> {
+    known: &'k Known,
+    stream_count: u64,
+    /// A stream was asked for that is neither known nor known to be new.
+    missed: bool,
+}
+
+impl Stored for Remembered<'_> {
+    fn version(&mut self, stream: &str) -> Result<Option<Version>, Error> {
+        let found = self.known.versions.get(stream).copied();
+        if found.is_none() && self.known.versions.len() as u64 != self.stream_count {
+            self.missed = true;
+        }
+        Ok(found)
+    }
+
+    fn location(&mut self, _id: &EventId) -> Result<Option<Location<'_>>, Error> {
+        Ok(None)
+    }
+
+    fn first_match(
+        &mut self,
+        _query: &Query,
+        _after: Option<Position>,
+    ) -> Result<Option<Position>, Error> {
+        // Batches with conditions are never staged from memory.
+        self.missed = true;
+        Ok(None)
+    }
+}
 
 /// Why one run of the transaction failed.
 struct Failed {
@@ -73,6 +170,16 @@ struct Found<'a> {
     conditions: Vec<(&'a AppendCondition, Option<Position>)>,
 }
 
+/// What a batch's writes are stamped with and hold only under.
+struct Guard<'s> {
+    created_us: u64,
+    /// The counters the batch was staged over.
+    before: Counters,
+    store: &'s str,
+    /// The catalog row's `created_us` of the store the batch was staged for.
+    incarnation: u64,
+}
+
 /// The rows of the accepted appends, in insert statements of bounded size.
 struct Chunks<'a> {
     chunks: Vec<Rows<'a>>,
@@ -97,12 +204,14 @@ impl PostgresStore {
                 Ok(Ok(outcome)) => return Ok(outcome),
                 Ok(Err(failed)) => failed,
                 Err(_) => {
+                    self.known().forget();
                     return Err(Error::unavailable(
                         Side::Storage,
                         "postgres: the append transaction got no answer in time",
-                    ))
+                    ));
                 }
             };
+            self.known().forget();
             if !failed.conflict {
                 return Err(failed.error);
             }
@@ -120,7 +229,123 @@ impl PostgresStore {
         }
     }
 
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One run of the batch: in one round trip from what the writer
+    /// remembers when that can be done, else reading the store first.
     async fn append_once(
+        &self,
+        appends: &[PendingAppend],
+        created_us: u64,
+    ) -> Result<BatchOutcome, Failed> {
+        if let Some(outcome) = self.append_remembered(appends, created_us).await? {
+            return Ok(outcome);
+        }
+        self.append_read(appends, created_us).await
+    }
+
+    /// The batch staged over [`Known`] and written in one round trip;
+    /// `None` when it cannot be staged so, or when the head had moved or an
+    /// id was stored after all (nothing was written then).
+    async fn append_remembered(
+        &self,
+        appends: &[PendingAppend],
+        created_us: u64,
+    ) -> Result<Option<BatchOutcome>, Failed> {
+        if appends.iter().any(|a| a.condition.is_some()) {
+            return Ok(None);
+        }
+        let mut chunks = Chunks {
+            chunks: vec![Rows::default()],
+        };
+        let (staged, before) = {
+            let known = self.known();
+            let Some(before) = known.at else {
+                return Ok(None);
+            };
+            let mut remembered = Remembered {
+                known: &known,
+                stream_count: before.stream_count,
+                missed: false,
+            };
+            let staged = stage_batch(appends, before, &mut remembered, &mut chunks);
+            // Only a batch accepted whole is sure of its answers: a refusal
+            // may be an idempotent re-send, which only the read tells.
+            if remembered.missed || !staged.written() || staged.results.iter().any(Result::is_err) {
+                return Ok(None);
+            }
+            (staged, before)
+        };
+        let fail = |e: tokio_postgres::Error| Failed {
+            conflict: is_conflict(&e),
+            error: self.error(&e),
+        };
+        let mut pooled = self.shared.pool.get().await.map_err(Failed::fatal)?;
+        let conn = pooled.conn();
+        let sql = &self.sql;
+        let lock = conn.statement(&sql.lock_head).await.map_err(fail)?;
+        let insert = conn.statement(&sql.insert_events).await.map_err(fail)?;
+        let upsert = conn.statement(&sql.upsert_streams).await.map_err(fail)?;
+        let update = conn.statement(&sql.update_head).await.map_err(fail)?;
+        pooled.set_in_transaction(true);
+        let client = &pooled.conn().client;
+        let written = futures::try_join!(
+            client.batch_execute(self.begin_sql()),
+            client.query_one(&lock, &[]),
+            chunks.write(
+                client,
+                [&insert, &upsert, &update],
+                &staged,
+                Guard {
+                    created_us,
+                    before,
+                    store: self.store.as_str(),
+                    incarnation: self.incarnation,
+                },
+            ),
+        );
+        match written {
+            Ok((_, _, true)) => {}
+            Ok((_, _, false)) => {
+                // Another worker committed since: the transaction wrote nothing.
+                pooled.set_in_transaction(false);
+                self.known().forget();
+                return Ok(None);
+            }
+            Err(e) if is_conflict(&e) => {
+                // A stored id broke the unique index and the transaction
+                // rolled back; the connection is dropped with it.
+                self.known().forget();
+                return Ok(None);
+            }
+            Err(e) => return Err(fail(e)),
+        }
+        pooled.set_in_transaction(false);
+        self.known()
+            .learn(before, std::iter::empty(), &staged.heads, staged.counters);
+        self.advance_counters(staged.counters);
+        Ok(Some(BatchOutcome {
+            results: staged.results,
+            head: staged.counters.head,
+        }))
+    }
+
+    /// The transaction's first statement, with the store's durability.
+    fn begin_sql(&self) -> &'static str {
+        if self.config.fsync {
+            "BEGIN"
+        } else {
+            // The store asked for speed over durability on power loss.
+            "BEGIN; SET LOCAL synchronous_commit = off"
+        }
+    }
+
+    /// The batch staged over the store as read under the head lock, in two round trips.
+    async fn append_read(
         &self,
         appends: &[PendingAppend],
         created_us: u64,
@@ -155,12 +380,7 @@ impl PostgresStore {
 
         pooled.set_in_transaction(true);
         let client = &pooled.conn().client;
-        let begin = if self.config.fsync {
-            "BEGIN"
-        } else {
-            // The store asked for speed over durability on power loss.
-            "BEGIN; SET LOCAL synchronous_commit = off"
-        };
+        let begin = self.begin_sql();
         let ids_params: [&(dyn ToSql + Sync); 1] = [&ids];
         let streams_params: [&(dyn ToSql + Sync); 1] = [&streams];
         let (_, head, found_ids, found_versions) = futures::try_join!(
@@ -187,14 +407,40 @@ impl PostgresStore {
         };
         let staged = stage_batch(appends, counters, &mut found, &mut chunks);
         if staged.written() {
-            chunks
-                .write(client, [&insert, &upsert, &update], &staged, created_us)
+            let held = chunks
+                .write(
+                    client,
+                    [&insert, &upsert, &update],
+                    &staged,
+                    Guard {
+                        created_us,
+                        before: counters,
+                        store: self.store.as_str(),
+                        incarnation: self.incarnation,
+                    },
+                )
                 .await
                 .map_err(fail)?;
+            if !held {
+                // The head is locked, so only the catalog row can have
+                // changed: another worker removed this store (and maybe
+                // created it again), which this worker's next head poll
+                // finds.
+                return Err(Failed::fatal(Error::unavailable(
+                    Side::Storage,
+                    "postgres: another worker removed this store; try again",
+                )));
+            }
         } else {
             client.batch_execute("ROLLBACK").await.map_err(fail)?;
         }
         pooled.set_in_transaction(false);
+        self.known().learn(
+            counters,
+            found.versions.iter().map(|(s, v)| (*s, *v)),
+            &staged.heads,
+            staged.counters,
+        );
         self.advance_counters(staged.counters);
         Ok(BatchOutcome {
             results: staged.results,
@@ -349,21 +595,27 @@ impl<'a> Writes<'a> for Chunks<'a> {
 }
 
 impl Chunks<'_> {
-    /// Writes the staged rows, stream versions and head and commits, pipelined.
+    /// Writes the staged rows, stream versions and head and commits,
+    /// pipelined; every write holds only while `guard` does. `false` when
+    /// it did not: the transaction wrote nothing.
     async fn write(
         &self,
         client: &Client,
         [insert, upsert, update]: [&Statement; 3],
         staged: &Staged<'_>,
-        created_us: u64,
-    ) -> Result<(), tokio_postgres::Error> {
-        let created_us = to_i64(created_us);
+        guard: Guard<'_>,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let created_us = to_i64(guard.created_us);
+        let before_next = to_i64(guard.before.head.map_or(0, |h| h.0 + 1));
+        let before_streams = to_i64(guard.before.stream_count);
+        let incarnation = to_i64(guard.incarnation);
+        let store = guard.store;
         let inserts = futures::future::try_join_all(
             self.chunks
                 .iter()
                 .filter(|rows| !rows.positions.is_empty())
                 .map(|rows| {
-                    let params: [&(dyn ToSql + Sync); 10] = [
+                    let params: [&(dyn ToSql + Sync); 14] = [
                         &rows.positions,
                         &rows.streams,
                         &rows.versions,
@@ -374,6 +626,10 @@ impl Chunks<'_> {
                         &rows.content_types,
                         &created_us,
                         &rows.tags,
+                        &before_next,
+                        &before_streams,
+                        &store,
+                        &incarnation,
                     ];
                     async move { client.execute(insert, &params).await }
                 }),
@@ -385,17 +641,32 @@ impl Chunks<'_> {
         let versions: Vec<i64> = heads.iter().map(|(_, v)| to_i64(*v)).collect();
         let next = to_i64(staged.counters.head.map_or(0, |h| h.0 + 1));
         let stream_count = to_i64(staged.counters.stream_count);
-        let upsert_params: [&(dyn ToSql + Sync); 2] = [&streams, &versions];
-        let update_params: [&(dyn ToSql + Sync); 2] = [&next, &stream_count];
+        let upsert_params: [&(dyn ToSql + Sync); 6] = [
+            &streams,
+            &versions,
+            &before_next,
+            &before_streams,
+            &store,
+            &incarnation,
+        ];
+        let update_params: [&(dyn ToSql + Sync); 6] = [
+            &next,
+            &stream_count,
+            &before_next,
+            &before_streams,
+            &store,
+            &incarnation,
+        ];
         // COMMIT rides in the same round trip. Should a write fail, its error
         // arrives first and is what this returns, and the server turns the
-        // COMMIT of the aborted transaction into a rollback.
-        futures::try_join!(
+        // COMMIT of the aborted transaction into a rollback. The head is
+        // updated last, so the writes before it saw the head as it was.
+        let (_, _, updated, _) = futures::try_join!(
             inserts,
             client.execute(upsert, &upsert_params),
             client.execute(update, &update_params),
             client.batch_execute("COMMIT"),
         )?;
-        Ok(())
+        Ok(updated == 1)
     }
 }

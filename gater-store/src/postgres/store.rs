@@ -13,6 +13,7 @@ use gater_core::{
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::append::Known;
 use super::Shared;
 use crate::backend::{BackendStore, BatchOutcome, Counters, PendingAppend};
 use crate::lease::{Claim, Claimant, Fence, Lease};
@@ -21,6 +22,20 @@ use crate::subscription::SubscriptionRecord;
 /// The columns of an event row, in the order `event_from_row` reads them.
 pub(super) const EVENT_COLUMNS: &str =
     "position, stream, version, event_id, event_type, data, metadata, content_type, created_us, tags";
+
+/// The condition every write of an append batch carries: the head row
+/// still holds the next position `$first` and the stream count
+/// `$first + 1` the batch was staged over, and the catalog row of store id
+/// `$first + 2` still has the incarnation `$first + 3`.
+fn batch_guard(s: &str, first: u32) -> String {
+    let (next, streams, id, incarnation) = (first, first + 1, first + 2, first + 3);
+    format!(
+        "EXISTS (SELECT 1 FROM {s}.head
+                 WHERE next_position = ${next} AND stream_count = ${streams})
+         AND EXISTS (SELECT 1 FROM gater.stores
+                     WHERE id = ${id} AND created_us = ${incarnation})"
+    )
+}
 
 /// The statements of one store, with its schema filled in once.
 #[derive(Debug)]
@@ -64,7 +79,14 @@ impl Sql {
         Sql {
             lock_head: format!("SELECT next_position, stream_count FROM {s}.head FOR UPDATE"),
             read_head: format!("SELECT next_position, stream_count FROM {s}.head"),
-            update_head: format!("UPDATE {s}.head SET next_position = $1, stream_count = $2"),
+            // The writes of a batch hold only if the head is still the one
+            // the batch was staged over, in the incarnation of the store it
+            // was staged for (`batch_guard`).
+            update_head: format!(
+                "UPDATE {s}.head SET next_position = $1, stream_count = $2
+                 WHERE {}",
+                batch_guard(&s, 3)
+            ),
             find_ids: format!(
                 "SELECT event_id, stream, version, position FROM {s}.events
                  WHERE event_id = ANY($1::uuid[])"
@@ -78,12 +100,16 @@ impl Sql {
                         ARRAY(SELECT jsonb_array_elements_text(g::jsonb))
                  FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[],
                              $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[], $10::text[])
-                      AS u(p, s, v, i, t, d, m, c, g)"
+                      AS u(p, s, v, i, t, d, m, c, g)
+                 WHERE {}",
+                batch_guard(&s, 11)
             ),
             upsert_streams: format!(
                 "INSERT INTO {s}.streams (stream, version)
                  SELECT * FROM unnest($1::text[], $2::bigint[])
-                 ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version"
+                 WHERE {}
+                 ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version",
+                batch_guard(&s, 3)
             ),
             read_stream_forward: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events
@@ -288,9 +314,11 @@ pub(crate) struct PostgresStore {
     pub(super) sql: Sql,
     /// The counters as last seen: after this worker's commits and each head poll.
     counters: Mutex<Counters>,
+    /// Stream versions the writer knows, for appends in one round trip.
+    pub(super) known: Mutex<Known>,
     closed: AtomicBool,
     /// The catalog row's `created_us`: tells this creation of the id from a later one.
-    incarnation: u64,
+    pub(super) incarnation: u64,
     /// Another worker removed this incarnation (found by a head poll).
     gone: AtomicBool,
 }
@@ -312,6 +340,7 @@ impl PostgresStore {
             config,
             sql,
             counters: Mutex::new(counters),
+            known: Mutex::new(Known::default()),
             closed: AtomicBool::new(false),
             incarnation,
             gone: AtomicBool::new(false),

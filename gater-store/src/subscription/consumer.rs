@@ -5,6 +5,11 @@
 //! The end reason travels on its own oneshot rather than through the item
 //! channel, so ending a consumer never needs room in a channel that a slow
 //! consumer keeps full.
+//!
+//! A delivery travels with the bytes it holds in the server's memory budget
+//! (if the store has one): they are returned when the consumer takes the
+//! delivery from its stream, or when the stream is dropped with deliveries
+//! still queued.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,11 +17,15 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures::Stream;
+use gater_core::memory::Reservation;
 use gater_core::{ConsumerId, Error, Side, SubscriptionEnd, SubscriptionItem};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Items a consumer's channel holds beyond its window: the one `CaughtUp` marker.
 pub(super) const CHANNEL_SLACK: usize = 1;
+
+/// An item in a consumer's channel with the budget bytes it holds until taken.
+pub(super) type Queued = (SubscriptionItem, Option<Reservation>);
 
 /// The subscription task's handle on one consumer.
 #[derive(Debug)]
@@ -29,7 +38,7 @@ pub(super) struct ConsumerLink {
     pub(super) in_flight: u32,
     /// Whether `CaughtUp` has been sent.
     pub(super) caught_up_sent: bool,
-    items: mpsc::Sender<SubscriptionItem>,
+    items: mpsc::Sender<Queued>,
     end: oneshot::Sender<SubscriptionEnd>,
 }
 
@@ -39,7 +48,7 @@ pub(super) struct ConsumerLink {
 /// the consumer: that is what makes cleanup immediate, with no sweeping.
 #[derive(Debug)]
 pub(super) struct ConsumerStream {
-    items: mpsc::Receiver<SubscriptionItem>,
+    items: mpsc::Receiver<Queued>,
     end: Option<oneshot::Receiver<SubscriptionEnd>>,
     detached: Arc<Notify>,
 }
@@ -82,13 +91,14 @@ impl ConsumerLink {
         self.items.is_closed()
     }
 
-    /// Sends an item if the channel has room; whether it was sent.
-    pub(super) fn try_send(&self, item: SubscriptionItem) -> bool {
-        self.items.try_send(item).is_ok()
+    /// Sends an item, with the budget bytes it holds, if the channel has
+    /// room; whether it was sent (if not, the bytes go back at once).
+    pub(super) fn try_send(&self, item: SubscriptionItem, held: Option<Reservation>) -> bool {
+        self.items.try_send((item, held)).is_ok()
     }
 
     /// A clone of the sender, to wait for channel room without borrowing the task's state.
-    pub(super) fn sender(&self) -> mpsc::Sender<SubscriptionItem> {
+    pub(super) fn sender(&self) -> mpsc::Sender<Queued> {
         self.items.clone()
     }
 
@@ -107,7 +117,9 @@ impl Stream for ConsumerStream {
         let Some(end) = this.end.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some(item) = ready!(this.items.poll_recv(cx)) {
+        if let Some((item, held)) = ready!(this.items.poll_recv(cx)) {
+            // Taken: its bytes are the taker's to count from here on.
+            drop(held);
             return Poll::Ready(Some(item));
         }
         let reason = ready!(Pin::new(end).poll(cx)).unwrap_or_else(|_| {
@@ -124,6 +136,9 @@ impl Stream for ConsumerStream {
 impl Drop for ConsumerStream {
     fn drop(&mut self) {
         self.items.close();
+        // What is still queued goes now, with its budget bytes, rather than
+        // when the task gets round to detaching this consumer.
+        while self.items.try_recv().is_ok() {}
         self.detached.notify_one();
     }
 }

@@ -9,6 +9,14 @@
 //! reads only while consumers have credit, so a consumer that stops reading
 //! stops the reader instead of filling memory.
 //!
+//! Each delivery waiting in a consumer's channel holds its bytes in the
+//! server's memory budget, when the store was given one: the dispatcher
+//! reserves them before it sends (see `dispatch`), and when the budget has
+//! no room it stops dispatching and waits for room among its other inputs,
+//! so acks, detaches and commands keep being served meanwhile. Room frees
+//! as consumers take deliveries or leave; a consumer that stops reading
+//! holds at most its window's worth.
+//!
 //! A durable (persistent) group tracks every delivery until it is acked,
 //! skipped or parked; a transient one hands events over and forgets them.
 //!
@@ -25,14 +33,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gater_core::memory::{ByteBudget, Reservation};
 use gater_core::{
     ConsumerId, Error, NackAction, Position, RecordedEvent, Resource, SubscriptionEnd,
-    SubscriptionInfo, SubscriptionItem, SubscriptionSpec,
+    SubscriptionInfo, SubscriptionSpec,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::{sleep_until, Instant};
 
-use super::consumer::ConsumerLink;
+use super::consumer::{ConsumerLink, Queued};
 use super::{SubscriptionLog, SubscriptionRecord};
 use crate::lease::{Claim, Fence, RENEWALS_PER_PERIOD};
 use gater_core::selector::Selector;
@@ -147,6 +156,18 @@ pub(super) struct Inputs {
     pub(super) stop: watch::Receiver<Option<SubscriptionEnd>>,
     /// Notified when a consumer's stream is dropped.
     pub(super) detached: Arc<Notify>,
+    /// The server's memory budget, in which buffered deliveries count.
+    pub(super) budget: Option<Arc<dyn ByteBudget>>,
+}
+
+/// Budget room the task waited for, used by the next delivery it sends.
+#[derive(Debug)]
+enum Room {
+    /// This many bytes, reserved.
+    Held(u64, Reservation),
+    /// The budget can never hold the delivery waiting: it goes unreserved
+    /// rather than stall its subscription for good.
+    Unbounded,
 }
 
 /// Serves one subscription until it is removed, shut down or (transient) its consumer leaves.
@@ -156,7 +177,7 @@ pub(super) async fn run(
     first: Option<ConsumerLink>,
     inputs: Inputs,
 ) {
-    let mut group = Group::new(start, log);
+    let mut group = Group::new(start, log, inputs.budget.clone());
     if let Some(link) = first {
         group.consumers.insert(link.id, link);
     }
@@ -214,10 +235,21 @@ struct Group {
     role: Role,
     /// The record was found removed: the task ends.
     removed: bool,
+    /// The server's memory budget, in which buffered deliveries count.
+    budget: Option<Arc<dyn ByteBudget>>,
+    /// Room reserved while waiting, for the next delivery sent.
+    room: Option<Room>,
+    /// Bytes of the delivery the budget had no room for in the last
+    /// dispatch; nothing after it went out, and the task waits for them.
+    room_wanted: Option<u64>,
 }
 
 impl Group {
-    fn new(start: Start, log: Arc<dyn SubscriptionLog>) -> Group {
+    fn new(
+        start: Start,
+        log: Arc<dyn SubscriptionLog>,
+        budget: Option<Arc<dyn ByteBudget>>,
+    ) -> Group {
         let selector = start.spec.key.parsed_selector();
         let head = log.watch_head();
         let role = if start.durable && log.shared() {
@@ -228,6 +260,9 @@ impl Group {
         Group {
             role,
             removed: false,
+            budget,
+            room: None,
+            room_wanted: None,
             spec: start.spec,
             selector,
             durable: start.durable,
@@ -292,6 +327,8 @@ impl Group {
         let wait_head = self.head_open && self.at_head();
         let blocked = self.blocked_sender();
         let wait_room = blocked.is_some();
+        let wanted = self.room_wanted;
+        let budget = self.budget.clone();
         let detached = Arc::clone(&inputs.detached);
         let renew_at = match self.role {
             Role::Owner { renew_at, .. } => Some(renew_at),
@@ -339,6 +376,20 @@ impl Group {
             }
             changed = self.head.changed(), if wait_head => {
                 self.head_open = changed.is_ok();
+                Flow::Continue
+            }
+            reserved = reserve_budget(budget, wanted), if wanted.is_some() => {
+                self.room = Some(match reserved {
+                    Ok((bytes, held)) => Room::Held(bytes, held),
+                    Err(error) => {
+                        tracing::warn!(
+                            subscription = %self.spec.key,
+                            %error,
+                            "a delivery larger than the memory budget goes out unreserved"
+                        );
+                        Room::Unbounded
+                    }
+                });
                 Flow::Continue
             }
             permit = reserve(blocked), if wait_room => {
@@ -741,8 +792,11 @@ impl Group {
         self.head_pos.is_none_or(|head| self.next_read > head)
     }
 
+    /// Whether the reader may read on: not while a delivery waits for budget
+    /// room, so events read ahead do not pile up behind it.
     fn can_read(&self) -> bool {
-        self.read_retry_at.is_none()
+        self.room_wanted.is_none()
+            && self.read_retry_at.is_none()
             && !self.at_head()
             && self.ready.len() < READ_AHEAD_MAX
             && self.ready.len() < self.total_credit()
@@ -992,8 +1046,22 @@ pub(super) fn lag_end(head: Option<Position>) -> u64 {
     head.map_or(0, |head| head.0.saturating_add(1))
 }
 
+/// Waits for room for `bytes` in `budget`.
+async fn reserve_budget(
+    budget: Option<Arc<dyn ByteBudget>>,
+    bytes: Option<u64>,
+) -> Result<(u64, Reservation), Error> {
+    match (budget, bytes) {
+        (Some(budget), Some(bytes)) => budget
+            .reserve_bytes(bytes, gater_core::Side::Worker)
+            .await
+            .map(|held| (bytes, held)),
+        _ => std::future::pending().await,
+    }
+}
+
 /// Waits for a slot in `sender`'s channel; releasing the permit gives it back.
-async fn reserve(sender: Option<mpsc::Sender<SubscriptionItem>>) -> Result<(), ()> {
+async fn reserve(sender: Option<mpsc::Sender<Queued>>) -> Result<(), ()> {
     match sender {
         Some(sender) => sender.reserve_owned().await.map(drop).map_err(drop),
         None => std::future::pending().await,

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gater_core::memory::ByteBudget;
 use gater_core::{
     BoxGater, ConsumerId, Error, Limits, NackAction, Position, RecordedEvent, Resource, Side,
     StoreId, SubscribeOptions, Subscription, SubscriptionEnd, SubscriptionInfo, SubscriptionKey,
@@ -155,6 +156,8 @@ struct Shared {
     /// `Some(end)` once `shutdown` was called; dropping it stops every task too.
     stop: watch::Sender<Option<SubscriptionEnd>>,
     next_consumer: AtomicU64,
+    /// The server's memory budget, in which deliveries buffered for consumers count.
+    budget: Option<Arc<dyn ByteBudget>>,
 }
 
 #[derive(Default)]
@@ -193,16 +196,18 @@ impl Subscriptions {
         store: StoreId,
         log: Arc<dyn SubscriptionLog>,
     ) -> Result<Arc<Self>, Error> {
-        Self::open_with_peers(store, log, String::new(), PeerSlot::default()).await
+        Self::open_with_peers(store, log, String::new(), PeerSlot::default(), None).await
     }
 
     /// [`Subscriptions::open`] for a worker reached at `address` that
-    /// relays to other workers through `peers`.
+    /// relays to other workers through `peers`, counting deliveries
+    /// buffered for consumers in `budget`.
     pub(crate) async fn open_with_peers(
         store: StoreId,
         log: Arc<dyn SubscriptionLog>,
         address: String,
         peers: PeerSlot,
+        budget: Option<Arc<dyn ByteBudget>>,
     ) -> Result<Arc<Self>, Error> {
         let records = log.load_subscriptions().await?;
         let (stop, _) = watch::channel(None);
@@ -211,6 +216,7 @@ impl Subscriptions {
             registry: Mutex::new(Registry::default()),
             stop,
             next_consumer: AtomicU64::new(1),
+            budget,
         });
         {
             let mut registry = shared.registry();
@@ -856,6 +862,7 @@ impl Shared {
             commands: receiver,
             stop: self.stop.subscribe(),
             detached,
+            budget: self.budget.clone(),
         };
         (commands, inputs)
     }

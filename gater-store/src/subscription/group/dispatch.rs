@@ -2,6 +2,11 @@
 //! pinned by stream), how much credit each consumer has, and the `CaughtUp`
 //! marker that separates history from live events.
 //!
+//! A delivery sent reserves its bytes in the server's memory budget (if the
+//! store has one); they go back when the consumer takes it. When the budget
+//! has no room, the dispatch stops there, so no later event overtakes the
+//! one that waits, and the task waits for room (`Group::room_wanted`).
+//!
 //! Pinned by stream is ordered per stream: a stream has at most one event
 //! outstanding (in flight, or waiting for redelivery) at a time, and its
 //! later events wait until that one is acked, skipped or parked. Timeouts,
@@ -12,14 +17,15 @@ use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
+use gater_core::memory::{event_bytes, Reservation};
 use gater_core::{
     ConsumerId, ConsumerStrategy, Delivery, Position, RecordedEvent, StreamId, SubscriptionItem,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Group, InFlight, Retry};
-use crate::subscription::consumer::ConsumerLink;
+use super::{Group, InFlight, Retry, Room};
+use crate::subscription::consumer::{ConsumerLink, Queued};
 
 /// Where the next event of a stream goes.
 enum Route {
@@ -60,7 +66,7 @@ impl Group {
         })
     }
 
-    pub(super) fn blocked_sender(&self) -> Option<mpsc::Sender<SubscriptionItem>> {
+    pub(super) fn blocked_sender(&self) -> Option<mpsc::Sender<Queued>> {
         self.blocked_consumer().map(ConsumerLink::sender)
     }
 
@@ -74,6 +80,14 @@ impl Group {
 
     /// Hands out redeliveries, then new events, as far as credit goes; then `CaughtUp`.
     pub(super) fn dispatch(&mut self) {
+        self.room_wanted = None;
+        self.dispatch_all();
+        // Room waited for but not used (its delivery went elsewhere or
+        // waits for channel room) goes back rather than sit idle.
+        self.room = None;
+    }
+
+    fn dispatch_all(&mut self) {
         if self.consumers.is_empty() {
             return;
         }
@@ -91,7 +105,7 @@ impl Group {
         if !self.retry.is_empty() {
             let positions: Vec<Position> = self.retry.keys().copied().collect();
             for position in positions {
-                if full.len() >= self.consumers.len() {
+                if full.len() >= self.consumers.len() || self.room_wanted.is_some() {
                     break;
                 }
                 let Some(stream) = self.retry.get(&position).map(|r| r.event.stream.clone()) else {
@@ -137,7 +151,10 @@ impl Group {
         full: &mut HashSet<ConsumerId>,
     ) {
         let mut index = 0;
-        while index < self.ready.len() && full.len() < self.consumers.len() {
+        while index < self.ready.len()
+            && full.len() < self.consumers.len()
+            && self.room_wanted.is_none()
+        {
             let stream = &self.ready[index].stream;
             if blocked_streams.contains(stream) {
                 index += 1;
@@ -213,8 +230,9 @@ impl Group {
             .copied()
     }
 
-    /// Sends `event` to `consumer` if it has room, `CaughtUp` first when the
-    /// event is the first live one it gets; gives the event back if it could not.
+    /// Sends `event` to `consumer` if it has room (in its channel and in the
+    /// memory budget), `CaughtUp` first when the event is the first live one
+    /// it gets; gives the event back if it could not.
     fn offer(
         &mut self,
         consumer: ConsumerId,
@@ -226,7 +244,7 @@ impl Group {
             return Some(event);
         };
         if live && !link.caught_up_sent {
-            if !link.try_send(SubscriptionItem::CaughtUp) {
+            if !link.try_send(SubscriptionItem::CaughtUp, None) {
                 return Some(event);
             }
             link.caught_up_sent = true;
@@ -234,10 +252,16 @@ impl Group {
         if link.channel_room() == 0 || link.is_detached() {
             return Some(event);
         }
+        let Some(held) = self.room_for(&event) else {
+            return Some(event);
+        };
+        let Some(link) = self.consumers.get_mut(&consumer) else {
+            return Some(event);
+        };
         if !self.durable {
             // Room was checked and this task is the only sender: a failure
             // here means the consumer just left, and a transient event dies with it.
-            link.try_send(SubscriptionItem::Event(Delivery { event, attempt }));
+            link.try_send(SubscriptionItem::Event(Delivery { event, attempt }), held);
             return None;
         }
         let delivery = Delivery {
@@ -246,7 +270,7 @@ impl Group {
         };
         // A send that fails because the consumer just left stays in flight
         // and goes back to delivery when the detach is reaped.
-        link.try_send(SubscriptionItem::Event(delivery));
+        link.try_send(SubscriptionItem::Event(delivery), held);
         link.in_flight += 1;
         let deadline = deadline_after(self.spec.ack_timeout_ms);
         let position = event.position;
@@ -261,12 +285,36 @@ impl Group {
         None
     }
 
+    /// The budget bytes a delivery of `event` holds while buffered: room
+    /// waited for, or reserved now; `None` when the budget has no room (the
+    /// dispatch stops and the task waits for `room_wanted`). `Some(None)`:
+    /// no budget, or one that can never hold the delivery.
+    fn room_for(&mut self, event: &RecordedEvent) -> Option<Option<Reservation>> {
+        let Some(budget) = &self.budget else {
+            return Some(None);
+        };
+        if self.room_wanted.is_some() {
+            return None;
+        }
+        let bytes = event_bytes(event);
+        match self.room.take() {
+            Some(Room::Held(held, reservation)) if held >= bytes => return Some(Some(reservation)),
+            Some(Room::Unbounded) => return Some(None),
+            other => self.room = other,
+        }
+        if let Some(reservation) = budget.try_reserve_bytes(bytes) {
+            return Some(Some(reservation));
+        }
+        self.room_wanted = Some(bytes);
+        None
+    }
+
     fn announce_caught_up(&mut self) {
         if !self.caught_up_due() {
             return;
         }
         for link in self.consumers.values_mut() {
-            if !link.caught_up_sent && link.try_send(SubscriptionItem::CaughtUp) {
+            if !link.caught_up_sent && link.try_send(SubscriptionItem::CaughtUp, None) {
                 link.caught_up_sent = true;
             }
         }

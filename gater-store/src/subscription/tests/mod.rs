@@ -21,6 +21,7 @@ use tokio::time::timeout;
 
 use super::group::READ_BATCH_MAX;
 
+mod budget;
 #[cfg(feature = "conformance")]
 mod conformance;
 mod pinned;
@@ -32,6 +33,8 @@ struct FakeLog {
     head: watch::Sender<Option<Position>>,
     records: Mutex<BTreeMap<SubscriptionKey, SubscriptionRecord>>,
     puts: AtomicUsize,
+    /// Reads of the log so far.
+    reads: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -42,6 +45,7 @@ impl FakeLog {
             head: watch::channel(None).0,
             records: Mutex::new(BTreeMap::new()),
             puts: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
         })
     }
@@ -92,6 +96,7 @@ impl SubscriptionLog for FakeLog {
         from: Position,
         count: u32,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let events = self.events.lock().unwrap();
         let start = (from.0 as usize).min(events.len());
         let end = start.saturating_add(count as usize).min(events.len());
