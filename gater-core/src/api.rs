@@ -19,6 +19,7 @@ use crate::event::{
     Version,
 };
 use crate::id::{StoreId, StreamId};
+use crate::lifecycle::{Compaction, StreamRetention};
 use crate::query::Query;
 use crate::snapshot::{Snapshot, SnapshotKey};
 use crate::store::{StoreConfig, StoreInfo, StoreStatus, VerifyReport, WorkerInfo};
@@ -306,6 +307,123 @@ pub trait Gater: Send + Sync + 'static {
             stream: stream.clone(),
         };
         respond!(self, request, Version)
+    }
+
+    /// Soft-deletes `stream` if `expected` holds (checked as for appends,
+    /// against the version readers see).
+    ///
+    /// At once, reads of the stream return no events, [`Gater::get_version`]
+    /// answers `None`, [`Gater::get_streams`] omits it, and its events are
+    /// gone from `read_all`, queries (they no longer match append
+    /// conditions) and subscriptions started or resumed afterwards. A later
+    /// append (`NoStream` or `Any`) recreates it and continues numbering
+    /// after its last version: versions are never reused, so an idempotent
+    /// retry of an append made before the delete still answers its original
+    /// result. Deleting a stream with no events is Ok when `expected` holds.
+    /// Errors: `expected` not met → [`Error::WrongExpectedVersion`]; a
+    /// tombstoned stream → [`Error::StreamDeleted`].
+    async fn delete_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), Error> {
+        let request = Request::DeleteStream {
+            store: store.clone(),
+            stream: stream.clone(),
+            expected,
+        };
+        respond!(self, request)
+    }
+
+    /// Hard-deletes (tombstones) `stream` if `expected` holds: permanent.
+    ///
+    /// Every later read, append (whatever it expects) or version query of
+    /// the stream fails with [`Error::StreamDeleted`]; its events are gone
+    /// from every read at once, and its snapshots (source any, stream id
+    /// `stream`) are deleted with it. The name stays taken. Errors as for
+    /// [`Gater::delete_stream`].
+    async fn tombstone_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), Error> {
+        let request = Request::TombstoneStream {
+            store: store.clone(),
+            stream: stream.clone(),
+            expected,
+        };
+        respond!(self, request)
+    }
+
+    /// Hides the events of `stream` with a version lower than `before`,
+    /// everywhere, at once. A truncation point never moves back: a lower
+    /// `before` than the current one changes nothing. `before` past the last
+    /// event hides the whole stream, as a soft delete. A tombstoned stream →
+    /// [`Error::StreamDeleted`].
+    async fn truncate_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        before: Version,
+    ) -> Result<(), Error> {
+        let request = Request::TruncateStream {
+            store: store.clone(),
+            stream: stream.clone(),
+            before,
+        };
+        respond!(self, request)
+    }
+
+    /// Sets the retention of `stream`: readers see only its newest
+    /// `max_count` events and none older than `max_age_s` seconds (`None`:
+    /// the store's default, [`StoreConfig::retention`], applies to that
+    /// field). Takes effect at once, everywhere; it may be set before the
+    /// stream has events. A tombstoned stream → [`Error::StreamDeleted`].
+    async fn set_stream_retention(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        max_count: Option<u64>,
+        max_age_s: Option<u64>,
+    ) -> Result<(), Error> {
+        let request = Request::SetStreamRetention {
+            store: store.clone(),
+            stream: stream.clone(),
+            retention: crate::Retention {
+                max_count,
+                max_age_s,
+            },
+        };
+        respond!(self, request)
+    }
+
+    /// The retention `stream` sets for itself and its truncation point (a
+    /// soft delete sets it past the last event); all `None` for a stream
+    /// never touched. A tombstoned stream → [`Error::StreamDeleted`].
+    async fn stream_retention(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+    ) -> Result<StreamRetention, Error> {
+        let request = Request::StreamRetention {
+            store: store.clone(),
+            stream: stream.clone(),
+        };
+        respond!(self, request, Retention)
+    }
+
+    /// Reclaims the space of the events no reader sees any more (deleted,
+    /// tombstoned, truncated, past retention) and returns once it is
+    /// reclaimed, with the store's bytes before and after. Appends and
+    /// reads go on meanwhile; what readers see does not change. Work done
+    /// survives a crash, and a compaction after a restart finishes it.
+    async fn compact_store(&self, store: &StoreId) -> Result<Compaction, Error> {
+        let request = Request::CompactStore {
+            store: store.clone(),
+        };
+        respond!(self, request, Compacted)
     }
 
     /// Creates or updates the subscription `spec.key` (identity: type, selector, name).
@@ -661,6 +779,51 @@ impl<G: Gater + ?Sized> Gater for Arc<G> {
         stream: &StreamId,
     ) -> Result<Option<Version>, Error> {
         (**self).get_version(store, stream).await
+    }
+    async fn delete_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), Error> {
+        (**self).delete_stream(store, stream, expected).await
+    }
+    async fn tombstone_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), Error> {
+        (**self).tombstone_stream(store, stream, expected).await
+    }
+    async fn truncate_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        before: Version,
+    ) -> Result<(), Error> {
+        (**self).truncate_stream(store, stream, before).await
+    }
+    async fn set_stream_retention(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        max_count: Option<u64>,
+        max_age_s: Option<u64>,
+    ) -> Result<(), Error> {
+        (**self)
+            .set_stream_retention(store, stream, max_count, max_age_s)
+            .await
+    }
+    async fn stream_retention(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+    ) -> Result<StreamRetention, Error> {
+        (**self).stream_retention(store, stream).await
+    }
+    async fn compact_store(&self, store: &StoreId) -> Result<Compaction, Error> {
+        (**self).compact_store(store).await
     }
     async fn save_subscription(
         &self,

@@ -128,6 +128,54 @@ async fn dispatch_subscriptions_and_admin<G: Gater + ?Sized>(
         R::ReplayParked { store, key } => {
             Response::Replayed(gater.replay_parked(&store, &key).await?)
         }
+        other => return dispatch_lifecycle(gater, other).await,
+    })
+}
+
+/// Stream lifecycle requests; delegates the rest to [`dispatch_snapshots_and_admin`].
+async fn dispatch_lifecycle<G: Gater + ?Sized>(
+    gater: &G,
+    request: Request,
+) -> Result<Response, Error> {
+    use Request as R;
+    Ok(match request {
+        R::DeleteStream {
+            store,
+            stream,
+            expected,
+        } => {
+            gater.delete_stream(&store, &stream, expected).await?;
+            Response::Done
+        }
+        R::TombstoneStream {
+            store,
+            stream,
+            expected,
+        } => {
+            gater.tombstone_stream(&store, &stream, expected).await?;
+            Response::Done
+        }
+        R::TruncateStream {
+            store,
+            stream,
+            before,
+        } => {
+            gater.truncate_stream(&store, &stream, before).await?;
+            Response::Done
+        }
+        R::SetStreamRetention {
+            store,
+            stream,
+            retention,
+        } => {
+            gater
+                .set_stream_retention(&store, &stream, retention.max_count, retention.max_age_s)
+                .await?;
+            Response::Done
+        }
+        R::StreamRetention { store, stream } => {
+            Response::Retention(gater.stream_retention(&store, &stream).await?)
+        }
         other => return dispatch_snapshots_and_admin(gater, other).await,
     })
 }
@@ -182,6 +230,7 @@ async fn dispatch_snapshots_and_admin<G: Gater + ?Sized>(
             Response::Done
         }
         R::VerifyStore { store } => Response::Verified(gater.verify_store(&store).await?),
+        R::CompactStore { store } => Response::Compacted(gater.compact_store(&store).await?),
         R::Workers => Response::Workers(gater.workers().await?),
         R::Heartbeat { worker } => {
             gater.heartbeat(worker).await?;
@@ -280,6 +329,8 @@ fn response_name(response: &Response) -> &'static str {
         Response::Workers(_) => "Workers",
         Response::Whoami(_) => "Whoami",
         Response::Verified(_) => "Verified",
+        Response::Retention(_) => "Retention",
+        Response::Compacted(_) => "Compacted",
     }
 }
 
@@ -444,6 +495,69 @@ mod tests {
             (Request::Heartbeat { worker }, Response::Done),
             (Request::ListStores, Response::Stores(Vec::new())),
         ];
+        let store = StoreId::new("s").unwrap();
+        let stream = StreamId::new("a").unwrap();
+        let retention = crate::StreamRetention {
+            stream: stream.clone(),
+            max_count: Some(3),
+            max_age_s: None,
+            truncate_before: Some(2),
+        };
+        let compaction = crate::Compaction {
+            store: store.clone(),
+            bytes_before: 10,
+            bytes_after: 4,
+            events_removed: 2,
+        };
+        let lifecycle = [
+            (
+                Request::DeleteStream {
+                    store: store.clone(),
+                    stream: stream.clone(),
+                    expected: crate::ExpectedVersion::Any,
+                },
+                Response::Done,
+            ),
+            (
+                Request::TombstoneStream {
+                    store: store.clone(),
+                    stream: stream.clone(),
+                    expected: crate::ExpectedVersion::Exact(1),
+                },
+                Response::Done,
+            ),
+            (
+                Request::TruncateStream {
+                    store: store.clone(),
+                    stream: stream.clone(),
+                    before: 2,
+                },
+                Response::Done,
+            ),
+            (
+                Request::SetStreamRetention {
+                    store: store.clone(),
+                    stream: stream.clone(),
+                    retention: crate::Retention {
+                        max_count: Some(3),
+                        max_age_s: Some(60),
+                    },
+                },
+                Response::Done,
+            ),
+            (
+                Request::StreamRetention {
+                    store: store.clone(),
+                    stream,
+                },
+                Response::Retention(retention),
+            ),
+            (
+                Request::CompactStore { store },
+                Response::Compacted(compaction),
+            ),
+        ];
+        let requests = requests.into_iter().chain(lifecycle);
         for (request, answer) in requests {
             let inner = remote(answer.clone());
             let got = block_on(dispatch(&inner, request.clone())).unwrap();

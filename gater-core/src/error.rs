@@ -146,6 +146,13 @@ pub enum Error {
         /// The position of the first matching event.
         position: Position,
     },
+    /// The stream was hard-deleted (tombstoned): every read, append or
+    /// version query of it fails, for good; nothing changed.
+    #[error("stream {stream} is deleted")]
+    StreamDeleted {
+        /// The tombstoned stream.
+        stream: StreamId,
+    },
     /// An event id of the append is already stored somewhere else, or twice in the append.
     #[error("duplicate event id {id}: already stored at another place")]
     DuplicateEventId {
@@ -283,6 +290,7 @@ impl Error {
             Error::StoreConfigConflict { .. } => "store_config_conflict",
             Error::WrongExpectedVersion { .. } => "wrong_expected_version",
             Error::AppendConditionFailed { .. } => "append_condition_failed",
+            Error::StreamDeleted { .. } => "stream_deleted",
             Error::DuplicateEventId { .. } => "duplicate_event_id",
             Error::LimitExceeded { .. } => "limit_exceeded",
             Error::StoreStopping { .. } => "store_stopping",

@@ -23,6 +23,7 @@ pub mod dispatch;
 mod error;
 mod event;
 mod id;
+mod lifecycle;
 mod limits;
 pub mod memory;
 pub mod metrics;
@@ -48,6 +49,7 @@ pub use event::{
     StreamPage, Version, CONTENT_TYPE_JSON,
 };
 pub use id::{EventId, StoreId, StreamId, ALL_STREAM, STORE_ID_LEN_MAX, STREAM_ID_LEN_MAX};
+pub use lifecycle::{Compaction, Retention, StreamLifecycle, StreamRetention};
 pub use limits::Limits;
 pub use query::{Query, QueryItem};
 pub use rng::Rng;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::event::Position;
 use crate::id::StoreId;
+use crate::lifecycle::Retention;
 
 /// How a store is configured; fixed at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -15,6 +16,9 @@ pub struct StoreConfig {
     /// Group concurrent appends into one batch and one flush.
     /// Off gives one flush per append (kept for comparison benchmarks).
     pub group_commit: bool,
+    /// The retention of every stream that sets none of its own (field by
+    /// field, see [`Retention::or`]); [`Retention::NONE`] keeps everything.
+    pub retention: Retention,
 }
 
 impl Default for StoreConfig {
@@ -22,6 +26,7 @@ impl Default for StoreConfig {
         StoreConfig {
             fsync: true,
             group_commit: true,
+            retention: Retention::NONE,
         }
     }
 }

@@ -34,6 +34,7 @@ use crate::event::{
     Version,
 };
 use crate::id::{StoreId, StreamId};
+use crate::lifecycle::{Compaction, Retention, StreamRetention};
 use crate::query::Query;
 use crate::routing::RequestClass;
 use crate::snapshot::{Snapshot, SnapshotKey};
@@ -182,6 +183,39 @@ pub enum Request {
         count: u32,
         direction: Direction,
     },
+    /// [`Gater::delete_stream`](crate::Gater::delete_stream).
+    DeleteStream {
+        store: StoreId,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    },
+    /// [`Gater::tombstone_stream`](crate::Gater::tombstone_stream).
+    TombstoneStream {
+        store: StoreId,
+        stream: StreamId,
+        expected: ExpectedVersion,
+    },
+    /// [`Gater::truncate_stream`](crate::Gater::truncate_stream).
+    TruncateStream {
+        store: StoreId,
+        stream: StreamId,
+        before: Version,
+    },
+    /// [`Gater::set_stream_retention`](crate::Gater::set_stream_retention).
+    SetStreamRetention {
+        store: StoreId,
+        stream: StreamId,
+        retention: Retention,
+    },
+    /// [`Gater::stream_retention`](crate::Gater::stream_retention).
+    StreamRetention {
+        store: StoreId,
+        stream: StreamId,
+    },
+    /// [`Gater::compact_store`](crate::Gater::compact_store).
+    CompactStore {
+        store: StoreId,
+    },
 }
 
 /// What a request is, one variant per [`Request`] variant in the same order:
@@ -220,6 +254,12 @@ pub enum RequestKind {
     VerifyStore,
     Append,
     ReadQuery,
+    DeleteStream,
+    TombstoneStream,
+    TruncateStream,
+    SetStreamRetention,
+    StreamRetention,
+    CompactStore,
 }
 
 impl RequestKind {
@@ -256,6 +296,12 @@ impl RequestKind {
             K::VerifyStore => "verify_store",
             K::Append => "append",
             K::ReadQuery => "read_query",
+            K::DeleteStream => "delete_stream",
+            K::TombstoneStream => "tombstone_stream",
+            K::TruncateStream => "truncate_stream",
+            K::SetStreamRetention => "set_stream_retention",
+            K::StreamRetention => "stream_retention",
+            K::CompactStore => "compact_store",
         }
     }
 
@@ -274,13 +320,17 @@ impl RequestKind {
             | K::GetStoreStatus
             | K::GetStoreConfig
             | K::VerifyStore
-            | K::ReadQuery => RequestClass::Read,
+            | K::ReadQuery
+            | K::StreamRetention => RequestClass::Read,
             // Event ids make every append idempotent, conditional or not: a
             // retried append answers its first attempt's result.
             K::AppendEvents | K::Append => RequestClass::Append,
-            K::SaveSubscription | K::RecordSnapshot | K::CreateStore => {
-                RequestClass::IdempotentWrite
-            }
+            K::SaveSubscription
+            | K::RecordSnapshot
+            | K::CreateStore
+            | K::TruncateStream
+            | K::SetStreamRetention
+            | K::CompactStore => RequestClass::IdempotentWrite,
             // A second ack of a delivery answers NotFound: not idempotent.
             K::RemoveSubscription
             | K::AckEvent
@@ -288,7 +338,10 @@ impl RequestKind {
             | K::ReplayParked
             | K::DeleteSnapshot
             | K::RemoveStore
-            | K::ReopenStore => RequestClass::Write,
+            | K::ReopenStore
+            // A repeated delete may fail on its own first attempt's effect.
+            | K::DeleteStream
+            | K::TombstoneStream => RequestClass::Write,
             K::Subscribe => RequestClass::Subscribe,
             K::ListStores | K::Workers | K::Heartbeat | K::Whoami => RequestClass::Cluster,
         }
@@ -335,6 +388,12 @@ impl Request {
             Request::VerifyStore { .. } => K::VerifyStore,
             Request::Append { .. } => K::Append,
             Request::ReadQuery { .. } => K::ReadQuery,
+            Request::DeleteStream { .. } => K::DeleteStream,
+            Request::TombstoneStream { .. } => K::TombstoneStream,
+            Request::TruncateStream { .. } => K::TruncateStream,
+            Request::SetStreamRetention { .. } => K::SetStreamRetention,
+            Request::StreamRetention { .. } => K::StreamRetention,
+            Request::CompactStore { .. } => K::CompactStore,
         }
     }
 
@@ -370,7 +429,13 @@ impl Request {
             | Request::ReopenStore { store }
             | Request::VerifyStore { store }
             | Request::Append { store, .. }
-            | Request::ReadQuery { store, .. } => Some(store),
+            | Request::ReadQuery { store, .. }
+            | Request::DeleteStream { store, .. }
+            | Request::TombstoneStream { store, .. }
+            | Request::TruncateStream { store, .. }
+            | Request::SetStreamRetention { store, .. }
+            | Request::StreamRetention { store, .. }
+            | Request::CompactStore { store } => Some(store),
             Request::ListStores
             | Request::Workers
             | Request::Heartbeat { .. }
@@ -508,6 +573,10 @@ pub enum Response {
     Verified(VerifyReport),
     /// The result of [`Gater::append`](crate::Gater::append).
     AppendedParts(AppendOutcome),
+    /// The result of [`Gater::stream_retention`](crate::Gater::stream_retention).
+    Retention(StreamRetention),
+    /// The result of [`Gater::compact_store`](crate::Gater::compact_store).
+    Compacted(Compaction),
 }
 
 /// One request frame: its header fields, then the request.

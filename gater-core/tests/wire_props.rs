@@ -8,13 +8,13 @@ use gater_core::wire::{
     PROTOCOL_VERSION,
 };
 use gater_core::{
-    Append, AppendCondition, AppendOutcome, AppendPart, AppendResult, ConsumerId, ConsumerStrategy,
-    Delivery, Direction, Error, EventData, EventId, ExpectedVersion, IdError, NackAction, Position,
-    Query, QueryItem, RecordedEvent, Resource, Side, Snapshot, SnapshotKey, StoreConfig,
-    StoreFault, StoreId, StoreInfo, StoreState, StoreStatus, StreamId, StreamInfo, StreamPage,
-    StreamVersion, SubscribeOptions, SubscriptionEnd, SubscriptionInfo, SubscriptionItem,
-    SubscriptionKey, SubscriptionSpec, SubscriptionType, VerifyReport, WorkerHealth, WorkerInfo,
-    TRANSIENT,
+    Append, AppendCondition, AppendOutcome, AppendPart, AppendResult, Compaction, ConsumerId,
+    ConsumerStrategy, Delivery, Direction, Error, EventData, EventId, ExpectedVersion, IdError,
+    NackAction, Position, Query, QueryItem, RecordedEvent, Resource, Retention, Side, Snapshot,
+    SnapshotKey, StoreConfig, StoreFault, StoreId, StoreInfo, StoreState, StoreStatus, StreamId,
+    StreamInfo, StreamPage, StreamRetention, StreamVersion, SubscribeOptions, SubscriptionEnd,
+    SubscriptionInfo, SubscriptionItem, SubscriptionKey, SubscriptionSpec, SubscriptionType,
+    VerifyReport, WorkerHealth, WorkerInfo, TRANSIENT,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -219,9 +219,21 @@ fn snapshot_key() -> impl Strategy<Value = SnapshotKey> {
 }
 
 fn store_config() -> impl Strategy<Value = StoreConfig> {
-    (any::<bool>(), any::<bool>()).prop_map(|(fsync, group_commit)| StoreConfig {
-        fsync,
-        group_commit,
+    (any::<bool>(), any::<bool>(), retention()).prop_map(|(fsync, group_commit, retention)| {
+        StoreConfig {
+            fsync,
+            group_commit,
+            retention,
+        }
+    })
+}
+
+fn retention() -> impl Strategy<Value = Retention> {
+    (option::of(any::<u64>()), option::of(any::<u64>())).prop_map(|(max_count, max_age_s)| {
+        Retention {
+            max_count,
+            max_age_s,
+        }
     })
 }
 
@@ -328,6 +340,9 @@ fn error() -> impl Strategy<Value = Error> {
             .boxed(),
         position()
             .prop_map(|position| Error::AppendConditionFailed { position })
+            .boxed(),
+        stream_id()
+            .prop_map(|stream| Error::StreamDeleted { stream })
             .boxed(),
         event_id()
             .prop_map(|id| Error::DuplicateEventId { id })
@@ -535,6 +550,40 @@ fn request() -> impl Strategy<Value = Request> {
                 },
             )
             .boxed(),
+        (store_id(), stream_id(), expected_version())
+            .prop_map(|(store, stream, expected)| Request::DeleteStream {
+                store,
+                stream,
+                expected,
+            })
+            .boxed(),
+        (store_id(), stream_id(), expected_version())
+            .prop_map(|(store, stream, expected)| Request::TombstoneStream {
+                store,
+                stream,
+                expected,
+            })
+            .boxed(),
+        (store_id(), stream_id(), any::<u64>())
+            .prop_map(|(store, stream, before)| Request::TruncateStream {
+                store,
+                stream,
+                before,
+            })
+            .boxed(),
+        (store_id(), stream_id(), retention())
+            .prop_map(|(store, stream, retention)| Request::SetStreamRetention {
+                store,
+                stream,
+                retention,
+            })
+            .boxed(),
+        (store_id(), stream_id())
+            .prop_map(|(store, stream)| Request::StreamRetention { store, stream })
+            .boxed(),
+        store_id()
+            .prop_map(|store| Request::CompactStore { store })
+            .boxed(),
     ])
 }
 
@@ -597,7 +646,31 @@ fn response() -> impl Strategy<Value = Response> {
                 }
             },
         );
+    let stream_retention = (
+        stream_id(),
+        option::of(any::<u64>()),
+        option::of(any::<u64>()),
+        option::of(any::<u64>()),
+    )
+        .prop_map(
+            |(stream, max_count, max_age_s, truncate_before)| StreamRetention {
+                stream,
+                max_count,
+                max_age_s,
+                truncate_before,
+            },
+        );
+    let compaction = (store_id(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+        |(store, bytes_before, bytes_after, events_removed)| Compaction {
+            store,
+            bytes_before,
+            bytes_after,
+            events_removed,
+        },
+    );
     Union::new(vec![
+        stream_retention.prop_map(Response::Retention).boxed(),
+        compaction.prop_map(Response::Compacted).boxed(),
         (any::<u64>(), position())
             .prop_map(|(version, position)| Response::Appended(AppendResult { version, position }))
             .boxed(),

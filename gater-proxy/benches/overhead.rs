@@ -153,6 +153,7 @@ async fn run() {
     let config = StoreConfig {
         fsync: false,
         group_commit: true,
+        retention: gater_core::Retention::NONE,
     };
     through.create_store(&bench, config).await.unwrap();
 

@@ -118,6 +118,7 @@ async fn killing_a_shared_worker_during_appends_loses_and_duplicates_nothing() {
     let config = StoreConfig {
         fsync: true,
         group_commit: true,
+        retention: gater_core::Retention::NONE,
     };
     proxy
         .create_store(&store("ledger"), config)

@@ -115,6 +115,7 @@ async fn append_rate(group_commit: bool, duration: Duration) -> f64 {
     let (_dir, store, id) = open(StoreConfig {
         fsync: true,
         group_commit,
+        retention: gater_core::Retention::NONE,
     })
     .await;
     let next = Arc::new(AtomicU64::new(0));
@@ -154,6 +155,7 @@ async fn read_rates(duration: Duration) -> (f64, f64) {
     let (_dir, store, id) = open(StoreConfig {
         fsync: false,
         group_commit: true,
+        retention: gater_core::Retention::NONE,
     })
     .await;
     // One stream per 1,000 events, written in 100-event appends.

@@ -106,6 +106,7 @@ async fn run(store: &Arc<Store>, appends: usize, reads: usize) -> (Figures, Figu
             StoreConfig {
                 fsync: true,
                 group_commit: true,
+                retention: gater_core::Retention::NONE,
             },
         )
         .await

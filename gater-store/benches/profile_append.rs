@@ -41,6 +41,7 @@ fn main() {
         let config = StoreConfig {
             fsync: true,
             group_commit: true,
+            retention: gater_core::Retention::NONE,
         };
         store.create_store(&id, config).await.expect("create store");
         let next = Arc::new(AtomicU64::new(0));

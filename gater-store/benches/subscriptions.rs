@@ -55,6 +55,7 @@ async fn new_store(gater: &Store, name: &str) -> StoreId {
     let config = StoreConfig {
         fsync: false,
         group_commit: true,
+        retention: gater_core::Retention::NONE,
     };
     gater
         .create_store(&store, config)

@@ -23,6 +23,7 @@ use gater_core::{
 };
 
 use crate::faults::HealOptions;
+use crate::lifecycle::{LifecycleChange, Lifecycles, View};
 
 use crate::lease::{Claim, Claimant, Fence};
 use crate::subscription::SubscriptionRecord;
@@ -92,6 +93,17 @@ pub(crate) struct BatchOutcome {
     pub(crate) results: Vec<Result<AppendOutcome, Error>>,
     /// The head of the global log after the commit (`None`: still empty).
     pub(crate) head: Option<Position>,
+}
+
+/// What [`BackendStore::compact`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Compacted {
+    /// Hidden events removed.
+    pub(crate) removed: u64,
+    /// Bytes on disk before.
+    pub(crate) bytes_before: u64,
+    /// Bytes on disk after.
+    pub(crate) bytes_after: u64,
 }
 
 /// The counters of a store, as of its last commit.
@@ -171,6 +183,39 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
 
     /// Bytes the store occupies on disk.
     async fn disk_bytes(&self) -> Result<u64, Error>;
+
+    /// The lifecycle state of every stream that has some (see `crate::lifecycle`).
+    ///
+    /// The default: none (a backend that does not keep lifecycle state).
+    async fn lifecycles(&self) -> Result<Arc<Lifecycles>, Error> {
+        Ok(Arc::default())
+    }
+
+    /// Applies `change` to `stream` with [`crate::lifecycle::apply`], in
+    /// step with appends (no append of the stream commits between the
+    /// check and the write), and stores the result durably. A tombstone
+    /// deletes the stream's snapshots too.
+    async fn change_lifecycle(
+        &self,
+        stream: &StreamId,
+        change: LifecycleChange,
+    ) -> Result<(), Error> {
+        let _ = (stream, change);
+        Err(Error::Unsupported(
+            "this backend keeps no stream lifecycle".into(),
+        ))
+    }
+
+    /// Deletes the stored data of every event `view` hides and reclaims its
+    /// space, without blocking appends; returns how many events it removed
+    /// and the store's bytes on disk before and after (measured with what
+    /// the backend buffers in memory written out first, so that they
+    /// compare). Work done is durable as it goes, so a compaction after a
+    /// crash finishes it.
+    async fn compact(&self, view: &View) -> Result<Compacted, Error> {
+        let _ = view;
+        Err(Error::Unsupported("this backend does not compact".into()))
+    }
 
     /// Stores a snapshot, overwriting one with the same key.
     async fn record_snapshot(&self, snapshot: Snapshot) -> Result<(), Error>;

@@ -13,18 +13,19 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use gater_core::memory::ByteBudget;
 use gater_core::{
-    Append, AppendOutcome, AppendResult, ConsumerId, Direction, Error, EventData, ExpectedVersion,
-    Gater, Limits, NackAction, Position, Query, RecordedEvent, Resource, Snapshot, SnapshotKey,
-    StoreConfig, StoreFault, StoreId, StoreInfo, StoreState, StoreStatus, StreamId, StreamPage,
-    SubscribeOptions, Subscription, SubscriptionEnd, SubscriptionInfo, SubscriptionKey,
-    SubscriptionSpec, VerifyReport, Version, WorkerHealth, WorkerInfo,
+    Append, AppendOutcome, AppendResult, Compaction, ConsumerId, Direction, Error, EventData,
+    ExpectedVersion, Gater, Limits, NackAction, Position, Query, RecordedEvent, Resource,
+    Retention, Snapshot, SnapshotKey, StoreConfig, StoreFault, StoreId, StoreInfo, StoreState,
+    StoreStatus, StreamId, StreamPage, StreamRetention, SubscribeOptions, Subscription,
+    SubscriptionEnd, SubscriptionInfo, SubscriptionKey, SubscriptionSpec, VerifyReport, Version,
+    WorkerHealth, WorkerInfo,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -33,6 +34,7 @@ use crate::backend::{Backend, BackendStore, PendingAppend, PendingPart};
 use crate::embedded::EmbeddedBackend;
 use crate::faults::{HealOptions, Health};
 use crate::lease::{Claim, Claimant, Fence};
+use crate::lifecycle::{Clock, LifecycleChange, Source, View};
 use crate::metrics::StoreMetrics;
 use crate::misses::Misses;
 use crate::subscription::{
@@ -63,6 +65,12 @@ pub struct StoreOptions {
     pub lease_period_ms: u64,
     /// How a store heals after a disk fault.
     pub heal: HealOptions,
+    /// The clock retention by age is measured with.
+    pub clock: Clock,
+    /// A store compacts by itself, in the background, once the events its
+    /// lifecycle changes hid since its last compaction reach this share of
+    /// its log, in percent; 0 never starts one.
+    pub compact_hidden_share_percent: u8,
     /// The server's memory budget: deliveries waiting in subscription
     /// consumers' buffers hold their bytes in it until taken (`None`: not counted).
     pub memory_budget: Option<Arc<dyn ByteBudget>>,
@@ -71,6 +79,8 @@ pub struct StoreOptions {
 impl StoreOptions {
     /// Default most appends per batch.
     pub const BATCH_APPENDS_MAX_DEFAULT: u32 = 1024;
+    /// Default share of hidden events, in percent, that starts a background compaction.
+    pub const COMPACT_HIDDEN_SHARE_PERCENT_DEFAULT: u8 = 25;
     /// Default events per batch before it stops taking appends.
     pub const BATCH_EVENTS_MAX_DEFAULT: u32 = 16_384;
 
@@ -85,6 +95,8 @@ impl StoreOptions {
             batch_events_max: Self::BATCH_EVENTS_MAX_DEFAULT,
             lease_period_ms: crate::lease::LEASE_PERIOD_MS_DEFAULT,
             heal: HealOptions::default(),
+            clock: Clock::default(),
+            compact_hidden_share_percent: Self::COMPACT_HIDDEN_SHARE_PERCENT_DEFAULT,
             memory_budget: None,
         }
     }
@@ -138,6 +150,11 @@ struct StoreHandle {
     health: Arc<Health>,
     /// Forced reopens, served by the writer.
     reopens: mpsc::Sender<ReopenRequest>,
+    /// Held while a compaction runs: one at a time per store.
+    compaction: Arc<tokio::sync::Mutex<()>>,
+    /// Events lifecycle changes hid since the last compaction (an estimate:
+    /// truncation and count retention, not age).
+    hidden_since_compaction: AtomicU64,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -175,6 +192,10 @@ struct LogView {
     backend: Arc<dyn BackendStore>,
     head: watch::Receiver<Option<Position>>,
     claimant: Claimant,
+    /// The store's default retention, for what subscriptions see.
+    retention: Retention,
+    /// The clock retention by age is measured with.
+    clock: Clock,
 }
 
 impl Store {
@@ -308,7 +329,93 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Applies a lifecycle change to `stream` of `store`.
+    async fn change_lifecycle(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        change: LifecycleChange,
+    ) -> Result<(), Error> {
+        validate::writable_stream(stream)?;
+        let handle = self.engine.serving(store).await?;
+        if let Some(refusal) = handle.health.refusal(&handle.id) {
+            return Err(refusal);
+        }
+        let before = self.engine.view(&handle).await?.lifecycle(stream.as_str());
+        handle.backend.change_lifecycle(stream, change).await?;
+        let after = self.engine.view(&handle).await?.lifecycle(stream.as_str());
+        if let Some(last) = handle.backend.version(stream).await? {
+            let default = handle.config.retention;
+            let first = |state: gater_core::StreamLifecycle| {
+                if state.tombstoned {
+                    last + 1
+                } else {
+                    state.first_shown(default, last).min(last + 1)
+                }
+            };
+            let hidden = first(after).saturating_sub(first(before));
+            self.engine.note_hidden(&handle, hidden);
+        }
+        Ok(())
+    }
+}
+
 impl Engine {
+    /// What readers of `handle`'s store see now.
+    async fn view(&self, handle: &StoreHandle) -> Result<View, Error> {
+        let lifecycles = handle.backend.lifecycles().await?;
+        Ok(View::new(
+            lifecycles,
+            handle.config.retention,
+            self.options.clock.now_us(),
+        ))
+    }
+
+    /// Counts `hidden` more events hidden in `handle`'s store, and starts a
+    /// compaction in the background when they reach the configured share.
+    fn note_hidden(&self, handle: &Arc<StoreHandle>, hidden: u64) {
+        let share = u64::from(self.options.compact_hidden_share_percent);
+        if share == 0 || hidden == 0 {
+            return;
+        }
+        let total = handle
+            .hidden_since_compaction
+            .fetch_add(hidden, Ordering::Relaxed)
+            + hidden;
+        let events = handle.backend.counters().event_count.max(1);
+        if total.saturating_mul(100) < share.saturating_mul(events) {
+            return;
+        }
+        // Taken before the change returns: a compaction asked for later
+        // waits for this one.
+        let Ok(running) = Arc::clone(&handle.compaction).try_lock_owned() else {
+            return; // one is running already
+        };
+        handle.hidden_since_compaction.store(0, Ordering::Relaxed);
+        let (handle, clock) = (Arc::clone(handle), self.options.clock.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            let lifecycles = match handle.backend.lifecycles().await {
+                Ok(lifecycles) => lifecycles,
+                Err(error) => {
+                    tracing::warn!(store = %handle.id, %error, "background compaction did not start");
+                    return;
+                }
+            };
+            let view = View::new(lifecycles, handle.config.retention, clock.now_us());
+            match handle.backend.compact(&view).await {
+                Ok(done) => {
+                    let removed = done.removed;
+                    tracing::info!(store = %handle.id, removed, "background compaction done")
+                }
+                Err(error) => {
+                    tracing::warn!(store = %handle.id, %error, "background compaction failed")
+                }
+            }
+        });
+    }
+
     fn new(options: StoreOptions, backend: Arc<dyn Backend>) -> Engine {
         let claimant = Claimant {
             // Unique per process: a restarted worker with the same id is a new holder.
@@ -529,6 +636,8 @@ impl Engine {
             backend: backend.clone(),
             head: head_rx.clone(),
             claimant: self.claimant.clone(),
+            retention: config.retention,
+            clock: self.options.clock.clone(),
         });
         let opened = Subscriptions::open_with_peers(
             id.clone(),
@@ -592,6 +701,8 @@ impl Engine {
             head: head_rx,
             health,
             reopens,
+            compaction: Arc::new(tokio::sync::Mutex::new(())),
+            hidden_since_compaction: AtomicU64::new(0),
         }))
     }
 
@@ -720,6 +831,28 @@ impl SubscriptionLog for LogView {
             return Ok(Vec::new());
         }
         self.backend.read_all(from, count, Direction::Forward).await
+    }
+
+    /// Reads past hidden events up to the published head.
+    async fn read_visible_forward(
+        &self,
+        from: Position,
+        count: u32,
+    ) -> Result<(Vec<RecordedEvent>, Position), Error> {
+        let lifecycles = self.backend.lifecycles().await?;
+        let view = View::new(lifecycles, self.retention, self.clock.now_us());
+        let mut from = from;
+        loop {
+            let raw = self.read_all_forward(from, count).await?;
+            let Some(last) = raw.last() else {
+                return Ok((Vec::new(), from));
+            };
+            from = last.position.next();
+            let shown = view.filter(&*self.backend, raw).await?;
+            if !shown.is_empty() {
+                return Ok((shown, from));
+            }
+        }
     }
 
     fn watch_head(&self) -> watch::Receiver<Option<Position>> {
@@ -851,14 +984,15 @@ impl Gater for Store {
         validate::read_count(&self.engine.options.limits, count)?;
         query.validate()?;
         let handle = self.engine.serving(store).await?;
-        let mut page = if query.items.is_empty() {
-            handle.backend.read_all(from, count, direction).await?
+        let source = if query.items.is_empty() {
+            Source::All
         } else {
-            handle
-                .backend
-                .read_query(query, from, count, direction)
-                .await?
+            Source::Query(query)
         };
+        let view = self.engine.view(&handle).await?;
+        let (mut page, _) = view
+            .read(&*handle.backend, source, from.0, count, direction)
+            .await?;
         gater_core::page::fit_in_frame(&mut page, self.engine.options.limits.frame_bytes_max);
         Ok(page)
     }
@@ -874,9 +1008,28 @@ impl Gater for Store {
         validate::read_count(&self.engine.options.limits, count)?;
         validate::writable_stream(stream)?;
         let handle = self.engine.serving(store).await?;
-        let mut page = handle
-            .backend
-            .read_stream(stream, start, count, direction)
+        let view = self.engine.view(&handle).await?;
+        view.check_not_tombstoned(stream)?;
+        let start = match direction {
+            Direction::Forward if !view.hides_nothing() => {
+                match handle.backend.version(stream).await? {
+                    Some(last) => start.max(
+                        view.lifecycle(stream.as_str())
+                            .first_shown(handle.config.retention, last),
+                    ),
+                    None => start,
+                }
+            }
+            _ => start,
+        };
+        let (mut page, _) = view
+            .read(
+                &*handle.backend,
+                Source::Stream(stream),
+                start,
+                count,
+                direction,
+            )
             .await?;
         gater_core::page::fit_in_frame(&mut page, self.engine.options.limits.frame_bytes_max);
         Ok(page)
@@ -891,7 +1044,10 @@ impl Gater for Store {
     ) -> Result<Vec<RecordedEvent>, Error> {
         validate::read_count(&self.engine.options.limits, count)?;
         let handle = self.engine.serving(store).await?;
-        let mut page = handle.backend.read_all(from, count, direction).await?;
+        let view = self.engine.view(&handle).await?;
+        let (mut page, _) = view
+            .read(&*handle.backend, Source::All, from.0, count, direction)
+            .await?;
         gater_core::page::fit_in_frame(&mut page, self.engine.options.limits.frame_bytes_max);
         Ok(page)
     }
@@ -904,7 +1060,32 @@ impl Gater for Store {
     ) -> Result<StreamPage, Error> {
         validate::page_limit(&self.engine.options.limits, limit)?;
         let handle = self.engine.serving(store).await?;
-        handle.backend.list_streams(after, limit).await
+        let view = self.engine.view(&handle).await?;
+        if view.hides_nothing() {
+            return handle.backend.list_streams(after, limit).await;
+        }
+        // Deleted streams are left out; pages are filled from further on.
+        let mut shown = Vec::with_capacity(limit as usize);
+        let mut after = after;
+        loop {
+            let page = handle.backend.list_streams(after, limit).await?;
+            for info in page.streams {
+                let visible = view
+                    .lifecycle(info.stream.as_str())
+                    .visible_version(Some(info.version));
+                if visible.is_none() {
+                    continue;
+                }
+                if shown.len() == limit as usize {
+                    return Ok(StreamPage::new(shown, true));
+                }
+                shown.push(info);
+            }
+            if page.next_after.is_none() {
+                return Ok(StreamPage::new(shown, false));
+            }
+            after = page.next_after;
+        }
     }
 
     async fn get_version(
@@ -914,7 +1095,86 @@ impl Gater for Store {
     ) -> Result<Option<Version>, Error> {
         validate::writable_stream(stream)?;
         let handle = self.engine.serving(store).await?;
-        handle.backend.version(stream).await
+        let view = self.engine.view(&handle).await?;
+        view.check_not_tombstoned(stream)?;
+        let stored = handle.backend.version(stream).await?;
+        Ok(view.lifecycle(stream.as_str()).visible_version(stored))
+    }
+
+    async fn delete_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), Error> {
+        self.change_lifecycle(store, stream, LifecycleChange::Delete(expected))
+            .await
+    }
+
+    async fn tombstone_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), Error> {
+        self.change_lifecycle(store, stream, LifecycleChange::Tombstone(expected))
+            .await
+    }
+
+    async fn truncate_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        before: Version,
+    ) -> Result<(), Error> {
+        self.change_lifecycle(store, stream, LifecycleChange::Truncate(before))
+            .await
+    }
+
+    async fn set_stream_retention(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        max_count: Option<u64>,
+        max_age_s: Option<u64>,
+    ) -> Result<(), Error> {
+        let retention = Retention {
+            max_count,
+            max_age_s,
+        };
+        self.change_lifecycle(store, stream, LifecycleChange::Retention(retention))
+            .await
+    }
+
+    async fn stream_retention(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+    ) -> Result<StreamRetention, Error> {
+        validate::writable_stream(stream)?;
+        let handle = self.engine.serving(store).await?;
+        let view = self.engine.view(&handle).await?;
+        view.check_not_tombstoned(stream)?;
+        let lifecycle = view.lifecycle(stream.as_str());
+        Ok(StreamRetention {
+            stream: stream.clone(),
+            max_count: lifecycle.retention.max_count,
+            max_age_s: lifecycle.retention.max_age_s,
+            truncate_before: lifecycle.truncate_before,
+        })
+    }
+
+    async fn compact_store(&self, store: &StoreId) -> Result<Compaction, Error> {
+        let handle = self.engine.serving(store).await?;
+        let _running = handle.compaction.lock().await;
+        let view = self.engine.view(&handle).await?;
+        let done = handle.backend.compact(&view).await?;
+        Ok(Compaction {
+            store: store.clone(),
+            bytes_before: done.bytes_before,
+            bytes_after: done.bytes_after,
+            events_removed: done.removed,
+        })
     }
 
     async fn save_subscription(
@@ -1264,6 +1524,7 @@ mod tests {
         let config = StoreConfig {
             fsync: false,
             group_commit: true,
+            retention: gater_core::Retention::NONE,
         };
         store.create_store(&id, config).await.unwrap();
         let handle = store.engine.handle(&id).unwrap();
@@ -1289,6 +1550,7 @@ mod tests {
         let config = StoreConfig {
             fsync: false,
             group_commit: true,
+            retention: gater_core::Retention::NONE,
         };
         store.create_store(&id, config).await.unwrap();
         let key = SubscriptionKey::stream(&StreamId::new("s").unwrap());
@@ -1314,6 +1576,7 @@ mod tests {
         let config = StoreConfig {
             fsync: false,
             group_commit: true,
+            retention: gater_core::Retention::NONE,
         };
         for id in ["a", "b"] {
             store
@@ -1344,6 +1607,8 @@ mod tests {
             backend: handle.backend.clone(),
             head: watch::channel(None).1,
             claimant: store.engine.claimant.clone(),
+            retention: Retention::NONE,
+            clock: Clock::default(),
         };
         let empty = log.read_all_forward(Position::START, 10).await.unwrap();
         assert!(empty.is_empty(), "nothing is read past an unpublished head");
@@ -1361,6 +1626,8 @@ mod tests {
             backend: handle.backend.clone(),
             head: watched.clone(),
             claimant: store.engine.claimant.clone(),
+            retention: Retention::NONE,
+            clock: Clock::default(),
         };
         let read = log.read_all_forward(Position(1), 10).await.unwrap();
         let positions: Vec<u64> = read.iter().map(|e| e.position.0).collect();

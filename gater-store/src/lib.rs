@@ -38,6 +38,7 @@ mod embedded;
 mod engine;
 mod faults;
 mod lease;
+mod lifecycle;
 mod metrics;
 mod misses;
 #[cfg(feature = "postgres")]
@@ -57,6 +58,7 @@ pub use faults::{
     HEAL_FREE_PERCENT_MIN_DEFAULT, HEAL_INTERVAL_MS_DEFAULT,
 };
 pub use lease::LEASE_PERIOD_MS_DEFAULT;
+pub use lifecycle::Clock;
 pub use metrics::{StoreMetrics, StoreMetricsSnapshot};
 #[cfg(feature = "postgres")]
 pub use postgres::{redact_url, PostgresOptions};

@@ -25,7 +25,8 @@
 use std::collections::HashMap;
 
 use gater_core::{
-    AppendCondition, AppendOutcome, Error, EventId, Position, Query, StreamVersion, Version,
+    AppendCondition, AppendOutcome, Error, EventId, Position, Query, StreamLifecycle,
+    StreamVersion, Version,
 };
 
 use crate::backend::{Counters, PendingAppend, PendingPart};
@@ -42,6 +43,13 @@ pub(crate) struct Location<'s> {
 pub(crate) trait Stored {
     /// The version of `stream`'s last event; `None` when it has none.
     fn version(&mut self, stream: &str) -> Result<Option<Version>, Error>;
+
+    /// The lifecycle state of `stream` (see `crate::lifecycle`); the
+    /// default for a backend that keeps none.
+    fn lifecycle(&mut self, stream: &str) -> Result<StreamLifecycle, Error> {
+        let _ = stream;
+        Ok(StreamLifecycle::default())
+    }
 
     /// Where the event `id` is stored; `None` when it is not.
     fn location(&mut self, id: &EventId) -> Result<Option<Location<'_>>, Error>;
@@ -138,21 +146,34 @@ impl<'a> Staged<'a> {
         if append.parts.is_empty() {
             return Err(Error::invalid("an append needs at least one part"));
         }
+        let mut lifecycles = Vec::with_capacity(append.parts.len());
+        for part in &append.parts {
+            let lifecycle = stored.lifecycle(part.stream.as_str())?;
+            if lifecycle.tombstoned {
+                return Err(Error::StreamDeleted {
+                    stream: part.stream.clone(),
+                });
+            }
+            lifecycles.push(lifecycle);
+        }
         if let Some(original) = self.earlier_outcome(stored, append)? {
             return Ok(original);
         }
         let mut currents = Vec::with_capacity(append.parts.len());
-        for part in &append.parts {
+        for (part, lifecycle) in append.parts.iter().zip(&lifecycles) {
             let stream = part.stream.as_str();
             let current = match self.heads.get(stream) {
                 Some(&version) => Some(version),
                 None => stored.version(stream)?,
             };
-            if !part.expected.is_satisfied_by(current) {
+            // Expectations see what readers see (a soft-deleted stream has
+            // no version); numbering goes on after the last stored version.
+            let visible = lifecycle.visible_version(current);
+            if !part.expected.is_satisfied_by(visible) {
                 return Err(Error::WrongExpectedVersion {
                     stream: part.stream.clone(),
                     expected: part.expected,
-                    current,
+                    current: visible,
                 });
             }
             currents.push(current);

@@ -61,6 +61,7 @@ fn event(tag: u8, n: u32, data: &[u8]) -> EventData {
 const DURABLE: StoreConfig = StoreConfig {
     fsync: true,
     group_commit: true,
+    retention: gater_core::Retention::NONE,
 };
 
 /// Polls the store's status until it is in `state` (bounded by a number of

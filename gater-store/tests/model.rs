@@ -1,7 +1,8 @@
 //! Property test: random sequences of appends (plain, multi-part and
-//! conditional), reads (by stream, of the log, by query) and snapshot
-//! operations give the same answers from the store as from a small
-//! in-memory model of the contract.
+//! conditional), reads (by stream, of the log, by query), snapshot
+//! operations and stream lifecycle operations (soft and hard delete,
+//! truncation, retention by count, compaction) give the same answers from
+//! the store as from a small in-memory model of the contract.
 
 use std::collections::BTreeMap;
 
@@ -77,6 +78,30 @@ enum Op {
         count: u32,
         forward: bool,
     },
+    Delete {
+        stream: usize,
+        expected: ExpectedVersion,
+        hard: bool,
+    },
+    Truncate {
+        stream: usize,
+        before: u64,
+    },
+    /// Retention by count; it only ever tightens, so what compaction
+    /// removed is never asked to show again.
+    Retain {
+        stream: usize,
+        max_count: u64,
+    },
+    Compact,
+}
+
+/// What the model keeps of a stream's lifecycle.
+#[derive(Clone, Copy, Debug, Default)]
+struct Life {
+    truncate_before: u64,
+    tombstoned: bool,
+    max_count: Option<u64>,
 }
 
 /// A query over [`TYPES`] and [`TAGS`]; every item names a type or a tag.
@@ -127,7 +152,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (source, stream.clone(), 0u64..3)
             .prop_map(|(source, stream, version)| Op::DeleteSnapshot { source, stream, version }),
         3 => (
-            proptest::collection::vec((stream, expected(), 1usize..3), 1..3),
+            proptest::collection::vec((stream.clone(), expected(), 1usize..3), 1..3),
             proptest::option::of((query(), proptest::option::of(0u64..20))),
         )
             .prop_map(|(mut parts, condition)| {
@@ -137,6 +162,11 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         2 => (query(), prop_oneof![0u64..20, Just(u64::MAX)], 1u32..6, any::<bool>())
             .prop_map(|(query, from, count, forward)| Op::ReadQuery { query, from, count, forward }),
+        1 => (stream.clone(), expected(), proptest::bool::weighted(0.2))
+            .prop_map(|(stream, expected, hard)| Op::Delete { stream, expected, hard }),
+        1 => (stream.clone(), 0u64..8).prop_map(|(stream, before)| Op::Truncate { stream, before }),
+        1 => (stream, 1u64..4).prop_map(|(stream, max_count)| Op::Retain { stream, max_count }),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -153,6 +183,7 @@ struct Model {
     kinds: Vec<(String, Vec<String>)>,
     snapshots: BTreeMap<SnapshotKey, Vec<u8>>,
     next_id: u64,
+    lives: BTreeMap<usize, Life>,
 }
 
 impl Model {
@@ -162,6 +193,9 @@ impl Model {
         expected: ExpectedVersion,
         events: &[EventData],
     ) -> Result<AppendResult, &'static str> {
+        if self.life(stream).tombstoned {
+            return Err("stream_deleted");
+        }
         let located: Vec<Option<(usize, u64, u64)>> =
             events.iter().map(|e| self.locate(e.id)).collect();
         if let Some(Some((s, v0, _))) = located.first() {
@@ -185,8 +219,7 @@ impl Model {
         if located.iter().any(Option::is_some) {
             return Err("duplicate_event_id");
         }
-        let current = self.streams.get(&stream).map(|v| v.len() as u64 - 1);
-        if !expected.is_satisfied_by(current) {
+        if !expected.is_satisfied_by(self.visible_version(stream)) {
             return Err("wrong_expected_version");
         }
         self.commit(stream, events);
@@ -214,9 +247,14 @@ impl Model {
         parts: &[(usize, ExpectedVersion, Vec<EventData>)],
         condition: Option<&(Query, Option<u64>)>,
     ) -> Result<AppendOutcome, String> {
+        if parts
+            .iter()
+            .any(|(stream, _, _)| self.life(*stream).tombstoned)
+        {
+            return Err("stream_deleted".into());
+        }
         for (stream, expected, _) in parts {
-            let current = self.streams.get(stream).map(|v| v.len() as u64 - 1);
-            if !expected.is_satisfied_by(current) {
+            if !expected.is_satisfied_by(self.visible_version(*stream)) {
                 return Err("wrong_expected_version".into());
             }
         }
@@ -253,6 +291,61 @@ impl Model {
             .collect()
     }
 
+    fn life(&self, stream: usize) -> Life {
+        self.lives.get(&stream).copied().unwrap_or_default()
+    }
+
+    fn last_version(&self, stream: usize) -> Option<u64> {
+        self.streams.get(&stream).map(|v| v.len() as u64 - 1)
+    }
+
+    /// The version readers see: none when tombstoned or soft-deleted.
+    fn visible_version(&self, stream: usize) -> Option<u64> {
+        let life = self.life(stream);
+        let last = self.last_version(stream)?;
+        (!life.tombstoned && last >= life.truncate_before).then_some(last)
+    }
+
+    fn shows(&self, stream: usize, version: u64) -> bool {
+        let life = self.life(stream);
+        let last = self.last_version(stream).unwrap_or(0);
+        !life.tombstoned
+            && version >= life.truncate_before
+            && life.max_count.is_none_or(|n| last - version < n)
+    }
+
+    fn shows_position(&self, position: u64) -> bool {
+        let stream = self.log[position as usize].0;
+        let version = self.streams[&stream]
+            .iter()
+            .position(|p| *p == position)
+            .unwrap_or_else(|| unreachable!()) as u64;
+        self.shows(stream, version)
+    }
+
+    /// A delete (soft or hard) as the contract describes it.
+    fn delete(
+        &mut self,
+        stream: usize,
+        expected: ExpectedVersion,
+        hard: bool,
+    ) -> Result<(), &'static str> {
+        if self.life(stream).tombstoned {
+            return Err("stream_deleted");
+        }
+        if !expected.is_satisfied_by(self.visible_version(stream)) {
+            return Err("wrong_expected_version");
+        }
+        let last = self.last_version(stream);
+        let life = self.lives.entry(stream).or_default();
+        if hard {
+            life.tombstoned = true;
+        } else if let Some(last) = last {
+            life.truncate_before = life.truncate_before.max(last + 1);
+        }
+        Ok(())
+    }
+
     fn locate(&self, id: EventId) -> Option<(usize, u64, u64)> {
         let position = self.log.iter().position(|(_, e)| *e == id)? as u64;
         let stream = self.log[position as usize].0;
@@ -286,11 +379,15 @@ impl Model {
     fn stream_read(&self, stream: usize, start: u64, count: u32, forward: bool) -> Vec<u64> {
         let versions = self.streams.get(&stream).cloned().unwrap_or_default();
         let take = count as usize;
+        let shown = |(v, _): &(usize, &u64)| self.shows(stream, *v as u64);
         if forward {
             versions
-                .into_iter()
+                .iter()
+                .enumerate()
                 .skip(usize::try_from(start).unwrap_or(usize::MAX))
+                .filter(shown)
                 .take(take)
+                .map(|(_, p)| *p)
                 .collect()
         } else {
             let end = versions.len().min(
@@ -298,18 +395,30 @@ impl Model {
                     .unwrap_or(usize::MAX)
                     .saturating_add(1),
             );
-            versions[..end].iter().rev().take(take).copied().collect()
+            versions[..end]
+                .iter()
+                .enumerate()
+                .rev()
+                .filter(shown)
+                .take(take)
+                .map(|(_, p)| *p)
+                .collect()
         }
     }
 
     fn log_read(&self, from: u64, count: u32, forward: bool) -> Vec<u64> {
         let len = self.log.len() as u64;
+        let shown = |p: &u64| self.shows_position(*p);
         if forward {
-            (from..len).take(count as usize).collect()
+            (from..len).filter(shown).take(count as usize).collect()
         } else if len == 0 {
             Vec::new()
         } else {
-            (0..=from.min(len - 1)).rev().take(count as usize).collect()
+            (0..=from.min(len - 1))
+                .rev()
+                .filter(shown)
+                .take(count as usize)
+                .collect()
         }
     }
 }
@@ -375,10 +484,16 @@ async fn check(store: &Store, id: &StoreId, model: &mut Model, op: Op) {
             } else {
                 Direction::Backward
             };
-            let got = store
-                .get_events(id, &sid(stream), start, count, direction)
-                .await
-                .unwrap();
+            let got = kind(
+                store
+                    .get_events(id, &sid(stream), start, count, direction)
+                    .await,
+            );
+            if model.life(stream).tombstoned {
+                assert_eq!(got.map(|_| ()), Err("stream_deleted".to_owned()));
+                return;
+            }
+            let got = got.unwrap();
             let positions: Vec<u64> = got.iter().map(|e| e.position.0).collect();
             assert_eq!(positions, model.stream_read(stream, start, count, forward));
             for e in &got {
@@ -410,8 +525,8 @@ async fn check(store: &Store, id: &StoreId, model: &mut Model, op: Op) {
             let page = store.get_streams(id, after.map(sid), limit).await.unwrap();
             let mut all: Vec<(&str, u64)> = model
                 .streams
-                .iter()
-                .map(|(s, v)| (STREAMS[*s], v.len() as u64 - 1))
+                .keys()
+                .filter_map(|s| Some((STREAMS[*s], model.visible_version(*s)?)))
                 .collect();
             all.sort();
             let want: Vec<_> = all
@@ -541,6 +656,55 @@ async fn check(store: &Store, id: &StoreId, model: &mut Model, op: Op) {
                 assert_eq!((e.stream.as_str(), e.data.id), (STREAMS[stream], event));
             }
         }
+        Op::Delete {
+            stream,
+            expected,
+            hard,
+        } => {
+            let want = model.delete(stream, expected, hard).map_err(str::to_owned);
+            let got = if hard {
+                store.tombstone_stream(id, &sid(stream), expected).await
+            } else {
+                store.delete_stream(id, &sid(stream), expected).await
+            };
+            if want.is_ok() && hard {
+                model.snapshots.retain(|k, _| k.stream != STREAMS[stream]);
+            }
+            assert_eq!(kind(got), want, "delete {stream} expecting {expected:?}");
+        }
+        Op::Truncate { stream, before } => {
+            let got = kind(store.truncate_stream(id, &sid(stream), before).await);
+            let want = if model.life(stream).tombstoned {
+                Err("stream_deleted".to_owned())
+            } else {
+                let end = model.last_version(stream).map_or(0, |l| l + 1);
+                let life = model.lives.entry(stream).or_default();
+                life.truncate_before = life.truncate_before.max(before.min(end));
+                Ok(())
+            };
+            assert_eq!(got, want, "truncate {stream} before {before}");
+        }
+        Op::Retain { stream, max_count } => {
+            let max_count = model
+                .life(stream)
+                .max_count
+                .map_or(max_count, |n| n.min(max_count));
+            let got = kind(
+                store
+                    .set_stream_retention(id, &sid(stream), Some(max_count), None)
+                    .await,
+            );
+            let want = if model.life(stream).tombstoned {
+                Err("stream_deleted".to_owned())
+            } else {
+                model.lives.entry(stream).or_default().max_count = Some(max_count);
+                Ok(())
+            };
+            assert_eq!(got, want, "retain {max_count} of {stream}");
+        }
+        Op::Compact => {
+            store.compact_store(id).await.unwrap();
+        }
     }
 }
 
@@ -554,7 +718,7 @@ proptest! {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(StoreOptions::new(dir.path())).await.unwrap();
             let id = StoreId::new("model").unwrap();
-            let config = StoreConfig { fsync: false, group_commit: true };
+            let config = StoreConfig { fsync: false, group_commit: true, retention: gater_core::Retention::NONE };
             store.create_store(&id, config).await.unwrap();
             let mut model = Model::default();
             for op in ops {

@@ -92,6 +92,7 @@ fn events(count: usize) -> Vec<EventData> {
 const CONFIG: StoreConfig = StoreConfig {
     fsync: true,
     group_commit: true,
+    retention: gater_core::Retention::NONE,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

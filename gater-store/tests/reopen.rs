@@ -31,6 +31,7 @@ async fn stores_and_events_survive_drop_and_reopen() {
     let fast = StoreConfig {
         fsync: false,
         group_commit: true,
+        retention: gater_core::Retention::NONE,
     };
     let snapshot = SnapshotKey {
         source: "agg".into(),

@@ -65,6 +65,7 @@ async fn start(certs_dir: &Path, memory_max_bytes: u64, connections_max: u32) ->
     let config = StoreConfig {
         fsync: false,
         group_commit: true,
+        retention: gater_core::Retention::NONE,
     };
     store.create_store(&flood(), config).await.unwrap();
     let mut server_config = ServerConfig::new(

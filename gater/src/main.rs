@@ -18,9 +18,13 @@ use clap::Parser;
 use gater_core::Error;
 use gater_transport_quic::ClientTls;
 
-use cli::args::{Cli, Command, Global};
+use cli::args::{Cli, Command, Global, StoreCommand};
+
 use cli::client::{execute, CommandError};
 use cli::output::{error_line, Output};
+
+/// Seconds `gater store compact` waits at least (more with a longer `--timeout`).
+const COMPACT_TIMEOUT_S: u64 = 3_600;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -67,7 +71,12 @@ async fn run(cli: Cli) -> ExitCode {
 
 async fn run_client(global: &Global, command: Command) -> ExitCode {
     let mut out = Output::new(io::stdout().lock(), global.json);
-    let result = match connect(global).await {
+    // A compaction answers once the space is reclaimed: minutes on large stores.
+    let timeout_s = match &command {
+        Command::Store(StoreCommand::Compact { .. }) => global.timeout.max(COMPACT_TIMEOUT_S),
+        _ => global.timeout,
+    };
+    let result = match connect(global, timeout_s).await {
         Ok(gater) => execute(gater.as_ref(), command, io::stdin().lock(), &mut out).await,
         Err(e) => Err(CommandError::Gater(e)),
     };
@@ -105,14 +114,14 @@ async fn run_client(global: &Global, command: Command) -> ExitCode {
 }
 
 /// A QUIC client for `--server` (several for failover) with the `--certs` identity.
-async fn connect(global: &Global) -> Result<gater_core::BoxGater, Error> {
+async fn connect(global: &Global, timeout_s: u64) -> Result<gater_core::BoxGater, Error> {
     let tls = ClientTls::from_dir(&global.certs).map_err(|e| {
         Error::invalid(format!(
             "cannot load client certificates from {}: {e} (start `gater dev` or pass --certs DIR)",
             global.certs.display()
         ))
     })?;
-    let deadline_ms = u32::try_from(global.timeout.saturating_mul(1000)).unwrap_or(u32::MAX);
+    let deadline_ms = u32::try_from(timeout_s.saturating_mul(1000)).unwrap_or(u32::MAX);
     server::quic_client(
         &global.servers,
         tls,

@@ -679,3 +679,74 @@ fn a_conditional_append_over_the_append_limit_is_refused_whole() {
     let status = s.ok(&["store", "status", "big"], "");
     assert_eq!(status[0]["events"], 0, "nothing appended");
 }
+
+#[test]
+fn stream_delete_truncate_retention_and_store_compact_follow_the_documented_shapes() {
+    let s = DevServer::start();
+    s.ok(&["store", "create", "life"], "");
+    let three =
+        "{\"type\":\"T\",\"data\":1}\n{\"type\":\"T\",\"data\":2}\n{\"type\":\"T\",\"data\":3}\n";
+    s.ok(&["append", "life", "a"], three);
+    s.ok(&["append", "life", "b"], three);
+    let e = s.fails(&["stream", "delete", "life", "a", "--expected", "7"], "");
+    assert_eq!(e["error"], "wrong_expected_version");
+    s.ok(&["stream", "delete", "life", "a", "--expected", "2"], "");
+    let v = s.ok(&["version", "life", "a"], "");
+    assert_eq!(v[0]["version"], -1, "a soft-deleted stream has no version");
+    let again = s.ok(
+        &["append", "life", "a", "--expected", "no-stream"],
+        "{\"type\":\"T\",\"data\":4}\n",
+    );
+    assert_eq!(
+        again[0]["version"], 3,
+        "numbering goes on after a soft delete"
+    );
+    s.ok(&["stream", "delete", "life", "a", "--hard"], "");
+    let e = s.fails(&["read", "life", "a"], "");
+    assert_eq!(e["error"], "stream_deleted");
+    let e = s.fails(&["append", "life", "a"], "{\"type\":\"T\",\"data\":5}\n");
+    assert_eq!(e["error"], "stream_deleted");
+    let out = s.run(
+        &["stream", "retention", "life", "b", "--max-count", "2"],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"stream":"b","max_count":2,"max_age":null,"truncate_before":null}"#
+    );
+    let read = s.ok(&["read", "life", "b"], "");
+    assert_eq!(read.len(), 2, "retention keeps the newest two");
+    s.ok(&["stream", "truncate", "life", "b", "--before", "2"], "");
+    let printed = s.ok(&["stream", "retention", "life", "b"], "");
+    assert_eq!(printed[0]["truncate_before"], 2);
+    assert_eq!(printed[0]["max_count"], 2);
+    let out = s.run(&["store", "compact", "life"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(r#"{"store":"life","bytes_before":"#),
+        "{text}"
+    );
+    let compacted = json_lines(&out.stdout);
+    assert!(compacted[0]["bytes_after"].as_u64().is_some(), "{text}");
+    let all = s.ok(&["read-all", "life"], "");
+    let versions: Vec<(String, u64)> = all
+        .iter()
+        .map(|e| {
+            (
+                e["stream"].as_str().unwrap().to_owned(),
+                e["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(versions, vec![("b".to_owned(), 2)]);
+}

@@ -166,7 +166,8 @@ pub fn need_of(kind: RequestKind, store: Option<&StoreId>) -> Need<'_> {
         | K::ListSnapshots
         | K::GetStoreStatus
         | K::GetStoreConfig
-        | K::ReadQuery => Role::Reader,
+        | K::ReadQuery
+        | K::StreamRetention => Role::Reader,
         K::AppendEvents
         | K::Append
         | K::SaveSubscription
@@ -176,8 +177,14 @@ pub fn need_of(kind: RequestKind, store: Option<&StoreId>) -> Need<'_> {
         | K::NackEvent
         | K::ReplayParked
         | K::RecordSnapshot
-        | K::DeleteSnapshot => Role::Writer,
-        K::CreateStore | K::RemoveStore | K::ReopenStore | K::VerifyStore => Role::Admin,
+        | K::DeleteSnapshot
+        | K::DeleteStream
+        | K::TombstoneStream
+        | K::TruncateStream
+        | K::SetStreamRetention => Role::Writer,
+        K::CreateStore | K::RemoveStore | K::ReopenStore | K::VerifyStore | K::CompactStore => {
+            Role::Admin
+        }
         K::Workers => return Need::Cluster,
         K::Heartbeat => return Need::Worker,
         K::ListStores => return Need::Listing,

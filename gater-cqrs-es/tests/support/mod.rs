@@ -26,6 +26,7 @@ use tempfile::TempDir;
 pub const FAST: StoreConfig = StoreConfig {
     fsync: false,
     group_commit: true,
+    retention: gater_core::Retention::NONE,
 };
 
 /// Where a test's `Gater` comes from.

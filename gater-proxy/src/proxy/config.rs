@@ -24,6 +24,9 @@ pub const HEARTBEAT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
 pub const REMOVAL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Default time one request may take through the proxy, retries included.
 pub const REQUEST_DEADLINE_DEFAULT: Duration = Duration::from_secs(10);
+/// Default time a `compact_store` may take through the proxy: it returns
+/// only once the space is reclaimed, which takes minutes on large stores.
+pub const COMPACTION_DEADLINE_DEFAULT: Duration = Duration::from_secs(3_600);
 /// Default time an active probe may take before it counts as a failure.
 pub const PROBE_TIMEOUT_DEFAULT: Duration = Duration::from_millis(500);
 /// Default most requests in flight to one worker at once.
@@ -65,6 +68,9 @@ pub struct ProxyConfig {
     pub removal_timeout: Duration,
     /// Time one request may take through the proxy, retries included.
     pub request_deadline: Duration,
+    /// Time a `compact_store` may take through the proxy (instead of
+    /// `request_deadline`).
+    pub compaction_deadline: Duration,
     /// Most requests in flight to one worker; past it the worker is skipped,
     /// and when every eligible worker is full the caller gets `Overloaded`.
     pub worker_in_flight_max: u32,
@@ -98,6 +104,7 @@ impl Default for ProxyConfig {
             heartbeat_timeout: HEARTBEAT_TIMEOUT_DEFAULT,
             removal_timeout: REMOVAL_TIMEOUT_DEFAULT,
             request_deadline: REQUEST_DEADLINE_DEFAULT,
+            compaction_deadline: COMPACTION_DEADLINE_DEFAULT,
             worker_in_flight_max: WORKER_IN_FLIGHT_MAX_DEFAULT,
             workers_max: WORKERS_MAX_DEFAULT,
             joins_max: super::joins::JOINS_MAX_DEFAULT,

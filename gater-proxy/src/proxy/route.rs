@@ -2,7 +2,7 @@
 //! feed the outcome back, and retry only when the policy allows it.
 
 use gater_core::routing::{NoWorker, Pick, RequestClass, RouteRequest};
-use gater_core::wire::{EncodedRequest, Response};
+use gater_core::wire::{EncodedRequest, RequestKind, Response};
 use gater_core::{Error, Resource, Side, StoreId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,11 @@ impl Inner {
         if within == Some(Duration::ZERO) {
             return Err(Error::DeadlineExceeded { side: Side::Proxy });
         }
-        let deadline = self.deadline(within);
+        let deadline = if request.head().kind == RequestKind::CompactStore {
+            self.deadline_within(within, self.config.compaction_deadline)
+        } else {
+            self.deadline(within)
+        };
         let class = request.class();
         let store = request.store().cloned();
         lock(&self.retry).handle_request(self.now());
@@ -183,10 +187,12 @@ impl Inner {
     /// When a request must be answered: the proxy's deadline, or what remains
     /// of the caller's when that is sooner.
     pub(crate) fn deadline(&self, within: Option<Duration>) -> Instant {
-        let limit = within.map_or(self.config.request_deadline, |w| {
-            w.min(self.config.request_deadline)
-        });
-        Instant::now() + limit
+        self.deadline_within(within, self.config.request_deadline)
+    }
+
+    /// The deadline `limit` from now, or what remains of the caller's when that is sooner.
+    fn deadline_within(&self, within: Option<Duration>, limit: Duration) -> Instant {
+        Instant::now() + within.map_or(limit, |w| w.min(limit))
     }
 
     /// Whether a worker the request has not tried could take it: without

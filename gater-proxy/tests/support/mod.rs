@@ -25,6 +25,7 @@ use tempfile::TempDir;
 pub const FAST: StoreConfig = StoreConfig {
     fsync: false,
     group_commit: true,
+    retention: gater_core::Retention::NONE,
 };
 
 /// The seed of a simulation: `GATER_SEED` when set, else `default`; printed
@@ -339,6 +340,57 @@ impl Gater for Counting {
     async fn verify_store(&self, store: &StoreId) -> Result<gater_core::VerifyReport, Error> {
         self.note(store);
         self.inner.verify_store(store).await
+    }
+    async fn delete_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), Error> {
+        self.note(store);
+        self.inner.delete_stream(store, stream, expected).await
+    }
+    async fn tombstone_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+    ) -> Result<(), Error> {
+        self.note(store);
+        self.inner.tombstone_stream(store, stream, expected).await
+    }
+    async fn truncate_stream(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        before: Version,
+    ) -> Result<(), Error> {
+        self.note(store);
+        self.inner.truncate_stream(store, stream, before).await
+    }
+    async fn set_stream_retention(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+        max_count: Option<u64>,
+        max_age_s: Option<u64>,
+    ) -> Result<(), Error> {
+        self.note(store);
+        self.inner
+            .set_stream_retention(store, stream, max_count, max_age_s)
+            .await
+    }
+    async fn stream_retention(
+        &self,
+        store: &StoreId,
+        stream: &StreamId,
+    ) -> Result<gater_core::StreamRetention, Error> {
+        self.note(store);
+        self.inner.stream_retention(store, stream).await
+    }
+    async fn compact_store(&self, store: &StoreId) -> Result<gater_core::Compaction, Error> {
+        self.note(store);
+        self.inner.compact_store(store).await
     }
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
         self.counts.record(None, false);

@@ -82,7 +82,8 @@ fn expected(request: &Request) -> Expect {
         | Q::ListSnapshots { .. }
         | Q::GetStoreStatus { .. }
         | Q::GetStoreConfig { .. }
-        | Q::ReadQuery { .. } => R(Role::Reader),
+        | Q::ReadQuery { .. }
+        | Q::StreamRetention { .. } => R(Role::Reader),
         Q::Subscribe { key, .. } if key.is_transient() => R(Role::Reader),
         Q::Subscribe { .. }
         | Q::AppendEvents { .. }
@@ -93,11 +94,16 @@ fn expected(request: &Request) -> Expect {
         | Q::NackEvent { .. }
         | Q::ReplayParked { .. }
         | Q::RecordSnapshot { .. }
-        | Q::DeleteSnapshot { .. } => R(Role::Writer),
+        | Q::DeleteSnapshot { .. }
+        | Q::DeleteStream { .. }
+        | Q::TombstoneStream { .. }
+        | Q::TruncateStream { .. }
+        | Q::SetStreamRetention { .. } => R(Role::Writer),
         Q::CreateStore { .. }
         | Q::RemoveStore { .. }
         | Q::ReopenStore { .. }
         | Q::VerifyStore { .. }
+        | Q::CompactStore { .. }
         | Q::Workers => R(Role::Admin),
         Q::Heartbeat { .. } => R(Role::Worker),
         Q::ListStores | Q::Whoami => Anyone,
@@ -239,6 +245,36 @@ fn samples() -> Vec<Request> {
         Request::RemoveSubscription {
             store: store.clone(),
             key: persistent(),
+        },
+        Request::StreamRetention {
+            store: store.clone(),
+            stream: stream("matrix-kept"),
+        },
+        Request::SetStreamRetention {
+            store: store.clone(),
+            stream: stream("matrix-kept"),
+            retention: gater_core::Retention {
+                max_count: Some(5),
+                max_age_s: None,
+            },
+        },
+        Request::TruncateStream {
+            store: store.clone(),
+            stream: stream("matrix-kept"),
+            before: 1,
+        },
+        Request::DeleteStream {
+            store: store.clone(),
+            stream: stream("matrix-deleted"),
+            expected: ExpectedVersion::Any,
+        },
+        Request::TombstoneStream {
+            store: store.clone(),
+            stream: stream("matrix-tombstoned"),
+            expected: ExpectedVersion::Any,
+        },
+        Request::CompactStore {
+            store: store.clone(),
         },
         Request::VerifyStore {
             store: store.clone(),

@@ -10,6 +10,7 @@ use gater_core::Gater;
 
 pub mod access;
 pub mod dcb;
+pub mod lifecycle;
 pub mod snapshots;
 pub mod stores;
 pub mod streams;
@@ -23,4 +24,5 @@ pub async fn run_all(gater: &dyn Gater) {
     stores::run(gater).await;
     subscriptions::run(gater).await;
     dcb::run(gater).await;
+    lifecycle::run(gater).await;
 }

@@ -477,6 +477,7 @@ async fn new_store(gater: &dyn Gater, case: &str) -> StoreId {
     let config = StoreConfig {
         fsync: false,
         group_commit: true,
+        retention: gater_core::Retention::NONE,
     };
     gater
         .create_store(&store, config)

@@ -29,6 +29,7 @@ pub fn random_event_id() -> EventId {
 pub const CONFIG: StoreConfig = StoreConfig {
     fsync: false,
     group_commit: true,
+    retention: gater_core::Retention::NONE,
 };
 
 /// Creates a store with a name no other case uses (a counter plus a random suffix).

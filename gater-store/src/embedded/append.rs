@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use fjall::{OwnedWriteBatch, Slice};
-use gater_core::{Error, EventId, Position, Query, Version};
+use gater_core::{Error, EventId, Position, Query, StreamLifecycle, Version};
 
 use super::checksum;
 use super::keys;
+use super::lifecycle::last_version;
 use super::{encode_error, StoreInner, Tables};
 use crate::backend::{BatchOutcome, PendingAppend};
 use crate::faults::fjall_error;
+use crate::lifecycle::View;
 use crate::stage::{stage_batch, Location, Stored, Writes};
 
 /// Streams whose version the writer keeps in memory; the cache starts over when full.
@@ -27,7 +29,7 @@ pub(super) struct HeadCache {
 }
 
 impl HeadCache {
-    fn get(&self, stream: &str) -> Option<&Version> {
+    pub(super) fn get(&self, stream: &str) -> Option<&Version> {
         self.heads.get(stream)
     }
 
@@ -53,16 +55,26 @@ impl HeadCache {
 struct Reader<'t> {
     tables: &'t Tables,
     cache: &'t HeadCache,
+    /// What readers see: stream lifecycles (hidden events match no condition).
+    view: &'t View,
     /// The event-id index value read last; locations borrow from it.
     id_value: Option<Slice>,
 }
 
 impl Stored for Reader<'_> {
     fn version(&mut self, stream: &str) -> Result<Option<Version>, Error> {
-        if let Some(&version) = self.cache.get(stream) {
-            return Ok(Some(version));
+        let stored = match self.cache.get(stream) {
+            Some(&version) => Some(version),
+            None => self.tables.stream_version(stream)?,
+        };
+        if self.view.hides_nothing() {
+            return Ok(stored);
         }
-        self.tables.stream_version(stream)
+        Ok(last_version(stored, &self.view.lifecycle(stream)))
+    }
+
+    fn lifecycle(&mut self, stream: &str) -> Result<StreamLifecycle, Error> {
+        Ok(self.view.lifecycle(stream))
     }
 
     fn location(&mut self, id: &EventId) -> Result<Option<Location<'_>>, Error> {
@@ -82,7 +94,33 @@ impl Stored for Reader<'_> {
         query: &Query,
         after: Option<Position>,
     ) -> Result<Option<Position>, Error> {
-        super::query::first_match(self.tables, query, after)
+        let mut after = after;
+        loop {
+            let found = super::query::first_match(self.tables, query, after)?;
+            let Some(position) = found.filter(|_| !self.view.hides_nothing()) else {
+                return Ok(found);
+            };
+            let Some(guard) = self
+                .tables
+                .log
+                .get(keys::position_key(position.0))
+                .map_err(fjall_error)?
+            else {
+                return Ok(Some(position));
+            };
+            let event = super::decode_record(&keys::position_key(position.0), &guard)?;
+            let last = self
+                .version(event.stream.as_str())?
+                .unwrap_or(event.version);
+            let stream = event.stream.as_str();
+            if self
+                .view
+                .shows_stored(stream, last, event.version, event.created_us)
+            {
+                return Ok(Some(position));
+            }
+            after = Some(position);
+        }
     }
 }
 
@@ -170,9 +208,11 @@ impl StoreInner {
                     .durability(Some(self.persist_mode)),
                 created_us,
             };
+            let view = View::new(self.lifecycles(), self.config.retention, created_us);
             let mut reader = Reader {
                 tables: t,
                 cache: &cache,
+                view: &view,
                 id_value: None,
             };
             let staged = stage_batch(&appends, self.counters(), &mut reader, &mut writes);

@@ -30,6 +30,8 @@ const SNAPSHOTS: u8 = b'p';
 const TAGS: u8 = b't';
 /// Table prefix of the event-type index: (event type, position) → nothing.
 const TYPES: u8 = b'y';
+/// Table prefix of stream lifecycle states: stream → postcard `StreamLifecycle`.
+pub(super) const LIFECYCLES: [u8; 1] = [b'l'];
 /// Table prefix of subscription records.
 pub(super) const SUBSCRIPTIONS: [u8; 1] = [b'u'];
 /// The meta row holding the counters.
@@ -67,6 +69,22 @@ pub(super) fn stream_key(stream: &str, version: Version) -> Vec<u8> {
     key.push(STREAM_END);
     key.extend_from_slice(&version.to_be_bytes());
     key
+}
+
+/// The lifecycle key of `stream`.
+pub(super) fn lifecycle_key(stream: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 1);
+    key.extend_from_slice(&LIFECYCLES);
+    key.extend_from_slice(stream.as_bytes());
+    key
+}
+
+/// Decodes a lifecycle key into its stream id.
+pub(super) fn decode_lifecycle_key(bytes: &[u8]) -> Result<String, Error> {
+    let stream = strip(bytes, LIFECYCLES[0])?;
+    std::str::from_utf8(stream)
+        .map(str::to_owned)
+        .map_err(|_| corrupt("lifecycle key is not UTF-8"))
 }
 
 /// The event-id index key of `id`.

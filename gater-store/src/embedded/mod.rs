@@ -35,6 +35,7 @@ mod checksum;
 #[cfg(debug_assertions)]
 mod inject;
 mod keys;
+mod lifecycle;
 mod query;
 
 #[cfg(debug_assertions)]
@@ -54,6 +55,7 @@ use gater_core::{
 
 use crate::backend::{Backend, BackendStore, BatchOutcome, Counters, PendingAppend};
 use crate::faults::{self, fjall_error, io_error};
+use crate::lifecycle::{LifecycleChange, Lifecycles, View};
 use crate::subscription::SubscriptionRecord;
 use keys::{corrupt, CONFIG_KEY, COUNTERS_KEY};
 
@@ -121,7 +123,14 @@ impl Backend for EmbeddedBackend {
             );
             batch.commit().map_err(fjall_error)?;
             write_atomically(&dir, CONFIG_FILE, &config_bytes)?;
-            let inner = StoreInner::new(store, dir, config, Counters::default(), tables);
+            let inner = StoreInner::new(
+                store,
+                dir,
+                config,
+                Counters::default(),
+                Lifecycles::new(),
+                tables,
+            );
             Ok(Arc::new(EmbeddedStore {
                 inner: Arc::new(inner),
             }) as Arc<dyn BackendStore>)
@@ -139,7 +148,8 @@ impl Backend for EmbeddedBackend {
             let config: StoreConfig = postcard::from_bytes(&config_bytes).map_err(corrupt)?;
             let tables = Tables::open(&dir)?;
             let counters = tables.recover_counters()?;
-            let inner = StoreInner::new(store, dir, config, counters, tables);
+            let lifecycles = tables.load_lifecycles()?;
+            let inner = StoreInner::new(store, dir, config, counters, lifecycles, tables);
             Ok(Arc::new(EmbeddedStore {
                 inner: Arc::new(inner),
             }) as Arc<dyn BackendStore>)
@@ -264,8 +274,11 @@ struct StoreInner {
     persist_mode: PersistMode,
     /// The counters as of the last commit; only the writer changes them.
     counters: Mutex<Counters>,
-    /// Stream versions the writer remembers between batches.
+    /// Stream versions the writer remembers between batches; stream
+    /// lifecycle changes hold it too, to stay in step with the writer.
     head_cache: Mutex<append::HeadCache>,
+    /// Every stream's lifecycle state, as stored; replaced whole on change.
+    lifecycles: RwLock<Arc<Lifecycles>>,
     /// The open database; taking it out under the write lock waits for
     /// every call in progress and then drops the database.
     tables: RwLock<Slot>,
@@ -300,9 +313,11 @@ impl StoreInner {
         dir: PathBuf,
         config: StoreConfig,
         counters: Counters,
+        lifecycles: Lifecycles,
         tables: Tables,
     ) -> Self {
         StoreInner {
+            lifecycles: RwLock::new(Arc::new(lifecycles)),
             store,
             dir,
             config,
@@ -346,11 +361,13 @@ impl StoreInner {
         *slot = Slot::Broken(faults::failed("the store is being reopened"));
         let opened = Tables::open(&self.dir).and_then(|tables| {
             let counters = tables.recover_counters()?;
-            Ok((tables, counters))
+            let lifecycles = tables.load_lifecycles()?;
+            Ok((tables, counters, lifecycles))
         });
         match opened {
-            Ok((tables, counters)) => {
+            Ok((tables, counters, lifecycles)) => {
                 *slot = Slot::Open(tables);
+                *self.lifecycles.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(lifecycles);
                 match self.counters.lock() {
                     Ok(mut c) => *c = counters,
                     Err(poisoned) => *poisoned.into_inner() = counters,
@@ -715,6 +732,24 @@ impl BackendStore for EmbeddedStore {
     async fn disk_bytes(&self) -> Result<u64, Error> {
         let inner = self.inner.clone();
         blocking(move || inner.with_tables(|t| t.db.disk_space().map_err(fjall_error))).await
+    }
+
+    async fn lifecycles(&self) -> Result<Arc<Lifecycles>, Error> {
+        Ok(self.inner.lifecycles())
+    }
+
+    async fn change_lifecycle(
+        &self,
+        stream: &StreamId,
+        change: LifecycleChange,
+    ) -> Result<(), Error> {
+        let (inner, stream) = (self.inner.clone(), stream.clone());
+        blocking(move || inner.change_lifecycle(&stream, change)).await
+    }
+
+    async fn compact(&self, view: &View) -> Result<crate::backend::Compacted, Error> {
+        let (inner, view) = (self.inner.clone(), view.clone());
+        blocking(move || inner.compact(&view)).await
     }
 
     async fn record_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {

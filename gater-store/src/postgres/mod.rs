@@ -359,6 +359,7 @@ async fn catalog_row(
         let config = StoreConfig {
             fsync: column(&row, 1)?,
             group_commit: column(&row, 2)?,
+            retention: gater_core::Retention::NONE,
         };
         Ok((column(&row, 0)?, config, store::to_u64(column(&row, 3)?)?))
     })
@@ -390,6 +391,7 @@ async fn create_schema(
         let stored = StoreConfig {
             fsync: column(&row, 1)?,
             group_commit: column(&row, 2)?,
+            retention: gater_core::Retention::NONE,
         };
         if stored != config {
             return Err(Error::StoreConfigConflict {

@@ -926,6 +926,7 @@ mod tests {
         let config = StoreConfig {
             fsync: false,
             group_commit: true,
+            retention: gater_core::Retention::NONE,
         };
         let store = backend
             .create_store(&StoreId::new("fenced").unwrap(), config)

@@ -992,12 +992,12 @@ impl Group {
     }
 
     async fn read_batch(&mut self) {
-        let events = match self
+        let (events, next) = match self
             .log
-            .read_all_forward(self.next_read, READ_BATCH_MAX)
+            .read_visible_forward(self.next_read, READ_BATCH_MAX)
             .await
         {
-            Ok(events) => events,
+            Ok(read) => read,
             Err(e) => {
                 tracing::warn!(
                     subscription = %self.spec.key,
@@ -1009,6 +1009,11 @@ impl Group {
             }
         };
         if events.is_empty() {
+            if next > self.next_read {
+                // Every event read is hidden (deleted, truncated, past retention).
+                self.next_read = next;
+                return;
+            }
             // The head said there was more; give the store a moment to make it readable.
             self.read_retry_at = Some(Instant::now() + READ_RETRY_DELAY);
             return;
@@ -1031,6 +1036,8 @@ impl Group {
                 self.ready.push_back(event);
             }
         }
+        // Hidden events after the last one shown were read too.
+        self.next_read = self.next_read.max(next);
     }
 }
 

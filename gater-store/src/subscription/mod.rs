@@ -64,6 +64,19 @@ pub(crate) trait SubscriptionLog: Send + Sync + 'static {
         from: Position,
         count: u32,
     ) -> Result<Vec<RecordedEvent>, Error>;
+    /// Up to `count` events from `from` that readers still see (see
+    /// `crate::lifecycle`), reading past hidden ones, and the position
+    /// after the last event read, shown or not: catch-up goes on from there.
+    /// The default hides nothing.
+    async fn read_visible_forward(
+        &self,
+        from: Position,
+        count: u32,
+    ) -> Result<(Vec<RecordedEvent>, Position), Error> {
+        let events = self.read_all_forward(from, count).await?;
+        let next = events.last().map_or(from, |e| e.position.next());
+        Ok((events, next))
+    }
     /// The position of the last committed event (`None`: empty log); changes after every commit.
     fn watch_head(&self) -> watch::Receiver<Option<Position>>;
     /// Every stored persistent subscription record.

@@ -162,6 +162,7 @@ impl BenchArgs {
             store_config: StoreConfig {
                 fsync: !self.no_fsync,
                 group_commit: !self.no_group_commit,
+                retention: gater_core::Retention::NONE,
             },
             read_streams: self.read_streams.max(1),
             read_stream_len: self.read_stream_len.max(1),

@@ -191,6 +191,7 @@ mod tests {
             store_config: StoreConfig {
                 fsync: false,
                 group_commit: true,
+                retention: gater_core::Retention::NONE,
             },
             read_streams: 1,
             read_stream_len: 1,

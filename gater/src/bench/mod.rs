@@ -62,7 +62,7 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> Result<()> {
             )
         }
         None => {
-            let gater = crate::connect(global).await?;
+            let gater = crate::connect(global, global.timeout).await?;
             let names = workload::StoreNames::new(format!("bench-{started_unix_s:x}"));
             let mut recorder = Recorder::new(global.json, suite::server_case_count(&args));
             suite::server(&gater, &args, &names, &mut recorder).await?;

@@ -198,6 +198,7 @@ pub(crate) async fn compare(
     let off = Params {
         store_config: StoreConfig {
             group_commit: false,
+            retention: gater_core::Retention::NONE,
             ..params.store_config
         },
         ..params.clone()

@@ -52,6 +52,9 @@ pub(crate) enum Command {
     /// Manage stores.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Delete, truncate a stream or set its retention.
+    #[command(subcommand)]
+    Stream(StreamCommand),
     /// Append events (JSON lines on stdin) to a stream.
     Append(AppendArgs),
     /// Append events (JSON lines on stdin, each naming its "stream") to
@@ -335,6 +338,57 @@ pub(crate) enum StoreCommand {
     Verify {
         /// Store id.
         id: String,
+    },
+    /// Reclaim the space of deleted, truncated and expired events; waits
+    /// until it is reclaimed and prints {"store":..,"bytes_before":B,"bytes_after":A}.
+    Compact {
+        /// Store id.
+        id: String,
+    },
+}
+
+/// `gater stream ...`: a stream's lifecycle.
+#[derive(Subcommand, Debug)]
+pub(crate) enum StreamCommand {
+    /// Delete a stream. Soft by default: reads show nothing, and an append
+    /// recreates it with versions going on after the last; `--hard`
+    /// tombstones it for good (every later use fails with stream_deleted).
+    Delete {
+        /// Store id.
+        store: String,
+        /// Stream id.
+        stream: String,
+        /// Expected version: any, no-stream, exists or a number.
+        #[arg(long, default_value = "any")]
+        expected: String,
+        /// Tombstone the stream: permanent.
+        #[arg(long)]
+        hard: bool,
+    },
+    /// Hide the events of a stream with a version lower than `--before`.
+    Truncate {
+        /// Store id.
+        store: String,
+        /// Stream id.
+        stream: String,
+        /// The first version still read.
+        #[arg(long)]
+        before: u64,
+    },
+    /// Set a stream's retention (with `--max-count` or `--max-age`; a flag
+    /// left out keeps its value), then print it: {"stream":..,
+    /// "max_count":N|null, "max_age":S|null, "truncate_before":V|null}.
+    Retention {
+        /// Store id.
+        store: String,
+        /// Stream id.
+        stream: String,
+        /// Read only the newest N events.
+        #[arg(long)]
+        max_count: Option<u64>,
+        /// Read no event older than this many seconds.
+        #[arg(long)]
+        max_age: Option<u64>,
     },
 }
 

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::args::{
     AppendArgs, Command, OptionalSelectorArgs, ParkedArgs, ReadAllArgs, ReadArgs, SelectorArgs,
-    SnapshotCommand, StoreCommand, StreamsArgs, SubscribeArgs,
+    SnapshotCommand, StoreCommand, StreamCommand, StreamsArgs, SubscribeArgs,
 };
 use super::dcb;
 use super::input::parse_events;
@@ -59,6 +59,7 @@ pub(crate) async fn execute<W: Write>(
 ) -> Result<(), CommandError> {
     match command {
         Command::Store(cmd) => store(gater, cmd, out).await,
+        Command::Stream(cmd) => stream(gater, cmd, out).await,
         Command::Append(args) => append(gater, args, input, out).await,
         Command::AppendMulti(args) => dcb::append_multi(gater, args, input, out).await,
         Command::Query(args) => dcb::query(gater, args, out).await,
@@ -229,6 +230,15 @@ async fn store<W: Write>(
                 });
             }
         }
+        StoreCommand::Compact { id } => {
+            let store = StoreId::new(id).map_err(Error::from)?;
+            let c = gater.compact_store(&store).await?;
+            out.ordered(&[
+                ("store", json!(c.store.as_str())),
+                ("bytes_before", json!(c.bytes_before)),
+                ("bytes_after", json!(c.bytes_after)),
+            ])?;
+        }
         StoreCommand::Config { id } => {
             let store = StoreId::new(id).map_err(Error::from)?;
             let c = gater.get_store_config(&store).await?;
@@ -237,6 +247,81 @@ async fn store<W: Write>(
             }))?;
         }
     }
+    Ok(())
+}
+
+async fn stream<W: Write>(
+    gater: &dyn Gater,
+    cmd: StreamCommand,
+    out: &mut Output<W>,
+) -> Result<(), CommandError> {
+    match cmd {
+        StreamCommand::Delete {
+            store,
+            stream,
+            expected,
+            hard,
+        } => {
+            let store = StoreId::new(store).map_err(Error::from)?;
+            let stream = StreamId::new(stream).map_err(Error::from)?;
+            let expected = parse_expected(&expected)?;
+            if hard {
+                gater.tombstone_stream(&store, &stream, expected).await?;
+            } else {
+                gater.delete_stream(&store, &stream, expected).await?;
+            }
+            out.ordered(&[
+                ("stream", json!(stream.as_str())),
+                ("deleted", json!(true)),
+                ("hard", json!(hard)),
+            ])?;
+        }
+        StreamCommand::Truncate {
+            store,
+            stream,
+            before,
+        } => {
+            let store = StoreId::new(store).map_err(Error::from)?;
+            let stream = StreamId::new(stream).map_err(Error::from)?;
+            gater.truncate_stream(&store, &stream, before).await?;
+            retention(gater, &store, &stream, out).await?;
+        }
+        StreamCommand::Retention {
+            store,
+            stream,
+            max_count,
+            max_age,
+        } => {
+            let store = StoreId::new(store).map_err(Error::from)?;
+            let stream = StreamId::new(stream).map_err(Error::from)?;
+            if max_count.is_some() || max_age.is_some() {
+                let current = gater.stream_retention(&store, &stream).await?;
+                let max_count = max_count.or(current.max_count);
+                let max_age = max_age.or(current.max_age_s);
+                gater
+                    .set_stream_retention(&store, &stream, max_count, max_age)
+                    .await?;
+            }
+            retention(gater, &store, &stream, out).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints a stream's retention and truncation point.
+async fn retention<W: Write>(
+    gater: &dyn Gater,
+    store: &StoreId,
+    stream: &StreamId,
+    out: &mut Output<W>,
+) -> Result<(), CommandError> {
+    let r = gater.stream_retention(store, stream).await?;
+    out.ordered(&[
+        ("stream", json!(r.stream.as_str())),
+        ("max_count", json!(r.max_count)),
+        ("max_age", json!(r.max_age_s)),
+        ("truncate_before", json!(r.truncate_before)),
+    ])?;
     Ok(())
 }
 

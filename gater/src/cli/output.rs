@@ -37,6 +37,23 @@ impl<W: Write> Output<W> {
         writeln!(self.out, "{}", human(value))
     }
 
+    /// Prints one record whose JSON keeps the fields in the order given
+    /// (the documented shape of a command's output); for people as `record`.
+    pub(crate) fn ordered(&mut self, fields: &[(&str, Value)]) -> io::Result<()> {
+        if !self.json {
+            let map = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            return self.record(&Value::Object(map));
+        }
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", Value::from(*k)))
+            .collect();
+        writeln!(self.out, "{{{}}}", body.join(","))
+    }
+
     /// Prints `line` as it is, in either mode.
     pub(crate) fn line(&mut self, line: &str) -> io::Result<()> {
         writeln!(self.out, "{line}")

@@ -1,0 +1,208 @@
+//! Stream lifecycle in the embedded store beyond the conformance suite:
+//! retention by age against an injected clock (no sleeping), the store's
+//! default retention, and the same hiding after a restart.
+
+use std::time::Duration;
+
+use gater_core::{
+    Direction, EventData, EventId, ExpectedVersion, Gater, Position, Retention, StoreConfig,
+    StoreId, StreamId,
+};
+use gater_store::{Clock, Store, StoreOptions};
+
+fn events(from: u8, count: u8) -> Vec<EventData> {
+    (from..from + count)
+        .map(|n| {
+            let mut bytes = [0u8; 16];
+            bytes[0] = n;
+            bytes[15] = 0xA5;
+            EventData::json(
+                EventId::from_random_bytes(bytes),
+                "Aged",
+                b"{}".to_vec(),
+                Vec::new(),
+            )
+        })
+        .collect()
+}
+
+async fn versions(store: &Store, id: &StoreId, stream: &StreamId) -> Vec<u64> {
+    let read = store
+        .get_events(id, stream, 0, 100, Direction::Forward)
+        .await
+        .unwrap();
+    read.iter().map(|e| e.version).collect()
+}
+
+async fn log(store: &Store, id: &StoreId) -> Vec<u64> {
+    let read = store
+        .read_all(id, Position::START, 100, Direction::Forward)
+        .await
+        .unwrap();
+    read.iter().map(|e| e.position.0).collect()
+}
+
+const FAST: StoreConfig = StoreConfig {
+    fsync: false,
+    group_commit: true,
+    retention: Retention::NONE,
+};
+
+#[tokio::test]
+async fn events_older_than_max_age_disappear_as_the_clock_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::default();
+    let mut options = StoreOptions::new(dir.path());
+    options.clock = clock.clone();
+    let store = Store::open(options).await.unwrap();
+    let id = StoreId::new("aged").unwrap();
+    store.create_store(&id, FAST).await.unwrap();
+    let s = StreamId::new("s").unwrap();
+    store
+        .append_events(&id, &s, ExpectedVersion::NoStream, events(0, 3))
+        .await
+        .unwrap();
+    store
+        .set_stream_retention(&id, &s, None, Some(60))
+        .await
+        .unwrap();
+    assert_eq!(versions(&store, &id, &s).await, vec![0, 1, 2]);
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(versions(&store, &id, &s).await, Vec::<u64>::new());
+    assert_eq!(log(&store, &id).await, Vec::<u64>::new());
+    assert_eq!(store.get_version(&id, &s).await.unwrap(), Some(2));
+    clock.advance(Duration::from_secs(3_600));
+    store
+        .set_stream_retention(&id, &s, None, Some(7_200))
+        .await
+        .unwrap();
+    assert_eq!(
+        versions(&store, &id, &s).await,
+        vec![0, 1, 2],
+        "a longer age shows them again"
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_store_default_retention_applies_to_streams_without_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions::new(dir.path())).await.unwrap();
+    let id = StoreId::new("defaults").unwrap();
+    let config = StoreConfig {
+        retention: Retention {
+            max_count: Some(2),
+            max_age_s: None,
+        },
+        ..FAST
+    };
+    store.create_store(&id, config).await.unwrap();
+    let (a, b) = (StreamId::new("a").unwrap(), StreamId::new("b").unwrap());
+    for (s, from) in [(&a, 0), (&b, 10)] {
+        store
+            .append_events(&id, s, ExpectedVersion::Any, events(from, 4))
+            .await
+            .unwrap_or_else(|e| panic!("append to {s}: {e}"));
+    }
+    assert_eq!(versions(&store, &id, &a).await, vec![2, 3]);
+    store
+        .set_stream_retention(&id, &b, Some(3), None)
+        .await
+        .unwrap();
+    assert_eq!(versions(&store, &id, &b).await, vec![1, 2, 3]);
+    assert_eq!(store.get_store_config(&id).await.unwrap(), config);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn deletes_and_truncations_hold_after_a_restart_and_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = StoreId::new("restarted").unwrap();
+    let (gone, cut) = (
+        StreamId::new("gone").unwrap(),
+        StreamId::new("cut").unwrap(),
+    );
+    {
+        let store = Store::open(StoreOptions::new(dir.path())).await.unwrap();
+        store.create_store(&id, FAST).await.unwrap();
+        store
+            .append_events(&id, &gone, ExpectedVersion::NoStream, events(0, 3))
+            .await
+            .unwrap();
+        store
+            .append_events(&id, &cut, ExpectedVersion::NoStream, events(3, 3))
+            .await
+            .unwrap();
+        store
+            .delete_stream(&id, &gone, ExpectedVersion::Exact(2))
+            .await
+            .unwrap();
+        store.truncate_stream(&id, &cut, 1).await.unwrap();
+        store.compact_store(&id).await.unwrap();
+        store.shutdown().await;
+    }
+    let store = Store::open(StoreOptions::new(dir.path())).await.unwrap();
+    assert_eq!(store.get_version(&id, &gone).await.unwrap(), None);
+    assert_eq!(versions(&store, &id, &cut).await, vec![1, 2]);
+    assert_eq!(log(&store, &id).await, vec![4, 5]);
+    let recreated = store
+        .append_events(&id, &gone, ExpectedVersion::NoStream, events(6, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        recreated.version, 3,
+        "numbering survives compaction and restart"
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn hiding_past_the_configured_share_starts_a_compaction_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.compact_hidden_share_percent = 40;
+    let store = Store::open(options).await.unwrap();
+    let id = StoreId::new("auto").unwrap();
+    store.create_store(&id, FAST).await.unwrap();
+    let (gone, kept) = (
+        StreamId::new("gone").unwrap(),
+        StreamId::new("kept").unwrap(),
+    );
+    store
+        .append_events(&id, &gone, ExpectedVersion::NoStream, events(0, 6))
+        .await
+        .unwrap();
+    store
+        .append_events(&id, &kept, ExpectedVersion::NoStream, events(10, 4))
+        .await
+        .unwrap();
+    store
+        .delete_stream(&id, &gone, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    // The delete hid 6 of 10 events (over 40 %): a compaction started in
+    // the background, and this one waits for it and finds nothing left.
+    let after = store.compact_store(&id).await.unwrap();
+    assert_eq!(after.events_removed, 0);
+    assert_eq!(log(&store, &id).await, vec![6, 7, 8, 9]);
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn hiding_under_the_configured_share_leaves_compaction_to_be_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.compact_hidden_share_percent = 90;
+    let store = Store::open(options).await.unwrap();
+    let id = StoreId::new("manual").unwrap();
+    store.create_store(&id, FAST).await.unwrap();
+    let s = StreamId::new("s").unwrap();
+    store
+        .append_events(&id, &s, ExpectedVersion::NoStream, events(0, 10))
+        .await
+        .unwrap();
+    store.truncate_stream(&id, &s, 3).await.unwrap();
+    let compaction = store.compact_store(&id).await.unwrap();
+    assert_eq!(compaction.events_removed, 3);
+    store.shutdown().await;
+}
