@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use gater_core::memory::ByteBudget;
+use gater_core::wire::{EncodedRequest, Response};
 use gater_core::{
     Append, AppendOutcome, AppendResult, Compaction, ConsumerId, Direction, Error, EventData,
     ExpectedVersion, Gater, Limits, NackAction, Position, Query, RecordedEvent, Resource,
@@ -926,8 +927,29 @@ impl SubscriptionLog for LogView {
     }
 }
 
+/// Requests at least this large are decoded on the blocking pool: decoding
+/// megabytes on a runtime worker holds back the tasks queued behind it there,
+/// a QUIC connection's driver among them (its peer then times the connection
+/// out).
+const BLOCKING_DECODE_BYTES_MIN: usize = 1024 * 1024;
+
 #[async_trait]
 impl Gater for Store {
+    async fn call_encoded(
+        &self,
+        request: EncodedRequest,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        let request = if request.bytes().len() >= BLOCKING_DECODE_BYTES_MIN {
+            tokio::task::spawn_blocking(move || request.decode())
+                .await
+                .map_err(|e| Error::Protocol(format!("request decoding failed: {e}")))??
+        } else {
+            request.decode()?
+        };
+        self.call(request, within).await
+    }
+
     async fn append_events(
         &self,
         store: &StoreId,

@@ -20,23 +20,16 @@ struct DevServer {
 
 impl DevServer {
     fn start() -> DevServer {
-        DevServer::start_with(&[])
-    }
-
-    /// Starts `gater dev` with `extra` flags.
-    fn start_with(extra: &[&str]) -> DevServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr = format!("127.0.0.1:{}", free_port());
         let data = dir.path().join("data");
-        let mut args = vec![
+        let process = ServerProcess::start(&[
             "dev",
             "--data-dir",
             data.to_str().unwrap(),
             "--listen",
             &addr,
-        ];
-        args.extend_from_slice(extra);
-        let process = ServerProcess::start(&args);
+        ]);
         assert!(
             process.banner.contains(&addr),
             "gater dev announces {addr}:\n{}",
@@ -395,9 +388,7 @@ fn reads_page_past_a_frame_and_count_all_reads_every_event() {
         return;
     }
     const EVENTS: usize = 4_500;
-    // Few connections, so each gets windows that carry a 16 MiB frame
-    // without stalling a debug build (ARCHITECTURE.md, "Known limit").
-    let s = DevServer::start_with(&["--connections-max", "16"]);
+    let s = DevServer::start();
     s.ok(&["store", "create", "big"], "");
     // 4,500 events of 4 KB: 18 MB, more than one 16 MiB frame holds.
     let filler = "x".repeat(4_000);
