@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use gater_core::metrics::{Histogram, HistogramSnapshot, DURATION_US_BOUNDS};
-use gater_core::wire::{Request, Response};
+use gater_core::wire::{EncodedRequest, Request, Response};
 use gater_core::{
     trace, BoxGater, Error, Gater, StoreId, SubscribeOptions, Subscription, SubscriptionKey,
 };
@@ -177,6 +177,18 @@ impl Gater for Instrumented {
     ) -> Result<Response, Error> {
         let method = request.method();
         self.measured(method, self.inner.call_as(identity, request, within))
+            .await
+    }
+
+    /// Passed on still encoded: a proxy behind this routes on the request's
+    /// head and forwards its bytes (the default would decode it here).
+    async fn call_encoded(
+        &self,
+        request: EncodedRequest,
+        within: Option<Duration>,
+    ) -> Result<Response, Error> {
+        let method = request.kind().method();
+        self.measured(method, self.inner.call_encoded(request, within))
             .await
     }
 

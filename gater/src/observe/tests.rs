@@ -428,3 +428,55 @@ async fn a_request_keeps_its_id_across_the_proxy_hop() {
     assert_eq!(versions[0], Some(0x42));
     assert!(versions[1].is_some_and(|id| id != 0x42), "{versions:?}");
 }
+
+/// A proxy stand-in that answers encoded requests itself and refuses to be
+/// handed decoded ones.
+struct OnlyEncoded;
+
+#[async_trait::async_trait]
+impl Gater for OnlyEncoded {
+    async fn call(
+        &self,
+        request: gater_core::wire::Request,
+        _within: Option<std::time::Duration>,
+    ) -> Result<gater_core::wire::Response, Error> {
+        Err(Error::Protocol(format!(
+            "{} arrived decoded",
+            request.method()
+        )))
+    }
+
+    async fn call_encoded(
+        &self,
+        _request: gater_core::wire::EncodedRequest,
+        _within: Option<std::time::Duration>,
+    ) -> Result<gater_core::wire::Response, Error> {
+        Ok(gater_core::wire::Response::Done)
+    }
+
+    async fn subscribe(
+        &self,
+        _store: &StoreId,
+        _key: SubscriptionKey,
+        _options: gater_core::SubscribeOptions,
+    ) -> Result<gater_core::Subscription, Error> {
+        Err(Error::Protocol("no subscriptions here".into()))
+    }
+}
+
+#[tokio::test]
+async fn an_encoded_request_passes_the_instruments_still_encoded_and_is_counted() {
+    let metrics = Arc::new(RequestMetrics::default());
+    let front = Instrumented::new(Arc::new(OnlyEncoded), metrics.clone(), "proxy");
+    let request = gater_core::wire::Request::AppendEvents {
+        store: demo(),
+        stream: StreamId::new("s").unwrap(),
+        expected: ExpectedVersion::Any,
+        events: events(3),
+    };
+    let encoded = gater_core::wire::EncodedRequest::encode(&request).unwrap();
+    let answer = front.call_encoded(encoded, None).await;
+    assert_eq!(answer, Ok(gater_core::wire::Response::Done));
+    let counts = metrics.snapshot().counts;
+    assert_eq!(counts, vec![(("append_events", "ok"), 1)]);
+}
