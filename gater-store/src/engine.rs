@@ -274,6 +274,7 @@ impl Store {
                 tracing::warn!(store = %handle.id, %error, "closing a store failed");
             }
         }
+        self.engine.backend.close();
     }
 }
 

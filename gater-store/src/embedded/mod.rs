@@ -128,6 +128,10 @@ impl Backend for EmbeddedBackend {
         let worker = Arc::clone(&self.worker);
         blocking(move || worker.list()).await
     }
+
+    fn close(&self) {
+        self.worker.close();
+    }
 }
 
 impl Tables {
