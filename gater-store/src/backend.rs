@@ -47,6 +47,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Every store that exists, in id order.
     async fn list_stores(&self) -> Result<Vec<StoreId>, Error>;
 
+    /// Releases what the backend holds for all its stores (the embedded
+    /// backend's database, its files and threads) once every store is
+    /// closed, so the data can be opened again at once; later calls fail.
+    fn close(&self) {}
+
     /// Whether other workers create, change and remove stores of this
     /// backend too (a shared database): the engine then looks for stores it
     /// has not opened and polls heads for commits it did not make.

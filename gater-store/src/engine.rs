@@ -47,8 +47,8 @@ use crate::writer::{AppendRequest, BatchBounds, ReopenRequest, Writer};
 /// How a [`Store`] is set up.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// Directory holding every store (`<data_dir>/stores/<store_id>`); unused
-    /// by `Store::open_postgres`.
+    /// Directory holding every store (the worker's database, `<data_dir>/db`);
+    /// unused by `Store::open_postgres`.
     pub data_dir: PathBuf,
     /// This worker's id, reported by `workers()` and in store listings.
     pub worker_id: String,
@@ -262,7 +262,8 @@ impl Store {
     }
 
     /// Stops every store gracefully: consumers end with `Shutdown`, queued
-    /// appends finish or are refused, files are flushed and closed.
+    /// appends finish or are refused, files are flushed and closed (the
+    /// worker's database too, so the data directory can be opened again).
     pub async fn shutdown(&self) {
         let _admin = self.engine.admin.lock().await;
         let handles: Vec<_> = std::mem::take(&mut *self.engine.write_stores())
@@ -274,6 +275,7 @@ impl Store {
                 tracing::warn!(store = %handle.id, %error, "closing a store failed");
             }
         }
+        self.engine.backend.close();
     }
 }
 

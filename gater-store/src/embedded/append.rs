@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use fjall::{OwnedWriteBatch, Slice};
+use fjall::Slice;
 use gater_core::{Error, EventId, Position, Query, StreamLifecycle, Version};
 
 use super::checksum;
+use super::group::Staged;
 use super::keys;
 use super::lifecycle::last_version;
 use super::{encode_error, StoreInner, Tables};
@@ -127,7 +128,7 @@ impl Stored for Reader<'_> {
 /// The fjall batch the accepted appends are written into.
 struct Batch<'t> {
     tables: &'t Tables,
-    batch: OwnedWriteBatch,
+    batch: Staged,
     created_us: u64,
 }
 
@@ -204,8 +205,7 @@ impl StoreInner {
                 .sum();
             let mut writes = Batch {
                 tables: t,
-                batch: OwnedWriteBatch::with_capacity(t.db.clone(), items + 8)
-                    .durability(Some(self.persist_mode)),
+                batch: Staged::with_capacity(t, items + 8),
                 created_us,
             };
             let view = View::new(self.lifecycles(), self.config.retention, created_us);
@@ -239,14 +239,22 @@ impl StoreInner {
 }
 
 impl StoreInner {
-    /// Commits a batch: the one place a batch meets the disk, where a
-    /// debug build's injected fault strikes instead.
-    fn commit(&self, batch: OwnedWriteBatch) -> Result<(), Error> {
+    /// Commits a batch: the one place a batch meets the disk (sharing
+    /// its flush with other stores' batches, see `group`), where a debug
+    /// build's injected fault strikes instead. A failure is remembered
+    /// with the database's generation for `reopen`.
+    fn commit(&self, batch: Staged) -> Result<(), Error> {
+        let generation = batch.generation;
         #[cfg(debug_assertions)]
         if let Some(fault) = self.take_injected() {
-            return fault.apply(batch);
+            self.note_fault(generation);
+            return fault.apply(batch.into_batch(self.persist_mode));
         }
-        batch.commit().map_err(fjall_error)
+        let committed = self.worker.group.commit(batch, self.persist_mode);
+        if committed.is_err() {
+            self.note_fault(generation);
+        }
+        committed
     }
 }
 
