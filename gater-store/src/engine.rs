@@ -35,7 +35,7 @@ use crate::backend::{Backend, BackendStore, PendingAppend, PendingPart};
 use crate::embedded::EmbeddedBackend;
 use crate::faults::{HealOptions, Health};
 use crate::lease::{Claim, Claimant, Fence};
-use crate::lifecycle::{Clock, LifecycleChange, Source, View};
+use crate::lifecycle::{Clock, Hidden, LifecycleChange, Source, View};
 use crate::metrics::StoreMetrics;
 use crate::misses::Misses;
 use crate::subscription::{
@@ -72,6 +72,11 @@ pub struct StoreOptions {
     /// lifecycle changes hid since its last compaction reach this share of
     /// its log, in percent; 0 never starts one.
     pub compact_hidden_share_percent: u8,
+    /// How often each store checks, in the background, how many events
+    /// retention by age hid since its last compaction (age hides events as
+    /// time passes, with no change to count), starting a compaction when
+    /// they reach `compact_hidden_share_percent`; milliseconds, 0 never.
+    pub compact_age_check_interval_ms: u64,
     /// The server's memory budget: deliveries waiting in subscription
     /// consumers' buffers hold their bytes in it until taken (`None`: not counted).
     pub memory_budget: Option<Arc<dyn ByteBudget>>,
@@ -82,6 +87,8 @@ impl StoreOptions {
     pub const BATCH_APPENDS_MAX_DEFAULT: u32 = 1024;
     /// Default share of hidden events, in percent, that starts a background compaction.
     pub const COMPACT_HIDDEN_SHARE_PERCENT_DEFAULT: u8 = 25;
+    /// Default interval of the background check of what age hid: a minute.
+    pub const COMPACT_AGE_CHECK_INTERVAL_MS_DEFAULT: u64 = 60_000;
     /// Default events per batch before it stops taking appends.
     pub const BATCH_EVENTS_MAX_DEFAULT: u32 = 16_384;
 
@@ -98,6 +105,7 @@ impl StoreOptions {
             heal: HealOptions::default(),
             clock: Clock::default(),
             compact_hidden_share_percent: Self::COMPACT_HIDDEN_SHARE_PERCENT_DEFAULT,
+            compact_age_check_interval_ms: Self::COMPACT_AGE_CHECK_INTERVAL_MS_DEFAULT,
             memory_budget: None,
         }
     }
@@ -154,8 +162,11 @@ struct StoreHandle {
     /// Held while a compaction runs: one at a time per store.
     compaction: Arc<tokio::sync::Mutex<()>>,
     /// Events lifecycle changes hid since the last compaction (an estimate:
-    /// truncation and count retention, not age).
+    /// truncation and count retention; age is `age_mark_at_compaction`'s).
     hidden_since_compaction: AtomicU64,
+    /// `View::age_mark` when the background age check last started a
+    /// compaction (0 at open: what aged out before counts once).
+    age_mark_at_compaction: AtomicU64,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -390,33 +401,7 @@ impl Engine {
         if total.saturating_mul(100) < share.saturating_mul(events) {
             return;
         }
-        // Taken before the change returns: a compaction asked for later
-        // waits for this one.
-        let Ok(running) = Arc::clone(&handle.compaction).try_lock_owned() else {
-            return; // one is running already
-        };
-        handle.hidden_since_compaction.store(0, Ordering::Relaxed);
-        let (handle, clock) = (Arc::clone(handle), self.options.clock.clone());
-        tokio::spawn(async move {
-            let _running = running;
-            let lifecycles = match handle.backend.lifecycles().await {
-                Ok(lifecycles) => lifecycles,
-                Err(error) => {
-                    tracing::warn!(store = %handle.id, %error, "background compaction did not start");
-                    return;
-                }
-            };
-            let view = View::new(lifecycles, handle.config.retention, clock.now_us());
-            match handle.backend.compact(&view).await {
-                Ok(done) => {
-                    let removed = done.removed;
-                    tracing::info!(store = %handle.id, removed, "background compaction done")
-                }
-                Err(error) => {
-                    tracing::warn!(store = %handle.id, %error, "background compaction failed")
-                }
-            }
-        });
+        start_compaction(handle, &self.options.clock);
     }
 
     fn new(options: StoreOptions, backend: Arc<dyn Backend>) -> Engine {
@@ -663,6 +648,7 @@ impl Engine {
         let (reopens, reopen_queue) = mpsc::channel(REOPEN_QUEUE_LEN);
         let health = Arc::new(Health::default());
         let (stop, stop_rx) = watch::channel(false);
+        let age_stop = stop_rx.clone();
         let poll = backend.head_poll_interval().map(|interval| {
             tokio::spawn(poll_head(
                 id.clone(),
@@ -691,7 +677,7 @@ impl Engine {
             reopens: reopen_queue,
             heal: self.options.heal,
         };
-        Ok(Arc::new(StoreHandle {
+        let handle = Arc::new(StoreHandle {
             id,
             config,
             backend,
@@ -706,7 +692,20 @@ impl Engine {
             reopens,
             compaction: Arc::new(tokio::sync::Mutex::new(())),
             hidden_since_compaction: AtomicU64::new(0),
-        }))
+            age_mark_at_compaction: AtomicU64::new(0),
+        });
+        let share = u64::from(self.options.compact_hidden_share_percent);
+        let interval = self.options.compact_age_check_interval_ms;
+        if share > 0 && interval > 0 {
+            tokio::spawn(check_age(
+                Arc::downgrade(&handle),
+                age_stop,
+                Duration::from_millis(interval),
+                share,
+                self.options.clock.clone(),
+            ));
+        }
+        Ok(handle)
     }
 
     /// The store's state and, when it refuses appends, why.
@@ -771,6 +770,86 @@ fn failure_reason(error: &Error) -> String {
             message.clone()
         }
         other => other.to_string(),
+    }
+}
+
+/// Starts a compaction of `handle`'s store in the background, unless one
+/// runs; the lock is taken before this returns, so a compaction asked for
+/// later waits for this one.
+fn start_compaction(handle: &Arc<StoreHandle>, clock: &Clock) {
+    let Ok(running) = Arc::clone(&handle.compaction).try_lock_owned() else {
+        return; // one is running already
+    };
+    handle.hidden_since_compaction.store(0, Ordering::Relaxed);
+    let (handle, clock) = (Arc::clone(handle), clock.clone());
+    tokio::spawn(async move {
+        let _running = running;
+        let lifecycles = match handle.backend.lifecycles().await {
+            Ok(lifecycles) => lifecycles,
+            Err(error) => {
+                tracing::warn!(store = %handle.id, %error, "background compaction did not start");
+                return;
+            }
+        };
+        let view = View::new(lifecycles, handle.config.retention, clock.now_us());
+        match handle.backend.compact(&view).await {
+            Ok(done) => {
+                let removed = done.removed;
+                tracing::info!(store = %handle.id, removed, "background compaction done")
+            }
+            Err(error) => {
+                tracing::warn!(store = %handle.id, %error, "background compaction failed")
+            }
+        }
+    });
+}
+
+/// Every `interval` until the store stops: estimates the events retention
+/// by age hid since the last compaction this check started
+/// (`View::age_mark`) and starts one when they reach `share` percent of
+/// the log.
+async fn check_age(
+    handle: std::sync::Weak<StoreHandle>,
+    mut stop: watch::Receiver<bool>,
+    interval: Duration,
+    share: u64,
+    clock: Clock,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        let Some(handle) = handle.upgrade() else {
+            return;
+        };
+        let lifecycles = match handle.backend.lifecycles().await {
+            Ok(lifecycles) => lifecycles,
+            Err(Error::StoreStopping { .. }) => return,
+            Err(error) => {
+                tracing::debug!(store = %handle.id, %error, "age check failed; checking on");
+                continue;
+            }
+        };
+        let view = View::new(lifecycles, handle.config.retention, clock.now_us());
+        if !view.ages_out() {
+            continue;
+        }
+        let mark = match view.age_mark(&*handle.backend).await {
+            Ok(mark) => mark,
+            Err(error) => {
+                tracing::debug!(store = %handle.id, %error, "age check failed; checking on");
+                continue;
+            }
+        };
+        let aged = mark.saturating_sub(handle.age_mark_at_compaction.load(Ordering::Relaxed));
+        let events = handle.backend.counters().event_count.max(1);
+        if aged.saturating_mul(100) >= share.saturating_mul(events) {
+            handle.age_mark_at_compaction.store(mark, Ordering::Relaxed);
+            start_compaction(&handle, &clock);
+        }
     }
 }
 
@@ -1479,12 +1558,23 @@ impl Gater for Store {
             Err(_) if !state.takes_writes() => 0,
             Err(error) => return Err(error),
         };
+        // The counts say what readers see.
+        let hidden = match self.engine.view(&handle).await {
+            Ok(view) => view.hidden(&*handle.backend).await,
+            Err(error) => Err(error),
+        };
+        let hidden = match hidden {
+            Ok(hidden) => hidden,
+            Err(Error::StoreStopping { .. }) => Hidden::default(),
+            Err(_) if !state.takes_writes() => Hidden::default(),
+            Err(error) => return Err(error),
+        };
         Ok(StoreStatus {
             store: handle.id.clone(),
             state,
             reason,
-            stream_count: counters.stream_count,
-            event_count: counters.event_count,
+            stream_count: counters.stream_count.saturating_sub(hidden.streams),
+            event_count: counters.event_count.saturating_sub(hidden.events),
             head,
             disk_bytes,
             workers: vec![self.engine.options.worker_id.clone()],

@@ -11,11 +11,10 @@ use gater_core::{Error, EventId, Position, Query, StreamLifecycle, Version};
 use super::checksum;
 use super::group::Staged;
 use super::keys;
-use super::lifecycle::last_version;
 use super::{encode_error, StoreInner, Tables};
 use crate::backend::{BatchOutcome, PendingAppend};
 use crate::faults::fjall_error;
-use crate::lifecycle::View;
+use crate::lifecycle::{last_version, View};
 use crate::stage::{stage_batch, Location, Stored, Writes};
 
 /// Streams whose version the writer keeps in memory; the cache starts over when full.
