@@ -44,6 +44,7 @@ pub use inject::InjectedFault;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
@@ -282,6 +283,8 @@ struct StoreInner {
     /// The open database; taking it out under the write lock waits for
     /// every call in progress and then drops the database.
     tables: RwLock<Slot>,
+    /// Log records read back for reads (`BackendStore::records_read`).
+    records_read: AtomicU64,
     /// The next commit fails as told (tests of disk faults only).
     #[cfg(debug_assertions)]
     injected: Mutex<Option<inject::InjectedFault>>,
@@ -325,6 +328,7 @@ impl StoreInner {
             counters: Mutex::new(counters),
             head_cache: Mutex::new(append::HeadCache::default()),
             tables: RwLock::new(Slot::Open(tables)),
+            records_read: AtomicU64::new(0),
             #[cfg(debug_assertions)]
             injected: Mutex::new(None),
         }
@@ -463,8 +467,35 @@ impl StoreInner {
             for guard in iter.take(count as usize) {
                 positions.push(keys::decode_u64(&guard.value().map_err(fjall_error)?)?);
             }
-            read_positions(t, &positions)
+            self.counted(read_positions(t, &positions))
         })
+    }
+
+    /// Up to `count` events matching `query` from `from`, found through
+    /// the tag and type indexes: only the matches are read from the log.
+    fn read_query(
+        &self,
+        query: &Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.with_tables(|t| {
+            let positions = query::positions(t, query, from, count as usize, direction)?;
+            self.counted(read_positions(t, &positions))
+        })
+    }
+
+    /// `read`, its records counted in `records_read`.
+    fn counted(
+        &self,
+        read: Result<Vec<RecordedEvent>, Error>,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        if let Ok(events) = &read {
+            self.records_read
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+        }
+        read
     }
 
     fn read_all(
@@ -486,7 +517,7 @@ impl StoreInner {
                 let (key, value) = guard.into_inner().map_err(fjall_error)?;
                 events.push(decode_record(&key, &value)?);
             }
-            Ok(events)
+            self.counted(Ok(events))
         })
     }
 
@@ -710,13 +741,7 @@ impl BackendStore for EmbeddedStore {
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
         let (inner, query) = (self.inner.clone(), query.clone());
-        blocking(move || {
-            inner.with_tables(|t| {
-                let positions = query::positions(t, &query, from, count as usize, direction)?;
-                read_positions(t, &positions)
-            })
-        })
-        .await
+        blocking(move || inner.read_query(&query, from, count, direction)).await
     }
 
     async fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {
@@ -727,6 +752,10 @@ impl BackendStore for EmbeddedStore {
     async fn version(&self, stream: &StreamId) -> Result<Option<Version>, Error> {
         let (inner, stream) = (self.inner.clone(), stream.clone());
         blocking(move || inner.version(&stream)).await
+    }
+
+    fn records_read(&self) -> Option<u64> {
+        Some(self.inner.records_read.load(Ordering::Relaxed))
     }
 
     async fn disk_bytes(&self) -> Result<u64, Error> {
