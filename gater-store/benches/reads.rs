@@ -13,7 +13,9 @@
 //!
 //! Run with `cargo bench -p gater-store --bench reads`; `GATER_BENCH_CASES`
 //! (comma-separated names) picks cases, `GATER_BENCH_SECONDS` sets the
-//! measured time of the closed-loop cases. A steady loop to profile:
+//! measured time of the closed-loop cases, `GATER_BENCH_SETTLE_SECONDS` a
+//! pause after each fill (to measure with fjall's flushes and compactions
+//! done; `gater bench` measures right after its fill). A steady loop to profile:
 //! `perf record -g target/release/deps/reads-* --bench` with one case.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,6 +76,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(SECONDS_DEFAULT);
     let measure = Duration::from_secs_f64(seconds);
+    let settle = std::env::var("GATER_BENCH_SETTLE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_secs_f64);
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Store::open(StoreOptions::new(dir.path()))
@@ -81,6 +87,7 @@ fn main() {
             .expect("the store opens");
         if wants("page-forward") || wants("page-backward") {
             let id = page_store(&store).await;
+            tokio::time::sleep(settle).await;
             for (case, direction) in [
                 ("page-forward", Direction::Forward),
                 ("page-backward", Direction::Backward),
@@ -97,6 +104,7 @@ fn main() {
         }
         if wants("tags") || wants("query-catch-up") {
             let id = tag_store(&store).await;
+            tokio::time::sleep(settle).await;
             if wants("tags") {
                 let rate = tags(&store, &id, measure).await;
                 println!("reads/tags: {rate:.0} events/s (target >= 200000)");

@@ -451,21 +451,28 @@ impl StoreInner {
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.with_tables(|t| {
             let stream = stream.as_str();
-            let iter = match direction {
+            let count = count as usize;
+            let mut positions = Vec::with_capacity(count);
+            match direction {
                 Direction::Forward => {
-                    Box::new(t.index.range(
+                    let range = t.index.range(
                         keys::stream_key(stream, start)..=keys::stream_key(stream, u64::MAX),
-                    )) as Box<dyn Iterator<Item = fjall::Guard>>
+                    );
+                    for guard in range.take(count) {
+                        positions.push(keys::decode_u64(&guard.value().map_err(fjall_error)?)?);
+                    }
                 }
-                Direction::Backward => Box::new(
-                    t.index
-                        .range(keys::stream_key(stream, 0)..=keys::stream_key(stream, start))
-                        .rev(),
-                ),
-            };
-            let mut positions = Vec::with_capacity(count as usize);
-            for guard in iter.take(count as usize) {
-                positions.push(keys::decode_u64(&guard.value().map_err(fjall_error)?)?);
+                Direction::Backward => {
+                    // Clipped to the last version, so "from the end" finds
+                    // the stream's last events in one forward window.
+                    let Some(last) = t.stream_version(stream)? else {
+                        return Ok(Vec::new());
+                    };
+                    let key = |version| keys::stream_key(stream, version);
+                    for (_, value) in last_entries(&t.index, key, start.min(last), count)? {
+                        positions.push(keys::decode_u64(&value)?);
+                    }
+                }
             }
             self.counted(read_positions(t, &positions))
         })
@@ -505,17 +512,28 @@ impl StoreInner {
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.with_tables(|t| {
-            let from = keys::position_key(from.0);
-            let iter = match direction {
+            let count = count as usize;
+            let mut events = Vec::with_capacity(count);
+            match direction {
                 Direction::Forward => {
-                    Box::new(t.log.range(from..)) as Box<dyn Iterator<Item = fjall::Guard>>
+                    for guard in t.log.range(keys::position_key(from.0)..).take(count) {
+                        let (key, value) = guard.into_inner().map_err(fjall_error)?;
+                        events.push(decode_record(&key, &value)?);
+                    }
                 }
-                Direction::Backward => Box::new(t.log.range(..=from).rev()),
-            };
-            let mut events = Vec::with_capacity(count as usize);
-            for guard in iter.take(count as usize) {
-                let (key, value) = guard.into_inner().map_err(fjall_error)?;
-                events.push(decode_record(&key, &value)?);
+                Direction::Backward => {
+                    // Clipped to the head, so "from the end" finds the last
+                    // events in one forward window.
+                    let Some(last) = t.log.last_key_value() else {
+                        return Ok(events);
+                    };
+                    let high = from
+                        .0
+                        .min(keys::decode_u64(&last.key().map_err(fjall_error)?)?);
+                    for (key, value) in last_entries(&t.log, keys::position_key, high, count)? {
+                        events.push(decode_record(&key, &value)?);
+                    }
+                }
             }
             self.counted(Ok(events))
         })
@@ -878,10 +896,44 @@ async fn blocking<R: Send + 'static>(
         .map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
 }
 
+/// The last `count` entries of `keyspace` among the keys `key(0)..=key(high)`
+/// (numbered keys that sort as their numbers), highest first.
+///
+/// Iterating backward costs fjall several times what iterating forward
+/// does (each step back in a memtable is a new search of its skip list), so
+/// the window `high + 1 - count..=high` is read forward and reversed; only
+/// when it holds fewer than `count` entries and more may lie below (a
+/// compaction removed some) does the iteration go backward.
+fn last_entries<K: AsRef<[u8]>>(
+    keyspace: &Keyspace,
+    key: impl Fn(u64) -> K,
+    high: u64,
+    count: usize,
+) -> Result<Vec<(fjall::Slice, fjall::Slice)>, Error> {
+    let mut entries = Vec::with_capacity(count);
+    let Some(span) = (count as u64).checked_sub(1) else {
+        return Ok(entries);
+    };
+    let low = high.saturating_sub(span);
+    for guard in keyspace.range(key(low)..=key(high)) {
+        entries.push(guard.into_inner().map_err(fjall_error)?);
+    }
+    if entries.len() < count && low > 0 {
+        entries.clear();
+        for guard in keyspace.range(key(0)..=key(high)).rev().take(count) {
+            entries.push(guard.into_inner().map_err(fjall_error)?);
+        }
+        return Ok(entries);
+    }
+    entries.reverse();
+    Ok(entries)
+}
+
 /// Reads the log entries at `positions` (ascending or descending), one range
 /// scan per run of consecutive positions (the events of one multi-event
 /// append are adjacent in the log, and a scan is far cheaper than a lookup
-/// each) and a point read per lone position.
+/// each) and a point read per lone position. A descending run is scanned
+/// forward and reversed: iterating backward costs fjall far more.
 fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, Error> {
     let mut events = Vec::with_capacity(positions.len());
     let mut rest = positions;
@@ -917,16 +969,11 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
         } else {
             (first, first + run as u64 - 1)
         };
-        let range = t
-            .log
-            .range(keys::position_key(low)..=keys::position_key(high));
-        let scanned: Box<dyn Iterator<Item = fjall::Guard>> = if backward {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
         let before = events.len();
-        for guard in scanned {
+        for guard in t
+            .log
+            .range(keys::position_key(low)..=keys::position_key(high))
+        {
             let (key, value) = guard.into_inner().map_err(fjall_error)?;
             events.push(decode_record(&key, &value)?);
         }
@@ -934,6 +981,9 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
             return Err(corrupt(format!(
                 "stream index names missing events in {low}..={high}"
             )));
+        }
+        if backward {
+            events[before..].reverse();
         }
         rest = &rest[run..];
     }
@@ -976,6 +1026,30 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_entries_are_the_highest_keys_at_or_below_high_across_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tables::open(dir.path()).unwrap();
+        // Positions 6 and 7 are gone, as a compaction leaves the log.
+        for position in (0..=9u64).filter(|p| !(6..=7).contains(p)) {
+            t.log
+                .insert(keys::position_key(position), position.to_be_bytes())
+                .unwrap();
+        }
+        let last = |high, count| -> Vec<u64> {
+            last_entries(&t.log, keys::position_key, high, count)
+                .unwrap()
+                .iter()
+                .map(|(key, _)| keys::decode_u64(key).unwrap())
+                .collect()
+        };
+        assert_eq!(last(9, 2), vec![9, 8], "a full window");
+        assert_eq!(last(9, 4), vec![9, 8, 5, 4], "past the gap");
+        assert_eq!(last(u64::MAX, 3), vec![9, 8, 5], "from past the end");
+        assert_eq!(last(4, 10), vec![4, 3, 2, 1, 0], "down to the first");
+        assert_eq!(last(9, 0), Vec::<u64>::new());
+    }
 
     #[test]
     fn a_damaged_record_is_storage_failed_naming_its_position_never_garbage() {
