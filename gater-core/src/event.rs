@@ -41,8 +41,10 @@ pub struct EventData {
     /// The event's type, e.g. `"OrderPlaced"`; 1 to 256 bytes.
     pub event_type: String,
     /// The payload; JSON when `content_type` says so, opaque bytes otherwise.
+    #[serde(with = "byte_string")]
     pub data: Vec<u8>,
     /// Free-form metadata; JSON objects are matched by `ByEventPattern` subscriptions.
+    #[serde(with = "byte_string")]
     pub metadata: Vec<u8>,
     /// MIME type of `data`, e.g. `application/json`.
     pub content_type: String,
@@ -193,6 +195,64 @@ impl StreamPage {
     }
 }
 
+/// `Vec<u8>` fields as one byte string instead of a sequence of bytes.
+///
+/// Postcard writes both as the length then the bytes, so stored records and
+/// frames are unchanged, but a sequence goes through serde one byte at a
+/// time: reading a 356-byte event cost hundreds of calls, a byte string
+/// one copy. Formats that tell the two apart (JSON) read either.
+mod byte_string {
+    use std::fmt;
+
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_bytes(ByteString)
+    }
+
+    struct ByteString;
+
+    impl<'de> Visitor<'de> for ByteString {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            Ok(text.as_bytes().to_vec())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            // A sequence's announced length is the peer's word: it bounds the
+            // first allocation only up to what a frame could hold anyway.
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(SEQ_PREALLOC_MAX));
+            while let Some(byte) = seq.next_element()? {
+                bytes.push(byte);
+            }
+            Ok(bytes)
+        }
+    }
+
+    /// Most bytes reserved up front for a byte string sent as a sequence.
+    const SEQ_PREALLOC_MAX: usize = 64 * 1024;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +277,49 @@ mod tests {
         check(Exact(0), None, false);
         check(Exact(0), Some(0), true);
         check(Exact(2), Some(3), false);
+    }
+
+    /// `EventData` as it was derived before its byte fields were byte strings.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct SequenceBytes {
+        id: EventId,
+        event_type: String,
+        data: Vec<u8>,
+        metadata: Vec<u8>,
+        content_type: String,
+        tags: Vec<String>,
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn byte_fields_encode_as_byte_sequences_did_so_stored_records_still_read(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            metadata in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            id in proptest::array::uniform16(proptest::num::u8::ANY),
+        ) {
+            let event = EventData {
+                id: EventId::from_bytes(id),
+                event_type: "T".into(),
+                data: data.clone(),
+                metadata: metadata.clone(),
+                content_type: "x".into(),
+                tags: vec!["a".into()],
+            };
+            let old = SequenceBytes {
+                id: event.id,
+                event_type: "T".into(),
+                data,
+                metadata,
+                content_type: "x".into(),
+                tags: vec!["a".into()],
+            };
+            let encoded = postcard::to_stdvec(&event).unwrap();
+            proptest::prop_assert_eq!(&encoded, &postcard::to_stdvec(&old).unwrap());
+            proptest::prop_assert_eq!(postcard::from_bytes::<EventData>(&encoded).unwrap(), event.clone());
+            // JSON keeps its array of numbers, and reads it back.
+            let json = serde_json::to_string(&event).unwrap();
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&old).unwrap());
+            proptest::prop_assert_eq!(serde_json::from_str::<EventData>(&json).unwrap(), event);
+        }
     }
 }

@@ -189,6 +189,13 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
     /// Bytes the store occupies on disk.
     async fn disk_bytes(&self) -> Result<u64, Error>;
 
+    /// Log records read back for reads since the store was opened (index
+    /// entries not counted): how much of the log a read path touches;
+    /// `None` when the backend does not count them.
+    fn records_read(&self) -> Option<u64> {
+        None
+    }
+
     /// The lifecycle state of every stream that has some (see `crate::lifecycle`).
     ///
     /// The default: none (a backend that does not keep lifecycle state).

@@ -341,6 +341,15 @@ impl Store {
     pub fn metrics(&self) -> &StoreMetrics {
         &self.engine.metrics
     }
+
+    /// Log records `store` has read back for reads and subscriptions since
+    /// it was opened here, index entries not counted: how much of the log
+    /// the read paths touch (a query for a rare tag reads its few events,
+    /// not the log). `None` when the backend does not count them
+    /// (PostgreSQL).
+    pub fn records_read(&self, store: &StoreId) -> Result<Option<u64>, Error> {
+        Ok(self.engine.handle(store)?.backend.records_read())
+    }
 }
 
 impl Store {
@@ -935,6 +944,39 @@ impl SubscriptionLog for LogView {
                 return Ok((shown, from));
             }
         }
+    }
+
+    /// From the backend's indexes, through the same view as every read,
+    /// clipped to the published head: a page that is not full, or reaches
+    /// past the head, covers everything up to it.
+    async fn read_query_forward(
+        &self,
+        query: &Query,
+        from: Position,
+        count: u32,
+    ) -> Result<(Vec<RecordedEvent>, Position), Error> {
+        let head = *self.head.borrow();
+        let Some(head) = head.filter(|h| from <= *h) else {
+            return Ok((Vec::new(), from));
+        };
+        let lifecycles = self.backend.lifecycles().await?;
+        let view = View::new(lifecycles, self.retention, self.clock.now_us());
+        let (mut events, next) = view
+            .read(
+                &*self.backend,
+                Source::Query(query),
+                from.0,
+                count,
+                Direction::Forward,
+            )
+            .await?;
+        let full = events.len() >= count as usize;
+        events.retain(|event| event.position <= head);
+        let next = match next {
+            Some(next) if full && next <= head.0 => Position(next),
+            _ => head.next(),
+        };
+        Ok((events, next))
     }
 
     fn watch_head(&self) -> watch::Receiver<Option<Position>> {
@@ -1751,6 +1793,134 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+        store.shutdown().await;
+    }
+
+    /// Events until the subscription's `CaughtUp` marker, by position.
+    async fn caught_up_positions(sub: &mut Subscription) -> Vec<u64> {
+        use futures::StreamExt;
+        let mut positions = Vec::new();
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .expect("the catch-up goes on")
+                .expect("the subscription goes on");
+            match item {
+                gater_core::SubscriptionItem::Event(delivery) => {
+                    positions.push(delivery.event.position.0)
+                }
+                gater_core::SubscriptionItem::CaughtUp => return positions,
+                gater_core::SubscriptionItem::End(end) => panic!("subscription ended: {end:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn query_and_type_subscriptions_catch_up_from_the_indexes_reading_only_their_events() {
+        const EVENTS: u64 = 5_000;
+        /// One event in this many carries the rare tag and the rare type.
+        const RARE_EVERY: u64 = 500;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, id) = open(dir.path()).await;
+        let s = StreamId::new("s").unwrap();
+        let rare = |i: u64| i % RARE_EVERY == 7;
+        for chunk in 0..EVENTS / 1_000 {
+            let events = (chunk * 1_000..(chunk + 1) * 1_000)
+                .map(|i| {
+                    let mut bytes = [0u8; 16];
+                    bytes[8..].copy_from_slice(&i.to_be_bytes());
+                    let id = gater_core::EventId::from_random_bytes(bytes);
+                    let (event_type, tags) = if rare(i) {
+                        ("Rare", vec!["rare".to_owned()])
+                    } else {
+                        ("Common", vec![format!("common-{}", i % 7)])
+                    };
+                    EventData::json(id, event_type, b"{}".to_vec(), Vec::new()).with_tags(tags)
+                })
+                .collect();
+            store
+                .append_events(&id, &s, ExpectedVersion::Any, events)
+                .await
+                .unwrap();
+        }
+        let expected: Vec<u64> = (0..EVENTS).filter(|&i| rare(i)).collect();
+        let options = SubscribeOptions {
+            window: 100,
+            start_from: Some(Position::START),
+        };
+        for (kind, selector) in [
+            (
+                SubscriptionType::ByQuery,
+                r#"{"items":[{"tags":["rare"]}]}"#,
+            ),
+            (SubscriptionType::ByEventType, "Rare"),
+        ] {
+            let key = SubscriptionKey::new(kind, selector, TRANSIENT).unwrap();
+            let before = store.records_read(&id).unwrap().unwrap();
+            let mut sub = store.subscribe(&id, key, options.clone()).await.unwrap();
+            assert_eq!(caught_up_positions(&mut sub).await, expected, "{kind}");
+            let read = store.records_read(&id).unwrap().unwrap() - before;
+            assert_eq!(
+                read,
+                expected.len() as u64,
+                "{kind}: only the matching records are read from the log of {EVENTS}"
+            );
+        }
+        // The all-log subscription reads every record, as the counter shows.
+        let before = store.records_read(&id).unwrap().unwrap();
+        let all = SubscriptionKey::stream(&StreamId::all());
+        let mut sub = store.subscribe(&id, all, options.clone()).await.unwrap();
+        assert_eq!(caught_up_positions(&mut sub).await.len() as u64, EVENTS);
+        assert_eq!(store.records_read(&id).unwrap().unwrap() - before, EVENTS);
+        store.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_query_subscription_goes_live_after_its_indexed_catch_up_without_gaps() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, id) = open(dir.path()).await;
+        let s = StreamId::new("s").unwrap();
+        let tagged = |n: u8, tag: &str| event(n).with_tags(vec![tag.to_owned()]);
+        let first = vec![tagged(1, "a"), tagged(2, "b"), tagged(3, "a")];
+        store
+            .append_events(&id, &s, ExpectedVersion::Any, first)
+            .await
+            .unwrap();
+        let key = SubscriptionKey::new(
+            SubscriptionType::ByQuery,
+            r#"{"items":[{"tags":["a"]}]}"#,
+            TRANSIENT,
+        )
+        .unwrap();
+        let options = SubscribeOptions {
+            window: 100,
+            start_from: Some(Position::START),
+        };
+        let mut sub = store.subscribe(&id, key, options).await.unwrap();
+        assert_eq!(caught_up_positions(&mut sub).await, vec![0, 2]);
+        for n in 4..8u8 {
+            let tag = if n % 2 == 0 { "a" } else { "b" };
+            store
+                .append_events(&id, &s, ExpectedVersion::Any, vec![tagged(n, tag)])
+                .await
+                .unwrap();
+        }
+        let mut live = Vec::new();
+        while live.len() < 2 {
+            let item = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .expect("live events arrive")
+                .expect("the subscription goes on");
+            if let gater_core::SubscriptionItem::Event(delivery) = item {
+                live.push(delivery.event.position.0);
+            }
+        }
+        assert_eq!(
+            live,
+            vec![3, 5],
+            "the tagged events appended after catch-up"
+        );
         store.shutdown().await;
     }
 

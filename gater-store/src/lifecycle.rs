@@ -266,6 +266,10 @@ impl View {
                 Direction::Backward => at.checked_sub(1),
             };
             let full = raw.len() >= count as usize;
+            if self.hides_nothing() && shown.is_empty() && raw.len() <= count as usize {
+                // Everything shows: the backend's page is the answer as it is.
+                return Ok((raw, next));
+            }
             for event in raw {
                 if shown.len() == count as usize {
                     break;

@@ -46,6 +46,7 @@ mod query;
 pub use inject::InjectedFault;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
@@ -203,6 +204,8 @@ struct StoreInner {
     /// The database's generation when a commit of this store last failed,
     /// until a reopen takes it (see `WorkerDb::reopen`).
     fault_generation: Mutex<Option<u64>>,
+    /// Log records read back for reads (`BackendStore::records_read`).
+    records_read: AtomicU64,
     /// The next commit fails as told (tests of disk faults only).
     #[cfg(debug_assertions)]
     injected: Mutex<Option<inject::InjectedFault>>,
@@ -248,6 +251,7 @@ impl StoreInner {
             head_cache: Mutex::new(append::HeadCache::default()),
             tables: RwLock::new(Slot::Open(tables)),
             fault_generation: Mutex::new(None),
+            records_read: AtomicU64::new(0),
             #[cfg(debug_assertions)]
             injected: Mutex::new(None),
         }
@@ -429,24 +433,58 @@ impl StoreInner {
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.with_tables(|t| {
             let stream = stream.as_str();
-            let iter = match direction {
+            let count = count as usize;
+            let mut positions = Vec::with_capacity(count);
+            match direction {
                 Direction::Forward => {
-                    Box::new(t.index.range(
+                    let range = t.index.range(
                         keys::stream_key(stream, start)..=keys::stream_key(stream, u64::MAX),
-                    )) as Box<dyn Iterator<Item = fjall::Guard>>
+                    );
+                    for guard in range.take(count) {
+                        positions.push(keys::decode_u64(&guard.value().map_err(fjall_error)?)?);
+                    }
                 }
-                Direction::Backward => Box::new(
-                    t.index
-                        .range(keys::stream_key(stream, 0)..=keys::stream_key(stream, start))
-                        .rev(),
-                ),
-            };
-            let mut positions = Vec::with_capacity(count as usize);
-            for guard in iter.take(count as usize) {
-                positions.push(keys::decode_u64(&guard.value().map_err(fjall_error)?)?);
+                Direction::Backward => {
+                    // Clipped to the last version, so "from the end" finds
+                    // the stream's last events in one forward window.
+                    let Some(last) = t.stream_version(stream)? else {
+                        return Ok(Vec::new());
+                    };
+                    let key = |version| keys::stream_key(stream, version);
+                    for (_, value) in last_entries(&t.index, key, start.min(last), count)? {
+                        positions.push(keys::decode_u64(&value)?);
+                    }
+                }
             }
-            read_positions(t, &positions)
+            self.counted(read_positions(t, &positions))
         })
+    }
+
+    /// Up to `count` events matching `query` from `from`, found through
+    /// the tag and type indexes: only the matches are read from the log.
+    fn read_query(
+        &self,
+        query: &Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.with_tables(|t| {
+            let positions = query::positions(t, query, from, count as usize, direction)?;
+            self.counted(read_positions(t, &positions))
+        })
+    }
+
+    /// `read`, its records counted in `records_read`.
+    fn counted(
+        &self,
+        read: Result<Vec<RecordedEvent>, Error>,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        if let Ok(events) = &read {
+            self.records_read
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+        }
+        read
     }
 
     fn read_all(
@@ -456,19 +494,30 @@ impl StoreInner {
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.with_tables(|t| {
-            let from = keys::position_key(from.0);
-            let iter = match direction {
+            let count = count as usize;
+            let mut events = Vec::with_capacity(count);
+            match direction {
                 Direction::Forward => {
-                    Box::new(t.log.range(from..)) as Box<dyn Iterator<Item = fjall::Guard>>
+                    for guard in t.log.range(keys::position_key(from.0)..).take(count) {
+                        let (key, value) = guard.into_inner().map_err(fjall_error)?;
+                        events.push(decode_record(&key, &value)?);
+                    }
                 }
-                Direction::Backward => Box::new(t.log.range(..=from).rev()),
-            };
-            let mut events = Vec::with_capacity(count as usize);
-            for guard in iter.take(count as usize) {
-                let (key, value) = guard.into_inner().map_err(fjall_error)?;
-                events.push(decode_record(&key, &value)?);
+                Direction::Backward => {
+                    // Clipped to the head, so "from the end" finds the last
+                    // events in one forward window.
+                    let Some(last) = t.log.last_key_value() else {
+                        return Ok(events);
+                    };
+                    let high = from
+                        .0
+                        .min(keys::decode_u64(&last.key().map_err(fjall_error)?)?);
+                    for (key, value) in last_entries(&t.log, keys::position_key, high, count)? {
+                        events.push(decode_record(&key, &value)?);
+                    }
+                }
             }
-            Ok(events)
+            self.counted(Ok(events))
         })
     }
 
@@ -691,13 +740,7 @@ impl BackendStore for EmbeddedStore {
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
         let (inner, query) = (self.inner.clone(), query.clone());
-        blocking(move || {
-            inner.with_tables(|t| {
-                let positions = query::positions(t, &query, from, count as usize, direction)?;
-                read_positions(t, &positions)
-            })
-        })
-        .await
+        blocking(move || inner.read_query(&query, from, count, direction)).await
     }
 
     async fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {
@@ -708,6 +751,10 @@ impl BackendStore for EmbeddedStore {
     async fn version(&self, stream: &StreamId) -> Result<Option<Version>, Error> {
         let (inner, stream) = (self.inner.clone(), stream.clone());
         blocking(move || inner.version(&stream)).await
+    }
+
+    fn records_read(&self) -> Option<u64> {
+        Some(self.inner.records_read.load(Ordering::Relaxed))
     }
 
     async fn disk_bytes(&self) -> Result<u64, Error> {
@@ -831,10 +878,44 @@ async fn blocking<R: Send + 'static>(
         .map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
 }
 
+/// The last `count` entries of `keyspace` among the keys `key(0)..=key(high)`
+/// (numbered keys that sort as their numbers), highest first.
+///
+/// Iterating backward costs fjall several times what iterating forward
+/// does (each step back in a memtable is a new search of its skip list), so
+/// the window `high + 1 - count..=high` is read forward and reversed; only
+/// when it holds fewer than `count` entries and more may lie below (a
+/// compaction removed some) does the iteration go backward.
+fn last_entries<K: AsRef<[u8]>>(
+    keyspace: &Keyspace,
+    key: impl Fn(u64) -> K,
+    high: u64,
+    count: usize,
+) -> Result<Vec<(fjall::Slice, fjall::Slice)>, Error> {
+    let mut entries = Vec::with_capacity(count);
+    let Some(span) = (count as u64).checked_sub(1) else {
+        return Ok(entries);
+    };
+    let low = high.saturating_sub(span);
+    for guard in keyspace.range(key(low)..=key(high)) {
+        entries.push(guard.into_inner().map_err(fjall_error)?);
+    }
+    if entries.len() < count && low > 0 {
+        entries.clear();
+        for guard in keyspace.range(key(0)..=key(high)).rev().take(count) {
+            entries.push(guard.into_inner().map_err(fjall_error)?);
+        }
+        return Ok(entries);
+    }
+    entries.reverse();
+    Ok(entries)
+}
+
 /// Reads the log entries at `positions` (ascending or descending), one range
 /// scan per run of consecutive positions (the events of one multi-event
 /// append are adjacent in the log, and a scan is far cheaper than a lookup
-/// each) and a point read per lone position.
+/// each) and a point read per lone position. A descending run is scanned
+/// forward and reversed: iterating backward costs fjall far more.
 fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, Error> {
     let mut events = Vec::with_capacity(positions.len());
     let mut rest = positions;
@@ -870,16 +951,11 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
         } else {
             (first, first + run as u64 - 1)
         };
-        let range = t
-            .log
-            .range(keys::position_key(low)..=keys::position_key(high));
-        let scanned: Box<dyn Iterator<Item = fjall::Guard>> = if backward {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
         let before = events.len();
-        for guard in scanned {
+        for guard in t
+            .log
+            .range(keys::position_key(low)..=keys::position_key(high))
+        {
             let (key, value) = guard.into_inner().map_err(fjall_error)?;
             events.push(decode_record(&key, &value)?);
         }
@@ -887,6 +963,9 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
             return Err(corrupt(format!(
                 "stream index names missing events in {low}..={high}"
             )));
+        }
+        if backward {
+            events[before..].reverse();
         }
         rest = &rest[run..];
     }
@@ -917,6 +996,30 @@ fn encode_error(e: postcard::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_entries_are_the_highest_keys_at_or_below_high_across_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tables::open(dir.path()).unwrap();
+        // Positions 6 and 7 are gone, as a compaction leaves the log.
+        for position in (0..=9u64).filter(|p| !(6..=7).contains(p)) {
+            t.log
+                .insert(keys::position_key(position), position.to_be_bytes())
+                .unwrap();
+        }
+        let last = |high, count| -> Vec<u64> {
+            last_entries(&t.log, keys::position_key, high, count)
+                .unwrap()
+                .iter()
+                .map(|(key, _)| keys::decode_u64(key).unwrap())
+                .collect()
+        };
+        assert_eq!(last(9, 2), vec![9, 8], "a full window");
+        assert_eq!(last(9, 4), vec![9, 8, 5, 4], "past the gap");
+        assert_eq!(last(u64::MAX, 3), vec![9, 8, 5], "from past the end");
+        assert_eq!(last(4, 10), vec![4, 3, 2, 1, 0], "down to the first");
+        assert_eq!(last(9, 0), Vec::<u64>::new());
+    }
 
     #[test]
     fn a_damaged_record_is_storage_failed_naming_its_position_never_garbage() {
