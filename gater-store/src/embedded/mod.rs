@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
-use fjall::PersistMode;
+use fjall::{Keyspace, PersistMode};
 use gater_core::{
     Direction, Error, EventData, Position, Query, RecordedEvent, Snapshot, SnapshotKey,
     StoreConfig, StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, VerifyReport, Version,
@@ -1000,15 +1000,17 @@ mod tests {
     #[test]
     fn last_entries_are_the_highest_keys_at_or_below_high_across_gaps() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Tables::open(dir.path()).unwrap();
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let log = db
+            .keyspace("log", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
         // Positions 6 and 7 are gone, as a compaction leaves the log.
         for position in (0..=9u64).filter(|p| !(6..=7).contains(p)) {
-            t.log
-                .insert(keys::position_key(position), position.to_be_bytes())
+            log.insert(keys::position_key(position), position.to_be_bytes())
                 .unwrap();
         }
         let last = |high, count| -> Vec<u64> {
-            last_entries(&t.log, keys::position_key, high, count)
+            last_entries(&log, keys::position_key, high, count)
                 .unwrap()
                 .iter()
                 .map(|(key, _)| keys::decode_u64(key).unwrap())
