@@ -843,6 +843,11 @@ mod tests {
                 if case.contains(TargetKind::QuicProxySeparate.name()) {
                     continue;
                 }
+                // The time to a store count is reported only when W9 reached
+                // the count within its creation budget.
+                if metric == stores::figure::CREATE_S {
+                    continue;
+                }
                 let case = cases.iter().find(|c| &c.id == case).unwrap();
                 assert!(case.value(metric).is_some(), "{}: no {metric}", case.id);
             }
