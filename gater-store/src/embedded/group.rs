@@ -3,11 +3,11 @@
 //! one fjall batch with one flush.
 //!
 //! Each writer stages its batch into a [`Staged`] (the writes, not yet a
-//! fjall batch) and hands it to [`GroupCommit::commit`], which queues it
-//! and waits for the leader's lock. Whoever takes the lock and finds its
-//! batch still queued is the leader: it takes every queued batch, writes
-//! them as one fjall batch, flushes once and hands each waiter the outcome.
-//! While it flushes, the next group queues up. One store alone commits
+//! fjall batch) and hands it to [`GroupCommit::commit`], which queues it.
+//! When no leader is writing, the committer becomes the leader: it takes
+//! every queued batch, writes them as one fjall batch, flushes once, hands
+//! each waiter the outcome and wakes them all at once. While it flushes,
+//! the next group queues up and its first waiter to wake leads it. One store alone commits
 //! exactly as before (a batch of its own, one flush); many stores share
 //! flushes, so a thousand stores with one append each cost far fewer than
 //! a thousand fdatasyncs.
@@ -20,7 +20,7 @@
 //! Batches of stores that do not flush (`fsync` off) skip the queue: they
 //! gain nothing from sharing and would only wait for others' flushes.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode, UserKey, UserValue};
 use gater_core::Error;
@@ -93,9 +93,16 @@ type Outcome = Mutex<Option<Result<(), Error>>>;
 /// The queue of batches waiting to share a flush; one per worker database.
 #[derive(Default)]
 pub(crate) struct GroupCommit {
-    waiting: Mutex<Vec<Waiting>>,
-    /// Held by the leader while it writes and flushes a group.
-    leader: Mutex<()>,
+    queue: Mutex<Queue>,
+    /// Signalled when a leader has handed out its group's outcomes.
+    done: Condvar,
+}
+
+/// Batches waiting, and whether a leader is writing a group now.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    leading: bool,
 }
 
 impl GroupCommit {
@@ -106,32 +113,49 @@ impl GroupCommit {
             return staged.into_batch(mode).commit().map_err(fjall_error);
         }
         let outcome = Arc::new(Mutex::new(None));
-        lock(&self.waiting).push(Waiting {
+        let mut queue = lock(&self.queue);
+        queue.waiting.push(Waiting {
             staged,
             outcome: Arc::clone(&outcome),
         });
-        let _leader = lock(&self.leader);
-        if let Some(done) = lock(&outcome).take() {
-            return done; // an earlier leader committed it
+        loop {
+            let done = lock(&outcome).take();
+            if let Some(done) = done {
+                return done;
+            }
+            if queue.leading {
+                queue = self.done.wait(queue).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // No leader: this thread writes every queued batch, its own
+            // among them, while the next group queues up.
+            queue.leading = true;
+            let group = std::mem::take(&mut queue.waiting);
+            drop(queue);
+            write_group(group, mode);
+            queue = lock(&self.queue);
+            queue.leading = false;
+            self.done.notify_all();
         }
-        let group = std::mem::take(&mut *lock(&self.waiting));
-        let Some(first) = group.first() else {
-            return Err(Error::Storage("group commit lost a batch".into()));
-        };
-        let len = group.iter().map(|w| w.staged.items.len()).sum();
-        let mut batch =
-            OwnedWriteBatch::with_capacity(first.staged.db.clone(), len).durability(Some(mode));
-        let mut outcomes = Vec::with_capacity(group.len());
-        for waiting in group {
-            waiting.staged.drain_into(&mut batch);
-            outcomes.push(waiting.outcome);
-        }
-        let result = batch.commit().map_err(fjall_error);
-        for waiting in outcomes {
-            *lock(&waiting) = Some(result.clone());
-        }
-        let done = lock(&outcome).take();
-        done.unwrap_or_else(|| Err(Error::Storage("group commit lost a batch".into())))
+    }
+}
+
+/// Writes `group` as one fjall batch with one flush and hands each waiter the outcome.
+fn write_group(group: Vec<Waiting>, mode: PersistMode) {
+    let Some(first) = group.first() else {
+        return;
+    };
+    let len = group.iter().map(|w| w.staged.items.len()).sum();
+    let mut batch =
+        OwnedWriteBatch::with_capacity(first.staged.db.clone(), len).durability(Some(mode));
+    let mut outcomes = Vec::with_capacity(group.len());
+    for waiting in group {
+        waiting.staged.drain_into(&mut batch);
+        outcomes.push(waiting.outcome);
+    }
+    let result = batch.commit().map_err(fjall_error);
+    for outcome in outcomes {
+        *lock(&outcome) = Some(result.clone());
     }
 }
 

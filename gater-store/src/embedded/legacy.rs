@@ -112,3 +112,57 @@ fn copy(db: &Database, from: &Keyspace, to: &Keyspace) -> Result<(), Error> {
     }
     batch.commit().map_err(fjall_error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Counters;
+    use crate::embedded::keys::{self, CONFIG_KEY, COUNTERS_KEY};
+
+    /// Writes a store in the earlier layout: its own database and config file.
+    fn legacy_store(root: &Path, id: &str, config: StoreConfig) {
+        let dir = root.join(LEGACY_DIR).join(id);
+        let db = Database::builder(&dir).worker_threads(1).open().unwrap();
+        let log = db.keyspace("log", KeyspaceCreateOptions::default).unwrap();
+        let index = db
+            .keyspace("index", KeyspaceCreateOptions::default)
+            .unwrap();
+        let config_bytes = postcard::to_stdvec(&config).unwrap();
+        let mut batch = db.batch();
+        batch.insert(&index, CONFIG_KEY, config_bytes.clone());
+        batch.insert(
+            &index,
+            COUNTERS_KEY,
+            keys::encode_counters(&Counters::default()).to_vec(),
+        );
+        batch.insert(&index, b"zkept".to_vec(), b"row".to_vec());
+        batch.commit().unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+        drop((log, index, db));
+        std::fs::write(dir.join(CONFIG_FILE), config_bytes).unwrap();
+    }
+
+    #[test]
+    fn a_store_of_the_earlier_layout_is_migrated_at_open_and_its_directory_deleted() {
+        let root = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            fsync: false,
+            ..StoreConfig::default()
+        };
+        legacy_store(root.path(), "old", config);
+        // An interrupted creation of that layout: no config file.
+        std::fs::create_dir_all(root.path().join(LEGACY_DIR).join("half")).unwrap();
+        let worker = Arc::new(WorkerDb::open(root.path().join("db")).unwrap());
+        migrate(root.path(), &worker).unwrap();
+        let old = StoreId::new("old").unwrap();
+        assert_eq!(worker.list().unwrap(), vec![old.clone()]);
+        assert!(!root.path().join(LEGACY_DIR).exists());
+        let store = worker.open_store(&old).unwrap();
+        assert_eq!(store.config, config);
+        assert_eq!(store.counters(), Counters::default());
+        let copied = store
+            .with_tables(|t| t.index.get(b"zkept").map_err(fjall_error))
+            .unwrap();
+        assert_eq!(copied.as_deref(), Some(&b"row"[..]));
+    }
+}

@@ -38,6 +38,9 @@ pub(crate) enum Suite {
     /// Embedded vs mem vs QUIC vs QUIC through a proxy, group commit on vs
     /// off, reads, subscriptions and failover, side by side in this process.
     Compare,
+    /// Many stores (W9) alone, with W1 on one embedded store to compare the
+    /// spread W1 with, in this process.
+    Stores,
 }
 
 /// A workload of `gater bench` against a server.

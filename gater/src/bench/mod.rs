@@ -62,6 +62,16 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> Result<()> {
                 suite::compare_goals(),
             )
         }
+        Some(Suite::Stores) => {
+            let mut recorder = Recorder::new(global.json, 1 + stores::CASE_COUNT);
+            suite::stores(&params, &mut recorder).await?;
+            (
+                "stores".to_owned(),
+                recorder.finish(),
+                suite::stores_ratios(),
+                suite::stores_goals(),
+            )
+        }
         None => {
             let gater = crate::connect(global, global.timeout).await?;
             let names = workload::StoreNames::new(format!("bench-{started_unix_s:x}"));
