@@ -9,6 +9,7 @@ use fjall::{OwnedWriteBatch, Slice};
 use gater_core::{Error, EventId, Position, Query, StreamLifecycle, Version};
 
 use super::checksum;
+use super::id_filter::{self, Coverage, IdFilter};
 use super::keys;
 use super::lifecycle::last_version;
 use super::{encode_error, StoreInner, Tables};
@@ -20,15 +21,19 @@ use crate::stage::{stage_batch, Location, Stored, Writes};
 /// Streams whose version the writer keeps in memory; the cache starts over when full.
 pub(super) const HEAD_CACHE_LEN_MAX: usize = 65_536;
 
-/// Versions of recently written streams, so the writer need not read them
-/// back. Only the writer changes stream versions and it updates the cache
-/// after each successful commit, so the cache is never stale.
+/// What the writer remembers between batches: versions of recently written
+/// streams, so it need not read them back, and a filter of the stored event
+/// ids, so a new id needs no lookup (`id_filter`). Only the writer changes
+/// stream versions and ids, and it updates the versions after each
+/// successful commit and the ids before each commit, so neither is ever
+/// stale; a reopen starts both over.
 #[derive(Debug, Default)]
-pub(super) struct HeadCache {
+pub(super) struct WriterCache {
     heads: HashMap<String, Version>,
+    ids: IdFilter,
 }
 
-impl HeadCache {
+impl WriterCache {
     pub(super) fn get(&self, stream: &str) -> Option<&Version> {
         self.heads.get(stream)
     }
@@ -47,6 +52,38 @@ impl HeadCache {
             }
         }
     }
+
+    /// Seeds the id filter from the event-id index, once, when the store
+    /// holds few enough events (`event_count`) for one scan.
+    fn seed_ids(&mut self, tables: &Tables, event_count: u64) {
+        if self.ids.coverage() != Coverage::Unseeded {
+            return;
+        }
+        if event_count > id_filter::SEED_SCAN_IDS_MAX {
+            self.ids.cover_nothing();
+            return;
+        }
+        let mut scanned = 0u64;
+        for guard in tables.index.prefix(keys::ids_all()) {
+            let id = guard
+                .key()
+                .map_err(fjall_error)
+                .and_then(|key| keys::decode_id_key(&key));
+            match id {
+                Ok(id) if scanned < id_filter::SEED_SCAN_IDS_MAX => {
+                    self.ids.insert(&id);
+                    scanned += 1;
+                }
+                // Lookups answer for every id, and fail where the index does.
+                Ok(_) => return self.ids.cover_nothing(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot seed the event-id filter: every id is looked up");
+                    return self.ids.cover_nothing();
+                }
+            }
+        }
+        self.ids.seeded();
+    }
 }
 
 /// What the store held before the batch, as the writer reads it: stream
@@ -54,7 +91,7 @@ impl HeadCache {
 /// index.
 struct Reader<'t> {
     tables: &'t Tables,
-    cache: &'t HeadCache,
+    cache: &'t WriterCache,
     /// What readers see: stream lifecycles (hidden events match no condition).
     view: &'t View,
     /// The event-id index value read last; locations borrow from it.
@@ -78,6 +115,9 @@ impl Stored for Reader<'_> {
     }
 
     fn location(&mut self, id: &EventId) -> Result<Option<Location<'_>>, Error> {
+        if !self.cache.ids.may_hold(id) {
+            return Ok(None);
+        }
         self.id_value = self
             .tables
             .index
@@ -196,7 +236,8 @@ impl StoreInner {
         created_us: u64,
     ) -> Result<BatchOutcome, Error> {
         self.with_tables(|t| {
-            let mut cache = self.head_cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = self.writer_cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.seed_ids(t, self.counters().event_count);
             let items: usize = appends
                 .iter()
                 .flat_map(|a| a.parts.iter().flat_map(|p| &p.events))
@@ -217,6 +258,14 @@ impl StoreInner {
             };
             let staged = stage_batch(&appends, self.counters(), &mut reader, &mut writes);
             if staged.written() {
+                // Before the commit: a failed one may still leave its ids on disk.
+                for (append, result) in appends.iter().zip(&staged.results) {
+                    if result.is_ok() {
+                        for part in &append.parts {
+                            part.events.iter().for_each(|e| cache.ids.insert(&e.id));
+                        }
+                    }
+                }
                 let mut batch = writes.batch;
                 batch.insert(
                     &t.index,

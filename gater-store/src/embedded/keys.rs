@@ -94,6 +94,19 @@ pub(super) fn id_key(id: &gater_core::EventId) -> [u8; 17] {
     key
 }
 
+/// The prefix of every event-id index key.
+pub(super) fn ids_all() -> [u8; 1] {
+    [IDS]
+}
+
+/// Decodes an event-id index key into its id.
+pub(super) fn decode_id_key(bytes: &[u8]) -> Result<gater_core::EventId, Error> {
+    let id: [u8; 16] = strip(bytes, IDS)?
+        .try_into()
+        .map_err(|_| corrupt("event-id index key is not 17 bytes"))?;
+    Ok(gater_core::EventId::from_bytes(id))
+}
+
 /// The prefix of every stream-index key of `stream`: its last key holds
 /// the stream's version, so the index is also the table of stream heads.
 pub(super) fn stream_prefix(stream: &str) -> Vec<u8> {
@@ -400,6 +413,16 @@ mod tests {
             prop_assert_eq!(other.starts_with(&tag_prefix(&a)), a == b);
             prop_assert!(!posting_key(&type_prefix(&a), p).starts_with(&tag_prefix(&a)));
         }
+    }
+
+    #[test]
+    fn id_keys_round_trip_and_start_with_the_ids_prefix() {
+        let id = gater_core::EventId::from_bytes([9; 16]);
+        let key = id_key(&id);
+        assert!(key.starts_with(&ids_all()));
+        assert_eq!(decode_id_key(&key).unwrap(), id);
+        assert!(decode_id_key(&key[..16]).is_err());
+        assert!(decode_id_key(&stream_key("a", 1)).is_err());
     }
 
     #[test]

@@ -32,6 +32,7 @@
 
 mod append;
 mod checksum;
+mod id_filter;
 #[cfg(debug_assertions)]
 mod inject;
 mod keys;
@@ -274,9 +275,10 @@ struct StoreInner {
     persist_mode: PersistMode,
     /// The counters as of the last commit; only the writer changes them.
     counters: Mutex<Counters>,
-    /// Stream versions the writer remembers between batches; stream
-    /// lifecycle changes hold it too, to stay in step with the writer.
-    head_cache: Mutex<append::HeadCache>,
+    /// Stream versions and event ids the writer remembers between
+    /// batches; stream lifecycle changes hold it too, to stay in step with
+    /// the writer.
+    writer_cache: Mutex<append::WriterCache>,
     /// Every stream's lifecycle state, as stored; replaced whole on change.
     lifecycles: RwLock<Arc<Lifecycles>>,
     /// The open database; taking it out under the write lock waits for
@@ -323,7 +325,7 @@ impl StoreInner {
             config,
             persist_mode: Tables::persist_mode(&config),
             counters: Mutex::new(counters),
-            head_cache: Mutex::new(append::HeadCache::default()),
+            writer_cache: Mutex::new(append::WriterCache::default()),
             tables: RwLock::new(Slot::Open(tables)),
             #[cfg(debug_assertions)]
             injected: Mutex::new(None),
@@ -372,8 +374,8 @@ impl StoreInner {
                     Ok(mut c) => *c = counters,
                     Err(poisoned) => *poisoned.into_inner() = counters,
                 }
-                *self.head_cache.lock().unwrap_or_else(|p| p.into_inner()) =
-                    append::HeadCache::default();
+                *self.writer_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+                    append::WriterCache::default();
                 Ok(counters)
             }
             Err(error) => {
