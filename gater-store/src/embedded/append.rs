@@ -2,7 +2,6 @@
 //! over what the store's tables hold, and every accepted append is written
 //! in one fjall batch with one flush.
 
-use std::collections::HashMap;
 use std::io::Read;
 
 use fjall::{OwnedWriteBatch, Slice};
@@ -15,11 +14,16 @@ use super::lifecycle::last_version;
 use super::{encode_error, StoreInner, Tables};
 use crate::backend::{BatchOutcome, PendingAppend};
 use crate::faults::fjall_error;
+use crate::hashing::FastMap;
 use crate::lifecycle::View;
-use crate::stage::{stage_batch, Location, Stored, Writes};
+use crate::stage::{stage_batch, Heads, Location, Stored, Writes};
 
 /// Streams whose version the writer keeps in memory; the cache starts over when full.
 pub(super) const HEAD_CACHE_LEN_MAX: usize = 65_536;
+
+/// Initial bytes of the buffer keys are built in: a stream key of a
+/// 256-byte stream id fits.
+const SCRATCH_BYTES: usize = 512;
 
 /// What the writer remembers between batches: versions of recently written
 /// streams, so it need not read them back, and a filter of the stored event
@@ -29,7 +33,7 @@ pub(super) const HEAD_CACHE_LEN_MAX: usize = 65_536;
 /// stale; a reopen starts both over.
 #[derive(Debug, Default)]
 pub(super) struct WriterCache {
-    heads: HashMap<String, Version>,
+    heads: FastMap<String, Version>,
     ids: IdFilter,
 }
 
@@ -39,7 +43,7 @@ impl WriterCache {
     }
 
     /// Updates known streams in place, so a busy stream costs no allocation.
-    fn remember(&mut self, heads: &HashMap<&str, Version>) {
+    fn remember(&mut self, heads: &Heads<'_>) {
         if self.heads.len() + heads.len() > HEAD_CACHE_LEN_MAX {
             self.heads.clear();
         }
@@ -169,6 +173,8 @@ struct Batch<'t> {
     tables: &'t Tables,
     batch: OwnedWriteBatch,
     created_us: u64,
+    /// Where each key and value is built before fjall copies it.
+    scratch: Vec<u8>,
 }
 
 impl<'a> Writes<'a> for Batch<'_> {
@@ -199,26 +205,27 @@ impl<'a> Writes<'a> for Batch<'_> {
                 position = position.next();
             }
         }
+        // Keys and values are built in one reused buffer and copied once,
+        // into the bytes fjall keeps.
+        let key = &mut self.scratch;
         for (stream, event, version, position, value) in encoded {
             self.batch
                 .insert(&t.log, keys::position_key(position.0), value);
-            self.batch.insert(
-                &t.index,
-                keys::stream_key(stream, version),
-                position.0.to_be_bytes(),
-            );
-            self.batch.insert(
-                &t.index,
-                keys::id_key(&event.id),
-                keys::id_value(stream, version, position),
-            );
-            let type_prefix = keys::type_prefix(&event.event_type);
+            key.clear();
+            keys::put_stream_key(key, stream, version);
             self.batch
-                .insert(&t.index, keys::posting_key(&type_prefix, position.0), []);
+                .insert(&t.index, key.as_slice(), position.0.to_be_bytes());
+            key.clear();
+            keys::put_id_value(key, stream, version, position);
+            self.batch
+                .insert(&t.index, keys::id_key(&event.id), key.as_slice());
+            key.clear();
+            keys::put_type_posting(key, &event.event_type, position.0);
+            self.batch.insert(&t.index, key.as_slice(), []);
             for tag in &event.tags {
-                let tag_prefix = keys::tag_prefix(tag);
-                self.batch
-                    .insert(&t.index, keys::posting_key(&tag_prefix, position.0), []);
+                key.clear();
+                keys::put_tag_posting(key, tag, position.0);
+                self.batch.insert(&t.index, key.as_slice(), []);
             }
         }
         Ok(())
@@ -248,6 +255,7 @@ impl StoreInner {
                 batch: OwnedWriteBatch::with_capacity(t.db.clone(), items + 8)
                     .durability(Some(self.persist_mode)),
                 created_us,
+                scratch: Vec::with_capacity(SCRATCH_BYTES),
             };
             let view = View::new(self.lifecycles(), self.config.retention, created_us);
             let mut reader = Reader {

@@ -19,9 +19,11 @@
 //! grow without bound: past [`IDS_MAX`] ids it lets go of its memory and
 //! answers "maybe" for every id.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 
 use gater_core::EventId;
+
+use crate::hashing::FastState;
 
 /// Most ids the filter holds; past this it covers nothing (about 20 MiB).
 pub(super) const IDS_MAX: u64 = 8 << 20;
@@ -46,7 +48,7 @@ const BLOCK_WORDS: usize = (BLOCK_BITS / 64) as usize;
 #[derive(Debug)]
 pub(super) struct IdFilter {
     /// Keys the id hash, so ids that collide are not predictable.
-    hasher: RandomState,
+    hasher: FastState,
     coverage: Coverage,
     layers: Vec<Layer>,
 }
@@ -77,7 +79,7 @@ struct Layer {
 impl Default for IdFilter {
     fn default() -> Self {
         IdFilter {
-            hasher: RandomState::new(),
+            hasher: FastState::default(),
             coverage: Coverage::Unseeded,
             layers: Vec::new(),
         }
