@@ -13,7 +13,7 @@ use super::cpu::CpuProbe;
 use super::report::{metric, Bound, CaseResult, Goal, RatioSpec, Subject};
 use super::targets::{self, TargetKind};
 use super::workload::{self, Params, ReadMode, StoreNames};
-use super::{dcb, failover, subscriptions, Recorder};
+use super::{dcb, disk, failover, subscriptions, Recorder};
 
 /// The targets of the transport comparison, in the order they run. The
 /// PostgreSQL backend is compared separately (W1 and W4, see `postgres`).
@@ -79,16 +79,11 @@ pub(crate) async fn server(
                 .await?
             }
             Workload::W3 => {
-                w3(
-                    gater,
-                    names,
-                    &params,
-                    target,
-                    &cpu,
-                    args.latency_clients as usize,
-                    recorder,
-                )
-                .await?
+                let latency = W3 {
+                    clients: args.latency_clients as usize,
+                    fdatasync_p50_us: None,
+                };
+                w3(gater, names, &params, target, &cpu, latency, recorder).await?
             }
             Workload::W4 => w4(gater, names, &params, target, recorder).await?,
             Workload::W5 => w5(gater, names, &params, target, recorder).await?,
@@ -138,6 +133,7 @@ pub(crate) const COMPARE_CASE_COUNT: u64 = 2 * (COMPARE_TARGETS.len() as u64 - 1
     + 3
     + 1
     + COMPARE_CONDITIONAL_CLIENTS.len() as u64
+    + 1
     + 1;
 
 /// Client counts of W7 in the suite (UmaDB publishes 16; 64 is W1's).
@@ -169,6 +165,11 @@ pub(crate) async fn compare(
     let dir = tempfile::Builder::new().prefix("gater-bench").tempdir()?;
     let certs = targets::dev_certs(dir.path())?;
     let names = StoreNames::new("bench");
+    // The disk the stores write to, measured first: W3's median is read against it.
+    recorder.note("measuring fdatasync");
+    let disk = disk::fdatasync(dir.path()).await?;
+    let fdatasync_p50_us = disk.value(metric::P50_US);
+    recorder.record(disk);
     for kind in COMPARE_TARGETS {
         if kind == TargetKind::QuicProxySeparate && binary.is_none() {
             recorder.note("quic+proxy-processes: skipped, no gater binary");
@@ -190,7 +191,11 @@ pub(crate) async fn compare(
             };
             w1(g, &names, params, t, cpu, case, recorder).await?;
         }
-        w3(g, &names, params, t, cpu, 1, recorder).await?;
+        let latency = W3 {
+            clients: 1,
+            fdatasync_p50_us,
+        };
+        w3(g, &names, params, t, cpu, latency, recorder).await?;
         target.close().await;
     }
     let target = targets::open(TargetKind::Embedded, dir.path(), &certs, None).await?;
@@ -326,13 +331,25 @@ async fn w2(
     Ok(())
 }
 
+/// The shape of one W3 case.
+#[derive(Clone, Copy, Debug)]
+struct W3 {
+    /// Concurrent appenders, each with one append in flight.
+    clients: usize,
+    /// The disk probe's median `fdatasync` of this run, when measured.
+    fdatasync_p50_us: Option<f64>,
+}
+
 async fn w3(
     gater: &BoxGater,
     names: &StoreNames,
     params: &Params,
     target: &str,
     cpu: &CpuProbe,
-    clients: usize,
+    W3 {
+        clients,
+        fdatasync_p50_us,
+    }: W3,
     recorder: &mut Recorder,
 ) -> Result<()> {
     let mut case = CaseResult::new("w3", target, "w3", &format!("c{clients}"));
@@ -340,6 +357,10 @@ async fn w3(
     case.params.insert("clients".into(), clients as u64);
     let tally = workload::write_flood(gater, names, params, clients, 1, cpu).await?;
     workload::write_figures(&mut case, &tally);
+    if let (Some(p50), Some(sync)) = (case.value(metric::P50_US), fdatasync_p50_us) {
+        case.figures
+            .insert(metric::P50_OVER_FDATASYNC_US.into(), p50 - sync);
+    }
     recorder.record(case);
     Ok(())
 }
@@ -582,6 +603,13 @@ pub(crate) fn compare_goals() -> Vec<Goal> {
             eps,
             AtLeast,
             150_000.0,
+        ),
+        figure(
+            "W3 in-process p50 beyond one fdatasync µs",
+            "w3/embedded/c1",
+            metric::P50_OVER_FDATASYNC_US,
+            AtMost,
+            60.0,
         ),
         figure(
             "W1 QUIC through proxy events/s",
