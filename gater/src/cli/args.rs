@@ -453,7 +453,14 @@ pub(crate) struct QueryArgs {
     /// The whole query as JSON, `{"items":[{"types":[..],"tags":[..]}]}`.
     #[arg(long)]
     pub(crate) query: Option<String>,
-    /// First position to read (backward: default the last one).
+    #[command(flatten)]
+    pub(crate) page: PageArgs,
+}
+
+/// Where `read`, `read-all` and `query` start, how many events they print and in which direction.
+#[derive(Args, Debug)]
+pub(crate) struct PageArgs {
+    /// First version (`read`) or position (`read-all`, `query`) to read; backward: default the last one.
     #[arg(long)]
     pub(crate) from: Option<u64>,
     /// Most events to read, or `all`; reads past one page go on page by page.
@@ -492,15 +499,8 @@ pub(crate) struct ReadArgs {
     pub(crate) store: String,
     /// Stream id.
     pub(crate) stream: String,
-    /// First version to read (backward: default the last one).
-    #[arg(long)]
-    pub(crate) from: Option<u64>,
-    /// Most events to read, or `all`; reads past one page go on page by page.
-    #[arg(long, default_value = "100", value_parser = ReadCount::parse)]
-    pub(crate) count: ReadCount,
-    /// Read newest first.
-    #[arg(long)]
-    pub(crate) backward: bool,
+    #[command(flatten)]
+    pub(crate) page: PageArgs,
 }
 
 /// `gater read-all`.
@@ -508,15 +508,8 @@ pub(crate) struct ReadArgs {
 pub(crate) struct ReadAllArgs {
     /// Store id.
     pub(crate) store: String,
-    /// First position to read (backward: default the last one).
-    #[arg(long)]
-    pub(crate) from: Option<u64>,
-    /// Most events to read, or `all`; reads past one page go on page by page.
-    #[arg(long, default_value = "100", value_parser = ReadCount::parse)]
-    pub(crate) count: ReadCount,
-    /// Read newest first.
-    #[arg(long)]
-    pub(crate) backward: bool,
+    #[command(flatten)]
+    pub(crate) page: PageArgs,
 }
 
 /// `gater export`.
@@ -723,7 +716,7 @@ mod tests {
     #[test]
     fn read_counts_are_a_number_or_all() {
         let count = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
-            Ok(Command::Read(r)) => Ok(r.count),
+            Ok(Command::Read(r)) => Ok(r.page.count),
             Ok(_) => panic!("not a read"),
             Err(e) => Err(e.kind()),
         };

@@ -14,8 +14,8 @@ use gater_core::{
 use serde_json::{json, Value};
 
 use super::args::{
-    AppendArgs, Command, OptionalSelectorArgs, ParkedArgs, ReadAllArgs, ReadArgs, SelectorArgs,
-    SnapshotCommand, StoreCommand, StreamCommand, StreamsArgs, SubscribeArgs,
+    AppendArgs, Command, OptionalSelectorArgs, PageArgs, ParkedArgs, ReadAllArgs, ReadArgs,
+    SelectorArgs, SnapshotCommand, StoreCommand, StreamCommand, StreamsArgs, SubscribeArgs,
 };
 use super::dcb;
 use super::input::parse_events;
@@ -396,18 +396,18 @@ async fn read<W: Write>(
 ) -> Result<(), CommandError> {
     let store = StoreId::new(args.store).map_err(Error::from)?;
     let stream = StreamId::new(args.stream).map_err(Error::from)?;
-    let start = read_start(args.backward, args.from);
+    let start = read_start(&args.page);
     let source = pages::Source::Stream(&stream);
-    pages::print(gater, &store, source, start, args.count, out).await
+    pages::print(gater, &store, source, start, args.page.count, out).await
 }
 
 /// Where a read starts: `--from`, else the beginning, or the end when reading backward
 /// (`u64::MAX` is "from the end" for stream versions and log positions alike).
-pub(crate) fn read_start(backward: bool, from: Option<u64>) -> (Direction, u64) {
-    if backward {
-        (Direction::Backward, from.unwrap_or(Position::END.0))
+pub(crate) fn read_start(page: &PageArgs) -> (Direction, u64) {
+    if page.backward {
+        (Direction::Backward, page.from.unwrap_or(Position::END.0))
     } else {
-        (Direction::Forward, from.unwrap_or(0))
+        (Direction::Forward, page.from.unwrap_or(0))
     }
 }
 
@@ -417,8 +417,16 @@ async fn read_all<W: Write>(
     out: &mut Output<W>,
 ) -> Result<(), CommandError> {
     let store = StoreId::new(args.store).map_err(Error::from)?;
-    let start = read_start(args.backward, args.from);
-    pages::print(gater, &store, pages::Source::Log, start, args.count, out).await
+    let start = read_start(&args.page);
+    pages::print(
+        gater,
+        &store,
+        pages::Source::Log,
+        start,
+        args.page.count,
+        out,
+    )
+    .await
 }
 
 async fn streams<W: Write>(

@@ -136,9 +136,9 @@ pub(crate) async fn query<W: Write>(
 ) -> Result<(), CommandError> {
     let store = StoreId::new(args.store.clone()).map_err(Error::from)?;
     let query = query_of(&args)?;
-    let start = read_start(args.backward, args.from);
+    let start = read_start(&args.page);
     let source = pages::Source::Query(&query);
-    pages::print(gater, &store, source, start, args.count, out).await
+    pages::print(gater, &store, source, start, args.page.count, out).await
 }
 
 /// The subscription selector of a query given as JSON: its normal form, so
