@@ -1,5 +1,5 @@
 //! The disk's own durable-write latency, measured in the suite's data
-//! directory so W3 (one client, one event per append) can be read against
+//! directory right before each W3 case so W3 (one client, one event per append) can be read against
 //! it: an embedded append with fsync on costs at least one `fdatasync`, and
 //! what it costs beyond that is the store's.
 //!
@@ -25,8 +25,10 @@ pub(crate) const WORKLOAD: &str = "disk";
 /// Target name of the case.
 pub(crate) const TARGET: &str = "fdatasync";
 
-/// Measures `fdatasync` after appends to a fresh file in `dir` (removed after).
-pub(crate) async fn fdatasync(dir: &Path) -> Result<CaseResult> {
+/// Measures `fdatasync` after appends to a fresh file in `dir` (removed
+/// after), just before the W3 case of target `before`: case
+/// `disk/fdatasync/<before>`.
+pub(crate) async fn fdatasync(dir: &Path, before: &str) -> Result<CaseResult> {
     let path = dir.join("fdatasync.probe");
     let measured = tokio::task::spawn_blocking(move || {
         let result = measure(&path);
@@ -36,7 +38,7 @@ pub(crate) async fn fdatasync(dir: &Path) -> Result<CaseResult> {
     .await
     .context("the fdatasync probe panicked")??;
     let (latencies, elapsed) = measured;
-    let mut case = CaseResult::new(WORKLOAD, TARGET, "w3", "");
+    let mut case = CaseResult::new(WORKLOAD, TARGET, "w3", before);
     case.params.insert("block_bytes".into(), BLOCK_BYTES as u64);
     case.measured_s = elapsed.as_secs_f64();
     case.latency = latencies.summary();
@@ -76,8 +78,8 @@ mod tests {
     #[tokio::test]
     async fn the_probe_reports_a_median_and_a_rate_and_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let case = fdatasync(dir.path()).await.unwrap();
-        assert_eq!(case.id, "disk/fdatasync");
+        let case = fdatasync(dir.path(), "embedded").await.unwrap();
+        assert_eq!(case.id, "disk/fdatasync/embedded");
         assert!(case.value(metric::P50_US).is_some_and(|v| v > 0.0));
         assert!(case.figures[metric::SYNCS_PER_S] > 0.0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

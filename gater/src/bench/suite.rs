@@ -40,8 +40,9 @@ const POSTGRES: &str = "postgres";
 /// Cases the PostgreSQL comparison adds on a machine with PostgreSQL: W1 and the four W4 reads.
 pub(crate) const POSTGRES_CASE_COUNT: u64 = 1 + 4;
 /// Cases of the target with separate proxy and worker processes (W1 at
-/// each batch size, W3), run only when the suite knows the `gater` binary.
-pub(crate) const SEPARATE_CASE_COUNT: u64 = 1 + LARGE_BATCHES.len() as u64 + 1;
+/// each batch size, the fdatasync probe, W3), run only when the suite knows
+/// the `gater` binary.
+pub(crate) const SEPARATE_CASE_COUNT: u64 = 1 + LARGE_BATCHES.len() as u64 + 1 + 1;
 
 /// Runs the workloads `args` selects against `gater` (a server); target name `server`.
 pub(crate) async fn server(
@@ -124,7 +125,7 @@ pub(crate) fn server_case_count(args: &BenchArgs) -> u64 {
 
 /// Cases [`compare`] runs when it knows the `gater` binary (else
 /// [`SEPARATE_CASE_COUNT`] fewer), for the progress bar.
-pub(crate) const COMPARE_CASE_COUNT: u64 = 2 * (COMPARE_TARGETS.len() as u64 - 1)
+pub(crate) const COMPARE_CASE_COUNT: u64 = 3 * (COMPARE_TARGETS.len() as u64 - 1)
     + 2 * LARGE_BATCHES.len() as u64
     + SEPARATE_CASE_COUNT
     + 1
@@ -133,7 +134,6 @@ pub(crate) const COMPARE_CASE_COUNT: u64 = 2 * (COMPARE_TARGETS.len() as u64 - 1
     + 3
     + 1
     + COMPARE_CONDITIONAL_CLIENTS.len() as u64
-    + 1
     + 1;
 
 /// Client counts of W7 in the suite (UmaDB publishes 16; 64 is W1's).
@@ -165,11 +165,6 @@ pub(crate) async fn compare(
     let dir = tempfile::Builder::new().prefix("gater-bench").tempdir()?;
     let certs = targets::dev_certs(dir.path())?;
     let names = StoreNames::new("bench");
-    // The disk the stores write to, measured first: W3's median is read against it.
-    recorder.note("measuring fdatasync");
-    let disk = disk::fdatasync(dir.path()).await?;
-    let fdatasync_p50_us = disk.value(metric::P50_US);
-    recorder.record(disk);
     for kind in COMPARE_TARGETS {
         if kind == TargetKind::QuicProxySeparate && binary.is_none() {
             recorder.note("quic+proxy-processes: skipped, no gater binary");
@@ -191,10 +186,15 @@ pub(crate) async fn compare(
             };
             w1(g, &names, params, t, cpu, case, recorder).await?;
         }
+        // The disk the store writes to, measured right before W3 (on a
+        // shared machine its latency drifts): W3's median is read against it.
+        recorder.note(&format!("{t}: measuring fdatasync"));
+        let disk = disk::fdatasync(dir.path(), t).await?;
         let latency = W3 {
             clients: 1,
-            fdatasync_p50_us,
+            fdatasync_p50_us: disk.value(metric::P50_US),
         };
+        recorder.record(disk);
         w3(g, &names, params, t, cpu, latency, recorder).await?;
         target.close().await;
     }
