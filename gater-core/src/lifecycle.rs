@@ -50,6 +50,12 @@ impl Retention {
     pub fn is_none(&self) -> bool {
         self.max_count.is_none() && self.max_age_s.is_none()
     }
+
+    /// The creation instant (µs since the epoch) before which a retention
+    /// by age of `age_s` seconds hides events, at `now_us`.
+    pub fn age_cutoff_us(age_s: u64, now_us: u64) -> u64 {
+        now_us.saturating_sub(age_s.saturating_mul(MICROS_PER_SECOND))
+    }
 }
 
 /// What is stored about a stream's lifecycle; the default hides nothing.
@@ -104,8 +110,7 @@ impl StreamLifecycle {
             }
         }
         if let Some(age_s) = retention.max_age_s {
-            let oldest_us = now_us.saturating_sub(age_s.saturating_mul(MICROS_PER_SECOND));
-            if created_us < oldest_us {
+            if created_us < Retention::age_cutoff_us(age_s, now_us) {
                 return false;
             }
         }

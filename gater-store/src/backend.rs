@@ -47,6 +47,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Every store that exists, in id order.
     async fn list_stores(&self) -> Result<Vec<StoreId>, Error>;
 
+    /// Releases what the backend holds for all its stores (the embedded
+    /// backend's database, its files and threads) once every store is
+    /// closed, so the data can be opened again at once; later calls fail.
+    fn close(&self) {}
+
     /// Whether other workers create, change and remove stores of this
     /// backend too (a shared database): the engine then looks for stores it
     /// has not opened and polls heads for commits it did not make.
@@ -183,6 +188,13 @@ pub(crate) trait BackendStore: Send + Sync + 'static {
 
     /// Bytes the store occupies on disk.
     async fn disk_bytes(&self) -> Result<u64, Error>;
+
+    /// Log records read back for reads since the store was opened (index
+    /// entries not counted): how much of the log a read path touches;
+    /// `None` when the backend does not count them.
+    fn records_read(&self) -> Option<u64> {
+        None
+    }
 
     /// The lifecycle state of every stream that has some (see `crate::lifecycle`).
     ///

@@ -35,7 +35,7 @@ use crate::backend::{Backend, BackendStore, PendingAppend, PendingPart};
 use crate::embedded::EmbeddedBackend;
 use crate::faults::{HealOptions, Health};
 use crate::lease::{Claim, Claimant, Fence};
-use crate::lifecycle::{Clock, LifecycleChange, Source, View};
+use crate::lifecycle::{Clock, Hidden, LifecycleChange, Source, View};
 use crate::metrics::StoreMetrics;
 use crate::misses::Misses;
 use crate::subscription::{
@@ -47,8 +47,8 @@ use crate::writer::{AppendRequest, BatchBounds, ReopenRequest, Writer};
 /// How a [`Store`] is set up.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// Directory holding every store (`<data_dir>/stores/<store_id>`); unused
-    /// by `Store::open_postgres`.
+    /// Directory holding every store (the worker's database, `<data_dir>/db`);
+    /// unused by `Store::open_postgres`.
     pub data_dir: PathBuf,
     /// This worker's id, reported by `workers()` and in store listings.
     pub worker_id: String,
@@ -72,6 +72,11 @@ pub struct StoreOptions {
     /// lifecycle changes hid since its last compaction reach this share of
     /// its log, in percent; 0 never starts one.
     pub compact_hidden_share_percent: u8,
+    /// How often each store checks, in the background, how many events
+    /// retention by age hid since its last compaction (age hides events as
+    /// time passes, with no change to count), starting a compaction when
+    /// they reach `compact_hidden_share_percent`; milliseconds, 0 never.
+    pub compact_age_check_interval_ms: u64,
     /// The server's memory budget: deliveries waiting in subscription
     /// consumers' buffers hold their bytes in it until taken (`None`: not counted).
     pub memory_budget: Option<Arc<dyn ByteBudget>>,
@@ -82,6 +87,8 @@ impl StoreOptions {
     pub const BATCH_APPENDS_MAX_DEFAULT: u32 = 1024;
     /// Default share of hidden events, in percent, that starts a background compaction.
     pub const COMPACT_HIDDEN_SHARE_PERCENT_DEFAULT: u8 = 25;
+    /// Default interval of the background check of what age hid: a minute.
+    pub const COMPACT_AGE_CHECK_INTERVAL_MS_DEFAULT: u64 = 60_000;
     /// Default events per batch before it stops taking appends.
     pub const BATCH_EVENTS_MAX_DEFAULT: u32 = 16_384;
 
@@ -98,6 +105,7 @@ impl StoreOptions {
             heal: HealOptions::default(),
             clock: Clock::default(),
             compact_hidden_share_percent: Self::COMPACT_HIDDEN_SHARE_PERCENT_DEFAULT,
+            compact_age_check_interval_ms: Self::COMPACT_AGE_CHECK_INTERVAL_MS_DEFAULT,
             memory_budget: None,
         }
     }
@@ -154,8 +162,11 @@ struct StoreHandle {
     /// Held while a compaction runs: one at a time per store.
     compaction: Arc<tokio::sync::Mutex<()>>,
     /// Events lifecycle changes hid since the last compaction (an estimate:
-    /// truncation and count retention, not age).
+    /// truncation and count retention; age is `age_mark_at_compaction`'s).
     hidden_since_compaction: AtomicU64,
+    /// `View::age_mark` when the background age check last started a
+    /// compaction (0 at open: what aged out before counts once).
+    age_mark_at_compaction: AtomicU64,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -262,7 +273,8 @@ impl Store {
     }
 
     /// Stops every store gracefully: consumers end with `Shutdown`, queued
-    /// appends finish or are refused, files are flushed and closed.
+    /// appends finish or are refused, files are flushed and closed (the
+    /// worker's database too, so the data directory can be opened again).
     pub async fn shutdown(&self) {
         let _admin = self.engine.admin.lock().await;
         let handles: Vec<_> = std::mem::take(&mut *self.engine.write_stores())
@@ -274,6 +286,7 @@ impl Store {
                 tracing::warn!(store = %handle.id, %error, "closing a store failed");
             }
         }
+        self.engine.backend.close();
     }
 }
 
@@ -327,6 +340,15 @@ impl Store {
     /// times and events appended per store.
     pub fn metrics(&self) -> &StoreMetrics {
         &self.engine.metrics
+    }
+
+    /// Log records `store` has read back for reads and subscriptions since
+    /// it was opened here, index entries not counted: how much of the log
+    /// the read paths touch (a query for a rare tag reads its few events,
+    /// not the log). `None` when the backend does not count them
+    /// (PostgreSQL).
+    pub fn records_read(&self, store: &StoreId) -> Result<Option<u64>, Error> {
+        Ok(self.engine.handle(store)?.backend.records_read())
     }
 }
 
@@ -388,33 +410,7 @@ impl Engine {
         if total.saturating_mul(100) < share.saturating_mul(events) {
             return;
         }
-        // Taken before the change returns: a compaction asked for later
-        // waits for this one.
-        let Ok(running) = Arc::clone(&handle.compaction).try_lock_owned() else {
-            return; // one is running already
-        };
-        handle.hidden_since_compaction.store(0, Ordering::Relaxed);
-        let (handle, clock) = (Arc::clone(handle), self.options.clock.clone());
-        tokio::spawn(async move {
-            let _running = running;
-            let lifecycles = match handle.backend.lifecycles().await {
-                Ok(lifecycles) => lifecycles,
-                Err(error) => {
-                    tracing::warn!(store = %handle.id, %error, "background compaction did not start");
-                    return;
-                }
-            };
-            let view = View::new(lifecycles, handle.config.retention, clock.now_us());
-            match handle.backend.compact(&view).await {
-                Ok(done) => {
-                    let removed = done.removed;
-                    tracing::info!(store = %handle.id, removed, "background compaction done")
-                }
-                Err(error) => {
-                    tracing::warn!(store = %handle.id, %error, "background compaction failed")
-                }
-            }
-        });
+        start_compaction(handle, &self.options.clock);
     }
 
     fn new(options: StoreOptions, backend: Arc<dyn Backend>) -> Engine {
@@ -661,6 +657,7 @@ impl Engine {
         let (reopens, reopen_queue) = mpsc::channel(REOPEN_QUEUE_LEN);
         let health = Arc::new(Health::default());
         let (stop, stop_rx) = watch::channel(false);
+        let age_stop = stop_rx.clone();
         let poll = backend.head_poll_interval().map(|interval| {
             tokio::spawn(poll_head(
                 id.clone(),
@@ -689,7 +686,7 @@ impl Engine {
             reopens: reopen_queue,
             heal: self.options.heal,
         };
-        Ok(Arc::new(StoreHandle {
+        let handle = Arc::new(StoreHandle {
             id,
             config,
             backend,
@@ -704,7 +701,20 @@ impl Engine {
             reopens,
             compaction: Arc::new(tokio::sync::Mutex::new(())),
             hidden_since_compaction: AtomicU64::new(0),
-        }))
+            age_mark_at_compaction: AtomicU64::new(0),
+        });
+        let share = u64::from(self.options.compact_hidden_share_percent);
+        let interval = self.options.compact_age_check_interval_ms;
+        if share > 0 && interval > 0 {
+            tokio::spawn(check_age(
+                Arc::downgrade(&handle),
+                age_stop,
+                Duration::from_millis(interval),
+                share,
+                self.options.clock.clone(),
+            ));
+        }
+        Ok(handle)
     }
 
     /// The store's state and, when it refuses appends, why.
@@ -769,6 +779,86 @@ fn failure_reason(error: &Error) -> String {
             message.clone()
         }
         other => other.to_string(),
+    }
+}
+
+/// Starts a compaction of `handle`'s store in the background, unless one
+/// runs; the lock is taken before this returns, so a compaction asked for
+/// later waits for this one.
+fn start_compaction(handle: &Arc<StoreHandle>, clock: &Clock) {
+    let Ok(running) = Arc::clone(&handle.compaction).try_lock_owned() else {
+        return; // one is running already
+    };
+    handle.hidden_since_compaction.store(0, Ordering::Relaxed);
+    let (handle, clock) = (Arc::clone(handle), clock.clone());
+    tokio::spawn(async move {
+        let _running = running;
+        let lifecycles = match handle.backend.lifecycles().await {
+            Ok(lifecycles) => lifecycles,
+            Err(error) => {
+                tracing::warn!(store = %handle.id, %error, "background compaction did not start");
+                return;
+            }
+        };
+        let view = View::new(lifecycles, handle.config.retention, clock.now_us());
+        match handle.backend.compact(&view).await {
+            Ok(done) => {
+                let removed = done.removed;
+                tracing::info!(store = %handle.id, removed, "background compaction done")
+            }
+            Err(error) => {
+                tracing::warn!(store = %handle.id, %error, "background compaction failed")
+            }
+        }
+    });
+}
+
+/// Every `interval` until the store stops: estimates the events retention
+/// by age hid since the last compaction this check started
+/// (`View::age_mark`) and starts one when they reach `share` percent of
+/// the log.
+async fn check_age(
+    handle: std::sync::Weak<StoreHandle>,
+    mut stop: watch::Receiver<bool>,
+    interval: Duration,
+    share: u64,
+    clock: Clock,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        let Some(handle) = handle.upgrade() else {
+            return;
+        };
+        let lifecycles = match handle.backend.lifecycles().await {
+            Ok(lifecycles) => lifecycles,
+            Err(Error::StoreStopping { .. }) => return,
+            Err(error) => {
+                tracing::debug!(store = %handle.id, %error, "age check failed; checking on");
+                continue;
+            }
+        };
+        let view = View::new(lifecycles, handle.config.retention, clock.now_us());
+        if !view.ages_out() {
+            continue;
+        }
+        let mark = match view.age_mark(&*handle.backend).await {
+            Ok(mark) => mark,
+            Err(error) => {
+                tracing::debug!(store = %handle.id, %error, "age check failed; checking on");
+                continue;
+            }
+        };
+        let aged = mark.saturating_sub(handle.age_mark_at_compaction.load(Ordering::Relaxed));
+        let events = handle.backend.counters().event_count.max(1);
+        if aged.saturating_mul(100) >= share.saturating_mul(events) {
+            handle.age_mark_at_compaction.store(mark, Ordering::Relaxed);
+            start_compaction(&handle, &clock);
+        }
     }
 }
 
@@ -854,6 +944,39 @@ impl SubscriptionLog for LogView {
                 return Ok((shown, from));
             }
         }
+    }
+
+    /// From the backend's indexes, through the same view as every read,
+    /// clipped to the published head: a page that is not full, or reaches
+    /// past the head, covers everything up to it.
+    async fn read_query_forward(
+        &self,
+        query: &Query,
+        from: Position,
+        count: u32,
+    ) -> Result<(Vec<RecordedEvent>, Position), Error> {
+        let head = *self.head.borrow();
+        let Some(head) = head.filter(|h| from <= *h) else {
+            return Ok((Vec::new(), from));
+        };
+        let lifecycles = self.backend.lifecycles().await?;
+        let view = View::new(lifecycles, self.retention, self.clock.now_us());
+        let (mut events, next) = view
+            .read(
+                &*self.backend,
+                Source::Query(query),
+                from.0,
+                count,
+                Direction::Forward,
+            )
+            .await?;
+        let full = events.len() >= count as usize;
+        events.retain(|event| event.position <= head);
+        let next = match next {
+            Some(next) if full && next <= head.0 => Position(next),
+            _ => head.next(),
+        };
+        Ok((events, next))
     }
 
     fn watch_head(&self) -> watch::Receiver<Option<Position>> {
@@ -1477,12 +1600,23 @@ impl Gater for Store {
             Err(_) if !state.takes_writes() => 0,
             Err(error) => return Err(error),
         };
+        // The counts say what readers see.
+        let hidden = match self.engine.view(&handle).await {
+            Ok(view) => view.hidden(&*handle.backend).await,
+            Err(error) => Err(error),
+        };
+        let hidden = match hidden {
+            Ok(hidden) => hidden,
+            Err(Error::StoreStopping { .. }) => Hidden::default(),
+            Err(_) if !state.takes_writes() => Hidden::default(),
+            Err(error) => return Err(error),
+        };
         Ok(StoreStatus {
             store: handle.id.clone(),
             state,
             reason,
-            stream_count: counters.stream_count,
-            event_count: counters.event_count,
+            stream_count: counters.stream_count.saturating_sub(hidden.streams),
+            event_count: counters.event_count.saturating_sub(hidden.events),
             head,
             disk_bytes,
             workers: vec![self.engine.options.worker_id.clone()],
@@ -1659,6 +1793,134 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+        store.shutdown().await;
+    }
+
+    /// Events until the subscription's `CaughtUp` marker, by position.
+    async fn caught_up_positions(sub: &mut Subscription) -> Vec<u64> {
+        use futures::StreamExt;
+        let mut positions = Vec::new();
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .expect("the catch-up goes on")
+                .expect("the subscription goes on");
+            match item {
+                gater_core::SubscriptionItem::Event(delivery) => {
+                    positions.push(delivery.event.position.0)
+                }
+                gater_core::SubscriptionItem::CaughtUp => return positions,
+                gater_core::SubscriptionItem::End(end) => panic!("subscription ended: {end:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn query_and_type_subscriptions_catch_up_from_the_indexes_reading_only_their_events() {
+        const EVENTS: u64 = 5_000;
+        /// One event in this many carries the rare tag and the rare type.
+        const RARE_EVERY: u64 = 500;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, id) = open(dir.path()).await;
+        let s = StreamId::new("s").unwrap();
+        let rare = |i: u64| i % RARE_EVERY == 7;
+        for chunk in 0..EVENTS / 1_000 {
+            let events = (chunk * 1_000..(chunk + 1) * 1_000)
+                .map(|i| {
+                    let mut bytes = [0u8; 16];
+                    bytes[8..].copy_from_slice(&i.to_be_bytes());
+                    let id = gater_core::EventId::from_random_bytes(bytes);
+                    let (event_type, tags) = if rare(i) {
+                        ("Rare", vec!["rare".to_owned()])
+                    } else {
+                        ("Common", vec![format!("common-{}", i % 7)])
+                    };
+                    EventData::json(id, event_type, b"{}".to_vec(), Vec::new()).with_tags(tags)
+                })
+                .collect();
+            store
+                .append_events(&id, &s, ExpectedVersion::Any, events)
+                .await
+                .unwrap();
+        }
+        let expected: Vec<u64> = (0..EVENTS).filter(|&i| rare(i)).collect();
+        let options = SubscribeOptions {
+            window: 100,
+            start_from: Some(Position::START),
+        };
+        for (kind, selector) in [
+            (
+                SubscriptionType::ByQuery,
+                r#"{"items":[{"tags":["rare"]}]}"#,
+            ),
+            (SubscriptionType::ByEventType, "Rare"),
+        ] {
+            let key = SubscriptionKey::new(kind, selector, TRANSIENT).unwrap();
+            let before = store.records_read(&id).unwrap().unwrap();
+            let mut sub = store.subscribe(&id, key, options.clone()).await.unwrap();
+            assert_eq!(caught_up_positions(&mut sub).await, expected, "{kind}");
+            let read = store.records_read(&id).unwrap().unwrap() - before;
+            assert_eq!(
+                read,
+                expected.len() as u64,
+                "{kind}: only the matching records are read from the log of {EVENTS}"
+            );
+        }
+        // The all-log subscription reads every record, as the counter shows.
+        let before = store.records_read(&id).unwrap().unwrap();
+        let all = SubscriptionKey::stream(&StreamId::all());
+        let mut sub = store.subscribe(&id, all, options.clone()).await.unwrap();
+        assert_eq!(caught_up_positions(&mut sub).await.len() as u64, EVENTS);
+        assert_eq!(store.records_read(&id).unwrap().unwrap() - before, EVENTS);
+        store.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_query_subscription_goes_live_after_its_indexed_catch_up_without_gaps() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, id) = open(dir.path()).await;
+        let s = StreamId::new("s").unwrap();
+        let tagged = |n: u8, tag: &str| event(n).with_tags(vec![tag.to_owned()]);
+        let first = vec![tagged(1, "a"), tagged(2, "b"), tagged(3, "a")];
+        store
+            .append_events(&id, &s, ExpectedVersion::Any, first)
+            .await
+            .unwrap();
+        let key = SubscriptionKey::new(
+            SubscriptionType::ByQuery,
+            r#"{"items":[{"tags":["a"]}]}"#,
+            TRANSIENT,
+        )
+        .unwrap();
+        let options = SubscribeOptions {
+            window: 100,
+            start_from: Some(Position::START),
+        };
+        let mut sub = store.subscribe(&id, key, options).await.unwrap();
+        assert_eq!(caught_up_positions(&mut sub).await, vec![0, 2]);
+        for n in 4..8u8 {
+            let tag = if n % 2 == 0 { "a" } else { "b" };
+            store
+                .append_events(&id, &s, ExpectedVersion::Any, vec![tagged(n, tag)])
+                .await
+                .unwrap();
+        }
+        let mut live = Vec::new();
+        while live.len() < 2 {
+            let item = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .expect("live events arrive")
+                .expect("the subscription goes on");
+            if let gater_core::SubscriptionItem::Event(delivery) = item {
+                live.push(delivery.event.position.0);
+            }
+        }
+        assert_eq!(
+            live,
+            vec![3, 5],
+            "the tagged events appended after catch-up"
+        );
         store.shutdown().await;
     }
 

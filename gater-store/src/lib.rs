@@ -2,10 +2,12 @@
 //! [`gater_core::Gater`] directly, over an embedded fjall backend, so an
 //! application can embed an event store with no server.
 //!
-//! Each store lives in its own fjall database under
-//! `<data_dir>/stores/<store_id>`. One writer task per store groups
-//! concurrent appends into one atomic batch and one flush (group commit); an
-//! append is acknowledged only once its batch is durable. Subscriptions run
+//! Every store of a worker lives in one fjall database under
+//! `<data_dir>/db`, each store a pair of keyspaces named from its id, so
+//! threads and open files do not grow with the number of stores. One writer
+//! task per store groups concurrent appends into one atomic batch, and
+//! batches of several stores share one flush (group commit); an append is
+//! acknowledged only once its batch is durable. Subscriptions run
 //! over the store's global log.
 //!
 //! With the `postgres` feature, [`Store::open_postgres`] serves the stores of

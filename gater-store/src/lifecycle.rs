@@ -44,6 +44,24 @@ impl Clock {
     }
 }
 
+/// Streams with a retention by age of their own that one background age
+/// check looks at (see [`View::age_mark`]).
+pub(crate) const AGE_CHECK_STREAMS_MAX: usize = 1_024;
+
+/// Streams whose hidden events the store status counts (see [`View::hidden`]).
+pub(crate) const STATUS_STREAMS_MAX: usize = 4_096;
+/// Streams listed per page while the store status counts them.
+const STATUS_STREAMS_PAGE: u32 = 1_024;
+
+/// What readers no longer see of a store, as its status counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Hidden {
+    /// Events hidden (or compacted away after being hidden).
+    pub(crate) events: u64,
+    /// Streams that readers see as not existing (soft-deleted, tombstoned).
+    pub(crate) streams: u64,
+}
+
 /// The lifecycle state of every stream that has some, by stream id.
 pub(crate) type Lifecycles = HashMap<String, StreamLifecycle>;
 
@@ -113,6 +131,16 @@ pub(crate) fn apply(
         LifecycleChange::Retention(retention) => next.retention = retention,
     }
     Ok(next)
+}
+
+/// The last version of a stream: stored, or (once compaction removed every
+/// event of a soft-deleted stream) the one before its truncation point, so
+/// numbering never starts over.
+pub(crate) fn last_version(stored: Option<Version>, state: &StreamLifecycle) -> Option<Version> {
+    let floor = state
+        .truncate_before
+        .and_then(|before| before.checked_sub(1));
+    stored.max(floor)
 }
 
 /// What readers see of a store at one instant: its streams' lifecycle
@@ -238,6 +266,10 @@ impl View {
                 Direction::Backward => at.checked_sub(1),
             };
             let full = raw.len() >= count as usize;
+            if self.hides_nothing() && shown.is_empty() && raw.len() <= count as usize {
+                // Everything shows: the backend's page is the answer as it is.
+                return Ok((raw, next));
+            }
             for event in raw {
                 if shown.len() == count as usize {
                     break;
@@ -273,6 +305,127 @@ impl View {
         Ok(shown)
     }
 
+    /// Whether retention by age applies anywhere: the store's default, or
+    /// a stream's own.
+    pub(crate) fn ages_out(&self) -> bool {
+        self.default.max_age_s.is_some()
+            || self
+                .lifecycles
+                .values()
+                .any(|s| !s.tombstoned && s.retention.max_age_s.is_some())
+    }
+
+    /// How far retention by age reaches now: the position before which the
+    /// store's default hides every event, plus, for each stream with a
+    /// retention by age of its own (the first [`AGE_CHECK_STREAMS_MAX`]),
+    /// the version before which it hides every event. Each is found by
+    /// bisection over stored events (events are stamped in commit order),
+    /// so it costs a few reads, and it only grows as time passes: its
+    /// growth since a compaction estimates the events aged out since.
+    pub(crate) async fn age_mark(&self, backend: &dyn BackendStore) -> Result<u64, Error> {
+        let mut mark = 0u64;
+        if let (Some(age_s), Some(head)) = (self.default.max_age_s, backend.counters().head) {
+            let cutoff = self.age_cutoff_us(age_s);
+            mark = mark.saturating_add(first_young(backend, Source::All, head.0, cutoff).await?);
+        }
+        let owns_age = self
+            .lifecycles
+            .iter()
+            .filter(|(_, s)| !s.tombstoned && s.retention.max_age_s.is_some());
+        for (name, state) in owns_age.take(AGE_CHECK_STREAMS_MAX) {
+            let (Some(age_s), Ok(stream)) =
+                (state.retention.max_age_s, StreamId::new(name.as_str()))
+            else {
+                continue;
+            };
+            let Some(last) = backend.version(&stream).await? else {
+                continue;
+            };
+            let cutoff = self.age_cutoff_us(age_s);
+            let young = first_young(backend, Source::Stream(&stream), last, cutoff).await?;
+            mark = mark.saturating_add(young);
+        }
+        Ok(mark)
+    }
+
+    /// What readers no longer see: each stream's events below the first
+    /// version it shows (by truncation, retention by count and by age,
+    /// found by bisection), and every event and the stream itself when it
+    /// shows as not existing. Streams with a state of their own are looked
+    /// at, or every stream when the store has a default retention; at most
+    /// [`STATUS_STREAMS_MAX`] of them.
+    pub(crate) async fn hidden(&self, backend: &dyn BackendStore) -> Result<Hidden, Error> {
+        let mut hidden = Hidden::default();
+        if self.hides_nothing() {
+            return Ok(hidden);
+        }
+        if self.default.is_none() {
+            for (name, state) in self.lifecycles.iter().take(STATUS_STREAMS_MAX) {
+                let Ok(stream) = StreamId::new(name.as_str()) else {
+                    continue;
+                };
+                let last = last_version(backend.version(&stream).await?, state);
+                self.count_hidden(backend, &stream, *state, last, &mut hidden)
+                    .await?;
+            }
+            return Ok(hidden);
+        }
+        let (mut after, mut counted) = (None, 0);
+        loop {
+            let page = backend.list_streams(after, STATUS_STREAMS_PAGE).await?;
+            for info in &page.streams {
+                if counted == STATUS_STREAMS_MAX {
+                    return Ok(hidden);
+                }
+                let state = self.lifecycle(info.stream.as_str());
+                self.count_hidden(
+                    backend,
+                    &info.stream,
+                    state,
+                    Some(info.version),
+                    &mut hidden,
+                )
+                .await?;
+                counted += 1;
+            }
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(hidden),
+            }
+        }
+    }
+
+    /// Adds what `stream` (state `state`, last stored version `last`) hides to `hidden`.
+    async fn count_hidden(
+        &self,
+        backend: &dyn BackendStore,
+        stream: &StreamId,
+        state: StreamLifecycle,
+        last: Option<Version>,
+        hidden: &mut Hidden,
+    ) -> Result<(), Error> {
+        let Some(last) = last else {
+            return Ok(());
+        };
+        if state.visible_version(Some(last)).is_none() {
+            hidden.streams += 1;
+            hidden.events += last + 1;
+            return Ok(());
+        }
+        let mut first = state.first_shown(self.default, last);
+        if let Some(age_s) = state.retention.or(self.default).max_age_s {
+            let cutoff = self.age_cutoff_us(age_s);
+            first = first.max(first_young(backend, Source::Stream(stream), last, cutoff).await?);
+        }
+        hidden.events += first.min(last + 1);
+        Ok(())
+    }
+
+    /// Events created before this instant are older than `age_s` seconds.
+    fn age_cutoff_us(&self, age_s: u64) -> u64 {
+        Retention::age_cutoff_us(age_s, self.now_us)
+    }
+
     /// Whether a stored event (stream, version, created) shows.
     pub(crate) fn shows_stored(
         &self,
@@ -284,6 +437,46 @@ impl View {
         self.lifecycle(stream)
             .shows(self.default, last, version, created_us, self.now_us)
     }
+}
+
+/// The lowest key (a position, or a version of a stream) from which every
+/// stored event of `source` up to `last` was created at or after
+/// `cutoff_us`, by bisection: each probe reads the first stored event at or
+/// after its key.
+async fn first_young(
+    backend: &dyn BackendStore,
+    source: Source<'_>,
+    last: u64,
+    cutoff_us: u64,
+) -> Result<u64, Error> {
+    let (mut low, mut high) = (0u64, last.saturating_add(1));
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let probe = match source {
+            Source::All => {
+                backend
+                    .read_all(Position(middle), 1, Direction::Forward)
+                    .await?
+            }
+            Source::Stream(stream) => {
+                backend
+                    .read_stream(stream, middle, 1, Direction::Forward)
+                    .await?
+            }
+            Source::Query(_) => return Ok(0),
+        };
+        match probe.first() {
+            Some(event) if event.created_us < cutoff_us => {
+                let key = match source {
+                    Source::Stream(_) => event.version,
+                    Source::All | Source::Query(_) => event.position.0,
+                };
+                low = key.saturating_add(1).max(middle + 1);
+            }
+            _ => high = middle,
+        }
+    }
+    Ok(low)
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //!
 //! Each store is one embedded (fjall) store that every worker opens through
 //! the same handle. What PostgreSQL gives a real cluster is stood in for
-//! here: appends of all workers are serialised by one lock (PostgreSQL's
-//! head-row lock), subscription records and leases follow the rules of
+//! here: appends and stream lifecycle changes of all workers are serialised
+//! by one lock (PostgreSQL's head-row lock), every worker reads the one
+//! lifecycle state of a store (so a change shows through all at once),
+//! subscription records and leases follow the rules of
 //! `crate::lease::LeaseTable` on tokio's clock (so paused-time tests drive
 //! lease expiry), and a store removed and created again is a new
 //! incarnation that workers holding the old one find gone.
@@ -30,10 +32,11 @@ use gater_core::{
 };
 use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendStore, BatchOutcome, Counters, PendingAppend};
+use crate::backend::{Backend, BackendStore, BatchOutcome, Compacted, Counters, PendingAppend};
 use crate::embedded::EmbeddedBackend;
 use crate::engine::{Store, StoreOptions};
 use crate::lease::{Claim, Claimant, Fence, LeaseTable};
+use crate::lifecycle::{LifecycleChange, Lifecycles, View};
 use crate::subscription::SubscriptionRecord;
 
 /// How often each simulated worker polls a store's head for the others' commits.
@@ -289,6 +292,27 @@ impl BackendStore for SimStore {
     async fn disk_bytes(&self) -> Result<u64, Error> {
         self.live()?;
         self.inner.disk_bytes().await
+    }
+
+    async fn lifecycles(&self) -> Result<Arc<Lifecycles>, Error> {
+        self.live()?;
+        self.inner.lifecycles().await
+    }
+
+    async fn change_lifecycle(
+        &self,
+        stream: &StreamId,
+        change: LifecycleChange,
+    ) -> Result<(), Error> {
+        // In step with every worker's appends, as under PostgreSQL's head-row lock.
+        let _serialised = self.appends.lock().await;
+        self.live()?;
+        self.inner.change_lifecycle(stream, change).await
+    }
+
+    async fn compact(&self, view: &View) -> Result<Compacted, Error> {
+        self.live()?;
+        self.inner.compact(view).await
     }
 
     async fn record_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {

@@ -1,9 +1,10 @@
-//! A full disk for real: one store of a worker lives on a small tmpfs, the
-//! other on the ordinary disk. Appends fill the tmpfs until one fails with
-//! `storage_full`; the store is then `read_only` (reads served, the other
-//! store unaffected); growing the tmpfs (`mount -o remount,size=...`) lets
-//! it heal by itself within its heal interval, without a restart; after a
-//! final restart every acknowledged event is there with dense versions.
+//! A full disk for real: a worker's database (every store of the worker)
+//! lives on a small tmpfs. Appends to one store fill the tmpfs until one
+//! fails with `storage_full`; the store is then `read_only` (reads served),
+//! and so is the worker's other store, whose journal is the same; growing
+//! the tmpfs (`mount -o remount,size=...`) lets both heal by themselves
+//! within their heal interval, without a restart; after a final restart
+//! every acknowledged event is there with dense versions.
 //!
 //! Slow, and needs to mount a tmpfs (root, as in CI): runs only when
 //! `RUN_SLOW_TESTS` is set, and says so when it skips.
@@ -105,16 +106,15 @@ async fn a_full_disk_makes_a_store_read_only_and_it_heals_when_the_disk_grows() 
     let dir = tempfile::tempdir().unwrap();
     let (small, big) = (StoreId::new("small").unwrap(), StoreId::new("big").unwrap());
     let config = StoreConfig::default();
-    let store = Store::open(options(dir.path())).await.unwrap();
-    // The store's directory is the tmpfs: created before the store is.
-    let tmpfs = match Tmpfs::mount(&dir.path().join("stores").join("small")) {
+    // The worker's database directory is the tmpfs: mounted before it opens.
+    let tmpfs = match Tmpfs::mount(&dir.path().join("db")) {
         Ok(tmpfs) => tmpfs,
         Err(why) => {
             eprintln!("skipped: cannot mount a tmpfs here ({why})");
-            store.shutdown().await;
             return;
         }
     };
+    let store = Store::open(options(dir.path())).await.unwrap();
     store.create_store(&small, config).await.unwrap();
     store.create_store(&big, config).await.unwrap();
 
@@ -164,32 +164,46 @@ async fn a_full_disk_makes_a_store_read_only_and_it_heals_when_the_disk_grows() 
         matches!(refused, Err(Error::StorageFull { .. })),
         "{refused:?}"
     );
-    // Reads are served; the store on the big disk is unaffected.
+    // Reads are served; the other store shares the journal, so its next
+    // append fails the same way and it is read-only too, its reads served.
     let first = store
         .read_all(&small, Position::START, 5, Direction::Forward)
         .await
         .unwrap();
     assert_eq!(first.len(), 5);
-    store
-        .append_events(
-            &big,
-            &StreamId::new("elsewhere").unwrap(),
-            ExpectedVersion::Any,
-            vec![event(0)],
-        )
+    let elsewhere = StreamId::new("elsewhere").unwrap();
+    let shared = store
+        .append_events(&big, &elsewhere, ExpectedVersion::Any, vec![event(0)])
+        .await;
+    assert!(
+        matches!(shared, Err(Error::StorageFull { .. })),
+        "{shared:?}"
+    );
+    assert_eq!(
+        store.get_store_status(&big).await.unwrap().state,
+        StoreState::ReadOnly
+    );
+    assert!(store
+        .read_all(&big, Position::START, 5, Direction::Forward)
         .await
-        .unwrap();
+        .is_ok());
 
     tmpfs.grow();
-    let mut healed = false;
-    for _ in 0..POLLS_MAX {
-        if store.get_store_status(&small).await.unwrap().state == StoreState::Running {
-            healed = true;
-            break;
+    for id in [&small, &big] {
+        let mut healed = false;
+        for _ in 0..POLLS_MAX {
+            if store.get_store_status(id).await.unwrap().state == StoreState::Running {
+                healed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(healed, "store {id} heals without a restart");
     }
-    assert!(healed, "the store heals without a restart");
+    store
+        .append_events(&big, &elsewhere, ExpectedVersion::Any, vec![event(0)])
+        .await
+        .unwrap();
     let s = StreamId::new("after").unwrap();
     let e = event(failed_at);
     let result = store
@@ -241,5 +255,6 @@ async fn a_full_disk_makes_a_store_read_only_and_it_heals_when_the_disk_grows() 
         acked.len()
     );
     store.shutdown().await;
+    drop(store);
     drop(tmpfs);
 }

@@ -392,16 +392,27 @@ async fn damaged_files_make_one_store_failed_while_the_worker_serves_the_others(
                     .unwrap();
             }
         }
+        // The damaged store's events move from the journal every store
+        // shares into table files of its own keyspaces.
+        store.compact_store(&damaged).await.unwrap();
         store.shutdown().await;
     }
-    // Flip one byte of the first record in every file that holds one.
+    // Flip one byte in every table file of the stores' keyspaces: only the
+    // damaged store's have tables (its events, compressed); the journal
+    // every store shares is left alone, and so is fjall's own keyspace of
+    // keyspaces (folder `0`).
     let mut flipped = 0;
-    for path in files(&dir.path().join("stores").join("damaged")) {
-        let mut bytes = std::fs::read(&path).unwrap();
-        let Some(at) = bytes.windows(marker.len()).position(|w| w == marker) else {
+    for path in files(&dir.path().join("db").join("keyspaces")) {
+        let in_tables = path
+            .parent()
+            .is_some_and(|p| p.file_name().is_some_and(|n| n == "tables"));
+        let keyspace = path.ancestors().nth(2).and_then(Path::file_name);
+        if !in_tables || keyspace.is_none_or(|k| k == "0") {
             continue;
-        };
-        bytes[at + 12] ^= 0x20;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 4;
+        bytes[at] ^= 0x20;
         std::fs::write(&path, bytes).unwrap();
         flipped += 1;
     }

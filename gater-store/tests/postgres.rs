@@ -305,6 +305,95 @@ async fn a_worker_that_remembers_stale_versions_answers_from_the_database() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_between_staging_from_memory_and_commit_refuses_the_append() {
+    let case = "a_tombstone_between_staging_from_memory_and_commit_refuses_the_append";
+    let Some(server) = server(case) else {
+        return;
+    };
+    let a = worker("worker-a", &server.url()).await;
+    let b = worker("worker-b", &server.url()).await;
+    let store = store_id("tombstoned");
+    a.create_store(&store, CONFIG).await.expect("create store");
+    let s = stream_id("s");
+    a.append_events(&store, &s, ExpectedVersion::NoStream, events(2))
+        .await
+        .expect("append");
+    // Staged from a's memory and committed in one round trip.
+    a.append_events(&store, &s, ExpectedVersion::Exact(1), events(1))
+        .await
+        .expect("append from memory");
+    // The tombstone moves no position and no stream count: a still
+    // remembers the head as current, and only the lifecycle generation
+    // tells its next append, staged from memory, that it is stale.
+    b.tombstone_stream(&store, &s, ExpectedVersion::Exact(2))
+        .await
+        .expect("tombstone");
+    let refused = a
+        .append_events(&store, &s, ExpectedVersion::Any, events(1))
+        .await
+        .expect_err("the stream is tombstoned");
+    assert_eq!(refused, Error::StreamDeleted { stream: s.clone() });
+    let status = b.get_store_status(&store).await.expect("status");
+    assert_eq!(status.head, Some(Position(2)), "nothing written");
+    let version = a.get_version(&store, &s).await.expect_err("tombstoned");
+    assert_eq!(version.kind(), "stream_deleted");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stores_default_retention_is_kept_in_the_catalog_for_every_worker() {
+    let case = "a_stores_default_retention_is_kept_in_the_catalog_for_every_worker";
+    let Some(server) = server(case) else {
+        return;
+    };
+    let a = worker("worker-a", &server.url()).await;
+    let b = worker("worker-b", &server.url()).await;
+    let store = store_id("retained");
+    let config = StoreConfig {
+        retention: gater_core::Retention {
+            max_count: Some(2),
+            max_age_s: None,
+        },
+        ..CONFIG
+    };
+    a.create_store(&store, config).await.expect("create store");
+    let s = stream_id("s");
+    a.append_events(&store, &s, ExpectedVersion::NoStream, events(5))
+        .await
+        .expect("append");
+    assert_eq!(b.get_store_config(&store).await.expect("config"), config);
+    let read = b
+        .get_events(&store, &s, 0, 10, Direction::Forward)
+        .await
+        .expect("read");
+    let versions: Vec<u64> = read.iter().map(|e| e.version).collect();
+    assert_eq!(versions, vec![3, 4], "the newest two");
+    let other = b
+        .create_store(&store, CONFIG)
+        .await
+        .expect_err("another config");
+    assert_eq!(other.kind(), "store_config_conflict");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_changes_through_one_postgres_worker_show_through_the_other_at_once() {
+    let case = "lifecycle_changes_through_one_postgres_worker_show_through_the_other_at_once";
+    let Some(server) = server(case) else {
+        return;
+    };
+    let a = worker("worker-a", &server.url()).await;
+    let b = worker("worker-b", &server.url()).await;
+    let both =
+        conformance::support::RoundRobin::new(Arc::new(a.clone()), vec![Arc::new(b.clone())]);
+    conformance::lifecycle::run(&both).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_created_again_with_the_same_head_is_never_written_from_the_old_ones_versions() {
     let case =
         "a_store_created_again_with_the_same_head_is_never_written_from_the_old_ones_versions";

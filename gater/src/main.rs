@@ -37,10 +37,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = runtime_threads(&cli.command) {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -48,6 +49,16 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cli))
+}
+
+/// Threads of the runtime when the command sets them (`gater proxy`);
+/// `None`: one per core. A configuration that does not load is reported
+/// once the command runs.
+fn runtime_threads(command: &Command) -> Option<usize> {
+    match command {
+        Command::Proxy(args) => cli::config::ProxyConfig::load(args).ok().map(|c| c.threads),
+        _ => None,
+    }
 }
 
 async fn run(cli: Cli) -> ExitCode {

@@ -99,3 +99,60 @@ pub fn kind(case: &str, what: &str, error: &Error, kind: &str) {
         panic!("[{case}] {what}: expected a {kind} error, got {error:?}");
     }
 }
+
+/// A target that hands each request to the next of several workers in
+/// turn, so a case's writes and reads go through different workers: the
+/// suite run through it checks that a change made through one worker of a
+/// shared storage shows through every other at once.
+pub struct RoundRobin {
+    workers: Vec<std::sync::Arc<dyn Gater>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Debug for RoundRobin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoundRobin")
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoundRobin {
+    /// Takes turns over `first` and `rest`.
+    pub fn new(
+        first: std::sync::Arc<dyn Gater>,
+        rest: Vec<std::sync::Arc<dyn Gater>>,
+    ) -> RoundRobin {
+        let mut workers = vec![first];
+        workers.extend(rest);
+        RoundRobin {
+            workers,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn pick(&self) -> &dyn Gater {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        &*self.workers[turn % self.workers.len()]
+    }
+}
+
+#[async_trait::async_trait]
+impl Gater for RoundRobin {
+    async fn call(
+        &self,
+        request: gater_core::wire::Request,
+        within: Option<std::time::Duration>,
+    ) -> Result<gater_core::wire::Response, Error> {
+        self.pick().call(request, within).await
+    }
+
+    async fn subscribe(
+        &self,
+        store: &StoreId,
+        key: gater_core::SubscriptionKey,
+        options: gater_core::SubscribeOptions,
+    ) -> Result<gater_core::Subscription, Error> {
+        self.pick().subscribe(store, key, options).await
+    }
+}

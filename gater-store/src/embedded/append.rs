@@ -4,18 +4,18 @@
 
 use std::io::Read;
 
-use fjall::{OwnedWriteBatch, Slice};
+use fjall::Slice;
 use gater_core::{Error, EventId, Position, Query, StreamLifecycle, Version};
 
 use super::checksum;
+use super::group::Staged;
 use super::id_filter::{self, Coverage, IdFilter};
 use super::keys;
-use super::lifecycle::last_version;
 use super::{encode_error, StoreInner, Tables};
 use crate::backend::{BatchOutcome, PendingAppend};
 use crate::faults::fjall_error;
 use crate::hashing::FastMap;
-use crate::lifecycle::View;
+use crate::lifecycle::{last_version, View};
 use crate::stage::{stage_batch, Heads, Location, Stored, Writes};
 
 /// Streams whose version the writer keeps in memory; the cache starts over when full.
@@ -171,7 +171,7 @@ impl Stored for Reader<'_> {
 /// The fjall batch the accepted appends are written into.
 struct Batch<'t> {
     tables: &'t Tables,
-    batch: OwnedWriteBatch,
+    batch: Staged,
     created_us: u64,
     /// Where each key and value is built before fjall copies it.
     scratch: Vec<u8>,
@@ -252,8 +252,7 @@ impl StoreInner {
                 .sum();
             let mut writes = Batch {
                 tables: t,
-                batch: OwnedWriteBatch::with_capacity(t.db.clone(), items + 8)
-                    .durability(Some(self.persist_mode)),
+                batch: Staged::with_capacity(t, items + 8),
                 created_us,
                 scratch: Vec::with_capacity(SCRATCH_BYTES),
             };
@@ -296,14 +295,22 @@ impl StoreInner {
 }
 
 impl StoreInner {
-    /// Commits a batch: the one place a batch meets the disk, where a
-    /// debug build's injected fault strikes instead.
-    fn commit(&self, batch: OwnedWriteBatch) -> Result<(), Error> {
+    /// Commits a batch: the one place a batch meets the disk (sharing
+    /// its flush with other stores' batches, see `group`), where a debug
+    /// build's injected fault strikes instead. A failure is remembered
+    /// with the database's generation for `reopen`.
+    fn commit(&self, batch: Staged) -> Result<(), Error> {
+        let generation = batch.generation;
         #[cfg(debug_assertions)]
         if let Some(fault) = self.take_injected() {
-            return fault.apply(batch);
+            self.note_fault(generation);
+            return fault.apply(batch.into_batch(self.persist_mode));
         }
-        batch.commit().map_err(fjall_error)
+        let committed = self.worker.group.commit(batch, self.persist_mode);
+        if committed.is_err() {
+            self.note_fault(generation);
+        }
+        committed
     }
 }
 

@@ -19,13 +19,13 @@
 use std::sync::Arc;
 
 use fjall::PersistMode;
-use gater_core::{Error, Position, RecordedEvent, StreamId, StreamLifecycle, Version};
+use gater_core::{Error, Position, RecordedEvent, StreamId, StreamLifecycle};
 
 use super::keys::{self, corrupt};
 use super::{decode_record, encode_error, StoreInner, Tables};
 use crate::backend::Compacted;
 use crate::faults::fjall_error;
-use crate::lifecycle::{apply, LifecycleChange, Lifecycles, View};
+use crate::lifecycle::{apply, last_version, LifecycleChange, Lifecycles, View};
 
 /// Hidden events deleted per committed batch during compaction.
 pub(super) const COMPACT_BATCH_EVENTS: usize = 4_096;
@@ -100,7 +100,7 @@ impl StoreInner {
         // before and after both count tables.
         let bytes_before = self.with_tables(|t| {
             flush(t)?;
-            t.db.disk_space().map_err(fjall_error)
+            Ok(t.disk_space())
         })?;
         let head = self.counters().head;
         let mut removed = 0u64;
@@ -128,7 +128,7 @@ impl StoreInner {
                 keyspace.major_compact().map_err(fjall_error)?;
             }
             t.db.persist(PersistMode::SyncAll).map_err(fjall_error)?;
-            t.db.disk_space().map_err(fjall_error)
+            Ok(t.disk_space())
         })?;
         Ok(Compacted {
             removed,
@@ -144,16 +144,6 @@ fn flush(t: &Tables) -> Result<(), Error> {
         keyspace.rotate_memtable_and_wait().map_err(fjall_error)?;
     }
     t.db.persist(PersistMode::SyncAll).map_err(fjall_error)
-}
-
-/// The last version of a stream: stored, or (once compaction removed every
-/// event of a soft-deleted stream) the one before its truncation point, so
-/// numbering never starts over.
-pub(super) fn last_version(stored: Option<Version>, state: &StreamLifecycle) -> Option<Version> {
-    let floor = state
-        .truncate_before
-        .and_then(|before| before.checked_sub(1));
-    stored.max(floor)
 }
 
 /// From `from` on, up to [`COMPACT_BATCH_EVENTS`] events that compaction

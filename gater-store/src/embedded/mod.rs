@@ -1,7 +1,8 @@
-//! The embedded backend: each store is one fjall database under
-//! `<data_dir>/stores/<store_id>`, with one keyspace per table.
+//! The embedded backend: every store of a worker lives in one fjall
+//! database under `<data_dir>/db` (see `db`), each store a pair of
+//! keyspaces named from its id.
 //!
-//! Two keyspaces: `log` (position → postcard `RecordedEvent`) and `index`,
+//! A store's two keyspaces: `log` (position → postcard `RecordedEvent`) and `index`,
 //! which holds the other tables under one-byte prefixes (see `keys`): the
 //! stream index ((stream, version) → position; the last key of a stream's
 //! range gives its version, so there is no separate table of stream heads),
@@ -11,20 +12,20 @@
 //! counters). An append
 //! batch writes all of them in one fjall write batch, which fjall journals and makes visible atomically; the batch
 //! is flushed with `fdatasync` before it is applied when the store's `fsync`
-//! is on, and to the OS otherwise (that survives a process crash, not a power
-//! loss).
+//! is on (batches of several stores share that flush, see `group`), and to
+//! the OS otherwise (that survives a process crash, not a power loss).
 //!
-//! A store directory is complete once its config file exists (written last
-//! at creation, atomically by rename); incomplete directories and those of
-//! interrupted removals are deleted when the backend opens.
+//! A store exists once its catalog row does (see `db`); stores of the
+//! earlier layout, one database per store directory under
+//! `<data_dir>/stores`, are migrated when the backend opens (see `legacy`).
 //!
 //! Every log record ends with an xxh3 checksum of the record (see
 //! `checksum`), checked on every read and by `verify`, on top of fjall's own
 //! block and journal checksums: a damaged record is a `StorageFailed` naming
 //! the store and position, never garbage handed to a client. After a failed
-//! commit the engine calls `reopen`, which drops the database and recovers
-//! it from its files, so nothing the process held in memory outlives the
-//! failure.
+//! commit the engine calls `reopen`, which drops the worker's database and
+//! recovers it from its files for every store on it, so nothing the process
+//! held in memory outlives the failure.
 //!
 //! What it does not do: validation, limits and writer serialisation belong
 //! to the engine; fjall calls are blocking, so every call runs on tokio's
@@ -32,70 +33,69 @@
 
 mod append;
 mod checksum;
+mod db;
+mod group;
 mod id_filter;
 #[cfg(debug_assertions)]
 mod inject;
 mod keys;
+mod legacy;
 mod lifecycle;
 mod query;
 
 #[cfg(debug_assertions)]
 pub use inject::InjectedFault;
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Keyspace, PersistMode};
 use gater_core::{
     Direction, Error, EventData, Position, Query, RecordedEvent, Snapshot, SnapshotKey,
     StoreConfig, StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, VerifyReport, Version,
 };
 
 use crate::backend::{Backend, BackendStore, BatchOutcome, Counters, PendingAppend};
-use crate::faults::{self, fjall_error, io_error};
+use crate::faults::{self, fjall_error};
 use crate::lifecycle::{LifecycleChange, Lifecycles, View};
 use crate::subscription::SubscriptionRecord;
-use keys::{corrupt, CONFIG_KEY, COUNTERS_KEY};
+use db::{OpenDb, Tables, WorkerDb};
+use keys::{corrupt, COUNTERS_KEY};
 
-/// The file whose presence marks a store directory as completely created.
-const CONFIG_FILE: &str = "gater-store.config";
 /// Most log entries `verify` reads past the counters' event count.
 const VERIFY_EXTRA_MAX: u64 = 1_024;
-/// Prefix of a store directory being deleted; store ids cannot start with a dot.
-const REMOVING_PREFIX: &str = ".removing-";
 
-/// Stores on the local disk, one fjall database each.
-#[derive(Debug)]
+/// Stores on the local disk, all in the worker's one fjall database.
 pub(crate) struct EmbeddedBackend {
-    root: PathBuf,
+    worker: Arc<WorkerDb>,
+}
+
+impl std::fmt::Debug for EmbeddedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBackend")
+            .field("path", &self.worker.path())
+            .finish()
+    }
 }
 
 impl EmbeddedBackend {
-    /// Opens the backend rooted at `<data_dir>/stores`, cleaning up interrupted creations and removals.
+    /// Opens the worker's database under `data_dir`, deleting the keyspaces
+    /// of interrupted creations and removals and migrating stores of the
+    /// earlier layout.
     pub(crate) fn open(data_dir: &Path) -> Result<Self, Error> {
-        let root = data_dir.join("stores");
-        fs::create_dir_all(&root).map_err(io_error)?;
-        for entry in fs::read_dir(&root).map_err(io_error)? {
-            let entry = entry.map_err(io_error)?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let path = entry.path();
-            let interrupted_removal = name.starts_with(REMOVING_PREFIX);
-            let interrupted_creation =
-                StoreId::new(name.as_ref()).is_ok() && !path.join(CONFIG_FILE).exists();
-            if interrupted_removal || interrupted_creation {
-                tracing::warn!(path = %path.display(), "deleting an incomplete store directory");
-                fs::remove_dir_all(&path).map_err(io_error)?;
-            }
-        }
-        Ok(EmbeddedBackend { root })
+        let worker = Arc::new(WorkerDb::open(data_dir.join(db::DB_DIR))?);
+        legacy::migrate(data_dir, &worker)?;
+        Ok(EmbeddedBackend { worker })
     }
+}
 
-    fn store_dir(&self, store: &StoreId) -> PathBuf {
-        self.root.join(store.as_str())
+impl Drop for EmbeddedBackend {
+    fn drop(&mut self) {
+        // The engine released every store before: the database's files and
+        // threads go now, so the data directory can be opened again at once.
+        self.worker.close();
     }
 }
 
@@ -106,118 +106,37 @@ impl Backend for EmbeddedBackend {
         store: &StoreId,
         config: StoreConfig,
     ) -> Result<Arc<dyn BackendStore>, Error> {
-        let dir = self.store_dir(store);
-        let id = store.clone();
-        let store = store.clone();
-        let created = blocking(move || {
-            if dir.join(CONFIG_FILE).exists() {
-                return Err(Error::Storage(format!("store {store} already exists")));
-            }
-            let tables = Tables::open(&dir)?;
-            let mut batch = tables.db.batch().durability(Some(PersistMode::SyncAll));
-            let config_bytes = postcard::to_stdvec(&config).map_err(encode_error)?;
-            batch.insert(&tables.index, CONFIG_KEY, config_bytes.clone());
-            batch.insert(
-                &tables.index,
-                COUNTERS_KEY,
-                keys::encode_counters(&Counters::default()).to_vec(),
-            );
-            batch.commit().map_err(fjall_error)?;
-            write_atomically(&dir, CONFIG_FILE, &config_bytes)?;
-            let inner = StoreInner::new(
-                store,
-                dir,
-                config,
-                Counters::default(),
-                Lifecycles::new(),
-                tables,
-            );
-            Ok(Arc::new(EmbeddedStore {
-                inner: Arc::new(inner),
-            }) as Arc<dyn BackendStore>)
-        })
-        .await;
-        created.map_err(|e| faults::attribute(e, &id, Some(&self.store_dir(&id))))
+        let (worker, id) = (Arc::clone(&self.worker), store.clone());
+        let created = blocking(move || worker.create(&id, config)).await;
+        let inner = created.map_err(|e| faults::attribute(e, store, Some(self.worker.path())))?;
+        Ok(Arc::new(EmbeddedStore { inner }) as Arc<dyn BackendStore>)
     }
 
     async fn open_store(&self, store: &StoreId) -> Result<Arc<dyn BackendStore>, Error> {
-        let dir = self.store_dir(store);
-        let id = store.clone();
-        let store = store.clone();
-        let opened = blocking(move || {
-            let config_bytes = fs::read(dir.join(CONFIG_FILE)).map_err(io_error)?;
-            let config: StoreConfig = postcard::from_bytes(&config_bytes).map_err(corrupt)?;
-            let tables = Tables::open(&dir)?;
-            let counters = tables.recover_counters()?;
-            let lifecycles = tables.load_lifecycles()?;
-            let inner = StoreInner::new(store, dir, config, counters, lifecycles, tables);
-            Ok(Arc::new(EmbeddedStore {
-                inner: Arc::new(inner),
-            }) as Arc<dyn BackendStore>)
-        })
-        .await;
-        opened.map_err(|e| faults::attribute(e, &id, Some(&self.store_dir(&id))))
+        let (worker, id) = (Arc::clone(&self.worker), store.clone());
+        let opened = blocking(move || worker.open_store(&id)).await;
+        let inner = opened.map_err(|e| faults::attribute(e, store, Some(self.worker.path())))?;
+        Ok(Arc::new(EmbeddedStore { inner }) as Arc<dyn BackendStore>)
     }
 
     async fn remove_store(&self, store: &StoreId) -> Result<(), Error> {
-        let dir = self.store_dir(store);
-        let doomed = self.root.join(format!(
-            "{REMOVING_PREFIX}{store}-{}",
-            crate::engine::now_us()
-        ));
-        blocking(move || {
-            // The rename is atomic: a crash leaves either a whole store or a
-            // directory that `open` recognises as garbage.
-            fs::rename(&dir, &doomed).map_err(io_error)?;
-            fs::remove_dir_all(&doomed).map_err(io_error)
-        })
-        .await
+        let (worker, id) = (Arc::clone(&self.worker), store.clone());
+        blocking(move || worker.remove(&id))
+            .await
+            .map_err(|e| faults::attribute(e, store, Some(self.worker.path())))
     }
 
     async fn list_stores(&self) -> Result<Vec<StoreId>, Error> {
-        let root = self.root.clone();
-        blocking(move || {
-            let mut stores = Vec::new();
-            for entry in fs::read_dir(&root).map_err(io_error)? {
-                let entry = entry.map_err(io_error)?;
-                let Ok(id) = StoreId::new(entry.file_name().to_string_lossy()) else {
-                    continue;
-                };
-                if entry.path().join(CONFIG_FILE).exists() {
-                    stores.push(id);
-                }
-            }
-            stores.sort();
-            Ok(stores)
-        })
-        .await
+        let worker = Arc::clone(&self.worker);
+        blocking(move || worker.list()).await
     }
-}
 
-/// The keyspaces of one store's database.
-struct Tables {
-    db: Database,
-    log: Keyspace,
-    index: Keyspace,
+    fn close(&self) {
+        self.worker.close();
+    }
 }
 
 impl Tables {
-    fn open(dir: &Path) -> Result<Self, Error> {
-        let db = Database::builder(dir).open().map_err(fjall_error)?;
-        // Positions are read back only when they exist, so the log needs no
-        // bloom filters on its last level; the index is mostly probed for
-        // event ids that are not there, so it keeps them.
-        let log = db
-            .keyspace("log", || {
-                KeyspaceCreateOptions::default().expect_point_read_hits(true)
-            })
-            .map_err(fjall_error)?;
-        let index = db
-            .keyspace("index", KeyspaceCreateOptions::default)
-            .map_err(fjall_error)?;
-        Ok(Tables { db, log, index })
-    }
-
     /// The version of `stream`'s last event: the last key of its range in
     /// the stream index.
     fn stream_version(&self, stream: &str) -> Result<Option<Version>, Error> {
@@ -269,8 +188,8 @@ struct EmbeddedStore {
 /// The shared state of an open store; blocking closures hold it by `Arc`.
 struct StoreInner {
     store: StoreId,
-    /// The store's directory, to reopen it from and to check its device's space.
-    dir: PathBuf,
+    /// The worker's database, which holds this store's keyspaces.
+    worker: Arc<WorkerDb>,
     config: StoreConfig,
     persist_mode: PersistMode,
     /// The counters as of the last commit; only the writer changes them.
@@ -281,26 +200,32 @@ struct StoreInner {
     writer_cache: Mutex<append::WriterCache>,
     /// Every stream's lifecycle state, as stored; replaced whole on change.
     lifecycles: RwLock<Arc<Lifecycles>>,
-    /// The open database; taking it out under the write lock waits for
-    /// every call in progress and then drops the database.
+    /// The store's open keyspaces; taking them out under the write lock
+    /// waits for every call in progress.
     tables: RwLock<Slot>,
+    /// The database's generation when a commit of this store last failed,
+    /// until a reopen takes it (see `WorkerDb::reopen`).
+    fault_generation: Mutex<Option<u64>>,
+    /// Log records read back for reads (`BackendStore::records_read`).
+    records_read: AtomicU64,
     /// The next commit fails as told (tests of disk faults only).
     #[cfg(debug_assertions)]
     injected: Mutex<Option<inject::InjectedFault>>,
 }
 
-/// What a store's database is now.
+/// What a store's keyspaces are now.
 enum Slot {
     /// Open and serving.
     Open(Tables),
-    /// A reopen failed: calls get this error until a reopen succeeds.
+    /// Being reopened, or a reopen failed: calls get this error until a
+    /// reopen succeeds.
     Broken(Error),
     /// Closed for good: calls get `StoreStopping`.
     Closed,
 }
 
 impl Slot {
-    /// Takes the database out, leaving `Closed`.
+    /// Takes the keyspaces out, leaving `Closed`.
     fn take(&mut self) -> Option<Tables> {
         match std::mem::replace(self, Slot::Closed) {
             Slot::Open(tables) => Some(tables),
@@ -312,7 +237,7 @@ impl Slot {
 impl StoreInner {
     fn new(
         store: StoreId,
-        dir: PathBuf,
+        worker: Arc<WorkerDb>,
         config: StoreConfig,
         counters: Counters,
         lifecycles: Lifecycles,
@@ -321,52 +246,105 @@ impl StoreInner {
         StoreInner {
             lifecycles: RwLock::new(Arc::new(lifecycles)),
             store,
-            dir,
+            worker,
             config,
             persist_mode: Tables::persist_mode(&config),
             counters: Mutex::new(counters),
             writer_cache: Mutex::new(append::WriterCache::default()),
             tables: RwLock::new(Slot::Open(tables)),
+            fault_generation: Mutex::new(None),
+            records_read: AtomicU64::new(0),
             #[cfg(debug_assertions)]
             injected: Mutex::new(None),
         }
     }
 
-    /// Runs `f` over the open database; its storage errors name this store.
-    fn with_tables<R>(&self, f: impl FnOnce(&Tables) -> Result<R, Error>) -> Result<R, Error> {
-        let guard = self
-            .tables
-            .read()
-            .map_err(|_| Error::Storage("store tables lock poisoned".into()))?;
-        let result = match &*guard {
-            Slot::Open(tables) => f(tables),
-            Slot::Broken(error) => Err(error.clone()),
-            Slot::Closed => Err(Error::StoreStopping {
-                store: self.store.to_string(),
-            }),
-        };
-        result.map_err(|e| faults::attribute(e, &self.store, Some(&self.dir)))
+    /// Where the store's files live (the worker's database).
+    fn dir(&self) -> &Path {
+        self.worker.path()
     }
 
-    /// Drops the database and recovers it from its files (fjall's journal
-    /// recovery), with the counters as the files hold them: after a failed
-    /// commit nothing of the process's memory (counters, stream versions,
-    /// fjall's poisoned journal) is trusted again.
+    /// Runs `f` over the open keyspaces; its storage errors name this store.
+    fn with_tables<R>(&self, f: impl FnOnce(&Tables) -> Result<R, Error>) -> Result<R, Error> {
+        // Held through `f`: a reopen of the database waits for it.
+        let db = self.worker.read();
+        let result = db.open(Some(&self.store)).and_then(|_| {
+            let guard = self
+                .tables
+                .read()
+                .map_err(|_| Error::Storage("store tables lock poisoned".into()))?;
+            match &*guard {
+                Slot::Open(tables) => f(tables),
+                Slot::Broken(error) => Err(error.clone()),
+                Slot::Closed => Err(Error::StoreStopping {
+                    store: self.store.to_string(),
+                }),
+            }
+        });
+        result.map_err(|e| faults::attribute(e, &self.store, Some(self.dir())))
+    }
+
+    /// Recovers the store from its files after a failed commit: the
+    /// worker's database is dropped and recovered (fjall's journal
+    /// recovery) for every store on it, unless that already happened since
+    /// this store's commit failed, and the store is re-attached with the
+    /// counters as the files hold them. Nothing of the process's memory
+    /// (counters, stream versions, fjall's poisoned journal) is trusted again.
     fn reopen(&self) -> Result<Counters, Error> {
-        let mut slot = self.tables.write().unwrap_or_else(|p| p.into_inner());
-        if matches!(*slot, Slot::Closed) {
+        if matches!(
+            *self.tables.read().unwrap_or_else(|p| p.into_inner()),
+            Slot::Closed
+        ) {
             return Err(Error::StoreStopping {
                 store: self.store.to_string(),
             });
         }
-        // fjall locks its directory: the old database goes before the new one opens.
-        *slot = Slot::Broken(faults::failed("the store is being reopened"));
-        let opened = Tables::open(&self.dir).and_then(|tables| {
+        let seen = self
+            .fault_generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let reopened = self
+            .worker
+            .reopen(seen)
+            .and_then(|()| self.worker.ensure_attached(self))
+            .and_then(|()| self.with_tables(|_| Ok(())));
+        match reopened {
+            Ok(()) => Ok(self.counters()),
+            Err(error) => Err(faults::attribute(error, &self.store, Some(self.dir()))),
+        }
+    }
+
+    /// Whether the store's keyspaces are open (or closed for good).
+    fn attached(&self) -> bool {
+        matches!(
+            *self.tables.read().unwrap_or_else(|p| p.into_inner()),
+            Slot::Open(_) | Slot::Closed
+        )
+    }
+
+    /// Drops the store's keyspace handles while the database is reopened.
+    fn detach(&self) {
+        let mut slot = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*slot, Slot::Closed) {
+            *slot = Slot::Broken(faults::failed("the worker's database is being reopened"));
+        }
+    }
+
+    /// Attaches the store to its keyspaces in `open` and reads back its
+    /// counters and lifecycle states; the writer's stream versions and
+    /// event-id filter start over. A closed store stays closed.
+    fn attach(&self, open: &OpenDb) -> Result<(), Error> {
+        let mut slot = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        if matches!(*slot, Slot::Closed) {
+            return Ok(());
+        }
+        let attached = Tables::attach_existing(open, &self.store).and_then(|tables| {
             let counters = tables.recover_counters()?;
             let lifecycles = tables.load_lifecycles()?;
             Ok((tables, counters, lifecycles))
         });
-        match opened {
+        match attached {
             Ok((tables, counters, lifecycles)) => {
                 *slot = Slot::Open(tables);
                 *self.lifecycles.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(lifecycles);
@@ -376,14 +354,22 @@ impl StoreInner {
                 }
                 *self.writer_cache.lock().unwrap_or_else(|p| p.into_inner()) =
                     append::WriterCache::default();
-                Ok(counters)
+                Ok(())
             }
             Err(error) => {
-                let error = faults::attribute(error, &self.store, Some(&self.dir));
+                let error = faults::attribute(error, &self.store, Some(self.dir()));
                 *slot = Slot::Broken(error.clone());
                 Err(error)
             }
         }
+    }
+
+    /// Remembers that a commit failed at the database's `generation`.
+    fn note_fault(&self, generation: u64) {
+        *self
+            .fault_generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(generation);
     }
 
     /// The fault injected for the next commit, taken.
@@ -449,24 +435,58 @@ impl StoreInner {
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.with_tables(|t| {
             let stream = stream.as_str();
-            let iter = match direction {
+            let count = count as usize;
+            let mut positions = Vec::with_capacity(count);
+            match direction {
                 Direction::Forward => {
-                    Box::new(t.index.range(
+                    let range = t.index.range(
                         keys::stream_key(stream, start)..=keys::stream_key(stream, u64::MAX),
-                    )) as Box<dyn Iterator<Item = fjall::Guard>>
+                    );
+                    for guard in range.take(count) {
+                        positions.push(keys::decode_u64(&guard.value().map_err(fjall_error)?)?);
+                    }
                 }
-                Direction::Backward => Box::new(
-                    t.index
-                        .range(keys::stream_key(stream, 0)..=keys::stream_key(stream, start))
-                        .rev(),
-                ),
-            };
-            let mut positions = Vec::with_capacity(count as usize);
-            for guard in iter.take(count as usize) {
-                positions.push(keys::decode_u64(&guard.value().map_err(fjall_error)?)?);
+                Direction::Backward => {
+                    // Clipped to the last version, so "from the end" finds
+                    // the stream's last events in one forward window.
+                    let Some(last) = t.stream_version(stream)? else {
+                        return Ok(Vec::new());
+                    };
+                    let key = |version| keys::stream_key(stream, version);
+                    for (_, value) in last_entries(&t.index, key, start.min(last), count)? {
+                        positions.push(keys::decode_u64(&value)?);
+                    }
+                }
             }
-            read_positions(t, &positions)
+            self.counted(read_positions(t, &positions))
         })
+    }
+
+    /// Up to `count` events matching `query` from `from`, found through
+    /// the tag and type indexes: only the matches are read from the log.
+    fn read_query(
+        &self,
+        query: &Query,
+        from: Position,
+        count: u32,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.with_tables(|t| {
+            let positions = query::positions(t, query, from, count as usize, direction)?;
+            self.counted(read_positions(t, &positions))
+        })
+    }
+
+    /// `read`, its records counted in `records_read`.
+    fn counted(
+        &self,
+        read: Result<Vec<RecordedEvent>, Error>,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        if let Ok(events) = &read {
+            self.records_read
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+        }
+        read
     }
 
     fn read_all(
@@ -476,19 +496,30 @@ impl StoreInner {
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.with_tables(|t| {
-            let from = keys::position_key(from.0);
-            let iter = match direction {
+            let count = count as usize;
+            let mut events = Vec::with_capacity(count);
+            match direction {
                 Direction::Forward => {
-                    Box::new(t.log.range(from..)) as Box<dyn Iterator<Item = fjall::Guard>>
+                    for guard in t.log.range(keys::position_key(from.0)..).take(count) {
+                        let (key, value) = guard.into_inner().map_err(fjall_error)?;
+                        events.push(decode_record(&key, &value)?);
+                    }
                 }
-                Direction::Backward => Box::new(t.log.range(..=from).rev()),
-            };
-            let mut events = Vec::with_capacity(count as usize);
-            for guard in iter.take(count as usize) {
-                let (key, value) = guard.into_inner().map_err(fjall_error)?;
-                events.push(decode_record(&key, &value)?);
+                Direction::Backward => {
+                    // Clipped to the head, so "from the end" finds the last
+                    // events in one forward window.
+                    let Some(last) = t.log.last_key_value() else {
+                        return Ok(events);
+                    };
+                    let high = from
+                        .0
+                        .min(keys::decode_u64(&last.key().map_err(fjall_error)?)?);
+                    for (key, value) in last_entries(&t.log, keys::position_key, high, count)? {
+                        events.push(decode_record(&key, &value)?);
+                    }
+                }
             }
-            Ok(events)
+            self.counted(Ok(events))
         })
     }
 
@@ -645,13 +676,12 @@ impl StoreInner {
             Ok(mut guard) => guard.take(),
             Err(poisoned) => poisoned.into_inner().take(),
         };
+        self.worker.unregister(&self.store);
         if let Some(tables) = tables {
             tables
                 .db
                 .persist(PersistMode::SyncAll)
-                .map_err(|e| faults::attribute(fjall_error(e), &self.store, Some(&self.dir)))?;
-            // Dropping the last handles stops fjall's background threads.
-            drop(tables);
+                .map_err(|e| faults::attribute(fjall_error(e), &self.store, Some(self.dir())))?;
         }
         Ok(())
     }
@@ -712,13 +742,7 @@ impl BackendStore for EmbeddedStore {
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
         let (inner, query) = (self.inner.clone(), query.clone());
-        blocking(move || {
-            inner.with_tables(|t| {
-                let positions = query::positions(t, &query, from, count as usize, direction)?;
-                read_positions(t, &positions)
-            })
-        })
-        .await
+        blocking(move || inner.read_query(&query, from, count, direction)).await
     }
 
     async fn list_streams(&self, after: Option<StreamId>, limit: u32) -> Result<StreamPage, Error> {
@@ -731,9 +755,13 @@ impl BackendStore for EmbeddedStore {
         blocking(move || inner.version(&stream)).await
     }
 
+    fn records_read(&self) -> Option<u64> {
+        Some(self.inner.records_read.load(Ordering::Relaxed))
+    }
+
     async fn disk_bytes(&self) -> Result<u64, Error> {
         let inner = self.inner.clone();
-        blocking(move || inner.with_tables(|t| t.db.disk_space().map_err(fjall_error))).await
+        blocking(move || inner.with_tables(|t| Ok(t.disk_space()))).await
     }
 
     async fn lifecycles(&self) -> Result<Arc<Lifecycles>, Error> {
@@ -810,12 +838,12 @@ impl BackendStore for EmbeddedStore {
     }
 
     async fn has_room(&self, heal: &faults::HealOptions) -> Result<Option<bool>, Error> {
-        let (dir, heal) = (self.inner.dir.clone(), *heal);
+        let (dir, heal) = (self.inner.dir().to_owned(), *heal);
         blocking(move || faults::space(&dir).map(|space| Some(heal.has_room(space)))).await
     }
 
     fn data_dir(&self) -> Option<&Path> {
-        Some(&self.inner.dir)
+        Some(self.inner.dir())
     }
 
     async fn verify(&self) -> Result<VerifyReport, Error> {
@@ -834,6 +862,7 @@ impl BackendStore for EmbeddedStore {
     }
 
     fn release(&self) {
+        self.inner.worker.unregister(&self.inner.store);
         let tables = match self.inner.tables.write() {
             Ok(mut guard) => guard.take(),
             Err(poisoned) => poisoned.into_inner().take(),
@@ -851,10 +880,44 @@ async fn blocking<R: Send + 'static>(
         .map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
 }
 
+/// The last `count` entries of `keyspace` among the keys `key(0)..=key(high)`
+/// (numbered keys that sort as their numbers), highest first.
+///
+/// Iterating backward costs fjall several times what iterating forward
+/// does (each step back in a memtable is a new search of its skip list), so
+/// the window `high + 1 - count..=high` is read forward and reversed; only
+/// when it holds fewer than `count` entries and more may lie below (a
+/// compaction removed some) does the iteration go backward.
+fn last_entries<K: AsRef<[u8]>>(
+    keyspace: &Keyspace,
+    key: impl Fn(u64) -> K,
+    high: u64,
+    count: usize,
+) -> Result<Vec<(fjall::Slice, fjall::Slice)>, Error> {
+    let mut entries = Vec::with_capacity(count);
+    let Some(span) = (count as u64).checked_sub(1) else {
+        return Ok(entries);
+    };
+    let low = high.saturating_sub(span);
+    for guard in keyspace.range(key(low)..=key(high)) {
+        entries.push(guard.into_inner().map_err(fjall_error)?);
+    }
+    if entries.len() < count && low > 0 {
+        entries.clear();
+        for guard in keyspace.range(key(0)..=key(high)).rev().take(count) {
+            entries.push(guard.into_inner().map_err(fjall_error)?);
+        }
+        return Ok(entries);
+    }
+    entries.reverse();
+    Ok(entries)
+}
+
 /// Reads the log entries at `positions` (ascending or descending), one range
 /// scan per run of consecutive positions (the events of one multi-event
 /// append are adjacent in the log, and a scan is far cheaper than a lookup
-/// each) and a point read per lone position.
+/// each) and a point read per lone position. A descending run is scanned
+/// forward and reversed: iterating backward costs fjall far more.
 fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, Error> {
     let mut events = Vec::with_capacity(positions.len());
     let mut rest = positions;
@@ -890,16 +953,11 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
         } else {
             (first, first + run as u64 - 1)
         };
-        let range = t
-            .log
-            .range(keys::position_key(low)..=keys::position_key(high));
-        let scanned: Box<dyn Iterator<Item = fjall::Guard>> = if backward {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
         let before = events.len();
-        for guard in scanned {
+        for guard in t
+            .log
+            .range(keys::position_key(low)..=keys::position_key(high))
+        {
             let (key, value) = guard.into_inner().map_err(fjall_error)?;
             events.push(decode_record(&key, &value)?);
         }
@@ -907,6 +965,9 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
             return Err(corrupt(format!(
                 "stream index names missing events in {low}..={high}"
             )));
+        }
+        if backward {
+            events[before..].reverse();
         }
         rest = &rest[run..];
     }
@@ -934,21 +995,35 @@ fn encode_error(e: postcard::Error) -> Error {
     Error::Storage(format!("encoding failed: {e}"))
 }
 
-/// Writes `name` in `dir` so that it exists either whole or not at all.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = fs::File::create(&tmp).map_err(io_error)?;
-    file.write_all(bytes).map_err(io_error)?;
-    file.sync_all().map_err(io_error)?;
-    fs::rename(&tmp, dir.join(name)).map_err(io_error)?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_entries_are_the_highest_keys_at_or_below_high_across_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let log = db
+            .keyspace("log", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        // Positions 6 and 7 are gone, as a compaction leaves the log.
+        for position in (0..=9u64).filter(|p| !(6..=7).contains(p)) {
+            log.insert(keys::position_key(position), position.to_be_bytes())
+                .unwrap();
+        }
+        let last = |high, count| -> Vec<u64> {
+            last_entries(&log, keys::position_key, high, count)
+                .unwrap()
+                .iter()
+                .map(|(key, _)| keys::decode_u64(key).unwrap())
+                .collect()
+        };
+        assert_eq!(last(9, 2), vec![9, 8], "a full window");
+        assert_eq!(last(9, 4), vec![9, 8, 5, 4], "past the gap");
+        assert_eq!(last(u64::MAX, 3), vec![9, 8, 5], "from past the end");
+        assert_eq!(last(4, 10), vec![4, 3, 2, 1, 0], "down to the first");
+        assert_eq!(last(9, 0), Vec::<u64>::new());
+    }
 
     #[test]
     fn a_damaged_record_is_storage_failed_naming_its_position_never_garbage() {

@@ -24,16 +24,16 @@ pub(super) fn positions(
     count: usize,
     direction: Direction,
 ) -> Result<Vec<u64>, Error> {
+    if let [item] = query.items.as_slice() {
+        return item_positions(t, item, from, count, direction);
+    }
     let mut found = BTreeSet::new();
     for item in &query.items {
         // Each item's own first `count` matches: the union's first `count`
         // are among them.
         found.extend(item_positions(t, item, from, count, direction)?);
     }
-    Ok(match direction {
-        Direction::Forward => found.into_iter().take(count).collect(),
-        Direction::Backward => found.into_iter().rev().take(count).collect(),
-    })
+    Ok(in_order(found, count, direction))
 }
 
 /// The first position after `after` (from the start when `None`) of an
@@ -72,16 +72,16 @@ fn item_positions(
     let Some((first_tag, other_tags)) = item.tags.split_first() else {
         // Types only: each type's postings are all matches; an event has
         // one type, so they are disjoint.
+        if let [prefix] = type_prefixes.as_slice() {
+            return postings(t, prefix, from, direction).take(count).collect();
+        }
         let mut found = BTreeSet::new();
         for prefix in &type_prefixes {
             for position in postings(t, prefix, from, direction).take(count) {
                 found.insert(position?);
             }
         }
-        return Ok(match direction {
-            Direction::Forward => found.into_iter().take(count).collect(),
-            Direction::Backward => found.into_iter().rev().take(count).collect(),
-        });
+        return Ok(in_order(found, count, direction));
     };
     let other_tags: Vec<Vec<u8>> = other_tags.iter().map(|tag| keys::tag_prefix(tag)).collect();
     let mut found = Vec::new();
@@ -97,6 +97,14 @@ fn item_positions(
         }
     }
     Ok(found)
+}
+
+/// The first `count` of `found` in `direction`'s order.
+fn in_order(found: BTreeSet<u64>, count: usize, direction: Direction) -> Vec<u64> {
+    match direction {
+        Direction::Forward => found.into_iter().take(count).collect(),
+        Direction::Backward => found.into_iter().rev().take(count).collect(),
+    }
 }
 
 /// The positions posted under `prefix`, from `from` in `direction`.

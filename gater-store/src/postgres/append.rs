@@ -12,19 +12,22 @@
 //!
 //! Most batches take one round trip instead. The store's writer remembers
 //! the versions of the streams it wrote or read ([`Known`]), all true as of
-//! one head (next position and stream count). A batch without conditions
-//! whose streams it knows (or, when it knows every stream of the store,
-//! that are new) is staged over that memory, as if none of its event ids
-//! were stored, and sent whole in one pipeline: lock the head, insert,
-//! upsert, update the head, commit. Every write holds only while the head
-//! row is still the one the batch was staged over and the catalog row still
-//! names the same incarnation of the store, so if another worker committed
-//! (or removed and created the store again) meanwhile nothing is written; an id that was stored after all
-//! breaks the unique index and rolls the transaction back. Either way the
-//! batch then runs the two-round-trip way and its answers come from there.
-//! Only the answers of a batch that committed with the head it expected are
-//! given. Anything that changes a stream's version must therefore move the
-//! head row's next position or stream count.
+//! one head (next position, stream count and lifecycle generation, whose
+//! lifecycle states the store caches). A batch without conditions whose
+//! streams it knows (or, when it knows every stream of the store, that are
+//! new) is staged over that memory, as if none of its event ids were
+//! stored, and sent whole in one pipeline: lock the head, insert, upsert,
+//! update the head, commit. Every write holds only while the head row is
+//! still the one the batch was staged over and the catalog row still names
+//! the same incarnation of the store, so if another worker committed, a
+//! lifecycle changed (or the store was removed and created again) meanwhile
+//! nothing is written; an id that was stored after all breaks the unique
+//! index (or, for a compacted one, the trigger of `lifecycle`) and rolls
+//! the transaction back. Either way the batch then runs the two-round-trip
+//! way and its answers come from there. Only the answers of a batch that
+//! committed with the head it expected are given. Anything that changes a
+//! stream's version or lifecycle must therefore move the head row's next
+//! position, stream count or lifecycle generation.
 //!
 //! A transaction that loses a race (serialisation failure, deadlock, unique
 //! violation) is rolled back whole and run again, so a batch never commits
@@ -32,15 +35,21 @@
 
 use std::collections::HashMap;
 
-use gater_core::{AppendCondition, Error, EventId, Position, Query, Side, Version};
+use std::sync::Arc;
+
+use gater_core::{
+    AppendCondition, Error, EventId, Position, Query, Side, StreamLifecycle, Version,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
 use super::error::is_conflict;
+use super::lifecycle::lifecycles_from_rows;
 use super::query;
 use super::store::{column, counters_from_row, to_i64, to_u64, PostgresStore};
 use crate::backend::{BatchOutcome, Counters, PendingAppend};
+use crate::lifecycle::{Lifecycles, View};
 use crate::stage::{stage_batch, Location, Staged, Stored, Writes};
 
 /// Runs of one batch's transaction before a lost race is reported as unavailable.
@@ -49,6 +58,8 @@ const APPEND_ATTEMPTS_MAX: u32 = 3;
 const INSERT_CHUNK_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Streams whose version the writer remembers; it forgets them all when full.
 const KNOWN_STREAMS_MAX: usize = 65_536;
+/// Matches of an append condition read per page when some events are hidden.
+const CONDITION_PAGE_EVENTS: i64 = 256;
 
 /// Versions of streams as of one head, remembered by the store's writer
 /// between batches (the engine runs one writer per store on a worker).
@@ -56,16 +67,20 @@ const KNOWN_STREAMS_MAX: usize = 65_536;
 pub(super) struct Known {
     /// The counters the versions are true at; `None` when nothing is known.
     at: Option<Counters>,
+    /// The head row's lifecycle generation at `at`: a batch staged from
+    /// memory takes the lifecycle states cached for it.
+    generation: u64,
     versions: HashMap<String, Version>,
 }
 
 impl Known {
-    /// After a batch committed (or was rolled back) over the head `before`:
-    /// `read` are the versions it read under the head lock, `written` the
-    /// streams it wrote, `after` the counters it left.
+    /// After a batch committed (or was rolled back) over the head `before`
+    /// at lifecycle `generation`: `read` are the versions it read under the
+    /// head lock, `written` the streams it wrote, `after` the counters it left.
     fn learn<'s>(
         &mut self,
         before: Counters,
+        generation: u64,
         read: impl IntoIterator<Item = (&'s str, Version)>,
         written: &crate::stage::Heads<'s>,
         after: Counters,
@@ -86,6 +101,15 @@ impl Known {
             }
         }
         self.at = Some(after);
+        self.generation = generation;
+    }
+
+    /// A lifecycle change committed, moving the generation from `from` to
+    /// `to`: the versions stay true (a change writes none).
+    pub(super) fn lifecycle_moved(&mut self, from: u64, to: u64) {
+        if self.at.is_some() && self.generation == from {
+            self.generation = to;
+        }
     }
 
     /// Forgets everything (a batch ended in an unknown way).
@@ -96,10 +120,13 @@ impl Known {
 }
 
 /// The store as [`Known`] tells it, for staging a batch without reading:
-/// no event id of the batch is taken as stored (the unique index checks
-/// that), and a stream it does not know is new only when it knows them all.
+/// no event id of the batch is taken as stored (the unique index, and for
+/// compacted ids the trigger, check that), and a stream it does not know is
+/// new only when it knows them all.
 struct Remembered<'k> {
     known: &'k Known,
+    /// The lifecycle states at the known generation.
+    lifecycles: &'k Lifecycles,
     stream_count: u64,
     /// A stream was asked for that is neither known nor known to be new.
     missed: bool,
@@ -112,6 +139,10 @@ impl Stored for Remembered<'_> {
             self.missed = true;
         }
         Ok(found)
+    }
+
+    fn lifecycle(&mut self, stream: &str) -> Result<StreamLifecycle, Error> {
+        Ok(self.lifecycles.get(stream).copied().unwrap_or_default())
     }
 
     fn location(&mut self, _id: &EventId) -> Result<Option<Location<'_>>, Error> {
@@ -166,6 +197,8 @@ struct Rows<'a> {
 struct Found<'a> {
     ids: HashMap<Uuid, (String, Version, Position)>,
     versions: HashMap<&'a str, Version>,
+    /// What readers see (hidden events match no condition).
+    view: View,
     /// Each condition of the batch with the first stored event it matches.
     conditions: Vec<(&'a AppendCondition, Option<Position>)>,
 }
@@ -175,6 +208,8 @@ struct Guard<'s> {
     created_us: u64,
     /// The counters the batch was staged over.
     before: Counters,
+    /// The head row's lifecycle generation the batch was staged over.
+    generation: u64,
     store: &'s str,
     /// The catalog row's `created_us` of the store the batch was staged for.
     incarnation: u64,
@@ -229,6 +264,11 @@ impl PostgresStore {
         }
     }
 
+    /// Tells [`Known`] that a lifecycle change moved the generation `from` → `to`.
+    pub(super) fn known_lifecycle_moved(&self, from: u64, to: u64) {
+        self.known().lifecycle_moved(from, to);
+    }
+
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
         self.known
             .lock()
@@ -262,13 +302,18 @@ impl PostgresStore {
         let mut chunks = Chunks {
             chunks: vec![Rows::default()],
         };
-        let (staged, before) = {
+        let (staged, before, generation) = {
             let known = self.known();
             let Some(before) = known.at else {
                 return Ok(None);
             };
+            let generation = known.generation;
+            let Some(lifecycles) = self.cached_lifecycles(generation) else {
+                return Ok(None);
+            };
             let mut remembered = Remembered {
                 known: &known,
+                lifecycles: &lifecycles,
                 stream_count: before.stream_count,
                 missed: false,
             };
@@ -278,7 +323,7 @@ impl PostgresStore {
             if remembered.missed || !staged.written() || staged.results.iter().any(Result::is_err) {
                 return Ok(None);
             }
-            (staged, before)
+            (staged, before, generation)
         };
         let fail = |e: tokio_postgres::Error| Failed {
             conflict: is_conflict(&e),
@@ -303,6 +348,7 @@ impl PostgresStore {
                 Guard {
                     created_us,
                     before,
+                    generation,
                     store: self.store.as_str(),
                     incarnation: self.incarnation,
                 },
@@ -325,8 +371,13 @@ impl PostgresStore {
             Err(e) => return Err(fail(e)),
         }
         pooled.set_in_transaction(false);
-        self.known()
-            .learn(before, std::iter::empty(), &staged.heads, staged.counters);
+        self.known().learn(
+            before,
+            generation,
+            std::iter::empty(),
+            &staged.heads,
+            staged.counters,
+        );
         self.advance_counters(staged.counters);
         Ok(Some(BatchOutcome {
             results: staged.results,
@@ -391,12 +442,27 @@ impl PostgresStore {
         )
         .map_err(fail)?;
         let counters = counters_from_row(&head).map_err(Failed::fatal)?;
+        let generation = column(&head, 2).and_then(to_u64).map_err(Failed::fatal)?;
+        // Under the head-row lock: no lifecycle change and no other
+        // worker's append commits until this transaction ends, so the
+        // states and what the conditions see stay true.
+        let lifecycles = match self.cached_lifecycles(generation) {
+            Some(states) => states,
+            None => {
+                let rows = client
+                    .query(self.sql.load_lifecycles.as_str(), &[])
+                    .await
+                    .map_err(fail)?;
+                let states = Arc::new(lifecycles_from_rows(&rows).map_err(Failed::fatal)?);
+                self.cache_lifecycles(generation, &states);
+                states
+            }
+        };
+        let view = View::new(lifecycles, self.config.retention, created_us);
         let mut found =
-            Found::load(&found_ids, &found_versions, &streams).map_err(Failed::fatal)?;
-        // Under the head-row lock: no other worker commits until this
-        // transaction ends, so what the conditions see stays true.
+            Found::load(&found_ids, &found_versions, &streams, view).map_err(Failed::fatal)?;
         found.conditions = self
-            .check_conditions(client, appends)
+            .check_conditions(client, appends, &found.view)
             .await
             .map_err(|e| match e {
                 ConditionError::Sql(e) => fail(e),
@@ -415,6 +481,7 @@ impl PostgresStore {
                     Guard {
                         created_us,
                         before: counters,
+                        generation,
                         store: self.store.as_str(),
                         incarnation: self.incarnation,
                     },
@@ -437,6 +504,7 @@ impl PostgresStore {
         pooled.set_in_transaction(false);
         self.known().learn(
             counters,
+            generation,
             found.versions.iter().map(|(s, v)| (*s, *v)),
             &staged.heads,
             staged.counters,
@@ -456,41 +524,82 @@ enum ConditionError {
 }
 
 impl PostgresStore {
-    /// The first stored match of every condition of the batch, pipelined.
+    /// The first stored match that `view` shows of every condition of the
+    /// batch: the first page of each pipelined, further pages (when a page
+    /// held only hidden matches) one after the other.
     async fn check_conditions<'a>(
         &self,
         client: &Client,
         appends: &'a [PendingAppend],
+        view: &View,
     ) -> Result<Vec<(&'a AppendCondition, Option<Position>)>, ConditionError> {
         let conditions: Vec<&AppendCondition> = appends
             .iter()
             .filter_map(|a| a.condition.as_ref())
             .collect();
-        let sqls: Vec<_> = conditions
-            .iter()
-            .map(|c| {
-                let after = c.after.map_or(-1, |p| to_i64(p.0));
-                query::first_match(&self.schema, &c.fail_if_events_match, after)
-            })
-            .collect();
-        let rows = futures::future::try_join_all(sqls.iter().map(|sql| async move {
-            let params = sql.params();
-            client.query_opt(sql.text.as_str(), &params).await
+        // Without anything hidden the first match is the answer.
+        let limit = if view.hides_nothing() {
+            1
+        } else {
+            CONDITION_PAGE_EVENTS
+        };
+        let firsts = futures::future::try_join_all(conditions.iter().map(|c| {
+            let after = c.after.map_or(-1, |p| to_i64(p.0));
+            self.match_page(client, c, after, limit)
         }))
-        .await
-        .map_err(ConditionError::Sql)?;
+        .await?;
         let mut found = Vec::with_capacity(conditions.len());
-        for (condition, row) in conditions.into_iter().zip(rows) {
-            let position = match row {
-                Some(row) => Some(Position(
-                    to_u64(column(&row, 0).map_err(ConditionError::Decode)?)
-                        .map_err(ConditionError::Decode)?,
-                )),
-                None => None,
+        for (condition, mut page) in conditions.into_iter().zip(firsts) {
+            let position = loop {
+                match first_shown(view, &page, limit).map_err(ConditionError::Decode)? {
+                    Ok(position) => break position,
+                    Err(after) => page = self.match_page(client, condition, after, limit).await?,
+                }
             };
             found.push((condition, position));
         }
         Ok(found)
+    }
+
+    /// Up to `limit` stored matches of `condition` after position `after`.
+    async fn match_page(
+        &self,
+        client: &Client,
+        condition: &AppendCondition,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<tokio_postgres::Row>, ConditionError> {
+        let sql = query::matches(&self.schema, &condition.fail_if_events_match, after, limit);
+        let params = sql.params();
+        client
+            .query(sql.text.as_str(), &params)
+            .await
+            .map_err(ConditionError::Sql)
+    }
+}
+
+/// The first match of a page of `query::matches` rows (of at most `limit`)
+/// that `view` shows: `Ok` with it, or `None` when the page ends the
+/// matches; `Err` with the position to read on after when a full page
+/// held only hidden ones.
+fn first_shown(
+    view: &View,
+    page: &[tokio_postgres::Row],
+    limit: i64,
+) -> Result<Result<Option<Position>, i64>, Error> {
+    for row in page {
+        let position = to_u64(column(row, 0)?)?;
+        let stream: &str = column(row, 1)?;
+        let version = to_u64(column(row, 2)?)?;
+        let created_us = to_u64(column(row, 3)?)?;
+        let last = to_u64(column(row, 4)?)?;
+        if view.shows_stored(stream, last, version, created_us) {
+            return Ok(Ok(Some(Position(position))));
+        }
+    }
+    match page.last() {
+        Some(last) if page.len() as i64 >= limit => Ok(Err(column(last, 0)?)),
+        _ => Ok(Ok(None)),
     }
 }
 
@@ -501,10 +610,12 @@ impl<'a> Found<'a> {
         ids: &[tokio_postgres::Row],
         versions: &[tokio_postgres::Row],
         streams: &[&'a str],
+        view: View,
     ) -> Result<Self, Error> {
         let mut found = Found {
             ids: HashMap::with_capacity(ids.len()),
             versions: HashMap::with_capacity(versions.len()),
+            view,
             conditions: Vec::new(),
         };
         for row in ids {
@@ -528,6 +639,10 @@ impl<'a> Found<'a> {
 impl Stored for Found<'_> {
     fn version(&mut self, stream: &str) -> Result<Option<Version>, Error> {
         Ok(self.versions.get(stream).copied())
+    }
+
+    fn lifecycle(&mut self, stream: &str) -> Result<StreamLifecycle, Error> {
+        Ok(self.view.lifecycle(stream))
     }
 
     fn location(&mut self, id: &EventId) -> Result<Option<Location<'_>>, Error> {
@@ -609,13 +724,14 @@ impl Chunks<'_> {
         let before_next = to_i64(guard.before.head.map_or(0, |h| h.0 + 1));
         let before_streams = to_i64(guard.before.stream_count);
         let incarnation = to_i64(guard.incarnation);
+        let generation = to_i64(guard.generation);
         let store = guard.store;
         let inserts = futures::future::try_join_all(
             self.chunks
                 .iter()
                 .filter(|rows| !rows.positions.is_empty())
                 .map(|rows| {
-                    let params: [&(dyn ToSql + Sync); 14] = [
+                    let params: [&(dyn ToSql + Sync); 15] = [
                         &rows.positions,
                         &rows.streams,
                         &rows.versions,
@@ -630,6 +746,7 @@ impl Chunks<'_> {
                         &before_streams,
                         &store,
                         &incarnation,
+                        &generation,
                     ];
                     async move { client.execute(insert, &params).await }
                 }),
@@ -641,21 +758,23 @@ impl Chunks<'_> {
         let versions: Vec<i64> = heads.iter().map(|(_, v)| to_i64(*v)).collect();
         let next = to_i64(staged.counters.head.map_or(0, |h| h.0 + 1));
         let stream_count = to_i64(staged.counters.stream_count);
-        let upsert_params: [&(dyn ToSql + Sync); 6] = [
+        let upsert_params: [&(dyn ToSql + Sync); 7] = [
             &streams,
             &versions,
             &before_next,
             &before_streams,
             &store,
             &incarnation,
+            &generation,
         ];
-        let update_params: [&(dyn ToSql + Sync); 6] = [
+        let update_params: [&(dyn ToSql + Sync); 7] = [
             &next,
             &stream_count,
             &before_next,
             &before_streams,
             &store,
             &incarnation,
+            &generation,
         ];
         // COMMIT rides in the same round trip. Should a write fail, its error
         // arrives first and is what this returns, and the server turns the

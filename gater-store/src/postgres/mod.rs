@@ -5,9 +5,10 @@
 //! Layout: the catalog table `gater.stores` lists every store with its
 //! schema and configuration; each store is one schema (`gs_<store id>`,
 //! shortened with a hash past PostgreSQL's 63-byte identifier limit) holding
-//! `head` (one row: the next position and the stream count), `events` (the
-//! global log: unique `(stream, version)`, unique event id), `streams` (each
-//! stream's version), `snapshots` and `subscriptions`. Creating a store
+//! `head` (one row: the next position, the stream count and the lifecycle
+//! generation), `events` (the global log: unique `(stream, version)`, unique
+//! event id), `streams` (each stream's version), `lifecycles` and
+//! `compacted_ids` (see `lifecycle`), `snapshots` and `subscriptions`. Creating a store
 //! writes the schema, its tables and the catalog row in one transaction.
 //!
 //! Ordering across workers: an append transaction first locks the store's
@@ -23,6 +24,7 @@
 
 mod append;
 mod error;
+mod lifecycle;
 mod pool;
 mod query;
 mod store;
@@ -170,12 +172,18 @@ impl Shared {
             return Ok(());
         }
         let client = &pooled.conn().client;
+        // The retention columns came later than the table.
         let row = client
-            .query_one("SELECT to_regclass('gater.stores')::text", &[])
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                                WHERE table_schema = 'gater' AND table_name = 'stores'
+                                  AND column_name = 'retention_max_age_s')",
+                &[],
+            )
             .await
             .map_err(|e| self.error(None, &e))?;
-        let found: Option<String> = column(&row, 0)?;
-        if found.is_none() {
+        let current: bool = column(&row, 0)?;
+        if !current {
             pooled.set_in_transaction(true);
             let ddl = format!(
                 "BEGIN;
@@ -188,6 +196,9 @@ impl Shared {
                      group_commit boolean NOT NULL,
                      created_us bigint NOT NULL
                  );
+                 ALTER TABLE gater.stores
+                     ADD COLUMN IF NOT EXISTS retention_max_count bigint,
+                     ADD COLUMN IF NOT EXISTS retention_max_age_s bigint;
                  COMMIT;"
             );
             pooled
@@ -271,8 +282,8 @@ impl Backend for PostgresBackend {
             .timed(catalog_row(shared, store))
             .await?
             .ok_or_else(|| Error::not_found(Resource::Store, store))?;
-        // A store created before subscriptions had leases lacks their table.
-        shared.timed(ensure_leases(shared, store, &schema)).await?;
+        // A store created before leases, tags or lifecycles lacks their tables.
+        shared.timed(ensure_tables(shared, store, &schema)).await?;
         let opened = PostgresStore::new(
             Arc::clone(shared),
             store.clone(),
@@ -350,20 +361,38 @@ async fn catalog_row(
         .conn()
         .client
         .query_opt(
-            "SELECT schema_name, fsync, group_commit, created_us FROM gater.stores WHERE id = $1",
+            "SELECT schema_name, fsync, group_commit, created_us, retention_max_count,
+                    retention_max_age_s
+             FROM gater.stores WHERE id = $1",
             &[&store.as_str()],
         )
         .await
         .map_err(|e| shared.error(None, &e))?;
     row.map(|row| {
-        let config = StoreConfig {
-            fsync: column(&row, 1)?,
-            group_commit: column(&row, 2)?,
-            retention: gater_core::Retention::NONE,
-        };
-        Ok((column(&row, 0)?, config, store::to_u64(column(&row, 3)?)?))
+        Ok((
+            column(&row, 0)?,
+            config_from_row(&row)?,
+            store::to_u64(column(&row, 3)?)?,
+        ))
     })
     .transpose()
+}
+
+/// The configuration in a catalog row read by [`catalog_row`].
+fn config_from_row(row: &tokio_postgres::Row) -> Result<StoreConfig, Error> {
+    let number = |index: usize| -> Result<Option<u64>, Error> {
+        column::<Option<i64>>(row, index)?
+            .map(store::to_u64)
+            .transpose()
+    };
+    Ok(StoreConfig {
+        fsync: column(row, 1)?,
+        group_commit: column(row, 2)?,
+        retention: gater_core::Retention {
+            max_count: number(4)?,
+            max_age_s: number(5)?,
+        },
+    })
 }
 
 /// Creates the store's schema, tables and catalog row in one transaction;
@@ -380,7 +409,9 @@ async fn create_schema(
     let existing = conn
         .client
         .query_opt(
-            "SELECT schema_name, fsync, group_commit, created_us FROM gater.stores WHERE id = $1",
+            "SELECT schema_name, fsync, group_commit, created_us, retention_max_count,
+                    retention_max_age_s
+             FROM gater.stores WHERE id = $1",
             &[&store.as_str()],
         )
         .await
@@ -388,12 +419,7 @@ async fn create_schema(
     if let Some(row) = existing {
         conn.client.batch_execute("ROLLBACK").await.map_err(e)?;
         pooled.set_in_transaction(false);
-        let stored = StoreConfig {
-            fsync: column(&row, 1)?,
-            group_commit: column(&row, 2)?,
-            retention: gater_core::Retention::NONE,
-        };
-        if stored != config {
+        if config_from_row(&row)? != config {
             return Err(Error::StoreConfigConflict {
                 store: store.to_string(),
             });
@@ -408,14 +434,17 @@ async fn create_schema(
         .map_err(e)?;
     conn.client
         .execute(
-            "INSERT INTO gater.stores (id, schema_name, fsync, group_commit, created_us)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO gater.stores (id, schema_name, fsync, group_commit, created_us,
+                                       retention_max_count, retention_max_age_s)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &store.as_str(),
                 &schema,
                 &config.fsync,
                 &config.group_commit,
                 &store::to_i64(created_us),
+                &config.retention.max_count.map(store::to_i64),
+                &config.retention.max_age_s.map(store::to_i64),
             ],
         )
         .await
@@ -427,22 +456,27 @@ async fn create_schema(
     Ok((schema, created_us))
 }
 
-/// Creates the store's `leases` table and its tags column and indexes if
-/// they are missing (a store made by an older version), under the catalog
+/// Creates the store's `leases` table, its tags column and indexes and its
+/// lifecycle tables and column if they are missing (a store made by an
+/// older version), under the catalog
 /// lock (two workers opening the store at once must not both create them).
-async fn ensure_leases(shared: &Shared, store: &StoreId, schema: &str) -> Result<(), Error> {
+async fn ensure_tables(shared: &Shared, store: &StoreId, schema: &str) -> Result<(), Error> {
     let mut pooled = shared.catalog_conn().await?;
     let row = pooled
         .conn()
         .client
         .query_one(
-            "SELECT to_regclass($1)::text, to_regclass($2)::text",
-            &[&format!("\"{schema}\".leases"), &query::tags_index(schema)],
+            "SELECT to_regclass($1)::text, to_regclass($2)::text, to_regclass($3)::text",
+            &[
+                &format!("\"{schema}\".leases"),
+                &query::tags_index(schema),
+                &lifecycle::lifecycle_table(schema),
+            ],
         )
         .await
         .map_err(|e| shared.error(Some(store), &e))?;
-    let (leases, tags): (Option<String>, Option<String>) = (row.get(0), row.get(1));
-    if leases.is_some() && tags.is_some() {
+    let found: [Option<String>; 3] = [row.get(0), row.get(1), row.get(2)];
+    if found.iter().all(Option::is_some) {
         return Ok(());
     }
     drop(pooled);
@@ -451,9 +485,10 @@ async fn ensure_leases(shared: &Shared, store: &StoreId, schema: &str) -> Result
     let conn = pooled.conn();
     conn.client
         .batch_execute(&format!(
-            "{} {} COMMIT",
+            "{} {} {} COMMIT",
             store::leases_ddl(schema),
-            query::tags_ddl(schema)
+            query::tags_ddl(schema),
+            lifecycle::lifecycle_ddl(schema)
         ))
         .await
         .map_err(e)?;

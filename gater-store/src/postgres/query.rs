@@ -68,10 +68,12 @@ pub(super) fn read(
     }
 }
 
-/// The position of the first event after position `$1` (`-1`: from the
-/// start) that matches `query`; an empty query matches any event.
-pub(super) fn first_match(schema: &str, query: &Query, after: i64) -> QuerySql {
-    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(after)];
+/// Up to `$2` events after position `$1` (`-1`: from the start) that
+/// match `query` (an empty query matches any event), in position order:
+/// their position, stream, version, creation time and their stream's
+/// version, for the lifecycle rule to judge.
+pub(super) fn matches(schema: &str, query: &Query, after: i64, limit: i64) -> QuerySql {
+    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(after), Box::new(limit)];
     let clause = if query.items.is_empty() {
         "true".to_owned()
     } else {
@@ -79,8 +81,9 @@ pub(super) fn first_match(schema: &str, query: &Query, after: i64) -> QuerySql {
     };
     QuerySql {
         text: format!(
-            "SELECT position FROM \"{schema}\".events
-             WHERE position > $1 AND ({clause}) ORDER BY position LIMIT 1"
+            "SELECT e.position, e.stream, e.version, e.created_us, s.version
+             FROM \"{schema}\".events e JOIN \"{schema}\".streams s ON s.stream = e.stream
+             WHERE e.position > $1 AND ({clause}) ORDER BY e.position LIMIT $2"
         ),
         params,
     }
@@ -138,7 +141,7 @@ mod tests {
              (event_type = ANY($5::bytea[]) AND tags @> $6::text[])"
         ));
         assert_eq!(sql.params.len(), 6);
-        let any = first_match("s", &Query::all(), -1);
+        let any = matches("s", &Query::all(), -1, 1);
         assert!(any.text.contains("position > $1 AND (true)"));
     }
 }

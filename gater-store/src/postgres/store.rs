@@ -17,21 +17,29 @@ use super::append::Known;
 use super::Shared;
 use crate::backend::{BackendStore, BatchOutcome, Counters, PendingAppend};
 use crate::lease::{Claim, Claimant, Fence, Lease};
+use crate::lifecycle::{LifecycleChange, Lifecycles, View};
 use crate::subscription::SubscriptionRecord;
+
+/// The columns of a lifecycle row, in the order `lifecycle::from_row` reads them.
+pub(super) const LIFECYCLE_COLUMNS: &str =
+    "stream, truncate_before, tombstoned, max_count, max_age_s";
 
 /// The columns of an event row, in the order `event_from_row` reads them.
 pub(super) const EVENT_COLUMNS: &str =
     "position, stream, version, event_id, event_type, data, metadata, content_type, created_us, tags";
 
 /// The condition every write of an append batch carries: the head row
-/// still holds the next position `$first` and the stream count
-/// `$first + 1` the batch was staged over, and the catalog row of store id
-/// `$first + 2` still has the incarnation `$first + 3`.
+/// still holds the next position `$first`, the stream count `$first + 1`
+/// and the lifecycle generation `$first + 4` the batch was staged over, and
+/// the catalog row of store id `$first + 2` still has the incarnation
+/// `$first + 3`.
 fn batch_guard(s: &str, first: u32) -> String {
-    let (next, streams, id, incarnation) = (first, first + 1, first + 2, first + 3);
+    let (next, streams, id, incarnation, generation) =
+        (first, first + 1, first + 2, first + 3, first + 4);
     format!(
         "EXISTS (SELECT 1 FROM {s}.head
-                 WHERE next_position = ${next} AND stream_count = ${streams})
+                 WHERE next_position = ${next} AND stream_count = ${streams}
+                   AND lifecycle_generation = ${generation})
          AND EXISTS (SELECT 1 FROM gater.stores
                      WHERE id = ${id} AND created_us = ${incarnation})"
     )
@@ -47,6 +55,14 @@ pub(super) struct Sql {
     pub(super) find_versions: String,
     pub(super) insert_events: String,
     pub(super) upsert_streams: String,
+    pub(super) read_generation: String,
+    pub(super) load_lifecycles: String,
+    pub(super) read_lifecycle: String,
+    pub(super) upsert_lifecycle: String,
+    pub(super) delete_stream_snapshots: String,
+    pub(super) bump_generation: String,
+    pub(super) compaction_page: String,
+    pub(super) compact_events: String,
     read_stream_forward: String,
     read_stream_backward: String,
     read_all_forward: String,
@@ -77,7 +93,9 @@ impl Sql {
     fn new(schema: &str) -> Self {
         let s = format!("\"{schema}\"");
         Sql {
-            lock_head: format!("SELECT next_position, stream_count FROM {s}.head FOR UPDATE"),
+            lock_head: format!(
+                "SELECT next_position, stream_count, lifecycle_generation FROM {s}.head FOR UPDATE"
+            ),
             read_head: format!("SELECT next_position, stream_count FROM {s}.head"),
             // The writes of a batch hold only if the head is still the one
             // the batch was staged over, in the incarnation of the store it
@@ -87,8 +105,13 @@ impl Sql {
                  WHERE {}",
                 batch_guard(&s, 3)
             ),
+            // Ids of compacted events count as stored: a retry of an
+            // append made before a delete answers its original result.
             find_ids: format!(
                 "SELECT event_id, stream, version, position FROM {s}.events
+                 WHERE event_id = ANY($1::uuid[])
+                 UNION ALL
+                 SELECT event_id, stream, version, position FROM {s}.compacted_ids
                  WHERE event_id = ANY($1::uuid[])"
             ),
             find_versions: format!(
@@ -103,6 +126,45 @@ impl Sql {
                       AS u(p, s, v, i, t, d, m, c, g)
                  WHERE {}",
                 batch_guard(&s, 11)
+            ),
+            read_generation: format!("SELECT lifecycle_generation FROM {s}.head"),
+            load_lifecycles: format!("SELECT {LIFECYCLE_COLUMNS} FROM {s}.lifecycles"),
+            read_lifecycle: format!(
+                "SELECT {LIFECYCLE_COLUMNS},
+                        (SELECT version FROM {s}.streams WHERE stream = $1)
+                 FROM (SELECT 1) AS one LEFT JOIN {s}.lifecycles ON stream = $1"
+            ),
+            upsert_lifecycle: format!(
+                "INSERT INTO {s}.lifecycles ({LIFECYCLE_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (stream) DO UPDATE SET
+                     truncate_before = EXCLUDED.truncate_before,
+                     tombstoned = EXCLUDED.tombstoned,
+                     max_count = EXCLUDED.max_count,
+                     max_age_s = EXCLUDED.max_age_s"
+            ),
+            delete_stream_snapshots: format!("DELETE FROM {s}.snapshots WHERE stream = $1"),
+            // Held only in the incarnation of the store the change was
+            // checked in: a store removed and created again is refused.
+            bump_generation: format!(
+                "UPDATE {s}.head SET lifecycle_generation = lifecycle_generation + 1
+                 WHERE EXISTS (SELECT 1 FROM gater.stores WHERE id = $1 AND created_us = $2)
+                 RETURNING lifecycle_generation"
+            ),
+            compaction_page: format!(
+                "SELECT e.position, e.stream, e.version, e.created_us, s.version
+                 FROM {s}.events e JOIN {s}.streams s ON s.stream = e.stream
+                 WHERE e.position >= $1 ORDER BY e.position LIMIT $2"
+            ),
+            compact_events: format!(
+                "WITH gone AS (
+                     DELETE FROM {s}.events WHERE position = ANY($1::bigint[])
+                     RETURNING event_id, stream, version, position
+                 ),
+                 kept AS (
+                     INSERT INTO {s}.compacted_ids (event_id, stream, version, position)
+                     SELECT * FROM gone ON CONFLICT (event_id) DO NOTHING
+                 )
+                 SELECT count(*) FROM gone"
             ),
             upsert_streams: format!(
                 "INSERT INTO {s}.streams (stream, version)
@@ -285,9 +347,11 @@ pub(super) fn schema_ddl(schema: &str) -> String {
              record bytea NOT NULL
          );
          {}
+         {}
          {}",
         leases_ddl(schema),
-        super::query::tags_ddl(schema)
+        super::query::tags_ddl(schema),
+        super::lifecycle::lifecycle_ddl(schema)
     )
 }
 
@@ -321,6 +385,9 @@ pub(crate) struct PostgresStore {
     pub(super) incarnation: u64,
     /// Another worker removed this incarnation (found by a head poll).
     gone: AtomicBool,
+    /// The lifecycle states as of a lifecycle generation of the head row,
+    /// checked against the database before each use (`lifecycle`).
+    pub(super) lifecycle_cache: Mutex<Option<(u64, Arc<Lifecycles>)>>,
 }
 
 impl PostgresStore {
@@ -344,6 +411,7 @@ impl PostgresStore {
             closed: AtomicBool::new(false),
             incarnation,
             gone: AtomicBool::new(false),
+            lifecycle_cache: Mutex::new(None),
         }
     }
 
@@ -415,7 +483,11 @@ impl PostgresStore {
     }
 
     /// Runs one statement on a pooled connection, within the client timeout.
-    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
+    pub(super) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
         self.check_open()?;
         self.shared
             .timed(async {
@@ -435,7 +507,11 @@ impl PostgresStore {
             .await
     }
 
-    async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error> {
+    pub(super) async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error> {
         self.query(sql, params)
             .await?
             .into_iter()
@@ -553,6 +629,22 @@ impl BackendStore for PostgresStore {
             .query_one(&self.sql.disk_bytes, &[&self.schema])
             .await?;
         to_u64(column(&row, 0)?)
+    }
+
+    async fn lifecycles(&self) -> Result<Arc<Lifecycles>, Error> {
+        self.current_lifecycles().await
+    }
+
+    async fn change_lifecycle(
+        &self,
+        stream: &StreamId,
+        change: LifecycleChange,
+    ) -> Result<(), Error> {
+        self.apply_lifecycle(stream, change).await
+    }
+
+    async fn compact(&self, view: &View) -> Result<crate::backend::Compacted, Error> {
+        self.compact_hidden(view).await
     }
 
     async fn record_snapshot(&self, snapshot: Snapshot) -> Result<(), Error> {

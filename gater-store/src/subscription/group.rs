@@ -5,7 +5,9 @@
 //! Reading is one loop from catch-up to live: the reader keeps a next
 //! position and reads the global log from there in batches; when it reaches
 //! the head it waits for the head to move and reads on. There is no separate
-//! live path, so the switch can neither skip nor repeat an event. The reader
+//! live path, so the switch can neither skip nor repeat an event. A query
+//! (or event-type) subscription reads through the store's tag and type
+//! indexes instead of the log, the same loop over matching events only. The reader
 //! reads only while consumers have credit, so a consumer that stops reading
 //! stops the reader instead of filling memory.
 //!
@@ -35,7 +37,7 @@ use std::time::Duration;
 
 use gater_core::memory::{ByteBudget, Reservation};
 use gater_core::{
-    ConsumerId, Error, NackAction, Position, RecordedEvent, Resource, SubscriptionEnd,
+    ConsumerId, Error, NackAction, Position, Query, RecordedEvent, Resource, SubscriptionEnd,
     SubscriptionInfo, SubscriptionSpec,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -210,6 +212,9 @@ enum Flow {
 struct Group {
     spec: SubscriptionSpec,
     selector: Selector,
+    /// The query the selector stands for, when the store's indexes can
+    /// answer it (see [`indexed_query`]).
+    indexed: Option<Query>,
     durable: bool,
     log: Arc<dyn SubscriptionLog>,
     head: watch::Receiver<Option<Position>>,
@@ -264,6 +269,7 @@ impl Group {
             room: None,
             room_wanted: None,
             spec: start.spec,
+            indexed: indexed_query(&selector),
             selector,
             durable: start.durable,
             log,
@@ -898,6 +904,7 @@ impl Group {
     fn reset(&mut self, record: SubscriptionRecord) {
         self.spec = record.spec;
         self.selector = self.spec.key.parsed_selector();
+        self.indexed = indexed_query(&self.selector);
         self.next_read = record.checkpoint;
         self.persisted_checkpoint = record.checkpoint;
         self.parked = record.parked.into_iter().collect();
@@ -992,11 +999,21 @@ impl Group {
     }
 
     async fn read_batch(&mut self) {
-        let (events, next) = match self
-            .log
-            .read_visible_forward(self.next_read, READ_BATCH_MAX)
-            .await
-        {
+        // A query's events come from the store's indexes, so a query for a
+        // rare tag does not read the whole log to find them.
+        let read = match &self.indexed {
+            Some(query) => {
+                self.log
+                    .read_query_forward(query, self.next_read, READ_BATCH_MAX)
+                    .await
+            }
+            None => {
+                self.log
+                    .read_visible_forward(self.next_read, READ_BATCH_MAX)
+                    .await
+            }
+        };
+        let (events, next) = match read {
             Ok(read) => read,
             Err(e) => {
                 tracing::warn!(
@@ -1038,6 +1055,17 @@ impl Group {
         }
         // Hidden events after the last one shown were read too.
         self.next_read = self.next_read.max(next);
+    }
+}
+
+/// The query with at least one item that `selector` stands for: a query
+/// (the empty one matches everything and is read from the log) or one
+/// event type (a query of that type).
+fn indexed_query(selector: &Selector) -> Option<Query> {
+    match selector {
+        Selector::Query(query) if !query.items.is_empty() => Some(query.clone()),
+        Selector::EventType(event_type) => Some(Query::item(vec![event_type.clone()], Vec::new())),
+        _ => None,
     }
 }
 

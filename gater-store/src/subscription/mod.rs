@@ -20,9 +20,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use gater_core::memory::ByteBudget;
 use gater_core::{
-    BoxGater, ConsumerId, Error, Limits, NackAction, Position, RecordedEvent, Resource, Side,
-    StoreId, SubscribeOptions, Subscription, SubscriptionEnd, SubscriptionInfo, SubscriptionKey,
-    SubscriptionSpec,
+    BoxGater, ConsumerId, Error, Limits, NackAction, Position, Query, RecordedEvent, Resource,
+    Side, StoreId, SubscribeOptions, Subscription, SubscriptionEnd, SubscriptionInfo,
+    SubscriptionKey, SubscriptionSpec,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -75,6 +75,22 @@ pub(crate) trait SubscriptionLog: Send + Sync + 'static {
     ) -> Result<(Vec<RecordedEvent>, Position), Error> {
         let events = self.read_all_forward(from, count).await?;
         let next = events.last().map_or(from, |e| e.position.next());
+        Ok((events, next))
+    }
+    /// Up to `count` events matching `query` (at least one item) from
+    /// `from` that readers still see, up to the head, and the position from
+    /// which catch-up goes on: every event before it that is not among those
+    /// returned does not match or does not show. A store serves it from its
+    /// tag and type indexes, so a query for a rare tag reads about as many
+    /// records as it matches; the default reads the log and filters it.
+    async fn read_query_forward(
+        &self,
+        query: &Query,
+        from: Position,
+        count: u32,
+    ) -> Result<(Vec<RecordedEvent>, Position), Error> {
+        let (mut events, next) = self.read_visible_forward(from, count).await?;
+        events.retain(|event| query.matches_event(event));
         Ok((events, next))
     }
     /// The position of the last committed event (`None`: empty log); changes after every commit.

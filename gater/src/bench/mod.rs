@@ -1,4 +1,4 @@
-//! `gater bench`: workloads W1–W8 over any `Gater`, against a server or side
+//! `gater bench`: workloads W1–W9 over any `Gater`, against a server or side
 //! by side in this process (`--suite compare`), with HDR latency histograms,
 //! a fixed seed and warm-up excluded.
 //!
@@ -21,6 +21,7 @@ mod failover;
 mod latency;
 mod processes;
 mod report;
+mod stores;
 mod subscriptions;
 mod suite;
 mod targets;

@@ -13,7 +13,7 @@ use super::cpu::CpuProbe;
 use super::report::{metric, Bound, CaseResult, Goal, RatioSpec, Subject};
 use super::targets::{self, TargetKind};
 use super::workload::{self, Params, ReadMode, StoreNames};
-use super::{dcb, disk, failover, subscriptions, Recorder};
+use super::{dcb, disk, failover, stores, subscriptions, Recorder};
 
 /// The targets of the transport comparison, in the order they run. The
 /// PostgreSQL backend is compared separately (W1 and W4, see `postgres`).
@@ -35,6 +35,8 @@ const COMPARE_CONTENDERS: usize = 16;
 const W1_GROUP: &str = "w1-c64-e1";
 /// Target name of the embedded store without group commit.
 const NO_GROUP_COMMIT: &str = "embedded-no-group-commit";
+/// The ratio of W1 spread over many stores to W1 on one.
+const W9_SPREAD_RATIO: &str = "W9 events/s: W1 over 1,000 stores / W1 on one";
 /// Target name of a store on the PostgreSQL backend.
 const POSTGRES: &str = "postgres";
 /// Cases the PostgreSQL comparison adds on a machine with PostgreSQL: W1 and the four W4 reads.
@@ -134,7 +136,8 @@ pub(crate) const COMPARE_CASE_COUNT: u64 = 3 * (COMPARE_TARGETS.len() as u64 - 1
     + 3
     + 1
     + COMPARE_CONDITIONAL_CLIENTS.len() as u64
-    + 1;
+    + 1
+    + stores::CASE_COUNT;
 
 /// Client counts of W7 in the suite (UmaDB publishes 16; 64 is W1's).
 const COMPARE_CONDITIONAL_CLIENTS: [usize; 2] = [16, 64];
@@ -235,6 +238,7 @@ pub(crate) async fn compare(
     recorder.note("w6 failover");
     let case = failover::run(params, &dir.path().join("failover")).await?;
     recorder.record(case);
+    stores::run(dir.path(), params, recorder).await?;
     postgres(dir.path(), postgres_url, params, &names, recorder).await
 }
 
@@ -529,6 +533,7 @@ pub(crate) fn compare_ratios() -> Vec<RatioSpec> {
             "w1/embedded-no-group-commit/c64/e1",
             eps,
         ),
+        ratio(W9_SPREAD_RATIO, stores::SPREAD_CASE, W1[0], eps),
         // Present only where the machine has PostgreSQL (otherwise no value).
         ratio(
             "W1 events/s: postgres / embedded",
@@ -596,6 +601,39 @@ pub(crate) fn compare_goals() -> Vec<Goal> {
             eps,
             AtLeast,
             UMADB_W8_C1_EVENTS_PER_S,
+        ),
+        ratio(
+            "W1 over 1,000 stores ≥ 80% of W1 on one (W9)",
+            W9_SPREAD_RATIO,
+            0.8,
+        ),
+        figure(
+            "W9 seconds to create 10,000 stores",
+            "w9/embedded/stores10000",
+            stores::figure::CREATE_S,
+            AtMost,
+            60.0,
+        ),
+        figure(
+            "W9 resident bytes per idle store (10,000 stores)",
+            "w9/embedded/stores10000",
+            stores::figure::RSS_BYTES_PER_STORE,
+            AtMost,
+            20_000.0,
+        ),
+        figure(
+            "W9 threads at 2,000 stores",
+            "w9/embedded/stores2000",
+            stores::figure::THREADS,
+            AtMost,
+            64.0,
+        ),
+        figure(
+            "W9 open files at 2,000 stores",
+            "w9/embedded/stores2000",
+            stores::figure::FDS,
+            AtMost,
+            256.0,
         ),
         figure(
             "W1 in-process events/s",

@@ -1,0 +1,142 @@
+//! Group commit across the stores of a worker: the batches that stores'
+//! writers commit at about the same time go into the worker's journal as
+//! one fjall batch with one flush.
+//!
+//! Each writer stages its batch into a [`Staged`] (the writes, not yet a
+//! fjall batch) and hands it to [`GroupCommit::commit`], which queues it
+//! and waits for the leader's lock. Whoever takes the lock and finds its
+//! batch still queued is the leader: it takes every queued batch, writes
+//! them as one fjall batch, flushes once and hands each waiter the outcome.
+//! While it flushes, the next group queues up. One store alone commits
+//! exactly as before (a batch of its own, one flush); many stores share
+//! flushes, so a thousand stores with one append each cost far fewer than
+//! a thousand fdatasyncs.
+//!
+//! Nothing is visible before it is durable: fjall applies a batch to the
+//! memtables only after its flush, and the writers answer only after
+//! `commit` returns. A failed flush fails every batch of the group (fjall
+//! then refuses writes until the database is reopened, see `db`).
+//!
+//! Batches of stores that do not flush (`fsync` off) skip the queue: they
+//! gain nothing from sharing and would only wait for others' flushes.
+
+use std::sync::{Arc, Mutex};
+
+use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode, UserKey, UserValue};
+use gater_core::Error;
+
+use crate::faults::fjall_error;
+
+/// The writes of one store's batch, staged before they are committed.
+pub(crate) struct Staged {
+    db: Database,
+    /// The database's generation the keyspaces belong to.
+    pub(super) generation: u64,
+    items: Vec<Item>,
+}
+
+/// One write of a [`Staged`] batch.
+struct Item {
+    keyspace: Keyspace,
+    key: UserKey,
+    value: UserValue,
+}
+
+impl Staged {
+    /// An empty batch over `tables`' database, with room for `capacity` writes.
+    pub(super) fn with_capacity(tables: &super::Tables, capacity: usize) -> Self {
+        Staged {
+            db: tables.db.clone(),
+            generation: tables.generation,
+            items: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Stages writing `value` at `key` of `keyspace`.
+    pub(crate) fn insert<K: Into<UserKey>, V: Into<UserValue>>(
+        &mut self,
+        keyspace: &Keyspace,
+        key: K,
+        value: V,
+    ) {
+        self.items.push(Item {
+            keyspace: keyspace.clone(),
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+
+    /// The fjall batch of these writes alone, flushed as `mode` says.
+    pub(super) fn into_batch(self, mode: PersistMode) -> OwnedWriteBatch {
+        let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), self.items.len())
+            .durability(Some(mode));
+        self.drain_into(&mut batch);
+        batch
+    }
+
+    fn drain_into(self, batch: &mut OwnedWriteBatch) {
+        for item in self.items {
+            batch.insert(&item.keyspace, item.key, item.value);
+        }
+    }
+}
+
+/// A batch waiting for the leader, and where its outcome goes.
+struct Waiting {
+    staged: Staged,
+    outcome: Arc<Outcome>,
+}
+
+/// The outcome of a queued batch, once its group committed.
+type Outcome = Mutex<Option<Result<(), Error>>>;
+
+/// The queue of batches waiting to share a flush; one per worker database.
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    waiting: Mutex<Vec<Waiting>>,
+    /// Held by the leader while it writes and flushes a group.
+    leader: Mutex<()>,
+}
+
+impl GroupCommit {
+    /// Commits `staged` durably (`mode`), sharing the flush with whatever
+    /// other stores commit meanwhile; returns once it is durable (or failed).
+    pub(super) fn commit(&self, staged: Staged, mode: PersistMode) -> Result<(), Error> {
+        if matches!(mode, PersistMode::Buffer) {
+            return staged.into_batch(mode).commit().map_err(fjall_error);
+        }
+        let outcome = Arc::new(Mutex::new(None));
+        lock(&self.waiting).push(Waiting {
+            staged,
+            outcome: Arc::clone(&outcome),
+        });
+        let _leader = lock(&self.leader);
+        if let Some(done) = lock(&outcome).take() {
+            return done; // an earlier leader committed it
+        }
+        let group = std::mem::take(&mut *lock(&self.waiting));
+        let Some(first) = group.first() else {
+            return Err(Error::Storage("group commit lost a batch".into()));
+        };
+        let len = group.iter().map(|w| w.staged.items.len()).sum();
+        let mut batch =
+            OwnedWriteBatch::with_capacity(first.staged.db.clone(), len).durability(Some(mode));
+        let mut outcomes = Vec::with_capacity(group.len());
+        for waiting in group {
+            waiting.staged.drain_into(&mut batch);
+            outcomes.push(waiting.outcome);
+        }
+        let result = batch.commit().map_err(fjall_error);
+        for waiting in outcomes {
+            *lock(&waiting) = Some(result.clone());
+        }
+        let done = lock(&outcome).take();
+        done.unwrap_or_else(|| Err(Error::Storage("group commit lost a batch".into())))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a push, a take or a store: a panic cannot
+    // leave the value half-changed.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,135 @@
+//! Many stores on one worker under the common open-file limit: a child
+//! process whose `RLIMIT_NOFILE` is 1,024 (`ulimit -n 1024`) creates 2,000
+//! stores, appends to each, and opens its data directory again with all of
+//! them. Stores share the worker's database, so the files it keeps open do
+//! not grow with the number of stores (the layout with a database per
+//! store ran out of descriptors at store 505).
+//!
+//! Slow (thousands of stores, each created durably): runs only when
+//! `RUN_SLOW_TESTS` is set, and says so when it skips.
+
+use std::path::Path;
+use std::process::Command;
+
+use gater_core::{
+    EventData, EventId, ExpectedVersion, Gater, Position, StoreConfig, StoreId, StreamId,
+};
+use gater_store::{Store, StoreOptions};
+
+/// Stores the child creates.
+const STORES: u32 = 2_000;
+/// The child's open-file limit.
+const FD_LIMIT: u32 = 1_024;
+/// Set in the child's environment: the test body runs there.
+const CHILD_ENV: &str = "GATER_MANY_STORES_CHILD";
+/// This test's name, for the child's filter.
+const TEST_NAME: &str = "two_thousand_stores_work_under_an_open_file_limit_of_1024";
+
+fn id(i: u32) -> StoreId {
+    StoreId::new(format!("tenant-{i}")).unwrap()
+}
+
+fn event(i: u32) -> EventData {
+    let mut bytes = [0u8; 16];
+    bytes[12..].copy_from_slice(&i.to_be_bytes());
+    EventData::json(
+        EventId::from_random_bytes(bytes),
+        "TenantEvent",
+        format!("{{\"tenant\":{i}}}").into_bytes(),
+        Vec::new(),
+    )
+}
+
+/// Files this process has open.
+fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[test]
+fn two_thousand_stores_work_under_an_open_file_limit_of_1024() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        let dir = std::env::var_os(CHILD_ENV).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(child(Path::new(&dir)));
+        return;
+    }
+    if std::env::var_os("RUN_SLOW_TESTS").is_none() {
+        eprintln!(
+            "skipped: set RUN_SLOW_TESTS to create {STORES} stores under `ulimit -n {FD_LIMIT}`"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {FD_LIMIT} && exec \"$0\" \"$@\""))
+        .arg(exe)
+        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_ENV, dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child failed: {status}");
+}
+
+async fn child(dir: &Path) {
+    let limit = Command::new("sh")
+        .args(["-c", "ulimit -n"])
+        .output()
+        .unwrap();
+    let limit = String::from_utf8_lossy(&limit.stdout).trim().to_owned();
+    assert_eq!(
+        limit,
+        FD_LIMIT.to_string(),
+        "the child runs under the limit"
+    );
+    let stream = StreamId::new("s").unwrap();
+    {
+        let store = Store::open(StoreOptions::new(dir)).await.unwrap();
+        for i in 0..STORES {
+            store
+                .create_store(&id(i), StoreConfig::default())
+                .await
+                .unwrap_or_else(|e| panic!("store {i}: {e}"));
+            store
+                .append_events(&id(i), &stream, ExpectedVersion::NoStream, vec![event(i)])
+                .await
+                .unwrap_or_else(|e| panic!("append to store {i}: {e}"));
+        }
+        let files = open_files();
+        eprintln!("{STORES} stores created, {files} files open");
+        assert!(files < FD_LIMIT as usize / 2, "{files} files open");
+        store.shutdown().await;
+    }
+    let store = Store::open(StoreOptions::new(dir)).await.unwrap();
+    let listed = store.list_stores().await.unwrap();
+    assert_eq!(listed.len(), STORES as usize);
+    for i in [0, STORES / 2, STORES - 1] {
+        let read = store
+            .read_all(&id(i), Position::START, 10, gater_core::Direction::Forward)
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].data.id, event(i).id);
+    }
+    let next = store
+        .append_events(
+            &id(7),
+            &stream,
+            ExpectedVersion::Exact(0),
+            vec![event(STORES)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.position, Position(1));
+    eprintln!(
+        "reopened with {} stores, {} files open",
+        listed.len(),
+        open_files()
+    );
+    store.shutdown().await;
+}
