@@ -39,6 +39,7 @@ pub mod conformance;
 mod embedded;
 mod engine;
 mod faults;
+mod hashing;
 mod lease;
 mod lifecycle;
 mod metrics;

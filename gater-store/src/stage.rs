@@ -22,14 +22,16 @@
 //! [`Staged`] outcome in one atomic write, or nothing when no append was
 //! accepted.
 
-use std::collections::HashMap;
-
 use gater_core::{
     AppendCondition, AppendOutcome, Error, EventId, Position, Query, StreamLifecycle,
     StreamVersion, Version,
 };
 
 use crate::backend::{Counters, PendingAppend, PendingPart};
+use crate::hashing::FastMap;
+
+/// The new version of every stream a batch appends to.
+pub(crate) type Heads<'a> = FastMap<&'a str, Version>;
 
 /// Where an event is stored: its stream, version and global position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,9 +96,9 @@ pub(crate) struct Staged<'a> {
     /// The store's counters once the batch is committed.
     pub(crate) counters: Counters,
     /// The new version of every stream the batch appends to.
-    pub(crate) heads: HashMap<&'a str, Version>,
+    pub(crate) heads: Heads<'a>,
     /// Where the batch puts each new event.
-    ids: HashMap<EventId, (&'a str, Version, Position)>,
+    ids: FastMap<EventId, (&'a str, Version, Position)>,
     /// Every event the batch stages, in position order.
     events: Vec<StagedEvent<'a>>,
 }
@@ -124,8 +126,8 @@ pub(crate) fn stage_batch<'a>(
     let mut staged = Staged {
         results: Vec::with_capacity(appends.len()),
         counters,
-        heads: HashMap::with_capacity(appends.len()),
-        ids: HashMap::with_capacity(events),
+        heads: Heads::with_capacity_and_hasher(appends.len(), Default::default()),
+        ids: FastMap::with_capacity_and_hasher(events, Default::default()),
         events: Vec::with_capacity(events),
     };
     for append in appends {
@@ -341,6 +343,7 @@ mod tests {
     use super::*;
     use gater_core::{AppendResult, EventData, ExpectedVersion, QueryItem, StreamId};
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     /// Appends to this stream fail in [`Rows::stage`], as an encoding failure would.
     const POISON: &str = "poison";

@@ -170,3 +170,50 @@ async fn interrupted_store_creation_is_cleaned_up_on_open() {
     assert_eq!(store.get_store_status(&id).await.unwrap().event_count, 0);
     store.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_stored_before_a_reopen_are_recognised_as_retries_and_duplicates() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let id = StoreId::new("ids").unwrap();
+    let (s1, s2) = (StreamId::new("s-1").unwrap(), StreamId::new("s-2").unwrap());
+    let original = {
+        let store = Store::open(StoreOptions::new(dir.path())).await.unwrap();
+        store
+            .create_store(&id, StoreConfig::default())
+            .await
+            .unwrap();
+        let original = store
+            .append_events(&id, &s1, ExpectedVersion::Any, vec![event(1), event(2)])
+            .await
+            .unwrap();
+        store.shutdown().await;
+        original
+    };
+    let store = Store::open(StoreOptions::new(dir.path())).await.unwrap();
+    // A new append first, so the writer's first batch after the reopen is not the retry.
+    store
+        .append_events(&id, &s2, ExpectedVersion::NoStream, vec![event(3)])
+        .await
+        .unwrap();
+    let retried = store
+        .append_events(
+            &id,
+            &s1,
+            ExpectedVersion::NoStream,
+            vec![event(1), event(2)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(retried, original, "a retry answers the original result");
+    let elsewhere = store
+        .append_events(&id, &s2, ExpectedVersion::Any, vec![event(2)])
+        .await
+        .unwrap_err();
+    assert_eq!(elsewhere.kind(), "duplicate_event_id", "{elsewhere}");
+    let events = store
+        .read_all(&id, Position::START, 100, Direction::Forward)
+        .await
+        .unwrap();
+    assert_eq!(ids(&events), vec![event(1).id, event(2).id, event(3).id]);
+    store.shutdown().await;
+}

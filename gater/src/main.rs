@@ -26,6 +26,15 @@ use cli::output::{error_line, Output};
 /// Seconds `gater store compact` waits at least (more with a longer `--timeout`).
 const COMPACT_TIMEOUT_S: u64 = 3_600;
 
+/// The process's allocator. mimalloc, not the system's: under callgrind a
+/// W1-shaped append (64 appenders, one 256-byte event each) cost 14 %
+/// fewer instructions in the whole process (32,679 -> 27,968) and 11 %
+/// fewer in the store's writer (23,338 -> 20,835), a fifth of which had
+/// been glibc's malloc and free. Only the binary chooses it: the library
+/// crates leave the allocator to their embedder.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();

@@ -2,7 +2,6 @@
 //! over what the store's tables hold, and every accepted append is written
 //! in one fjall batch with one flush.
 
-use std::collections::HashMap;
 use std::io::Read;
 
 use fjall::Slice;
@@ -10,31 +9,41 @@ use gater_core::{Error, EventId, Position, Query, StreamLifecycle, Version};
 
 use super::checksum;
 use super::group::Staged;
+use super::id_filter::{self, Coverage, IdFilter};
 use super::keys;
 use super::{encode_error, StoreInner, Tables};
 use crate::backend::{BatchOutcome, PendingAppend};
 use crate::faults::fjall_error;
+use crate::hashing::FastMap;
 use crate::lifecycle::{last_version, View};
-use crate::stage::{stage_batch, Location, Stored, Writes};
+use crate::stage::{stage_batch, Heads, Location, Stored, Writes};
 
 /// Streams whose version the writer keeps in memory; the cache starts over when full.
 pub(super) const HEAD_CACHE_LEN_MAX: usize = 65_536;
 
-/// Versions of recently written streams, so the writer need not read them
-/// back. Only the writer changes stream versions and it updates the cache
-/// after each successful commit, so the cache is never stale.
+/// Initial bytes of the buffer keys are built in: a stream key of a
+/// 256-byte stream id fits.
+const SCRATCH_BYTES: usize = 512;
+
+/// What the writer remembers between batches: versions of recently written
+/// streams, so it need not read them back, and a filter of the stored event
+/// ids, so a new id needs no lookup (`id_filter`). Only the writer changes
+/// stream versions and ids, and it updates the versions after each
+/// successful commit and the ids before each commit, so neither is ever
+/// stale; a reopen starts both over.
 #[derive(Debug, Default)]
-pub(super) struct HeadCache {
-    heads: HashMap<String, Version>,
+pub(super) struct WriterCache {
+    heads: FastMap<String, Version>,
+    ids: IdFilter,
 }
 
-impl HeadCache {
+impl WriterCache {
     pub(super) fn get(&self, stream: &str) -> Option<&Version> {
         self.heads.get(stream)
     }
 
     /// Updates known streams in place, so a busy stream costs no allocation.
-    fn remember(&mut self, heads: &HashMap<&str, Version>) {
+    fn remember(&mut self, heads: &Heads<'_>) {
         if self.heads.len() + heads.len() > HEAD_CACHE_LEN_MAX {
             self.heads.clear();
         }
@@ -47,6 +56,38 @@ impl HeadCache {
             }
         }
     }
+
+    /// Seeds the id filter from the event-id index, once, when the store
+    /// holds few enough events (`event_count`) for one scan.
+    fn seed_ids(&mut self, tables: &Tables, event_count: u64) {
+        if self.ids.coverage() != Coverage::Unseeded {
+            return;
+        }
+        if event_count > id_filter::SEED_SCAN_IDS_MAX {
+            self.ids.cover_nothing();
+            return;
+        }
+        let mut scanned = 0u64;
+        for guard in tables.index.prefix(keys::ids_all()) {
+            let id = guard
+                .key()
+                .map_err(fjall_error)
+                .and_then(|key| keys::decode_id_key(&key));
+            match id {
+                Ok(id) if scanned < id_filter::SEED_SCAN_IDS_MAX => {
+                    self.ids.insert(&id);
+                    scanned += 1;
+                }
+                // Lookups answer for every id, and fail where the index does.
+                Ok(_) => return self.ids.cover_nothing(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot seed the event-id filter: every id is looked up");
+                    return self.ids.cover_nothing();
+                }
+            }
+        }
+        self.ids.seeded();
+    }
 }
 
 /// What the store held before the batch, as the writer reads it: stream
@@ -54,7 +95,7 @@ impl HeadCache {
 /// index.
 struct Reader<'t> {
     tables: &'t Tables,
-    cache: &'t HeadCache,
+    cache: &'t WriterCache,
     /// What readers see: stream lifecycles (hidden events match no condition).
     view: &'t View,
     /// The event-id index value read last; locations borrow from it.
@@ -78,6 +119,9 @@ impl Stored for Reader<'_> {
     }
 
     fn location(&mut self, id: &EventId) -> Result<Option<Location<'_>>, Error> {
+        if !self.cache.ids.may_hold(id) {
+            return Ok(None);
+        }
         self.id_value = self
             .tables
             .index
@@ -129,6 +173,8 @@ struct Batch<'t> {
     tables: &'t Tables,
     batch: Staged,
     created_us: u64,
+    /// Where each key and value is built before fjall copies it.
+    scratch: Vec<u8>,
 }
 
 impl<'a> Writes<'a> for Batch<'_> {
@@ -159,26 +205,27 @@ impl<'a> Writes<'a> for Batch<'_> {
                 position = position.next();
             }
         }
+        // Keys and values are built in one reused buffer and copied once,
+        // into the bytes fjall keeps.
+        let key = &mut self.scratch;
         for (stream, event, version, position, value) in encoded {
             self.batch
                 .insert(&t.log, keys::position_key(position.0), value);
-            self.batch.insert(
-                &t.index,
-                keys::stream_key(stream, version),
-                position.0.to_be_bytes(),
-            );
-            self.batch.insert(
-                &t.index,
-                keys::id_key(&event.id),
-                keys::id_value(stream, version, position),
-            );
-            let type_prefix = keys::type_prefix(&event.event_type);
+            key.clear();
+            keys::put_stream_key(key, stream, version);
             self.batch
-                .insert(&t.index, keys::posting_key(&type_prefix, position.0), []);
+                .insert(&t.index, key.as_slice(), position.0.to_be_bytes());
+            key.clear();
+            keys::put_id_value(key, stream, version, position);
+            self.batch
+                .insert(&t.index, keys::id_key(&event.id), key.as_slice());
+            key.clear();
+            keys::put_type_posting(key, &event.event_type, position.0);
+            self.batch.insert(&t.index, key.as_slice(), []);
             for tag in &event.tags {
-                let tag_prefix = keys::tag_prefix(tag);
-                self.batch
-                    .insert(&t.index, keys::posting_key(&tag_prefix, position.0), []);
+                key.clear();
+                keys::put_tag_posting(key, tag, position.0);
+                self.batch.insert(&t.index, key.as_slice(), []);
             }
         }
         Ok(())
@@ -196,7 +243,8 @@ impl StoreInner {
         created_us: u64,
     ) -> Result<BatchOutcome, Error> {
         self.with_tables(|t| {
-            let mut cache = self.head_cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = self.writer_cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.seed_ids(t, self.counters().event_count);
             let items: usize = appends
                 .iter()
                 .flat_map(|a| a.parts.iter().flat_map(|p| &p.events))
@@ -206,6 +254,7 @@ impl StoreInner {
                 tables: t,
                 batch: Staged::with_capacity(t, items + 8),
                 created_us,
+                scratch: Vec::with_capacity(SCRATCH_BYTES),
             };
             let view = View::new(self.lifecycles(), self.config.retention, created_us);
             let mut reader = Reader {
@@ -216,6 +265,14 @@ impl StoreInner {
             };
             let staged = stage_batch(&appends, self.counters(), &mut reader, &mut writes);
             if staged.written() {
+                // Before the commit: a failed one may still leave its ids on disk.
+                for (append, result) in appends.iter().zip(&staged.results) {
+                    if result.is_ok() {
+                        for part in &append.parts {
+                            part.events.iter().for_each(|e| cache.ids.insert(&e.id));
+                        }
+                    }
+                }
                 let mut batch = writes.batch;
                 batch.insert(
                     &t.index,

@@ -64,11 +64,17 @@ pub(super) fn decode_u64(bytes: &[u8]) -> Result<u64, Error> {
 /// The stream-index key of `(stream, version)`.
 pub(super) fn stream_key(stream: &str, version: Version) -> Vec<u8> {
     let mut key = Vec::with_capacity(stream.len() + 10);
+    put_stream_key(&mut key, stream, version);
+    key
+}
+
+/// Appends the stream-index key of `(stream, version)` to `key` (the
+/// writer reuses one buffer for every key of a batch).
+pub(super) fn put_stream_key(key: &mut Vec<u8>, stream: &str, version: Version) {
     key.push(STREAMS);
     key.extend_from_slice(stream.as_bytes());
     key.push(STREAM_END);
     key.extend_from_slice(&version.to_be_bytes());
-    key
 }
 
 /// The lifecycle key of `stream`.
@@ -92,6 +98,19 @@ pub(super) fn id_key(id: &gater_core::EventId) -> [u8; 17] {
     let mut key = [IDS; 17];
     key[1..].copy_from_slice(id.as_bytes());
     key
+}
+
+/// The prefix of every event-id index key.
+pub(super) fn ids_all() -> [u8; 1] {
+    [IDS]
+}
+
+/// Decodes an event-id index key into its id.
+pub(super) fn decode_id_key(bytes: &[u8]) -> Result<gater_core::EventId, Error> {
+    let id: [u8; 16] = strip(bytes, IDS)?
+        .try_into()
+        .map_err(|_| corrupt("event-id index key is not 17 bytes"))?;
+    Ok(gater_core::EventId::from_bytes(id))
 }
 
 /// The prefix of every stream-index key of `stream`: its last key holds
@@ -148,6 +167,18 @@ pub(super) fn type_prefix(event_type: &str) -> Vec<u8> {
     length_prefixed(TYPES, event_type)
 }
 
+/// Appends the type-index key of `(event_type, position)` to `key`.
+pub(super) fn put_type_posting(key: &mut Vec<u8>, event_type: &str, position: u64) {
+    put_length_prefixed(key, TYPES, event_type);
+    key.extend_from_slice(&position.to_be_bytes());
+}
+
+/// Appends the tag-index key of `(tag, position)` to `key`.
+pub(super) fn put_tag_posting(key: &mut Vec<u8>, tag: &str, position: u64) {
+    put_length_prefixed(key, TAGS, tag);
+    key.extend_from_slice(&position.to_be_bytes());
+}
+
 /// `prefix` (from [`tag_prefix`] or [`type_prefix`]) followed by `position`.
 pub(super) fn posting_key(prefix: &[u8], position: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(prefix.len() + 8);
@@ -166,13 +197,17 @@ pub(super) fn decode_posting(key: &[u8]) -> Result<u64, Error> {
 }
 
 fn length_prefixed(table: u8, text: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(text.len() + 11);
+    put_length_prefixed(&mut key, table, text);
+    key
+}
+
+fn put_length_prefixed(key: &mut Vec<u8>, table: u8, text: &str) {
     // Tags and event types are at most 256 bytes (checked before they are stored).
     let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
-    let mut key = Vec::with_capacity(text.len() + 11);
     key.push(table);
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(text.as_bytes());
-    key
 }
 
 /// The subscription-record key of `key`.
@@ -183,12 +218,24 @@ pub(super) fn subscription_key(key: &SubscriptionKey) -> Result<Vec<u8>, postcar
 }
 
 /// The event-id index value: where an event was stored.
-pub(super) fn id_value(stream: &str, version: Version, position: Position) -> Vec<u8> {
+#[cfg(test)]
+fn id_value(stream: &str, version: Version, position: Position) -> Vec<u8> {
     let mut value = Vec::with_capacity(16 + stream.len());
+    put_id_value(&mut value, stream, version, position);
+    value
+}
+
+/// Appends the event-id index value of an event stored at `(stream,
+/// version)`, `position` to `value`.
+pub(super) fn put_id_value(
+    value: &mut Vec<u8>,
+    stream: &str,
+    version: Version,
+    position: Position,
+) {
     value.extend_from_slice(&version.to_be_bytes());
     value.extend_from_slice(&position.0.to_be_bytes());
     value.extend_from_slice(stream.as_bytes());
-    value
 }
 
 /// Decodes an event-id index value, borrowing the stream id from it.
@@ -399,7 +446,23 @@ mod tests {
             let other = posting_key(&tag_prefix(&b), q);
             prop_assert_eq!(other.starts_with(&tag_prefix(&a)), a == b);
             prop_assert!(!posting_key(&type_prefix(&a), p).starts_with(&tag_prefix(&a)));
+            let mut key = vec![9];
+            put_tag_posting(&mut key, &a, p);
+            prop_assert_eq!(&key[1..], &ka[..]);
+            key.clear();
+            put_type_posting(&mut key, &a, p);
+            prop_assert_eq!(key, posting_key(&type_prefix(&a), p));
         }
+    }
+
+    #[test]
+    fn id_keys_round_trip_and_start_with_the_ids_prefix() {
+        let id = gater_core::EventId::from_bytes([9; 16]);
+        let key = id_key(&id);
+        assert!(key.starts_with(&ids_all()));
+        assert_eq!(decode_id_key(&key).unwrap(), id);
+        assert!(decode_id_key(&key[..16]).is_err());
+        assert!(decode_id_key(&stream_key("a", 1)).is_err());
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl StoreInner {
     ) -> Result<(), Error> {
         self.with_tables(|t| {
             // Held like the writer holds it: no batch commits meanwhile.
-            let cache = self.head_cache.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = self.writer_cache.lock().unwrap_or_else(|p| p.into_inner());
             let name = stream.as_str();
             let states = self.lifecycles();
             let current = states.get(name).copied().unwrap_or_default();

@@ -35,6 +35,7 @@ mod append;
 mod checksum;
 mod db;
 mod group;
+mod id_filter;
 #[cfg(debug_assertions)]
 mod inject;
 mod keys;
@@ -193,9 +194,10 @@ struct StoreInner {
     persist_mode: PersistMode,
     /// The counters as of the last commit; only the writer changes them.
     counters: Mutex<Counters>,
-    /// Stream versions the writer remembers between batches; stream
-    /// lifecycle changes hold it too, to stay in step with the writer.
-    head_cache: Mutex<append::HeadCache>,
+    /// Stream versions and event ids the writer remembers between
+    /// batches; stream lifecycle changes hold it too, to stay in step with
+    /// the writer.
+    writer_cache: Mutex<append::WriterCache>,
     /// Every stream's lifecycle state, as stored; replaced whole on change.
     lifecycles: RwLock<Arc<Lifecycles>>,
     /// The store's open keyspaces; taking them out under the write lock
@@ -248,7 +250,7 @@ impl StoreInner {
             config,
             persist_mode: Tables::persist_mode(&config),
             counters: Mutex::new(counters),
-            head_cache: Mutex::new(append::HeadCache::default()),
+            writer_cache: Mutex::new(append::WriterCache::default()),
             tables: RwLock::new(Slot::Open(tables)),
             fault_generation: Mutex::new(None),
             records_read: AtomicU64::new(0),
@@ -330,8 +332,8 @@ impl StoreInner {
     }
 
     /// Attaches the store to its keyspaces in `open` and reads back its
-    /// counters and lifecycle states; the writer's stream versions start
-    /// over. A closed store stays closed.
+    /// counters and lifecycle states; the writer's stream versions and
+    /// event-id filter start over. A closed store stays closed.
     fn attach(&self, open: &OpenDb) -> Result<(), Error> {
         let mut slot = self.tables.write().unwrap_or_else(|p| p.into_inner());
         if matches!(*slot, Slot::Closed) {
@@ -350,8 +352,8 @@ impl StoreInner {
                     Ok(mut c) => *c = counters,
                     Err(poisoned) => *poisoned.into_inner() = counters,
                 }
-                *self.head_cache.lock().unwrap_or_else(|p| p.into_inner()) =
-                    append::HeadCache::default();
+                *self.writer_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+                    append::WriterCache::default();
                 Ok(())
             }
             Err(error) => {

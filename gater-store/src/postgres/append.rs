@@ -82,7 +82,7 @@ impl Known {
         before: Counters,
         generation: u64,
         read: impl IntoIterator<Item = (&'s str, Version)>,
-        written: &HashMap<&'s str, Version>,
+        written: &crate::stage::Heads<'s>,
         after: Counters,
     ) {
         if self.at != Some(before) || self.versions.len() + written.len() > KNOWN_STREAMS_MAX {

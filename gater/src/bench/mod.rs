@@ -15,6 +15,7 @@
 mod args;
 mod cpu;
 mod dcb;
+mod disk;
 mod driver;
 mod failover;
 mod latency;

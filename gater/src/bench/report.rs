@@ -21,6 +21,11 @@ pub(crate) mod metric {
     pub(crate) const READS_PER_S: &str = "reads_per_s";
     /// Acknowledgements per second.
     pub(crate) const ACKS_PER_S: &str = "acks_per_s";
+    /// `fdatasync` calls per second (the disk probe).
+    pub(crate) const SYNCS_PER_S: &str = "syncs_per_s";
+    /// A case's median latency less the disk probe's median `fdatasync`
+    /// of the same run, microseconds: what an append costs beyond its flush.
+    pub(crate) const P50_OVER_FDATASYNC_US: &str = "p50_over_fdatasync_us";
     /// Appends refused for a wrong expected version.
     pub(crate) const CONFLICTS: &str = "conflicts";
     /// Share of append attempts refused for a wrong expected version.
@@ -274,6 +279,7 @@ pub(crate) fn table_row(case: &CaseResult) -> [String; 9] {
         metric::APPENDS_PER_S,
         metric::READS_PER_S,
         metric::ACKS_PER_S,
+        metric::SYNCS_PER_S,
     ]
     .iter()
     .find_map(|m| case.figures.get(*m))

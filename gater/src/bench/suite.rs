@@ -13,7 +13,7 @@ use super::cpu::CpuProbe;
 use super::report::{metric, Bound, CaseResult, Goal, RatioSpec, Subject};
 use super::targets::{self, TargetKind};
 use super::workload::{self, Params, ReadMode, StoreNames};
-use super::{dcb, failover, stores, subscriptions, Recorder};
+use super::{dcb, disk, failover, stores, subscriptions, Recorder};
 
 /// The targets of the transport comparison, in the order they run. The
 /// PostgreSQL backend is compared separately (W1 and W4, see `postgres`).
@@ -42,8 +42,9 @@ const POSTGRES: &str = "postgres";
 /// Cases the PostgreSQL comparison adds on a machine with PostgreSQL: W1 and the four W4 reads.
 pub(crate) const POSTGRES_CASE_COUNT: u64 = 1 + 4;
 /// Cases of the target with separate proxy and worker processes (W1 at
-/// each batch size, W3), run only when the suite knows the `gater` binary.
-pub(crate) const SEPARATE_CASE_COUNT: u64 = 1 + LARGE_BATCHES.len() as u64 + 1;
+/// each batch size, the fdatasync probe, W3), run only when the suite knows
+/// the `gater` binary.
+pub(crate) const SEPARATE_CASE_COUNT: u64 = 1 + LARGE_BATCHES.len() as u64 + 1 + 1;
 
 /// Runs the workloads `args` selects against `gater` (a server); target name `server`.
 pub(crate) async fn server(
@@ -81,16 +82,11 @@ pub(crate) async fn server(
                 .await?
             }
             Workload::W3 => {
-                w3(
-                    gater,
-                    names,
-                    &params,
-                    target,
-                    &cpu,
-                    args.latency_clients as usize,
-                    recorder,
-                )
-                .await?
+                let latency = W3 {
+                    clients: args.latency_clients as usize,
+                    fdatasync_p50_us: None,
+                };
+                w3(gater, names, &params, target, &cpu, latency, recorder).await?
             }
             Workload::W4 => w4(gater, names, &params, target, recorder).await?,
             Workload::W5 => w5(gater, names, &params, target, recorder).await?,
@@ -131,7 +127,7 @@ pub(crate) fn server_case_count(args: &BenchArgs) -> u64 {
 
 /// Cases [`compare`] runs when it knows the `gater` binary (else
 /// [`SEPARATE_CASE_COUNT`] fewer), for the progress bar.
-pub(crate) const COMPARE_CASE_COUNT: u64 = 2 * (COMPARE_TARGETS.len() as u64 - 1)
+pub(crate) const COMPARE_CASE_COUNT: u64 = 3 * (COMPARE_TARGETS.len() as u64 - 1)
     + 2 * LARGE_BATCHES.len() as u64
     + SEPARATE_CASE_COUNT
     + 1
@@ -193,7 +189,16 @@ pub(crate) async fn compare(
             };
             w1(g, &names, params, t, cpu, case, recorder).await?;
         }
-        w3(g, &names, params, t, cpu, 1, recorder).await?;
+        // The disk the store writes to, measured right before W3 (on a
+        // shared machine its latency drifts): W3's median is read against it.
+        recorder.note(&format!("{t}: measuring fdatasync"));
+        let disk = disk::fdatasync(dir.path(), t).await?;
+        let latency = W3 {
+            clients: 1,
+            fdatasync_p50_us: disk.value(metric::P50_US),
+        };
+        recorder.record(disk);
+        w3(g, &names, params, t, cpu, latency, recorder).await?;
         target.close().await;
     }
     let target = targets::open(TargetKind::Embedded, dir.path(), &certs, None).await?;
@@ -371,13 +376,25 @@ async fn w2(
     Ok(())
 }
 
+/// The shape of one W3 case.
+#[derive(Clone, Copy, Debug)]
+struct W3 {
+    /// Concurrent appenders, each with one append in flight.
+    clients: usize,
+    /// The disk probe's median `fdatasync` of this run, when measured.
+    fdatasync_p50_us: Option<f64>,
+}
+
 async fn w3(
     gater: &BoxGater,
     names: &StoreNames,
     params: &Params,
     target: &str,
     cpu: &CpuProbe,
-    clients: usize,
+    W3 {
+        clients,
+        fdatasync_p50_us,
+    }: W3,
     recorder: &mut Recorder,
 ) -> Result<()> {
     let mut case = CaseResult::new("w3", target, "w3", &format!("c{clients}"));
@@ -385,6 +402,10 @@ async fn w3(
     case.params.insert("clients".into(), clients as u64);
     let tally = workload::write_flood(gater, names, params, clients, 1, cpu).await?;
     workload::write_figures(&mut case, &tally);
+    if let (Some(p50), Some(sync)) = (case.value(metric::P50_US), fdatasync_p50_us) {
+        case.figures
+            .insert(metric::P50_OVER_FDATASYNC_US.into(), p50 - sync);
+    }
     recorder.record(case);
     Ok(())
 }
@@ -661,6 +682,13 @@ pub(crate) fn compare_goals() -> Vec<Goal> {
             eps,
             AtLeast,
             150_000.0,
+        ),
+        figure(
+            "W3 in-process p50 beyond one fdatasync µs",
+            "w3/embedded/c1",
+            metric::P50_OVER_FDATASYNC_US,
+            AtMost,
+            60.0,
         ),
         figure(
             "W1 QUIC through proxy events/s",

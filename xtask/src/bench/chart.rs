@@ -43,7 +43,7 @@ pub(crate) fn render(report: &Report) -> Result<String> {
         .cases
         .iter()
         .filter(|c| c.latency.as_ref().is_some_and(|l| l.curve.len() >= 2))
-        .filter(|c| c.workload == "w3" || c.id.ends_with("/live"))
+        .filter(|c| c.workload == "w3" || c.workload == "disk" || c.id.ends_with("/live"))
         .collect();
     let count = panels.len() + usize::from(!curves.is_empty());
     let mut svg = String::new();

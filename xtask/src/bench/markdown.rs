@@ -55,7 +55,7 @@ pub(crate) fn render(report: &Report, stamp: &str) -> String {
 
 fn row(case: &Case) -> String {
     let figure = |name: &str| case.figures.get(name).map_or(String::new(), |v| number(*v));
-    let ops = ["appends_per_s", "reads_per_s", "acks_per_s"]
+    let ops = ["appends_per_s", "reads_per_s", "acks_per_s", "syncs_per_s"]
         .iter()
         .find_map(|m| case.figures.get(*m))
         .map_or(String::new(), |v| number(*v));
