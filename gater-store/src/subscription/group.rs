@@ -247,6 +247,10 @@ struct Group {
     /// Bytes of the delivery the budget had no room for in the last
     /// dispatch; nothing after it went out, and the task waits for them.
     room_wanted: Option<u64>,
+    /// The consumer whose full channel held the last dispatch back; the
+    /// task waits for room in it. Taken at the dispatch, not at the wait: a
+    /// consumer that drains its channel in between must still wake the task.
+    blocked: Option<ConsumerId>,
 }
 
 impl Group {
@@ -268,6 +272,7 @@ impl Group {
             budget,
             room: None,
             room_wanted: None,
+            blocked: None,
             spec: start.spec,
             indexed: indexed_query(&selector),
             selector,

@@ -66,8 +66,13 @@ impl Group {
         })
     }
 
+    /// The sender of the consumer the last dispatch found blocked, if it is
+    /// still attached: waiting for its room returns at once when it read
+    /// meanwhile, so the task dispatches again instead of sleeping.
     pub(super) fn blocked_sender(&self) -> Option<mpsc::Sender<Queued>> {
-        self.blocked_consumer().map(ConsumerLink::sender)
+        self.blocked
+            .and_then(|id| self.consumers.get(&id))
+            .map(ConsumerLink::sender)
     }
 
     pub(super) fn caught_up_due(&self) -> bool {
@@ -82,6 +87,7 @@ impl Group {
     pub(super) fn dispatch(&mut self) {
         self.room_wanted = None;
         self.dispatch_all();
+        self.blocked = self.blocked_consumer().map(|c| c.id);
         // Room waited for but not used (its delivery went elsewhere or
         // waits for channel room) goes back rather than sit idle.
         self.room = None;
