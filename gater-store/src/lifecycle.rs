@@ -118,6 +118,12 @@ pub(crate) fn apply(
         LifecycleChange::Tombstone(expected) => {
             check(expected)?;
             next.tombstoned = true;
+            // The truncation point remembers how many versions the stream
+            // had once compaction has removed them with its last key, so
+            // status counts and numbering need no stored event.
+            if let Some(last) = last {
+                next.truncate_before = next.truncate_before.max(Some(last + 1));
+            }
         }
         LifecycleChange::Truncate(before) => {
             // Past the last event it hides the whole stream, as a soft
