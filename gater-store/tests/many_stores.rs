@@ -30,7 +30,7 @@ const CHILD_ENV: &str = "GATER_MANY_STORES_CHILD";
 /// A memory file system for the child's data directory, where the machine has one.
 const SHM: &str = "/dev/shm";
 /// This test's name, for the child's filter.
-const TEST_NAME: &str = "two_thousand_stores_work_under_an_open_file_limit_of_1024";
+const TEST_NAME: &str = "more_stores_than_open_files_work_under_an_open_file_limit_of_1024";
 
 /// Stores the child creates: `GATER_MANY_STORES`, else [`STORES_DEFAULT`].
 fn stores() -> u32 {
@@ -61,7 +61,7 @@ fn open_files() -> usize {
 }
 
 #[test]
-fn two_thousand_stores_work_under_an_open_file_limit_of_1024() {
+fn more_stores_than_open_files_work_under_an_open_file_limit_of_1024() {
     if std::env::var_os(CHILD_ENV).is_some() {
         let dir = std::env::var_os(CHILD_ENV).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
