@@ -824,13 +824,8 @@ async fn check_age(
     share: u64,
     clock: Clock,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = ticks(interval);
+    while next_tick(&mut tick, &mut stop).await {
         let Some(handle) = handle.upgrade() else {
             return;
         };
@@ -871,13 +866,8 @@ async fn poll_head(
     interval: Duration,
     subscriptions: std::sync::Weak<Subscriptions>,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = ticks(interval);
+    while next_tick(&mut tick, &mut stop).await {
         match backend.refresh_head().await {
             // Only forward: this worker's writer may have published a later head meanwhile.
             Ok(latest) => crate::writer::publish_head(&head, latest),
@@ -1666,6 +1656,21 @@ impl Gater for Store {
         Err(Error::Unsupported(
             "heartbeat: a worker keeps no membership (send it to a proxy)".into(),
         ))
+    }
+}
+
+/// A timer of `interval` whose late ticks are delayed, not bunched.
+fn ticks(interval: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for `tick`'s next tick; `false` once `stop` says stop.
+async fn next_tick(tick: &mut tokio::time::Interval, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = stop.wait_for(|stop| *stop) => false,
+        _ = tick.tick() => true,
     }
 }
 

@@ -221,6 +221,15 @@ struct Chunks<'a> {
 }
 
 impl PostgresStore {
+    /// A failed statement of the append transaction, a conflict when it
+    /// lost a race with another worker.
+    fn failed(&self, e: &tokio_postgres::Error) -> Failed {
+        Failed {
+            conflict: is_conflict(e),
+            error: self.error(e),
+        }
+    }
+
     /// `BackendStore::append_batch`: runs the batch's transaction, again after a lost race.
     pub(super) async fn append(
         &self,
@@ -325,10 +334,7 @@ impl PostgresStore {
             }
             (staged, before, generation)
         };
-        let fail = |e: tokio_postgres::Error| Failed {
-            conflict: is_conflict(&e),
-            error: self.error(&e),
-        };
+        let fail = |e: tokio_postgres::Error| self.failed(&e);
         let mut pooled = self.shared.pool.get().await.map_err(Failed::fatal)?;
         let conn = pooled.conn();
         let sql = &self.sql;
@@ -401,10 +407,7 @@ impl PostgresStore {
         appends: &[PendingAppend],
         created_us: u64,
     ) -> Result<BatchOutcome, Failed> {
-        let fail = |e: tokio_postgres::Error| Failed {
-            conflict: is_conflict(&e),
-            error: self.error(&e),
-        };
+        let fail = |e: tokio_postgres::Error| self.failed(&e);
         let mut pooled = self.shared.pool.get().await.map_err(Failed::fatal)?;
         let conn = pooled.conn();
         let sql = &self.sql;
