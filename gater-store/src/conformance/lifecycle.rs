@@ -13,6 +13,14 @@ use super::support::{check, err, event, events, kind, new_store, ok, same, strea
 
 /// Enough for every read of a case.
 const PAGE: u32 = 100;
+/// Rounds of hiding events and compacting them away while clients work.
+const COMPACTION_ROUNDS: usize = 6;
+/// Events each round hides (soft-deletes) before compacting.
+const HIDDEN_PER_ROUND: usize = 200;
+/// Clients appending and reading while a compaction runs.
+const CLIENTS_DURING_COMPACTION: usize = 8;
+/// Most operations a client makes while one compaction runs.
+const OPS_PER_COMPACTION_MAX: usize = 2_000;
 
 /// Runs every lifecycle case against `gater`; prints that it skipped them
 /// when the target answers `Unsupported` (a backend without lifecycle).
@@ -37,6 +45,7 @@ pub async fn run(gater: &dyn Gater) {
     subscriptions_started_after_a_delete_skip_hidden_events(gater).await;
     hidden_events_do_not_match_append_conditions(gater).await;
     compaction_keeps_every_visible_event(gater).await;
+    events_a_running_compaction_removes_never_match_a_condition_or_fail_a_read(gater).await;
 }
 
 async fn read_stream(g: &dyn Gater, store: &StoreId, s: &StreamId, case: &str) -> Vec<Version> {
@@ -577,4 +586,73 @@ async fn compaction_keeps_every_visible_event(g: &dyn Gater) {
         read_stream(g, &store, &cut, case).await,
         vec![2, 3],
     );
+}
+
+/// Compaction removes hidden events while appends and reads go on: an
+/// event it removes was hidden before, so a condition never matches it and
+/// a read never finds its index entry without its record, whichever half
+/// of the removal a reader sees.
+async fn events_a_running_compaction_removes_never_match_a_condition_or_fail_a_read(g: &dyn Gater) {
+    let case = "events_a_running_compaction_removes_never_match_a_condition_or_fail_a_read";
+    let store = new_store(g, case).await;
+    let hidden = Query {
+        items: vec![QueryItem {
+            types: Vec::new(),
+            tags: vec!["hidden".into()],
+        }],
+    };
+    for round in 0..COMPACTION_ROUNDS {
+        let gone = stream(&format!("gone-{round}"));
+        let doomed = (0..HIDDEN_PER_ROUND)
+            .map(|n| event("Gone", n).with_tags(vec!["hidden".into()]))
+            .collect();
+        ok(
+            case,
+            g.append_events(&store, &gone, ExpectedVersion::NoStream, doomed)
+                .await,
+        );
+        ok(
+            case,
+            g.delete_stream(&store, &gone, ExpectedVersion::Any).await,
+        );
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let compaction = async {
+            let compacted = g.compact_store(&store).await;
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            ok(case, compacted);
+        };
+        let client = |i: usize| {
+            let (store, hidden, gone, done) = (&store, &hidden, &gone, &done);
+            async move {
+                let live = stream(&format!("live-{round}-{i}"));
+                for n in 0..OPS_PER_COMPACTION_MAX {
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let append =
+                        Append::single(live.clone(), ExpectedVersion::Any, vec![event("Live", n)])
+                            .with_condition(AppendCondition {
+                                fail_if_events_match: hidden.clone(),
+                                after: None,
+                            });
+                    ok(case, g.append(store, append).await);
+                    let found = ok(
+                        case,
+                        g.read_query(store, hidden, Position::START, PAGE, Direction::Forward)
+                            .await,
+                    );
+                    check(case, "a query finds no hidden event", found.is_empty());
+                    let read = ok(
+                        case,
+                        g.get_events(store, gone, 0, PAGE, Direction::Forward).await,
+                    );
+                    check(case, "a deleted stream reads empty", read.is_empty());
+                }
+            }
+        };
+        futures::join!(
+            compaction,
+            futures::future::join_all((0..CLIENTS_DURING_COMPACTION).map(client))
+        );
+    }
 }

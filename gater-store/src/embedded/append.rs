@@ -10,7 +10,8 @@ use gater_core::{Error, EventId, Position, Query, StreamLifecycle, Version};
 use super::checksum;
 use super::group::Staged;
 use super::id_filter::{self, Coverage, IdFilter};
-use super::keys;
+use super::keys::{self, corrupt};
+use super::query::Consistent;
 use super::{encode_error, StoreInner, Tables};
 use crate::backend::{BatchOutcome, PendingAppend};
 use crate::faults::fjall_error;
@@ -100,6 +101,10 @@ struct Reader<'t> {
     view: &'t View,
     /// The event-id index value read last; locations borrow from it.
     id_value: Option<Slice>,
+    /// What conditions are checked against, taken at the batch's first
+    /// condition: index and log as of one instant, so a compaction
+    /// committing meanwhile cannot take a posting's record away.
+    at: Option<Consistent<'t>>,
 }
 
 impl Stored for Reader<'_> {
@@ -138,21 +143,35 @@ impl Stored for Reader<'_> {
         query: &Query,
         after: Option<Position>,
     ) -> Result<Option<Position>, Error> {
+        let at = self
+            .at
+            .take()
+            .unwrap_or_else(|| Consistent::now(self.tables));
+        let found = self.first_shown_match(&at, query, after);
+        self.at = Some(at);
+        found
+    }
+}
+
+impl Reader<'_> {
+    /// The first match after `after` in `at` that the view shows.
+    fn first_shown_match(
+        &mut self,
+        at: &Consistent<'_>,
+        query: &Query,
+        after: Option<Position>,
+    ) -> Result<Option<Position>, Error> {
         let mut after = after;
         loop {
-            let found = super::query::first_match(self.tables, query, after)?;
+            let found = super::query::first_match(at, query, after)?;
             let Some(position) = found.filter(|_| !self.view.hides_nothing()) else {
                 return Ok(found);
             };
-            let Some(guard) = self
-                .tables
-                .log
-                .get(keys::position_key(position.0))
-                .map_err(fjall_error)?
-            else {
-                return Ok(Some(position));
-            };
-            let event = super::decode_record(&keys::position_key(position.0), &guard)?;
+            let key = keys::position_key(position.0);
+            let guard = at
+                .log_get(&key)?
+                .ok_or_else(|| corrupt(format!("an index names missing event {}", position.0)))?;
+            let event = super::decode_record(&key, &guard)?;
             let last = self
                 .version(event.stream.as_str())?
                 .unwrap_or(event.version);
@@ -262,6 +281,7 @@ impl StoreInner {
                 cache: &cache,
                 view: &view,
                 id_value: None,
+                at: None,
             };
             let staged = stage_batch(&appends, self.counters(), &mut reader, &mut writes);
             if staged.written() {

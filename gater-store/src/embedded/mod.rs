@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
-use fjall::{Keyspace, PersistMode};
+use fjall::PersistMode;
 use gater_core::{
     Direction, Error, EventData, Position, Query, RecordedEvent, Snapshot, SnapshotKey,
     StoreConfig, StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, VerifyReport, Version,
@@ -63,6 +63,7 @@ use crate::lifecycle::{LifecycleChange, Lifecycles, View};
 use crate::subscription::SubscriptionRecord;
 use db::{OpenDb, Tables, WorkerDb};
 use keys::{corrupt, COUNTERS_KEY};
+use query::Consistent;
 
 /// Most log entries `verify` reads past the counters' event count.
 const VERIFY_EXTRA_MAX: u64 = 1_024;
@@ -140,11 +141,7 @@ impl Tables {
     /// The version of `stream`'s last event: the last key of its range in
     /// the stream index.
     fn stream_version(&self, stream: &str) -> Result<Option<Version>, Error> {
-        let Some(guard) = self.index.prefix(keys::stream_prefix(stream)).next_back() else {
-            return Ok(None);
-        };
-        let (_, version) = keys::decode_stream_key(&guard.key().map_err(fjall_error)?)?;
-        Ok(Some(version))
+        last_version_of(self.index.prefix(keys::stream_prefix(stream)))
     }
 
     /// Reads the counters row and checks it against the log it describes.
@@ -434,12 +431,13 @@ impl StoreInner {
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.with_tables(|t| {
+            let t = &Consistent::now(t);
             let stream = stream.as_str();
             let count = count as usize;
             let mut positions = Vec::with_capacity(count);
             match direction {
                 Direction::Forward => {
-                    let range = t.index.range(
+                    let range = t.index_range(
                         keys::stream_key(stream, start)..=keys::stream_key(stream, u64::MAX),
                     );
                     for guard in range.take(count) {
@@ -449,11 +447,14 @@ impl StoreInner {
                 Direction::Backward => {
                     // Clipped to the last version, so "from the end" finds
                     // the stream's last events in one forward window.
-                    let Some(last) = t.stream_version(stream)? else {
+                    let Some(last) = last_version_of(t.index_prefix(keys::stream_prefix(stream)))?
+                    else {
                         return Ok(Vec::new());
                     };
                     let key = |version| keys::stream_key(stream, version);
-                    for (_, value) in last_entries(&t.index, key, start.min(last), count)? {
+                    for (_, value) in
+                        last_entries(|range| t.index_range(range), key, start.min(last), count)?
+                    {
                         positions.push(keys::decode_u64(&value)?);
                     }
                 }
@@ -472,6 +473,7 @@ impl StoreInner {
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
         self.with_tables(|t| {
+            let t = &Consistent::now(t);
             let positions = query::positions(t, query, from, count as usize, direction)?;
             self.counted(read_positions(t, &positions))
         })
@@ -514,7 +516,8 @@ impl StoreInner {
                     let high = from
                         .0
                         .min(keys::decode_u64(&last.key().map_err(fjall_error)?)?);
-                    for (key, value) in last_entries(&t.log, keys::position_key, high, count)? {
+                    let log = |range| t.log.range(range);
+                    for (key, value) in last_entries(log, keys::position_key, high, count)? {
                         events.push(decode_record(&key, &value)?);
                     }
                 }
@@ -871,6 +874,15 @@ impl BackendStore for EmbeddedStore {
     }
 }
 
+/// The version of the last key of a stream's range in the stream index.
+fn last_version_of(mut range: fjall::Iter) -> Result<Option<Version>, Error> {
+    let Some(guard) = range.next_back() else {
+        return Ok(None);
+    };
+    let (_, version) = keys::decode_stream_key(&guard.key().map_err(fjall_error)?)?;
+    Ok(Some(version))
+}
+
 /// Runs blocking fjall or file-system work on tokio's blocking pool.
 async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> Result<R, Error> + Send + 'static,
@@ -889,7 +901,7 @@ async fn blocking<R: Send + 'static>(
 /// when it holds fewer than `count` entries and more may lie below (a
 /// compaction removed some) does the iteration go backward.
 fn last_entries<K: AsRef<[u8]>>(
-    keyspace: &Keyspace,
+    range: impl Fn(std::ops::RangeInclusive<K>) -> fjall::Iter,
     key: impl Fn(u64) -> K,
     high: u64,
     count: usize,
@@ -899,12 +911,12 @@ fn last_entries<K: AsRef<[u8]>>(
         return Ok(entries);
     };
     let low = high.saturating_sub(span);
-    for guard in keyspace.range(key(low)..=key(high)) {
+    for guard in range(key(low)..=key(high)) {
         entries.push(guard.into_inner().map_err(fjall_error)?);
     }
     if entries.len() < count && low > 0 {
         entries.clear();
-        for guard in keyspace.range(key(0)..=key(high)).rev().take(count) {
+        for guard in range(key(0)..=key(high)).rev().take(count) {
             entries.push(guard.into_inner().map_err(fjall_error)?);
         }
         return Ok(entries);
@@ -918,7 +930,7 @@ fn last_entries<K: AsRef<[u8]>>(
 /// append are adjacent in the log, and a scan is far cheaper than a lookup
 /// each) and a point read per lone position. A descending run is scanned
 /// forward and reversed: iterating backward costs fjall far more.
-fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, Error> {
+fn read_positions(t: &Consistent<'_>, positions: &[u64]) -> Result<Vec<RecordedEvent>, Error> {
     let mut events = Vec::with_capacity(positions.len());
     let mut rest = positions;
     while let Some(&first) = rest.first() {
@@ -940,9 +952,7 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
             // costs less than setting up a range over the LSM levels.
             let key = keys::position_key(first);
             let value = t
-                .log
-                .get(key)
-                .map_err(fjall_error)?
+                .log_get(&key)?
                 .ok_or_else(|| corrupt(format!("an index names missing event {first}")))?;
             events.push(decode_record(&key, &value)?);
             rest = &rest[1..];
@@ -954,10 +964,7 @@ fn read_positions(t: &Tables, positions: &[u64]) -> Result<Vec<RecordedEvent>, E
             (first, first + run as u64 - 1)
         };
         let before = events.len();
-        for guard in t
-            .log
-            .range(keys::position_key(low)..=keys::position_key(high))
-        {
+        for guard in t.log_range(keys::position_key(low)..=keys::position_key(high)) {
             let (key, value) = guard.into_inner().map_err(fjall_error)?;
             events.push(decode_record(&key, &value)?);
         }
@@ -1012,7 +1019,7 @@ mod tests {
                 .unwrap();
         }
         let last = |high, count| -> Vec<u64> {
-            last_entries(&log, keys::position_key, high, count)
+            last_entries(|range| log.range(range), keys::position_key, high, count)
                 .unwrap()
                 .iter()
                 .map(|(key, _)| keys::decode_u64(key).unwrap())

@@ -8,17 +8,75 @@
 //! types walks the postings of each type. Items are merged by position, and
 //! only the positions of the page are read from the log: reading a tag that
 //! 10 events carry reads those 10 events.
+//!
+//! Every read goes through a [`Consistent`] view: the index and the log
+//! read at one fjall snapshot, so a commit between the two reads (a
+//! compaction removing hidden events with their postings) never shows an
+//! index entry whose record is gone.
 
 use std::collections::BTreeSet;
 
+use fjall::{Readable, Snapshot};
 use gater_core::{Direction, Error, Position, Query, QueryItem};
 
 use super::{fjall_error, keys, Tables};
 
+/// A store's tables as of one instant: every read through it sees the same
+/// commits, in both keyspaces.
+pub(super) struct Consistent<'t> {
+    pub(super) tables: &'t Tables,
+    snapshot: Snapshot,
+}
+
+impl<'t> Consistent<'t> {
+    /// The tables as they are now.
+    pub(super) fn now(tables: &'t Tables) -> Consistent<'t> {
+        Consistent {
+            tables,
+            snapshot: tables.db.snapshot(),
+        }
+    }
+
+    /// The index entries in `range`.
+    pub(super) fn index_range<K: AsRef<[u8]>>(
+        &self,
+        range: impl std::ops::RangeBounds<K>,
+    ) -> fjall::Iter {
+        self.snapshot.range(&self.tables.index, range)
+    }
+
+    /// The index entries under `prefix`.
+    pub(super) fn index_prefix(&self, prefix: impl AsRef<[u8]>) -> fjall::Iter {
+        self.snapshot.prefix(&self.tables.index, prefix)
+    }
+
+    /// Whether the index holds `key`.
+    pub(super) fn index_has(&self, key: &[u8]) -> Result<bool, Error> {
+        self.snapshot
+            .contains_key(&self.tables.index, key)
+            .map_err(fjall_error)
+    }
+
+    /// The log records in `range`.
+    pub(super) fn log_range<K: AsRef<[u8]>>(
+        &self,
+        range: impl std::ops::RangeBounds<K>,
+    ) -> fjall::Iter {
+        self.snapshot.range(&self.tables.log, range)
+    }
+
+    /// The log record at `key`.
+    pub(super) fn log_get(&self, key: &[u8]) -> Result<Option<fjall::Slice>, Error> {
+        self.snapshot
+            .get(&self.tables.log, key)
+            .map_err(fjall_error)
+    }
+}
+
 /// Up to `count` positions of events matching `query` (at least one item)
 /// from `from` in `direction`, in that direction's order.
 pub(super) fn positions(
-    t: &Tables,
+    t: &Consistent<'_>,
     query: &Query,
     from: Position,
     count: usize,
@@ -39,7 +97,7 @@ pub(super) fn positions(
 /// The first position after `after` (from the start when `None`) of an
 /// event matching `query`; an empty query matches any event.
 pub(super) fn first_match(
-    t: &Tables,
+    t: &Consistent<'_>,
     query: &Query,
     after: Option<Position>,
 ) -> Result<Option<Position>, Error> {
@@ -49,7 +107,7 @@ pub(super) fn first_match(
         None => Position::START,
     };
     if query.items.is_empty() {
-        return match t.log.range(keys::position_key(from.0)..).next() {
+        return match t.log_range(keys::position_key(from.0)..).next() {
             Some(guard) => Ok(Some(Position(keys::decode_u64(
                 &guard.key().map_err(fjall_error)?,
             )?))),
@@ -62,7 +120,7 @@ pub(super) fn first_match(
 
 /// Up to `count` positions matching `item`, in `direction` from `from`.
 fn item_positions(
-    t: &Tables,
+    t: &Consistent<'_>,
     item: &QueryItem,
     from: Position,
     count: usize,
@@ -109,7 +167,7 @@ fn in_order(found: BTreeSet<u64>, count: usize, direction: Direction) -> Vec<u64
 
 /// The positions posted under `prefix`, from `from` in `direction`.
 fn postings<'t>(
-    t: &'t Tables,
+    t: &'t Consistent<'_>,
     prefix: &[u8],
     from: Position,
     direction: Direction,
@@ -117,20 +175,18 @@ fn postings<'t>(
     let decode = |guard: fjall::Guard| keys::decode_posting(&guard.key().map_err(fjall_error)?);
     match direction {
         Direction::Forward => Box::new(
-            t.index
-                .range(keys::posting_key(prefix, from.0)..=keys::posting_key(prefix, u64::MAX))
+            t.index_range(keys::posting_key(prefix, from.0)..=keys::posting_key(prefix, u64::MAX))
                 .map(decode),
         ),
         Direction::Backward => Box::new(
-            t.index
-                .range(keys::posting_key(prefix, 0)..=keys::posting_key(prefix, from.0))
+            t.index_range(keys::posting_key(prefix, 0)..=keys::posting_key(prefix, from.0))
                 .rev()
                 .map(decode),
         ),
     }
 }
 
-fn has_all(t: &Tables, prefixes: &[Vec<u8>], position: u64) -> Result<bool, Error> {
+fn has_all(t: &Consistent<'_>, prefixes: &[Vec<u8>], position: u64) -> Result<bool, Error> {
     for prefix in prefixes {
         if !has(t, prefix, position)? {
             return Ok(false);
@@ -139,7 +195,7 @@ fn has_all(t: &Tables, prefixes: &[Vec<u8>], position: u64) -> Result<bool, Erro
     Ok(true)
 }
 
-fn has_any(t: &Tables, prefixes: &[Vec<u8>], position: u64) -> Result<bool, Error> {
+fn has_any(t: &Consistent<'_>, prefixes: &[Vec<u8>], position: u64) -> Result<bool, Error> {
     for prefix in prefixes {
         if has(t, prefix, position)? {
             return Ok(true);
@@ -148,8 +204,6 @@ fn has_any(t: &Tables, prefixes: &[Vec<u8>], position: u64) -> Result<bool, Erro
     Ok(false)
 }
 
-fn has(t: &Tables, prefix: &[u8], position: u64) -> Result<bool, Error> {
-    t.index
-        .contains_key(keys::posting_key(prefix, position))
-        .map_err(fjall_error)
+fn has(t: &Consistent<'_>, prefix: &[u8], position: u64) -> Result<bool, Error> {
+    t.index_has(&keys::posting_key(prefix, position))
 }
