@@ -53,7 +53,10 @@ impl SimulatedShared {
     pub fn open(data_dir: &Path) -> Result<SimulatedShared, Error> {
         Ok(SimulatedShared {
             backend: Arc::new(SimBackend {
-                embedded: EmbeddedBackend::open(data_dir)?,
+                embedded: EmbeddedBackend::open(
+                    data_dir,
+                    crate::StoreOptions::BLOCK_CACHE_BYTES_DEFAULT,
+                )?,
                 stores: Mutex::default(),
                 incarnations: AtomicU64::new(1),
                 admin: tokio::sync::Mutex::new(()),

@@ -150,6 +150,8 @@ enum DbSlot {
 /// The worker's database and the stores open in it.
 pub(super) struct WorkerDb {
     path: PathBuf,
+    /// Bytes of fjall's block cache, shared by every store (see `StoreOptions::block_cache_bytes`).
+    block_cache_bytes: u64,
     /// Every call of a store holds this for reading while it uses its
     /// keyspaces, so a reopen (which writes it) waits for them all.
     state: RwLock<(DbSlot, u64)>,
@@ -180,10 +182,11 @@ impl DbGuard<'_> {
 impl WorkerDb {
     /// Opens (or creates) the database at `path` and deletes the keyspaces
     /// of stores that were never completely created or not completely removed.
-    pub(super) fn open(path: PathBuf) -> Result<WorkerDb, Error> {
-        let open = open_db(&path, 1)?;
+    pub(super) fn open(path: PathBuf, block_cache_bytes: u64) -> Result<WorkerDb, Error> {
+        let open = open_db(&path, 1, block_cache_bytes)?;
         let worker = WorkerDb {
             path,
+            block_cache_bytes,
             state: RwLock::new((DbSlot::Open(open), 1)),
             stores: Mutex::new(BTreeMap::new()),
             group: super::group::GroupCommit::default(),
@@ -386,7 +389,7 @@ impl WorkerDb {
         // fjall locks its directory: the old database goes before the new one opens.
         *slot = DbSlot::Broken(faults::failed("the worker's database is being reopened"));
         *generation += 1;
-        match open_db(&self.path, *generation) {
+        match open_db(&self.path, *generation, self.block_cache_bytes) {
             Ok(open) => {
                 for store in &stores {
                     if let Err(error) = store.attach(&open) {
@@ -430,11 +433,13 @@ impl WorkerDb {
     }
 }
 
-/// Opens the database at `path` with the worker's fixed pools.
-fn open_db(path: &Path, generation: u64) -> Result<OpenDb, Error> {
+/// Opens the database at `path` with the worker's fixed pools and a block
+/// cache of `block_cache_bytes`.
+fn open_db(path: &Path, generation: u64, block_cache_bytes: u64) -> Result<OpenDb, Error> {
     let db = Database::builder(path)
         .worker_threads(WORKER_THREADS)
         .max_cached_files(Some(CACHED_FILES_MAX))
+        .cache_size(block_cache_bytes)
         .open()
         .map_err(fjall_error)?;
     let catalog = db

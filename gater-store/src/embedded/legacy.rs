@@ -152,7 +152,13 @@ mod tests {
         legacy_store(root.path(), "old", config);
         // An interrupted creation of that layout: no config file.
         std::fs::create_dir_all(root.path().join(LEGACY_DIR).join("half")).unwrap();
-        let worker = Arc::new(WorkerDb::open(root.path().join("db")).unwrap());
+        let worker = Arc::new(
+            WorkerDb::open(
+                root.path().join("db"),
+                crate::StoreOptions::BLOCK_CACHE_BYTES_DEFAULT,
+            )
+            .unwrap(),
+        );
         migrate(root.path(), &worker).unwrap();
         let old = StoreId::new("old").unwrap();
         assert_eq!(worker.list().unwrap(), vec![old.clone()]);

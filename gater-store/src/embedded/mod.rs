@@ -29,7 +29,9 @@
 //!
 //! What it does not do: validation, limits and writer serialisation belong
 //! to the engine; fjall calls are blocking, so every call runs on tokio's
-//! blocking pool.
+//! blocking pool, but reads of at most [`INLINE_READ_EVENTS_MAX`] events,
+//! which cost less than the hand-off. The worker's block cache holds
+//! `StoreOptions::block_cache_bytes`.
 
 mod append;
 mod checksum;
@@ -65,6 +67,12 @@ use db::{OpenDb, Tables, WorkerDb};
 use keys::{corrupt, COUNTERS_KEY};
 use query::Consistent;
 
+/// Reads of at most this many events run on the calling task: a few
+/// block reads (from the block cache, or the OS page cache at worst) cost
+/// less than handing the read to the blocking pool and waking the caller
+/// again, the most of a small read's time.
+const INLINE_READ_EVENTS_MAX: u32 = 16;
+
 /// Most log entries `verify` reads past the counters' event count.
 const VERIFY_EXTRA_MAX: u64 = 1_024;
 
@@ -84,9 +92,12 @@ impl std::fmt::Debug for EmbeddedBackend {
 impl EmbeddedBackend {
     /// Opens the worker's database under `data_dir`, deleting the keyspaces
     /// of interrupted creations and removals and migrating stores of the
-    /// earlier layout.
-    pub(crate) fn open(data_dir: &Path) -> Result<Self, Error> {
-        let worker = Arc::new(WorkerDb::open(data_dir.join(db::DB_DIR))?);
+    /// earlier layout. Its block cache holds `block_cache_bytes`.
+    pub(crate) fn open(data_dir: &Path, block_cache_bytes: u64) -> Result<Self, Error> {
+        let worker = Arc::new(WorkerDb::open(
+            data_dir.join(db::DB_DIR),
+            block_cache_bytes,
+        )?);
         legacy::migrate(data_dir, &worker)?;
         Ok(EmbeddedBackend { worker })
     }
@@ -723,6 +734,9 @@ impl BackendStore for EmbeddedStore {
         count: u32,
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        if count <= INLINE_READ_EVENTS_MAX {
+            return self.inner.read_stream(stream, start, count, direction);
+        }
         let (inner, stream) = (self.inner.clone(), stream.clone());
         blocking(move || inner.read_stream(&stream, start, count, direction)).await
     }
@@ -733,6 +747,9 @@ impl BackendStore for EmbeddedStore {
         count: u32,
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        if count <= INLINE_READ_EVENTS_MAX {
+            return self.inner.read_all(from, count, direction);
+        }
         let inner = self.inner.clone();
         blocking(move || inner.read_all(from, count, direction)).await
     }
@@ -744,6 +761,9 @@ impl BackendStore for EmbeddedStore {
         count: u32,
         direction: Direction,
     ) -> Result<Vec<RecordedEvent>, Error> {
+        if count <= INLINE_READ_EVENTS_MAX {
+            return self.inner.read_query(query, from, count, direction);
+        }
         let (inner, query) = (self.inner.clone(), query.clone());
         blocking(move || inner.read_query(&query, from, count, direction)).await
     }

@@ -41,6 +41,9 @@ pub(crate) enum Suite {
     /// Many stores (W9) alone, with W1 on one embedded store to compare the
     /// spread W1 with, in this process.
     Stores,
+    /// The append model's cases alone: W1 (64 clients, one event per
+    /// append), W7 and W8 on one embedded store, in this process.
+    Dcb,
 }
 
 /// A workload of `gater bench` against a server.

@@ -117,7 +117,7 @@ impl Client for TagReader {
 
 /// W8's store: `params.tag_count` tags of [`EVENTS_PER_TAG`] events each,
 /// spread over the log (each append holds [`FILL_TAGS_PER_APPEND`] tags'
-/// worth of events, interleaved).
+/// worth of events, interleaved), compacted once filled.
 pub(crate) async fn tag_store(
     gater: &BoxGater,
     names: &StoreNames,
@@ -151,6 +151,9 @@ pub(crate) async fn tag_store(
     while let Some(joined) = tasks.join_next().await {
         joined.map_err(|e| Error::invalid(format!("a fill task failed: {e}")))??;
     }
+    // The store settles before it is read: the fill's flushes and
+    // compactions would otherwise still run while the reads are measured.
+    gater.compact_store(&store).await?;
     Ok(store)
 }
 

@@ -73,6 +73,16 @@ pub(crate) async fn run(global: &Global, args: BenchArgs) -> Result<()> {
                 suite::stores_goals(),
             )
         }
+        Some(Suite::Dcb) => {
+            let mut recorder = Recorder::new(global.json, suite::DCB_CASE_COUNT);
+            suite::dcb(&params, &mut recorder).await?;
+            (
+                "dcb".to_owned(),
+                recorder.finish(),
+                suite::dcb_ratios(),
+                suite::dcb_goals(),
+            )
+        }
         None => {
             let gater = crate::connect(global, global.timeout).await?;
             let names = workload::StoreNames::new(format!("bench-{started_unix_s:x}"));

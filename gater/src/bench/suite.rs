@@ -267,6 +267,47 @@ pub(crate) async fn stores(params: &Params, recorder: &mut Recorder) -> Result<(
     stores::run(dir.path(), params, recorder).await
 }
 
+/// Cases of the append-model suite: W1, W7 at each client count, W8.
+pub(crate) const DCB_CASE_COUNT: u64 = 2 + COMPARE_CONDITIONAL_CLIENTS.len() as u64;
+
+/// The append-model suite: W1 (the W7 ratio's denominator), W7 and W8 on
+/// the embedded target, as the compare suite runs them.
+pub(crate) async fn dcb(params: &Params, recorder: &mut Recorder) -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("gater-bench").tempdir()?;
+    let names = StoreNames::new("bench");
+    let target = targets::open(TargetKind::Embedded, dir.path(), dir.path(), None).await?;
+    let (g, cpu) = (&target.gater, &target.cpu);
+    let embedded = TargetKind::Embedded.name();
+    let case = W1 {
+        group: W1_GROUP,
+        clients: COMPARE_CLIENTS,
+        batch: 1,
+    };
+    w1(g, &names, params, embedded, cpu, case, recorder).await?;
+    for clients in COMPARE_CONDITIONAL_CLIENTS {
+        w7(g, &names, params, embedded, cpu, clients, recorder).await?;
+    }
+    w8(g, &names, params, embedded, recorder).await?;
+    target.close().await;
+    Ok(())
+}
+
+/// The ratios of the append-model suite (those of W7 in the compare suite).
+pub(crate) fn dcb_ratios() -> Vec<RatioSpec> {
+    compare_ratios()
+        .into_iter()
+        .filter(|r| r.numerator.starts_with("w7/"))
+        .collect()
+}
+
+/// The goals of the append-model suite (those of W7 and W8 in the compare suite).
+pub(crate) fn dcb_goals() -> Vec<Goal> {
+    compare_goals()
+        .into_iter()
+        .filter(|g| g.name.starts_with("W7") || g.name.starts_with("W8"))
+        .collect()
+}
+
 /// The ratios of the many-stores suite (those of W9 in the compare suite).
 pub(crate) fn stores_ratios() -> Vec<RatioSpec> {
     compare_ratios()
