@@ -6,12 +6,18 @@
 //! 64 concurrent appenders, one 256-byte event per append, expected version
 //! `Any`, spread over 1,000 streams, fsync and group commit on: the shape of
 //! the W1 benchmark. `PROFILE_APPENDS` sets the number of appends (default
-//! 20,000). Prints `appends: N` for the caller to divide by.
+//! 20,000). With `PROFILE_CONDITIONAL=1` each appender's events carry its
+//! own tag and each append is conditional on no event with that tag after
+//! the appender's last append: the shape of W7. Prints `appends: N` for the
+//! caller to divide by.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use gater_core::{EventData, EventId, ExpectedVersion, Gater, StoreConfig, StoreId, StreamId};
+use gater_core::{
+    Append, AppendCondition, EventData, EventId, ExpectedVersion, Gater, Query, StoreConfig,
+    StoreId, StreamId,
+};
 use gater_store::{Store, StoreOptions};
 
 /// Concurrent appenders.
@@ -28,6 +34,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(APPENDS_DEFAULT);
+    let conditional = std::env::var("PROFILE_CONDITIONAL").is_ok_and(|v| v == "1");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,9 +53,12 @@ fn main() {
         store.create_store(&id, config).await.expect("create store");
         let next = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> = (0..APPENDERS)
-            .map(|_| {
+            .map(|appender| {
                 let (store, id, next) = (store.clone(), id.clone(), next.clone());
                 tokio::spawn(async move {
+                    let tag = format!("tag-{appender}");
+                    let mine = Query::item(Vec::new(), vec![tag.clone()]);
+                    let mut last = None;
                     loop {
                         let n = next.fetch_add(1, Ordering::Relaxed);
                         if n >= appends {
@@ -56,10 +66,21 @@ fn main() {
                         }
                         let stream =
                             StreamId::new(format!("stream-{}", n % STREAMS)).expect("stream id");
-                        store
-                            .append_events(&id, &stream, ExpectedVersion::Any, vec![event(n)])
-                            .await
-                            .expect("append");
+                        if !conditional {
+                            store
+                                .append_events(&id, &stream, ExpectedVersion::Any, vec![event(n)])
+                                .await
+                                .expect("append");
+                            continue;
+                        }
+                        let tagged = event(n).with_tags(vec![tag.clone()]);
+                        let append = Append::single(stream, ExpectedVersion::Any, vec![tagged])
+                            .with_condition(AppendCondition {
+                                fail_if_events_match: mine.clone(),
+                                after: last,
+                            });
+                        let outcome = store.append(&id, append).await.expect("append");
+                        last = Some(outcome.position);
                     }
                 })
             })

@@ -23,7 +23,7 @@
 //! accepted.
 
 use gater_core::{
-    AppendCondition, AppendOutcome, Error, EventId, Position, Query, StreamLifecycle,
+    AppendCondition, AppendOutcome, Error, EventId, Position, Query, QueryItem, StreamLifecycle,
     StreamVersion, Version,
 };
 
@@ -101,12 +101,56 @@ pub(crate) struct Staged<'a> {
     ids: FastMap<EventId, (&'a str, Version, Position)>,
     /// Every event the batch stages, in position order.
     events: Vec<StagedEvent<'a>>,
+    /// The tags and types among `events`, for conditions.
+    names: StagedNames<'a>,
+}
+
+/// The tags and types of a batch's first `upto` staged events, kept from
+/// the batch's first condition on: a condition item naming a tag (or only
+/// types) none of them carries matches none of them, without a scan.
+#[derive(Debug, Default)]
+struct StagedNames<'a> {
+    tags: FastMap<&'a str, ()>,
+    types: FastMap<&'a str, ()>,
+    upto: usize,
+}
+
+impl<'a> StagedNames<'a> {
+    /// Takes in the events staged since the last call.
+    fn catch_up(&mut self, events: &[StagedEvent<'a>]) {
+        for event in &events[self.upto..] {
+            self.types.insert(event.event_type, ());
+            for tag in event.tags {
+                self.tags.insert(tag.as_str(), ());
+            }
+        }
+        self.upto = events.len();
+    }
+
+    /// Whether no staged event can match `item`.
+    fn rule_out(&self, item: &QueryItem) -> bool {
+        item.tags
+            .iter()
+            .any(|tag| !self.tags.contains_key(tag.as_str()))
+            || (!item.types.is_empty()
+                && item
+                    .types
+                    .iter()
+                    .all(|ty| !self.types.contains_key(ty.as_str())))
+    }
 }
 
 impl Staged<'_> {
     /// Whether any append was accepted as new, so there is something to commit.
     pub(crate) fn written(&self) -> bool {
         !self.heads.is_empty()
+    }
+
+    /// Every event the batch stages (position, type, tags), in position order.
+    pub(crate) fn events(&self) -> impl Iterator<Item = (Position, &str, &[String])> {
+        self.events
+            .iter()
+            .map(|e| (e.position, e.event_type, e.tags))
     }
 }
 
@@ -129,6 +173,7 @@ pub(crate) fn stage_batch<'a>(
         heads: Heads::with_capacity_and_hasher(appends.len(), Default::default()),
         ids: FastMap::with_capacity_and_hasher(events, Default::default()),
         events: Vec::with_capacity(events),
+        names: StagedNames::default(),
     };
     for append in appends {
         let result = staged.stage(stored, writes, append);
@@ -229,13 +274,17 @@ impl<'a> Staged<'a> {
     /// a stored one, else one staged earlier in this batch (all of which
     /// come after every stored event).
     fn first_match(
-        &self,
+        &mut self,
         stored: &mut impl Stored,
         condition: &AppendCondition,
     ) -> Result<Option<Position>, Error> {
         let query = &condition.fail_if_events_match;
         if let Some(position) = stored.first_match(query, condition.after)? {
             return Ok(Some(position));
+        }
+        self.names.catch_up(&self.events);
+        if !query.items.is_empty() && query.items.iter().all(|item| self.names.rule_out(item)) {
+            return Ok(None);
         }
         Ok(self
             .events
@@ -817,6 +866,13 @@ mod tests {
             skip: usize,
             take: usize,
         },
+        /// New events on the condition that none matches `query` after `after`.
+        Conditional {
+            stream: usize,
+            ids: Vec<u8>,
+            query: Query,
+            after: Option<u64>,
+        },
     }
 
     fn expected_version() -> impl Strategy<Value = ExpectedVersion> {
@@ -834,13 +890,15 @@ mod tests {
             .prop_map(|ids| ids.into_iter().collect::<Vec<u8>>())
             .prop_shuffle();
         prop_oneof![
-            (0..STREAMS.len(), expected_version(), ids).prop_map(|(stream, expected, ids)| {
-                Op::New {
-                    stream,
-                    expected,
-                    ids,
+            (0..STREAMS.len(), expected_version(), ids.clone()).prop_map(
+                |(stream, expected, ids)| {
+                    Op::New {
+                        stream,
+                        expected,
+                        ids,
+                    }
                 }
-            }),
+            ),
             (
                 any::<usize>(),
                 0..STREAMS.len(),
@@ -854,6 +912,27 @@ mod tests {
                     expected,
                     skip,
                     take,
+                }),
+            (
+                0..STREAMS.len(),
+                ids.clone(),
+                0u8..12,
+                prop_oneof![Just("T"), Just("U")],
+                prop::option::of(0u64..10),
+            )
+                .prop_map(|(stream, ids, tag, event_type, after)| {
+                    // A tag alone, a type alone, or both in one item.
+                    let query = match tag % 3 {
+                        0 => tag_query(&format!("n:{tag}")),
+                        1 => Query::item(vec![event_type.to_owned()], Vec::new()),
+                        _ => Query::item(vec![event_type.to_owned()], vec![format!("n:{tag}")]),
+                    };
+                    Op::Conditional {
+                        stream,
+                        ids,
+                        query,
+                        after,
+                    }
                 }),
         ]
     }
@@ -882,6 +961,16 @@ mod tests {
                     let skip = (*skip).min(original.len() - 1);
                     let part = original[skip..].iter().take(*take).copied().collect();
                     (*stream, *expected, part)
+                }
+                Op::Conditional {
+                    stream,
+                    ids: these,
+                    query,
+                    after,
+                } => {
+                    appends.push(conditional(STREAMS[*stream], these, query.clone(), *after));
+                    ids.push(these.clone());
+                    continue;
                 }
             };
             appends.push(append(STREAMS[stream], expected, &these));

@@ -11,6 +11,7 @@ use super::checksum;
 use super::group::Staged;
 use super::id_filter::{self, Coverage, IdFilter};
 use super::keys::{self, corrupt};
+use super::last_postings::LastPostings;
 use super::query::Consistent;
 use super::{encode_error, StoreInner, Tables};
 use crate::backend::{BatchOutcome, PendingAppend};
@@ -36,6 +37,10 @@ const SCRATCH_BYTES: usize = 512;
 pub(super) struct WriterCache {
     heads: FastMap<String, Version>,
     ids: IdFilter,
+    /// Where each tag and type was last written, updated after each
+    /// successful commit: a condition looking only past it needs no index
+    /// read.
+    postings: LastPostings,
 }
 
 impl WriterCache {
@@ -143,6 +148,9 @@ impl Stored for Reader<'_> {
         query: &Query,
         after: Option<Position>,
     ) -> Result<Option<Position>, Error> {
+        if after.is_some_and(|after| self.cache.postings.rules_out(query, after)) {
+            return Ok(None);
+        }
         let at = self
             .at
             .take()
@@ -305,6 +313,7 @@ impl StoreInner {
                     Err(poisoned) => *poisoned.into_inner() = staged.counters,
                 }
                 cache.remember(&staged.heads);
+                cache.postings.remember(staged.events());
             }
             Ok(BatchOutcome {
                 results: staged.results,

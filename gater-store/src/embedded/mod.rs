@@ -41,6 +41,7 @@ mod id_filter;
 #[cfg(debug_assertions)]
 mod inject;
 mod keys;
+mod last_postings;
 mod legacy;
 mod lifecycle;
 mod query;
