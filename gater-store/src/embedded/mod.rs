@@ -1,8 +1,8 @@
 //! The embedded backend: every store of a worker lives in one fjall
-//! database under `<data_dir>/db` (see `db`), each store a pair of
-//! keyspaces named from its id.
+//! database under `<data_dir>/db` (see `db`), in keyspaces every store
+//! shares, each store's rows under its own store number (see `table`).
 //!
-//! A store's two keyspaces: `log` (position → postcard `RecordedEvent`) and `index`,
+//! A store's two tables: `log` (position → postcard `RecordedEvent`) and `index`,
 //! which holds the other tables under one-byte prefixes (see `keys`): the
 //! stream index ((stream, version) → position; the last key of a stream's
 //! range gives its version, so there is no separate table of stream heads),
@@ -16,8 +16,10 @@
 //! the OS otherwise (that survives a process crash, not a power loss).
 //!
 //! A store exists once its catalog row does (see `db`); stores of the
-//! earlier layout, one database per store directory under
-//! `<data_dir>/stores`, are migrated when the backend opens (see `legacy`).
+//! earlier layouts (a pair of keyspaces per store, or a database per store
+//! directory under `<data_dir>/stores`) are migrated when the backend opens
+//! (see `legacy`). A store's `disk_bytes` is the byte count of its rows,
+//! kept with its counters (see `table`).
 //!
 //! Every log record ends with an xxh3 checksum of the record (see
 //! `checksum`), checked on every read and by `verify`, on top of fjall's own
@@ -42,6 +44,7 @@ mod keys;
 mod legacy;
 mod lifecycle;
 mod query;
+mod table;
 
 #[cfg(debug_assertions)]
 pub use inject::InjectedFault;
@@ -51,7 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
-use fjall::{Keyspace, PersistMode};
+use fjall::PersistMode;
 use gater_core::{
     Direction, Error, EventData, Position, Query, RecordedEvent, Snapshot, SnapshotKey,
     StoreConfig, StoreId, StreamId, StreamInfo, StreamPage, SubscriptionKey, VerifyReport, Version,
@@ -63,6 +66,7 @@ use crate::lifecycle::{LifecycleChange, Lifecycles, View};
 use crate::subscription::SubscriptionRecord;
 use db::{OpenDb, Tables, WorkerDb};
 use keys::{corrupt, COUNTERS_KEY};
+use table::{StoreBatch, Table};
 
 /// Most log entries `verify` reads past the counters' event count.
 const VERIFY_EXTRA_MAX: u64 = 1_024;
@@ -81,11 +85,12 @@ impl std::fmt::Debug for EmbeddedBackend {
 }
 
 impl EmbeddedBackend {
-    /// Opens the worker's database under `data_dir`, deleting the keyspaces
-    /// of interrupted creations and removals and migrating stores of the
-    /// earlier layout.
+    /// Opens the worker's database under `data_dir`, deleting the rows
+    /// of interrupted removals and imports and migrating stores of the
+    /// earlier layouts.
     pub(crate) fn open(data_dir: &Path) -> Result<Self, Error> {
         let worker = Arc::new(WorkerDb::open(data_dir.join(db::DB_DIR))?);
+        legacy::migrate_keyspaces(&worker)?;
         legacy::migrate(data_dir, &worker)?;
         Ok(EmbeddedBackend { worker })
     }
@@ -147,12 +152,17 @@ impl Tables {
         Ok(Some(version))
     }
 
-    /// Reads the counters row and checks it against the log it describes.
-    fn recover_counters(&self) -> Result<Counters, Error> {
-        let counters = match self.index.get(COUNTERS_KEY).map_err(fjall_error)? {
-            Some(bytes) => keys::decode_counters(&bytes)?,
-            None => Counters::default(),
-        };
+    /// Reads the counters row (and the store's byte count) and checks it
+    /// against the log it describes.
+    fn recover_counters(&self) -> Result<(Counters, u64), Error> {
+        let bytes = self
+            .index
+            .get(COUNTERS_KEY)
+            .map_err(fjall_error)?
+            .ok_or_else(|| corrupt("the counters row is missing"))?;
+        let (counters, store_bytes) = keys::decode_counters(&bytes)?;
+        let store_bytes =
+            store_bytes.ok_or_else(|| corrupt("the counters row has no byte count"))?;
         let last = match self.log.last_key_value() {
             Some(guard) => Some(Position(keys::decode_u64(
                 &guard.key().map_err(fjall_error)?,
@@ -166,7 +176,7 @@ impl Tables {
                 counters.head, counters.event_count
             )));
         }
-        Ok(counters)
+        Ok((counters, store_bytes))
     }
 
     fn persist_mode(config: &StoreConfig) -> PersistMode {
@@ -194,6 +204,9 @@ struct StoreInner {
     persist_mode: PersistMode,
     /// The counters as of the last commit; only the writer changes them.
     counters: Mutex<Counters>,
+    /// Bytes of the store's rows as of the last commit (see `table`);
+    /// changed only by a holder of `writer_cache`, with the counters row.
+    store_bytes: AtomicU64,
     /// Stream versions and event ids the writer remembers between
     /// batches; stream lifecycle changes hold it too, to stay in step with
     /// the writer.
@@ -239,7 +252,7 @@ impl StoreInner {
         store: StoreId,
         worker: Arc<WorkerDb>,
         config: StoreConfig,
-        counters: Counters,
+        (counters, store_bytes): (Counters, u64),
         lifecycles: Lifecycles,
         tables: Tables,
     ) -> Self {
@@ -250,6 +263,7 @@ impl StoreInner {
             config,
             persist_mode: Tables::persist_mode(&config),
             counters: Mutex::new(counters),
+            store_bytes: AtomicU64::new(store_bytes),
             writer_cache: Mutex::new(append::WriterCache::default()),
             tables: RwLock::new(Slot::Open(tables)),
             fault_generation: Mutex::new(None),
@@ -345,7 +359,8 @@ impl StoreInner {
             Ok((tables, counters, lifecycles))
         });
         match attached {
-            Ok((tables, counters, lifecycles)) => {
+            Ok((tables, (counters, store_bytes), lifecycles)) => {
+                self.set_store_bytes(store_bytes);
                 *slot = Slot::Open(tables);
                 *self.lifecycles.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(lifecycles);
                 match self.counters.lock() {
@@ -424,6 +439,47 @@ impl StoreInner {
             Ok(c) => *c,
             Err(poisoned) => *poisoned.into_inner(),
         }
+    }
+
+    /// Bytes of the store's rows as of the last commit.
+    fn store_bytes(&self) -> u64 {
+        self.store_bytes.load(Ordering::Acquire)
+    }
+
+    fn set_store_bytes(&self, bytes: u64) {
+        self.store_bytes.store(bytes, Ordering::Release);
+    }
+
+    /// A batch of this store's writes outside appends, flushed as the
+    /// store's config says; see [`StoreInner::commit_counted`].
+    fn store_batch(&self, t: &Tables) -> StoreBatch {
+        StoreBatch::new(t.db.batch().durability(Some(self.persist_mode)))
+    }
+
+    /// Commits `batch` with the counters row holding the store's new byte
+    /// count. `_writer` is the writer's lock, held by the caller: no append
+    /// writes the counters row meanwhile.
+    fn commit_counted(
+        &self,
+        t: &Tables,
+        batch: StoreBatch,
+        _writer: &append::WriterCache,
+    ) -> Result<(), Error> {
+        let StoreBatch { mut batch, delta } = batch;
+        let bytes = self.store_bytes().saturating_add_signed(delta);
+        batch.insert(
+            t.index.keyspace(),
+            t.index.user_key(COUNTERS_KEY),
+            keys::encode_counters(&self.counters(), bytes),
+        );
+        batch.commit().map_err(fjall_error)?;
+        self.set_store_bytes(bytes);
+        Ok(())
+    }
+
+    /// The writer's lock (see `append::WriterCache`).
+    fn writer(&self) -> std::sync::MutexGuard<'_, append::WriterCache> {
+        self.writer_cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read_stream(
@@ -559,9 +615,12 @@ impl StoreInner {
             let mut value = Vec::with_capacity(8 + snapshot.data.len());
             value.extend_from_slice(&snapshot.created_us.to_be_bytes());
             value.extend_from_slice(&snapshot.data);
-            let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.insert(&t.index, keys::snapshot_key(&snapshot.key), value);
-            batch.commit().map_err(fjall_error)
+            let writer = self.writer();
+            let mut batch = self.store_batch(t);
+            batch
+                .put(&t.index, keys::snapshot_key(&snapshot.key), value)
+                .map_err(fjall_error)?;
+            self.commit_counted(t, batch, &writer)
         })
     }
 
@@ -631,12 +690,13 @@ impl StoreInner {
     fn delete_snapshot(&self, key: &SnapshotKey) -> Result<bool, Error> {
         self.with_tables(|t| {
             let encoded = keys::snapshot_key(key);
-            if !t.index.contains_key(&encoded).map_err(fjall_error)? {
+            let writer = self.writer();
+            let Some(len) = t.index.size_of(&encoded).map_err(fjall_error)? else {
                 return Ok(false);
-            }
-            let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.remove(&t.index, encoded);
-            batch.commit().map_err(fjall_error)?;
+            };
+            let mut batch = self.store_batch(t);
+            batch.remove_known(&t.index, encoded, len as usize);
+            self.commit_counted(t, batch, &writer)?;
             Ok(true)
         })
     }
@@ -656,18 +716,20 @@ impl StoreInner {
         let key = keys::subscription_key(&record.spec.key).map_err(encode_error)?;
         let value = postcard::to_stdvec(record).map_err(encode_error)?;
         self.with_tables(|t| {
-            let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.insert(&t.index, key, value);
-            batch.commit().map_err(fjall_error)
+            let writer = self.writer();
+            let mut batch = self.store_batch(t);
+            batch.put(&t.index, key, value).map_err(fjall_error)?;
+            self.commit_counted(t, batch, &writer)
         })
     }
 
     fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error> {
         let key = keys::subscription_key(key).map_err(encode_error)?;
         self.with_tables(|t| {
-            let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.remove(&t.index, key);
-            batch.commit().map_err(fjall_error)
+            let writer = self.writer();
+            let mut batch = self.store_batch(t);
+            batch.remove(&t.index, key).map_err(fjall_error)?;
+            self.commit_counted(t, batch, &writer)
         })
     }
 
@@ -761,7 +823,7 @@ impl BackendStore for EmbeddedStore {
 
     async fn disk_bytes(&self) -> Result<u64, Error> {
         let inner = self.inner.clone();
-        blocking(move || inner.with_tables(|t| Ok(t.disk_space()))).await
+        blocking(move || inner.with_tables(|_| Ok(inner.store_bytes()))).await
     }
 
     async fn lifecycles(&self) -> Result<Arc<Lifecycles>, Error> {
@@ -889,7 +951,7 @@ async fn blocking<R: Send + 'static>(
 /// when it holds fewer than `count` entries and more may lie below (a
 /// compaction removed some) does the iteration go backward.
 fn last_entries<K: AsRef<[u8]>>(
-    keyspace: &Keyspace,
+    keyspace: &Table,
     key: impl Fn(u64) -> K,
     high: u64,
     count: usize,
@@ -1006,10 +1068,11 @@ mod tests {
         let log = db
             .keyspace("log", fjall::KeyspaceCreateOptions::default)
             .unwrap();
+        let log = Table::new(log, 3);
         // Positions 6 and 7 are gone, as a compaction leaves the log.
         for position in (0..=9u64).filter(|p| !(6..=7).contains(p)) {
-            log.insert(keys::position_key(position), position.to_be_bytes())
-                .unwrap();
+            let key = log.user_key(&keys::position_key(position));
+            log.keyspace().insert(key, position.to_be_bytes()).unwrap();
         }
         let last = |high, count| -> Vec<u64> {
             last_entries(&log, keys::position_key, high, count)

@@ -114,7 +114,8 @@ fn postings<'t>(
     from: Position,
     direction: Direction,
 ) -> Box<dyn Iterator<Item = Result<u64, Error>> + 't> {
-    let decode = |guard: fjall::Guard| keys::decode_posting(&guard.key().map_err(fjall_error)?);
+    let decode =
+        |guard: super::table::Entry| keys::decode_posting(&guard.key().map_err(fjall_error)?);
     match direction {
         Direction::Forward => Box::new(
             t.index
