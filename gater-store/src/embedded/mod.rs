@@ -198,7 +198,7 @@ struct EmbeddedStore {
 /// The shared state of an open store; blocking closures hold it by `Arc`.
 struct StoreInner {
     store: StoreId,
-    /// The worker's database, which holds this store's keyspaces.
+    /// The worker's database, which holds this store's rows.
     worker: Arc<WorkerDb>,
     config: StoreConfig,
     persist_mode: PersistMode,
@@ -213,7 +213,7 @@ struct StoreInner {
     writer_cache: Mutex<append::WriterCache>,
     /// Every stream's lifecycle state, as stored; replaced whole on change.
     lifecycles: RwLock<Arc<Lifecycles>>,
-    /// The store's open keyspaces; taking them out under the write lock
+    /// The store's open tables; taking them out under the write lock
     /// waits for every call in progress.
     tables: RwLock<Slot>,
     /// The database's generation when a commit of this store last failed,
@@ -226,7 +226,7 @@ struct StoreInner {
     injected: Mutex<Option<inject::InjectedFault>>,
 }
 
-/// What a store's keyspaces are now.
+/// What a store's tables are now.
 enum Slot {
     /// Open and serving.
     Open(Tables),
@@ -238,7 +238,7 @@ enum Slot {
 }
 
 impl Slot {
-    /// Takes the keyspaces out, leaving `Closed`.
+    /// Takes the tables out, leaving `Closed`.
     fn take(&mut self) -> Option<Tables> {
         match std::mem::replace(self, Slot::Closed) {
             Slot::Open(tables) => Some(tables),
@@ -278,7 +278,7 @@ impl StoreInner {
         self.worker.path()
     }
 
-    /// Runs `f` over the open keyspaces; its storage errors name this store.
+    /// Runs `f` over the open tables; its storage errors name this store.
     fn with_tables<R>(&self, f: impl FnOnce(&Tables) -> Result<R, Error>) -> Result<R, Error> {
         // Held through `f`: a reopen of the database waits for it.
         let db = self.worker.read();
@@ -329,7 +329,7 @@ impl StoreInner {
         }
     }
 
-    /// Whether the store's keyspaces are open (or closed for good).
+    /// Whether the store's tables are open (or closed for good).
     fn attached(&self) -> bool {
         matches!(
             *self.tables.read().unwrap_or_else(|p| p.into_inner()),
@@ -337,7 +337,7 @@ impl StoreInner {
         )
     }
 
-    /// Drops the store's keyspace handles while the database is reopened.
+    /// Drops the store's table handles while the database is reopened.
     fn detach(&self) {
         let mut slot = self.tables.write().unwrap_or_else(|p| p.into_inner());
         if !matches!(*slot, Slot::Closed) {
@@ -345,7 +345,7 @@ impl StoreInner {
         }
     }
 
-    /// Attaches the store to its keyspaces in `open` and reads back its
+    /// Attaches the store to its tables in `open` and reads back its
     /// counters and lifecycle states; the writer's stream versions and
     /// event-id filter start over. A closed store stays closed.
     fn attach(&self, open: &OpenDb) -> Result<(), Error> {
@@ -942,7 +942,7 @@ async fn blocking<R: Send + 'static>(
         .map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
 }
 
-/// The last `count` entries of `keyspace` among the keys `key(0)..=key(high)`
+/// The last `count` entries of `table` among the keys `key(0)..=key(high)`
 /// (numbered keys that sort as their numbers), highest first.
 ///
 /// Iterating backward costs fjall several times what iterating forward
@@ -951,7 +951,7 @@ async fn blocking<R: Send + 'static>(
 /// when it holds fewer than `count` entries and more may lie below (a
 /// compaction removed some) does the iteration go backward.
 fn last_entries<K: AsRef<[u8]>>(
-    keyspace: &Table,
+    table: &Table,
     key: impl Fn(u64) -> K,
     high: u64,
     count: usize,
@@ -961,12 +961,12 @@ fn last_entries<K: AsRef<[u8]>>(
         return Ok(entries);
     };
     let low = high.saturating_sub(span);
-    for guard in keyspace.range(key(low)..=key(high)) {
+    for guard in table.range(key(low)..=key(high)) {
         entries.push(guard.into_inner().map_err(fjall_error)?);
     }
     if entries.len() < count && low > 0 {
         entries.clear();
-        for guard in keyspace.range(key(0)..=key(high)).rev().take(count) {
+        for guard in table.range(key(0)..=key(high)).rev().take(count) {
             entries.push(guard.into_inner().map_err(fjall_error)?);
         }
         return Ok(entries);

@@ -26,12 +26,11 @@ use super::Recorder;
 
 /// Store counts W9 creates, each on a fresh worker.
 pub(crate) const STORE_COUNTS: [u64; 3] = [200, 2_000, 10_000];
-/// Seconds W9 spends creating stores at most, over every count together:
-/// the counts it does not reach within them are reported with the stores
-/// created (and no time to the whole count).
-/// The target's own time for 10,000 stores: fjall's keyspace of keyspaces
-/// grows with every store created, on disk too, so creating past it only
-/// fills the disk.
+/// Seconds W9 spends creating stores at most, over every count together
+/// (the target's own time for 10,000 stores): the counts it does not reach
+/// within them are reported with the stores created (and no time to the
+/// whole count), so a slow disk shortens the case instead of stalling the
+/// suite.
 pub(crate) const CREATE_S_MAX: f64 = 60.0;
 /// Creation seconds per measured second of a case: the default 3 s window
 /// gives [`CREATE_S_MAX`]; the tiny windows of tests give a second or so.
