@@ -406,7 +406,11 @@ impl WorkerDb {
 
     fn register(&self, inner: &Arc<StoreInner>) {
         let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
-        stores.retain(|_, store| store.strong_count() > 0);
+        // Dropped stores are pruned when the map doubles, not at every
+        // store: creating n stores stays linear in n.
+        if stores.len().is_power_of_two() {
+            stores.retain(|_, store| store.strong_count() > 0);
+        }
         stores.insert(inner.store.clone(), Arc::downgrade(inner));
     }
 
