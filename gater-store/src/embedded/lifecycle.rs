@@ -152,15 +152,17 @@ fn flush(t: &Tables) -> Result<(), Error> {
     t.db.persist(PersistMode::SyncAll).map_err(fjall_error)
 }
 
+/// An event compaction deletes, with the bytes of its log record.
+type Doomed = (RecordedEvent, usize);
+
 /// From `from` on, up to [`COMPACT_BATCH_EVENTS`] events that compaction
-/// deletes with the bytes of their log records, and where the walk goes on
-/// (`None`: the log is done).
+/// deletes, and where the walk goes on (`None`: the log is done).
 fn hidden_run(
     t: &Tables,
     view: &View,
     head: Option<Position>,
     from: Position,
-) -> Result<(Vec<(RecordedEvent, usize)>, Option<Position>), Error> {
+) -> Result<(Vec<Doomed>, Option<Position>), Error> {
     let mut doomed = Vec::new();
     let mut lasts = std::collections::HashMap::new();
     for guard in t.log.range(keys::position_key(from.0)..) {
