@@ -594,9 +594,12 @@ impl StoreInner {
                     return Ok(StreamPage::new(streams, true));
                 }
                 let (stream, _) = keys::decode_stream_key(&guard.key().map_err(fjall_error)?)?;
-                let version = t.stream_version(stream.as_str())?.ok_or_else(|| {
-                    corrupt(format!("stream {stream} vanished while being listed"))
-                })?;
+                // A compaction running meanwhile may have deleted every key
+                // of the stream (a tombstoned one) since its first was read.
+                let Some(version) = t.stream_version(stream.as_str())? else {
+                    after = Some(stream);
+                    continue;
+                };
                 streams.push(StreamInfo {
                     stream: stream.clone(),
                     version,
