@@ -378,29 +378,39 @@ async fn damaged_files_make_one_store_failed_while_the_worker_serves_the_others(
     {
         let store = Store::open(options(dir.path())).await.unwrap();
         store.create_store(&damaged, DURABLE).await.unwrap();
+        for n in 0..20 {
+            store
+                .append_events(
+                    &damaged,
+                    &stream("a"),
+                    ExpectedVersion::Any,
+                    vec![event(1, n, marker)],
+                )
+                .await
+                .unwrap();
+        }
+        // The damaged store's rows move from the journal every store
+        // shares into table files of the keyspaces every store shares;
+        // the healthy store's, written after, stay in the journal.
+        store.compact_store(&damaged).await.unwrap();
         store.create_store(&healthy, DURABLE).await.unwrap();
         for n in 0..20 {
-            for id in [&damaged, &healthy] {
-                store
-                    .append_events(
-                        id,
-                        &stream("a"),
-                        ExpectedVersion::Any,
-                        vec![event(1, n, marker)],
-                    )
-                    .await
-                    .unwrap();
-            }
+            store
+                .append_events(
+                    &healthy,
+                    &stream("a"),
+                    ExpectedVersion::Any,
+                    vec![event(1, n, marker)],
+                )
+                .await
+                .unwrap();
         }
-        // The damaged store's events move from the journal every store
-        // shares into table files of its own keyspaces.
-        store.compact_store(&damaged).await.unwrap();
         store.shutdown().await;
     }
-    // Flip one byte in every table file of the stores' keyspaces: only the
-    // damaged store's have tables (its events, compressed); the journal
-    // every store shares is left alone, and so is fjall's own keyspace of
-    // keyspaces (folder `0`).
+    // Flip one byte in every table file of the keyspaces: only the
+    // damaged store's rows are in tables (its events, compressed); the
+    // journal every store shares is left alone, and so is fjall's own
+    // keyspace of keyspaces (folder `0`).
     let mut flipped = 0;
     for path in files(&dir.path().join("db").join("keyspaces")) {
         let in_tables = path

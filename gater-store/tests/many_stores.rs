@@ -1,14 +1,14 @@
 //! Many stores on one worker under the common open-file limit: a child
-//! process whose `RLIMIT_NOFILE` is 1,024 (`ulimit -n 1024`) creates 1,100
-//! stores (2,000 with `GATER_MANY_STORES=2000`), appends to each, and opens
-//! its data directory again with all of them. Stores share the worker's
-//! database, so the files it keeps open do not grow with the number of
-//! stores (the layout with a database per store ran out of descriptors at
-//! store 505).
+//! process whose `RLIMIT_NOFILE` is 1,024 (`ulimit -n 1024`) creates 10,000
+//! stores (another count with `GATER_MANY_STORES=N`), appends to each, and
+//! opens its data directory again with all of them. Stores share the
+//! worker's database and its keyspaces, so the files it keeps open do not
+//! grow with the number of stores (the layout with a database per store
+//! ran out of descriptors at store 505).
 //!
-//! Slow (over a thousand stores, each created durably; on `/dev/shm` where
-//! there is one): runs only when `RUN_SLOW_TESTS` is set, and says so when
-//! it skips.
+//! Slow (ten thousand stores, each created durably; on `/dev/shm` where
+//! there is one; about half a minute in a debug build): runs only when
+//! `RUN_SLOW_TESTS` is set, and says so when it skips.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,11 +18,10 @@ use gater_core::{
 };
 use gater_store::{Store, StoreOptions};
 
-/// Stores the child creates by default: more than the open-file limit, where
-/// the layout with a database per store failed at store 505. Creating a
-/// keyspace costs fjall more the more there are, so 2,000 (the scale
-/// target) takes minutes: set `GATER_MANY_STORES=2000` to run that.
-const STORES_DEFAULT: u32 = 1_100;
+/// Stores the child creates by default: the scale target, ten times the
+/// open-file limit (the layout with a database per store failed at store
+/// 505).
+const STORES_DEFAULT: u32 = 10_000;
 /// The child's open-file limit.
 const FD_LIMIT: u32 = 1_024;
 /// Set in the child's environment: the test body runs there.

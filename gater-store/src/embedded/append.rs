@@ -237,7 +237,7 @@ impl<'a> Writes<'a> for Batch<'_> {
         let key = &mut self.scratch;
         for (stream, event, version, position, value) in encoded {
             self.batch
-                .insert(&t.log, keys::position_key(position.0), value);
+                .insert(&t.log, &keys::position_key(position.0), value);
             key.clear();
             keys::put_stream_key(key, stream, version);
             self.batch
@@ -245,7 +245,7 @@ impl<'a> Writes<'a> for Batch<'_> {
             key.clear();
             keys::put_id_value(key, stream, version, position);
             self.batch
-                .insert(&t.index, keys::id_key(&event.id), key.as_slice());
+                .insert(&t.index, &keys::id_key(&event.id), key.as_slice());
             key.clear();
             keys::put_type_posting(key, &event.event_type, position.0);
             self.batch.insert(&t.index, key.as_slice(), []);
@@ -302,12 +302,14 @@ impl StoreInner {
                     }
                 }
                 let mut batch = writes.batch;
-                batch.insert(
+                let bytes = self.store_bytes().saturating_add(batch.bytes);
+                batch.replace(
                     &t.index,
                     keys::COUNTERS_KEY,
-                    keys::encode_counters(&staged.counters),
+                    keys::encode_counters(&staged.counters, bytes),
                 );
                 self.commit(batch)?;
+                self.set_store_bytes(bytes);
                 match self.counters.lock() {
                     Ok(mut c) => *c = staged.counters,
                     Err(poisoned) => *poisoned.into_inner() = staged.counters,

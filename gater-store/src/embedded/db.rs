@@ -1,25 +1,32 @@
 //! The worker's database: one fjall `Database` under `<data_dir>/db` holds
-//! every store of the worker, each store a pair of keyspaces named from its
-//! id (see [`keyspace_names`]), plus a `catalog` keyspace (store id →
-//! config) whose row marks a store as completely created.
+//! every store of the worker in three keyspaces whatever the number of
+//! stores: `log` and `index`, where each store's rows are the keys under its
+//! store number (see `keys` and `table`), and `stores`, the catalog (store
+//! id → number and config, see `keys`), whose row marks a store as
+//! completely created.
 //!
-//! One database means one journal, one pool of fjall threads
-//! ([`WORKER_THREADS`]) and one cap on cached open files
-//! ([`CACHED_FILES_MAX`]) whatever the number of stores, and commits of
-//! different stores can share one flush (see `group`). It also means that a
-//! journal failure fails every store on it: fjall then refuses every write
-//! until the database is reopened, and a reopen (`WorkerDb::reopen`) drops
-//! and recovers the database for all its stores at once, re-attaching each
-//! open store to the recovered keyspaces with its counters read back from
-//! them.
+//! One database with a fixed set of keyspaces means one journal, one pool
+//! of fjall threads ([`WORKER_THREADS`]), one cap on cached open files
+//! ([`CACHED_FILES_MAX`]) and one memtable per keyspace whatever the number
+//! of stores, so creating a store writes rows, never a keyspace, and
+//! commits of different stores share one flush (see `group`). It also means
+//! that a journal failure fails every store on it: fjall then refuses every
+//! write until the database is reopened, and a reopen (`WorkerDb::reopen`)
+//! drops and recovers the database for all its stores at once, re-attaching
+//! each open store with its counters read back.
 //!
-//! Creation writes the store's keyspaces, then its config, counters and
-//! catalog row in one durable batch; removal deletes the catalog row
-//! durably, then the keyspaces. Keyspaces whose store has no catalog row
-//! (an interrupted creation or removal) are deleted when the database opens.
+//! Store numbers come from the catalog's counter and are never reused, so
+//! rows a removed store left behind can never show up in a new store.
+//! Creation writes the counter, the catalog row and the store's counters
+//! row in one durable batch. Removal deletes the catalog row and marks the
+//! number dead (`keys::dead_key`) in one durable batch, then deletes the
+//! number's rows, then the mark; an import (see `legacy`) marks its number
+//! dead before it copies rows and clears the mark in the durable batch that
+//! writes the catalog row. Rows of numbers still marked dead when the
+//! database opens (an interrupted removal or import) are deleted then.
 //!
 //! What it does not do: reading and writing a store's tables (the rest of
-//! `embedded`), and stores in the layout before this one (see `legacy`).
+//! `embedded`), and stores in the layouts before this one (see `legacy`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +35,8 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gater_core::{Error, StoreConfig, StoreId};
 
-use super::keys::{self, corrupt, CONFIG_KEY, COUNTERS_KEY};
+use super::keys::{self, corrupt, COUNTERS_KEY};
+use super::table::{row_bytes, Table};
 use super::{encode_error, StoreInner};
 use crate::backend::Counters;
 use crate::faults::{self, fjall_error};
@@ -40,102 +48,116 @@ pub(super) const WORKER_THREADS: usize = 2;
 /// Table files fjall keeps open at most, for every store together.
 pub(super) const CACHED_FILES_MAX: usize = 128;
 /// The keyspace listing every completely created store.
-const CATALOG: &str = "catalog";
-/// Ends the name of a store's log keyspace.
-const LOG_SUFFIX: &str = "#log";
-/// Ends the name of a store's index keyspace.
-const INDEX_SUFFIX: &str = "#index";
+pub(super) const CATALOG: &str = "stores";
+/// The keyspace of every store's log.
+const LOG: &str = "log";
+/// The keyspace of every store's other tables.
+const INDEX: &str = "index";
+/// Rows deleted per batch while a store's rows are deleted.
+const PURGE_BATCH_ROWS: usize = 4_096;
 
-/// The names of `store`'s keyspaces: log, then index. Store ids
-/// (`[a-z0-9_-]{1,64}`) are valid keyspace names as they are (fjall takes
-/// alphanumerics, `_`, `-`, `.`, `#` and `$`, up to 255 bytes), so the
-/// name is the id and a suffix that no id holds.
-pub(super) fn keyspace_names(store: &StoreId) -> [String; 2] {
-    [
-        format!("{store}{LOG_SUFFIX}"),
-        format!("{store}{INDEX_SUFFIX}"),
-    ]
-}
-
-/// The store a keyspace name belongs to ([`keyspace_names`] read back);
-/// `None` for any other keyspace.
-pub(super) fn store_of_keyspace(name: &str) -> Option<StoreId> {
-    let id = name
-        .strip_suffix(LOG_SUFFIX)
-        .or_else(|| name.strip_suffix(INDEX_SUFFIX))?;
-    StoreId::new(id).ok()
-}
-
-/// How each of a store's keyspaces is created: log, then index.
-fn create_options() -> [KeyspaceCreateOptions; 2] {
-    // Positions are read back only when they exist, so the log needs no
-    // bloom filters on its last level; the index is mostly probed for
-    // event ids that are not there, so it keeps them.
-    [
-        KeyspaceCreateOptions::default().expect_point_read_hits(true),
-        KeyspaceCreateOptions::default(),
-    ]
-}
-
-/// The open keyspaces of one store.
+/// The open tables of one store.
 pub(super) struct Tables {
     pub(super) db: Database,
-    pub(super) log: Keyspace,
-    pub(super) index: Keyspace,
+    pub(super) log: Table,
+    pub(super) index: Table,
     /// The database's generation these handles belong to.
     pub(super) generation: u64,
 }
 
 impl Tables {
-    /// The store's keyspaces in `open`; they must exist.
+    /// The tables of `store` in `open`; it must be in the catalog.
     pub(super) fn attach_existing(open: &OpenDb, store: &StoreId) -> Result<Tables, Error> {
-        let [log, index] = keyspace_names(store);
-        for name in [&log, &index] {
-            if !open.db.keyspace_exists(name) {
-                return Err(corrupt(format!("the keyspace {name} is missing")));
-            }
-        }
-        Self::open_or_create(open, store)
+        let (number, _) = open
+            .catalog_row(store)?
+            .ok_or_else(|| corrupt(format!("store {store} is missing from the catalog")))?;
+        Ok(open.tables(number))
     }
+}
 
-    /// The store's keyspaces in `open`, created when missing.
-    fn open_or_create(open: &OpenDb, store: &StoreId) -> Result<Tables, Error> {
-        let [log_name, index_name] = keyspace_names(store);
-        let [log_options, index_options] = create_options();
-        let log = open
-            .db
-            .keyspace(&log_name, || log_options)
-            .map_err(fjall_error)?;
-        let index = open
-            .db
-            .keyspace(&index_name, || index_options)
-            .map_err(fjall_error)?;
-        Ok(Tables {
-            db: open.db.clone(),
-            log,
-            index,
-            generation: open.generation,
-        })
-    }
-
-    /// Bytes the store's own keyspaces hold on disk: their tables, plus
-    /// what their active memtables hold (records only in the journal every
-    /// store shares, until they are flushed into tables).
-    pub(super) fn disk_space(&self) -> u64 {
-        use fjall::AbstractTree;
-        [&self.log, &self.index]
-            .iter()
-            .map(|k| k.disk_space() + k.tree.active_memtable().size())
-            .sum()
-    }
+/// What an import wrote into a store's tables (see `WorkerDb::import`).
+#[derive(Debug, Default)]
+pub(super) struct Imported {
+    /// The counters of the imported store, if its rows had them.
+    pub(super) counters: Option<Counters>,
+    /// Bytes of the rows written (see `table`).
+    pub(super) bytes: u64,
 }
 
 /// The worker's database as it is now.
 pub(super) struct OpenDb {
     pub(super) db: Database,
-    catalog: Keyspace,
+    pub(super) catalog: Keyspace,
+    log: Keyspace,
+    index: Keyspace,
     /// Counts the times the database was opened by this process.
     pub(super) generation: u64,
+}
+
+impl OpenDb {
+    /// The tables of store `number`.
+    pub(super) fn tables(&self, number: u32) -> Tables {
+        Tables {
+            db: self.db.clone(),
+            log: Table::new(self.log.clone(), number),
+            index: Table::new(self.index.clone(), number),
+            generation: self.generation,
+        }
+    }
+
+    /// The number and config of `store`, if the catalog lists it.
+    fn catalog_row(&self, store: &StoreId) -> Result<Option<(u32, StoreConfig)>, Error> {
+        let Some(value) = self.catalog.get(store.as_str()).map_err(fjall_error)? else {
+            return Ok(None);
+        };
+        let (number, config) = keys::decode_catalog_value(&value)?;
+        let config = postcard::from_bytes(config).map_err(corrupt)?;
+        Ok(Some((number, config)))
+    }
+
+    /// The next store number, not yet taken.
+    fn next_number(&self) -> Result<u32, Error> {
+        let next = match self
+            .catalog
+            .get(keys::NEXT_NUMBER_KEY)
+            .map_err(fjall_error)?
+        {
+            Some(bytes) => keys::decode_number(&bytes)?,
+            None => 0,
+        };
+        // The last number is never handed out: its range would have no end.
+        if next == u32::MAX {
+            return Err(Error::Storage(
+                "the worker has used up its store numbers".into(),
+            ));
+        }
+        Ok(next)
+    }
+
+    /// Deletes every row of store `number`, then its dead mark, durably.
+    fn purge(&self, number: u32) -> Result<(), Error> {
+        let tables = self.tables(number);
+        for table in [&tables.log, &tables.index] {
+            let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+            for entry in table.iter() {
+                let key = entry.key().map_err(fjall_error)?;
+                batch.remove(table.keyspace(), table.user_key(&key));
+                if batch.len() == PURGE_BATCH_ROWS {
+                    let full = std::mem::replace(
+                        &mut batch,
+                        self.db.batch().durability(Some(PersistMode::Buffer)),
+                    );
+                    full.commit().map_err(fjall_error)?;
+                }
+            }
+            batch.commit().map_err(fjall_error)?;
+        }
+        // The journal is written in order: this flush makes the deletions
+        // before it durable too.
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.remove(&self.catalog, keys::dead_key(number));
+        batch.commit().map_err(fjall_error)
+    }
 }
 
 /// What the worker's database is now.
@@ -153,10 +175,13 @@ pub(super) struct WorkerDb {
     /// Bytes of fjall's block cache, shared by every store (see `StoreOptions::block_cache_bytes`).
     block_cache_bytes: u64,
     /// Every call of a store holds this for reading while it uses its
-    /// keyspaces, so a reopen (which writes it) waits for them all.
+    /// tables, so a reopen (which writes it) waits for them all.
     state: RwLock<(DbSlot, u64)>,
     /// Open stores, re-attached after a reopen.
     stores: Mutex<BTreeMap<StoreId, Weak<StoreInner>>>,
+    /// Held while a store number is taken and its catalog row written, so
+    /// no two stores get one number and no id is created twice.
+    numbering: Mutex<()>,
     /// Commits of several stores sharing one flush.
     pub(super) group: super::group::GroupCommit,
 }
@@ -165,7 +190,6 @@ pub(super) struct WorkerDb {
 pub(super) struct DbGuard<'a>(RwLockReadGuard<'a, (DbSlot, u64)>);
 
 impl DbGuard<'_> {
-    /// The open database, or why there is none.
     /// The open database, or why there is none (for `store`'s call, if any).
     pub(super) fn open(&self, store: Option<&StoreId>) -> Result<&OpenDb, Error> {
         match (&self.0 .0, store) {
@@ -180,8 +204,8 @@ impl DbGuard<'_> {
 }
 
 impl WorkerDb {
-    /// Opens (or creates) the database at `path` and deletes the keyspaces
-    /// of stores that were never completely created or not completely removed.
+    /// Opens (or creates) the database at `path` and deletes the rows of
+    /// stores whose removal or import was interrupted.
     pub(super) fn open(path: PathBuf, block_cache_bytes: u64) -> Result<WorkerDb, Error> {
         let open = open_db(&path, 1, block_cache_bytes)?;
         let worker = WorkerDb {
@@ -189,9 +213,10 @@ impl WorkerDb {
             block_cache_bytes,
             state: RwLock::new((DbSlot::Open(open), 1)),
             stores: Mutex::new(BTreeMap::new()),
+            numbering: Mutex::new(()),
             group: super::group::GroupCommit::default(),
         };
-        worker.remove_orphans()?;
+        worker.purge_dead()?;
         Ok(worker)
     }
 
@@ -205,32 +230,19 @@ impl WorkerDb {
         DbGuard(self.state.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn remove_orphans(&self) -> Result<(), Error> {
+    fn purge_dead(&self) -> Result<(), Error> {
         let guard = self.read();
         let open = guard.open(None)?;
-        for name in open.db.list_keyspace_names() {
-            let name: &str = &name;
-            if name == CATALOG {
-                continue;
-            }
-            let listed = match store_of_keyspace(name) {
-                Some(store) => open
-                    .catalog
-                    .contains_key(store.as_str())
-                    .map_err(fjall_error)?,
-                None => false,
-            };
-            if !listed {
-                tracing::warn!(
-                    keyspace = name,
-                    "deleting the keyspace of an incomplete store"
-                );
-                let keyspace = open
-                    .db
-                    .keyspace(name, KeyspaceCreateOptions::default)
-                    .map_err(fjall_error)?;
-                open.db.delete_keyspace(keyspace).map_err(fjall_error)?;
-            }
+        let mut dead = Vec::new();
+        for entry in open.catalog.prefix(keys::DEAD_PREFIX) {
+            dead.push(keys::decode_dead_key(&entry.key().map_err(fjall_error)?)?);
+        }
+        for number in dead {
+            tracing::warn!(
+                number,
+                "deleting the rows of a store whose removal or import was interrupted"
+            );
+            open.purge(number)?;
         }
         Ok(())
     }
@@ -242,6 +254,10 @@ impl WorkerDb {
         let mut stores = Vec::new();
         for entry in open.catalog.iter() {
             let key = entry.key().map_err(fjall_error)?;
+            // The catalog's own rows start with a dot; no store id does.
+            if key.starts_with(b".") {
+                continue;
+            }
             let id = std::str::from_utf8(&key)
                 .ok()
                 .and_then(|s| StoreId::new(s).ok())
@@ -260,75 +276,114 @@ impl WorkerDb {
             .map_err(fjall_error)
     }
 
-    /// Creates `store` with `config`, durably, and opens it.
+    /// Creates `store` with `config` under a new number: the number, the
+    /// catalog row and the store's counters row in one durable batch.
     pub(super) fn create(
         self: &Arc<Self>,
         store: &StoreId,
         config: StoreConfig,
     ) -> Result<Arc<StoreInner>, Error> {
-        self.import(store, config, |_, _| Ok(()))?;
+        {
+            let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = self.read();
+            let open = guard.open(Some(store))?;
+            let number = Self::unused_number(open, store)?;
+            let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
+            Self::stage_catalog_row(open, &mut batch, store, number, config, Imported::default())?;
+            batch.commit().map_err(fjall_error)?;
+        }
         self.open_store(store)
     }
 
-    /// Creates `store`'s keyspaces, lets `fill` write into them (the rows
-    /// of a store in the earlier layout, see `legacy`), then writes its
-    /// config, counters and catalog row in one durable batch: until that
-    /// batch the store does not exist, and its keyspaces are deleted at
-    /// the next open. The counters row `fill` wrote, if any, is kept.
+    /// Imports a store of an earlier layout (see `legacy`) under a new
+    /// number: the number is marked dead durably, `fill` writes the store's
+    /// rows into its tables, and the catalog row, the store's counters row
+    /// and the dead mark's removal go in one durable batch. Until that
+    /// batch the store does not exist, and the rows `fill` wrote are
+    /// deleted at the next open.
     pub(super) fn import(
         &self,
         store: &StoreId,
         config: StoreConfig,
-        fill: impl FnOnce(&Database, &Tables) -> Result<(), Error>,
+        fill: impl FnOnce(&Tables) -> Result<Imported, Error>,
     ) -> Result<(), Error> {
+        let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
         let guard = self.read();
         let open = guard.open(Some(store))?;
-        if open
-            .catalog
-            .contains_key(store.as_str())
-            .map_err(fjall_error)?
-        {
-            return Err(Error::Storage(format!("store {store} already exists")));
-        }
-        delete_keyspaces(open, store)?;
-        let tables = Tables::open_or_create(open, store)?;
-        fill(&open.db, &tables)?;
-        let config_bytes = postcard::to_stdvec(&config).map_err(encode_error)?;
+        let number = Self::unused_number(open, store)?;
         let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
-        batch.insert(&tables.index, CONFIG_KEY, config_bytes.clone());
-        if !tables
-            .index
-            .contains_key(COUNTERS_KEY)
-            .map_err(fjall_error)?
-        {
-            batch.insert(
-                &tables.index,
-                COUNTERS_KEY,
-                keys::encode_counters(&Counters::default()).to_vec(),
-            );
-        }
-        batch.insert(&open.catalog, store.as_str(), config_bytes);
+        batch.insert(
+            &open.catalog,
+            keys::NEXT_NUMBER_KEY,
+            keys::store_prefix(number + 1),
+        );
+        batch.insert(&open.catalog, keys::dead_key(number), []);
+        batch.commit().map_err(fjall_error)?;
+        let imported = fill(&open.tables(number))?;
+        let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.remove(&open.catalog, keys::dead_key(number));
+        Self::stage_catalog_row(open, &mut batch, store, number, config, imported)?;
         batch.commit().map_err(fjall_error)
     }
 
-    /// Opens `store`, recovering its counters from its keyspaces.
+    /// The next store number, once sure `store` does not exist.
+    fn unused_number(open: &OpenDb, store: &StoreId) -> Result<u32, Error> {
+        if open.catalog_row(store)?.is_some() {
+            return Err(Error::Storage(format!("store {store} already exists")));
+        }
+        open.next_number()
+    }
+
+    /// Stages the rows that make store `number` exist as `store`: the
+    /// catalog's counter past it, its catalog row and its counters row
+    /// (what `imported` holds, counting itself).
+    fn stage_catalog_row(
+        open: &OpenDb,
+        batch: &mut fjall::OwnedWriteBatch,
+        store: &StoreId,
+        number: u32,
+        config: StoreConfig,
+        imported: Imported,
+    ) -> Result<(), Error> {
+        let config_bytes = postcard::to_stdvec(&config).map_err(encode_error)?;
+        let tables = open.tables(number);
+        let counters = imported.counters.unwrap_or_default();
+        let bytes = imported
+            .bytes
+            .saturating_add(row_bytes(COUNTERS_KEY, keys::COUNTERS_LEN) as u64);
+        batch.insert(
+            &open.catalog,
+            keys::NEXT_NUMBER_KEY,
+            keys::store_prefix(number + 1),
+        );
+        batch.insert(
+            &open.catalog,
+            store.as_str(),
+            keys::catalog_value(number, &config_bytes),
+        );
+        batch.insert(
+            tables.index.keyspace(),
+            tables.index.user_key(COUNTERS_KEY),
+            keys::encode_counters(&counters, bytes),
+        );
+        Ok(())
+    }
+
+    /// Opens `store`, recovering its counters from its tables.
     pub(super) fn open_store(self: &Arc<Self>, store: &StoreId) -> Result<Arc<StoreInner>, Error> {
         let guard = self.read();
         let open = guard.open(Some(store))?;
-        let config_bytes = open
-            .catalog
-            .get(store.as_str())
-            .map_err(fjall_error)?
+        let (number, config) = open
+            .catalog_row(store)?
             .ok_or_else(|| Error::not_found(gater_core::Resource::Store, store))?;
-        let config: StoreConfig = postcard::from_bytes(&config_bytes).map_err(corrupt)?;
-        let tables = Tables::attach_existing(open, store)?;
-        let counters = tables.recover_counters()?;
+        let tables = open.tables(number);
+        let (counters, bytes) = tables.recover_counters()?;
         let lifecycles = tables.load_lifecycles()?;
         let inner = Arc::new(StoreInner::new(
             store.clone(),
             Arc::clone(self),
             config,
-            counters,
+            (counters, bytes),
             lifecycles,
             tables,
         ));
@@ -336,20 +391,29 @@ impl WorkerDb {
         Ok(inner)
     }
 
-    /// Deletes `store`: its catalog row durably, then its keyspaces.
+    /// Deletes `store`: its catalog row durably (its number marked dead in
+    /// the same batch), then its rows, then the mark.
     pub(super) fn remove(&self, store: &StoreId) -> Result<(), Error> {
         self.unregister(store);
         let guard = self.read();
         let open = guard.open(Some(store))?;
+        let Some((number, _)) = open.catalog_row(store)? else {
+            return Ok(());
+        };
         let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
         batch.remove(&open.catalog, store.as_str());
+        batch.insert(&open.catalog, keys::dead_key(number), []);
         batch.commit().map_err(fjall_error)?;
-        delete_keyspaces(open, store)
+        open.purge(number)
     }
 
     fn register(&self, inner: &Arc<StoreInner>) {
         let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
-        stores.retain(|_, store| store.strong_count() > 0);
+        // Dropped stores are pruned when the map doubles, not at every
+        // store: creating n stores stays linear in n.
+        if stores.len().is_power_of_two() {
+            stores.retain(|_, store| store.strong_count() > 0);
+        }
         stores.insert(inner.store.clone(), Arc::downgrade(inner));
     }
 
@@ -365,7 +429,7 @@ impl WorkerDb {
     /// on it, unless it was reopened (and is open) since generation `seen`,
     /// when a store's commit failed: a journal failure fails every store,
     /// and their reopens must not each start over. Every open store is
-    /// then re-attached to its keyspaces with its counters, lifecycle
+    /// then re-attached to its tables with its counters, lifecycle
     /// states and stream versions read back; a store that cannot be is
     /// left broken with its reason.
     pub(super) fn reopen(&self, seen: Option<u64>) -> Result<(), Error> {
@@ -433,8 +497,8 @@ impl WorkerDb {
     }
 }
 
-/// Opens the database at `path` with the worker's fixed pools and a block
-/// cache of `block_cache_bytes`.
+/// Opens the database at `path` with the worker's fixed pools and
+/// keyspaces, and a block cache of `block_cache_bytes`.
 fn open_db(path: &Path, generation: u64, block_cache_bytes: u64) -> Result<OpenDb, Error> {
     let db = Database::builder(path)
         .worker_threads(WORKER_THREADS)
@@ -445,43 +509,98 @@ fn open_db(path: &Path, generation: u64, block_cache_bytes: u64) -> Result<OpenD
     let catalog = db
         .keyspace(CATALOG, KeyspaceCreateOptions::default)
         .map_err(fjall_error)?;
+    // Positions are read back only when they exist, so the log needs no
+    // bloom filters on its last level; the index is mostly probed for
+    // event ids that are not there, so it keeps them.
+    let log = db
+        .keyspace(LOG, || {
+            KeyspaceCreateOptions::default().expect_point_read_hits(true)
+        })
+        .map_err(fjall_error)?;
+    let index = db
+        .keyspace(INDEX, KeyspaceCreateOptions::default)
+        .map_err(fjall_error)?;
     Ok(OpenDb {
         db,
         catalog,
+        log,
+        index,
         generation,
     })
-}
-
-/// Deletes `store`'s keyspaces where they exist.
-fn delete_keyspaces(open: &OpenDb, store: &StoreId) -> Result<(), Error> {
-    for name in keyspace_names(store) {
-        if !open.db.keyspace_exists(&name) {
-            continue;
-        }
-        let keyspace = open
-            .db
-            .keyspace(&name, KeyspaceCreateOptions::default)
-            .map_err(fjall_error)?;
-        open.db.delete_keyspace(keyspace).map_err(fjall_error)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn config() -> StoreConfig {
+        StoreConfig {
+            fsync: false,
+            ..StoreConfig::default()
+        }
+    }
+
     #[test]
-    fn keyspace_names_map_back_to_their_store_and_nothing_else_does() {
-        for id in ["a", "orders", "team-1_x", &"z".repeat(64)] {
-            let store = StoreId::new(id).unwrap();
-            for name in keyspace_names(&store) {
-                assert!(name.len() <= 255, "{name}");
-                assert_eq!(store_of_keyspace(&name), Some(store.clone()));
-            }
+    fn store_numbers_are_never_reused_and_a_removed_store_leaves_no_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = Arc::new(
+            WorkerDb::open(
+                dir.path().join(DB_DIR),
+                crate::StoreOptions::BLOCK_CACHE_BYTES_DEFAULT,
+            )
+            .unwrap(),
+        );
+        let a = StoreId::new("a").unwrap();
+        let number = |worker: &WorkerDb| {
+            let guard = worker.read();
+            guard
+                .open(None)
+                .unwrap()
+                .catalog_row(&a)
+                .unwrap()
+                .unwrap()
+                .0
+        };
+        drop(worker.create(&a, config()).unwrap());
+        let first = number(&worker);
+        worker.remove(&a).unwrap();
+        drop(worker.create(&a, config()).unwrap());
+        assert!(number(&worker) > first);
+        let guard = worker.read();
+        let open = guard.open(None).unwrap();
+        let old = open.tables(first);
+        assert_eq!(old.log.iter().count() + old.index.iter().count(), 0);
+        assert_eq!(open.catalog.prefix(keys::DEAD_PREFIX).count(), 0);
+    }
+
+    #[test]
+    fn rows_of_an_interrupted_import_are_deleted_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_DIR);
+        let store = StoreId::new("half").unwrap();
+        {
+            let worker =
+                WorkerDb::open(path.clone(), crate::StoreOptions::BLOCK_CACHE_BYTES_DEFAULT)
+                    .unwrap();
+            let failed = worker.import(&store, config(), |t| {
+                let mut batch = t.db.batch().durability(Some(PersistMode::SyncAll));
+                batch.insert(t.log.keyspace(), t.log.user_key(b"row"), b"value");
+                batch.commit().unwrap();
+                Err(Error::Storage("interrupted".into()))
+            });
+            assert!(failed.is_err());
+            worker.close();
         }
-        for other in ["catalog", "#log", "a#logs", "A#log", "a.b#index"] {
-            assert_eq!(store_of_keyspace(other), None, "{other}");
-        }
+        let worker = WorkerDb::open(path, crate::StoreOptions::BLOCK_CACHE_BYTES_DEFAULT).unwrap();
+        assert!(worker.list().unwrap().is_empty());
+        let guard = worker.read();
+        let open = guard.open(None).unwrap();
+        assert_eq!(open.tables(0).log.iter().count(), 0);
+        assert_eq!(open.catalog.prefix(keys::DEAD_PREFIX).count(), 0);
+        assert_eq!(
+            open.next_number().unwrap(),
+            1,
+            "the number is not handed out again"
+        );
     }
 }

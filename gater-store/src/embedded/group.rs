@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode, UserKey, UserValue};
 use gater_core::Error;
 
+use super::table::{row_bytes, Table};
 use crate::faults::fjall_error;
 
 /// The writes of one store's batch, staged before they are committed.
@@ -33,6 +34,8 @@ pub(crate) struct Staged {
     /// The database's generation the keyspaces belong to.
     pub(super) generation: u64,
     items: Vec<Item>,
+    /// Bytes the new rows add to the store (see `table`).
+    pub(super) bytes: u64,
 }
 
 /// One write of a [`Staged`] batch.
@@ -49,19 +52,24 @@ impl Staged {
             db: tables.db.clone(),
             generation: tables.generation,
             items: Vec::with_capacity(capacity),
+            bytes: 0,
         }
     }
 
-    /// Stages writing `value` at `key` of `keyspace`.
-    pub(crate) fn insert<K: Into<UserKey>, V: Into<UserValue>>(
-        &mut self,
-        keyspace: &Keyspace,
-        key: K,
-        value: V,
-    ) {
+    /// Stages writing `value` at `key` of the store's `table`, a key the
+    /// store does not hold yet: the row's bytes are added to the store's.
+    pub(crate) fn insert<V: Into<UserValue>>(&mut self, table: &Table, key: &[u8], value: V) {
+        let value = value.into();
+        self.bytes += row_bytes(key, value.len()) as u64;
+        self.replace(table, key, value);
+    }
+
+    /// Stages writing `value` at `key` of the store's `table` over a value
+    /// of the same length (the counters row): the store's bytes stay.
+    pub(crate) fn replace<V: Into<UserValue>>(&mut self, table: &Table, key: &[u8], value: V) {
         self.items.push(Item {
-            keyspace: keyspace.clone(),
-            key: key.into(),
+            keyspace: table.keyspace().clone(),
+            key: table.user_key(key),
             value: value.into(),
         });
     }

@@ -1,9 +1,20 @@
 //! Byte layouts of the embedded backend's keys and small values.
 //!
-//! Everything but the global log lives in one `index` keyspace, each table
-//! under its own one-byte prefix: fjall makes every keyspace durable with
-//! many fsyncs when it is created, so fewer keyspaces make creating a store
-//! several times cheaper.
+//! Every store of a worker shares the database's `log` and `index`
+//! keyspaces: each key a store writes starts with its store number
+//! ([`store_prefix`], four big-endian bytes allocated from the catalog and
+//! never reused), so a store's rows are one contiguous range of each
+//! keyspace and no range of one store reaches into another's. The
+//! functions below build the keys *within* a store; `table` adds and strips
+//! the store prefix, so nothing else handles it.
+//!
+//! Everything but the global log lives in the `index` keyspace, each table
+//! under its own one-byte prefix after the store's.
+//!
+//! The catalog keyspace maps a store id to its number and config
+//! ([`catalog_value`]); its other rows start with a dot, which no store id
+//! holds: the next store number ([`NEXT_NUMBER_KEY`]) and the numbers whose
+//! rows are being deleted ([`dead_key`]).
 //!
 //! Every numeric key part is big-endian so that byte order is numeric order:
 //! range scans over positions and versions need no decoding. Stream ids never
@@ -39,6 +50,17 @@ pub(super) const COUNTERS_KEY: &[u8] = b"mcounters";
 /// The meta row holding the config.
 pub(super) const CONFIG_KEY: &[u8] = b"mconfig";
 
+/// Bytes of a store number at the start of every key of the store.
+pub(super) const STORE_PREFIX_LEN: usize = 4;
+/// The catalog row holding the next store number to allocate.
+pub(super) const NEXT_NUMBER_KEY: &[u8] = b".next";
+/// Starts the catalog rows of store numbers whose rows are being deleted.
+pub(super) const DEAD_PREFIX: &[u8] = b".dead";
+/// Bytes of the counters row's value.
+pub(super) const COUNTERS_LEN: usize = 32;
+/// Bytes of the counters row's value in layouts before the byte count.
+const COUNTERS_LEN_UNCOUNTED: usize = 24;
+
 /// Ends a stream id inside a stream-index key.
 const STREAM_END: u8 = 0x00;
 /// Escape byte of snapshot key parts; followed by [`ESCAPED_NUL`] or [`PART_END`].
@@ -47,6 +69,50 @@ const ESCAPE: u8 = 0x00;
 const ESCAPED_NUL: u8 = 0xFF;
 /// `ESCAPE` then this ends a part; it sorts before every continuation.
 const PART_END: u8 = 0x01;
+
+/// The first bytes of every key of store `number` in a shared keyspace.
+pub(super) fn store_prefix(number: u32) -> [u8; STORE_PREFIX_LEN] {
+    number.to_be_bytes()
+}
+
+/// The catalog value of a store: its number, then its postcard config.
+pub(super) fn catalog_value(number: u32, config: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(STORE_PREFIX_LEN + config.len());
+    value.extend_from_slice(&store_prefix(number));
+    value.extend_from_slice(config);
+    value
+}
+
+/// Decodes a catalog value into the store's number and postcard config.
+pub(super) fn decode_catalog_value(bytes: &[u8]) -> Result<(u32, &[u8]), Error> {
+    let Some((number, config)) = bytes.split_first_chunk::<STORE_PREFIX_LEN>() else {
+        return Err(corrupt("catalog value too short"));
+    };
+    Ok((u32::from_be_bytes(*number), config))
+}
+
+/// Decodes the catalog's next store number.
+pub(super) fn decode_number(bytes: &[u8]) -> Result<u32, Error> {
+    let array: [u8; STORE_PREFIX_LEN] = bytes
+        .try_into()
+        .map_err(|_| corrupt("store number is not 4 bytes"))?;
+    Ok(u32::from_be_bytes(array))
+}
+
+/// The catalog row marking store number `number`'s rows as being deleted.
+pub(super) fn dead_key(number: u32) -> Vec<u8> {
+    let mut key = DEAD_PREFIX.to_vec();
+    key.extend_from_slice(&store_prefix(number));
+    key
+}
+
+/// Decodes a [`dead_key`] into its store number.
+pub(super) fn decode_dead_key(bytes: &[u8]) -> Result<u32, Error> {
+    let number = bytes
+        .strip_prefix(DEAD_PREFIX)
+        .ok_or_else(|| corrupt("not a dead-store row"))?;
+    decode_number(number)
+}
 
 /// The global-log key of `position`.
 pub(super) fn position_key(position: u64) -> [u8; 8] {
@@ -287,27 +353,33 @@ pub(super) fn decode_snapshot_key(bytes: &[u8]) -> Result<SnapshotKey, Error> {
     })
 }
 
-/// Encodes the counters row of the meta table.
-pub(super) fn encode_counters(counters: &Counters) -> [u8; 24] {
-    let mut bytes = [0; 24];
+/// Encodes the counters row of the meta table: the counters, then the
+/// bytes the store's rows hold (see `table::StoreBytes`).
+pub(super) fn encode_counters(counters: &Counters, store_bytes: u64) -> [u8; COUNTERS_LEN] {
+    let mut bytes = [0; COUNTERS_LEN];
     let next = counters.head.map_or(0, |h| h.0 + 1);
     bytes[..8].copy_from_slice(&next.to_be_bytes());
     bytes[8..16].copy_from_slice(&counters.event_count.to_be_bytes());
-    bytes[16..].copy_from_slice(&counters.stream_count.to_be_bytes());
+    bytes[16..24].copy_from_slice(&counters.stream_count.to_be_bytes());
+    bytes[24..].copy_from_slice(&store_bytes.to_be_bytes());
     bytes
 }
 
-/// Decodes the counters row of the meta table.
-pub(super) fn decode_counters(bytes: &[u8]) -> Result<Counters, Error> {
-    if bytes.len() != 24 {
-        return Err(corrupt("counters row is not 24 bytes"));
-    }
+/// Decodes the counters row of the meta table, and the store's byte count
+/// (`None` in a row of a layout before the byte count).
+pub(super) fn decode_counters(bytes: &[u8]) -> Result<(Counters, Option<u64>), Error> {
+    let store_bytes = match bytes.len() {
+        COUNTERS_LEN => Some(decode_u64(&bytes[24..])?),
+        COUNTERS_LEN_UNCOUNTED => None,
+        other => return Err(corrupt(format!("counters row is {other} bytes"))),
+    };
     let next = decode_u64(&bytes[..8])?;
-    Ok(Counters {
+    let counters = Counters {
         head: next.checked_sub(1).map(Position),
         event_count: decode_u64(&bytes[8..16])?,
-        stream_count: decode_u64(&bytes[16..])?,
-    })
+        stream_count: decode_u64(&bytes[16..24])?,
+    };
+    Ok((counters, store_bytes))
 }
 
 /// A storage error for bytes that do not decode.
@@ -429,9 +501,36 @@ mod tests {
             },
         ] {
             assert_eq!(
-                decode_counters(&encode_counters(&counters)).unwrap(),
-                counters
+                decode_counters(&encode_counters(&counters, 77)).unwrap(),
+                (counters, Some(77))
             );
+        }
+        let earlier = &encode_counters(&Counters::default(), 0)[..COUNTERS_LEN_UNCOUNTED];
+        assert_eq!(
+            decode_counters(earlier).unwrap(),
+            (Counters::default(), None)
+        );
+        assert!(decode_counters(&[0; 9]).is_err());
+    }
+
+    #[test]
+    fn catalog_rows_round_trip_and_dead_rows_never_look_like_a_store_id() {
+        let value = catalog_value(70_000, b"config");
+        assert_eq!(
+            decode_catalog_value(&value).unwrap(),
+            (70_000, &b"config"[..])
+        );
+        assert!(decode_catalog_value(&[1, 2]).is_err());
+        let dead = dead_key(9);
+        assert_eq!(decode_dead_key(&dead).unwrap(), 9);
+        assert!(gater_core::StoreId::new(String::from_utf8_lossy(&dead)).is_err());
+        assert!(gater_core::StoreId::new(String::from_utf8_lossy(NEXT_NUMBER_KEY)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn store_prefixes_sort_as_their_numbers(a in any::<u32>(), b in any::<u32>()) {
+            prop_assert_eq!(store_prefix(a).cmp(&store_prefix(b)), a.cmp(&b));
         }
     }
 

@@ -1,31 +1,39 @@
-//! Stores of the earlier layout, one fjall database per store directory
-//! (`<data_dir>/stores/<store_id>`, complete once its `gater-store.config`
-//! file exists), are migrated into the worker's database when the backend
-//! opens: every row of the store's `log` and `index` keyspaces is copied
-//! into the store's new keyspaces, the catalog row is written last and
-//! durably (see `WorkerDb::import`), and only then is the old directory
-//! deleted. A crash before the catalog row leaves keyspaces the next open
-//! deletes and the old directory intact, so the migration starts over; a
-//! crash after it leaves an old directory that the next open, finding the
-//! store in the catalog, deletes.
+//! Stores of the layouts before this one are migrated into the worker's
+//! shared keyspaces when the backend opens, each through
+//! `WorkerDb::import`: its rows are copied under a new store number, which
+//! stays marked dead until one durable batch writes the store's catalog
+//! row, so a crash mid-copy leaves rows the next open deletes and the old
+//! store intact, and the migration starts over. The old store is deleted
+//! only after that batch; a crash in between leaves an old store that the
+//! next open, finding the id in the catalog, deletes without copying.
 //!
-//! Directories of interrupted creations (no config file) and removals
-//! (`.removing-…`) of that layout are deleted, as that layout did. A store
-//! whose directory cannot be migrated is logged and left in place for the
+//! Two layouts are migrated:
+//! - a pair of keyspaces per store in the worker's database (`<id>#log`,
+//!   `<id>#index`), listed by a `catalog` keyspace (store id → config);
+//!   keyspaces of no listed store (an interrupted creation or removal) are
+//!   deleted, and the `catalog` keyspace once every store left it;
+//! - one fjall database per store directory (`<data_dir>/stores/<id>`,
+//!   complete once its `gater-store.config` file exists); directories of
+//!   interrupted creations (no config file) and removals (`.removing-…`)
+//!   are deleted, as that layout did.
+//!
+//! A store that cannot be migrated is logged and left in place for the
 //! next open; the worker serves the others.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gater_core::{Error, StoreConfig, StoreId};
 
-use super::db::WorkerDb;
-use super::keys::corrupt;
+use super::db::{Imported, WorkerDb};
+use super::keys::{self, corrupt, CONFIG_KEY, COUNTERS_KEY};
+use super::table::{row_bytes, Table};
 use crate::faults::{fjall_error, io_error};
 
-/// The directory of the earlier layout, inside the data directory.
+/// The directory of the per-directory layout, inside the data directory.
 const LEGACY_DIR: &str = "stores";
 /// The file whose presence marked a store directory as completely created.
 const CONFIG_FILE: &str = "gater-store.config";
@@ -35,6 +43,118 @@ const REMOVING_PREFIX: &str = ".removing-";
 const MIGRATE_BATCH_ROWS: usize = 4_096;
 /// fjall threads of a store's old database while it is copied.
 const MIGRATE_WORKER_THREADS: usize = 1;
+/// The catalog keyspace of the keyspace-per-store layout.
+const OLD_CATALOG: &str = "catalog";
+/// Ends the name of a store's log keyspace in the keyspace-per-store layout.
+const OLD_LOG_SUFFIX: &str = "#log";
+/// Ends the name of a store's index keyspace in the keyspace-per-store layout.
+const OLD_INDEX_SUFFIX: &str = "#index";
+
+/// The names of `store`'s keyspaces in the keyspace-per-store layout: log, then index.
+fn old_keyspace_names(store: &StoreId) -> [String; 2] {
+    [
+        format!("{store}{OLD_LOG_SUFFIX}"),
+        format!("{store}{OLD_INDEX_SUFFIX}"),
+    ]
+}
+
+/// The store an old keyspace name belongs to; `None` for any other keyspace.
+fn store_of_old_keyspace(name: &str) -> Option<StoreId> {
+    let id = name
+        .strip_suffix(OLD_LOG_SUFFIX)
+        .or_else(|| name.strip_suffix(OLD_INDEX_SUFFIX))?;
+    StoreId::new(id).ok()
+}
+
+/// Migrates every store of the keyspace-per-store layout in the worker's
+/// database into the shared keyspaces, then deletes the old keyspaces.
+pub(super) fn migrate_keyspaces(worker: &WorkerDb) -> Result<(), Error> {
+    let db = worker.read().open(None)?.db.clone();
+    let mut kept = BTreeSet::new();
+    if db.keyspace_exists(OLD_CATALOG) {
+        let catalog = db
+            .keyspace(OLD_CATALOG, KeyspaceCreateOptions::default)
+            .map_err(fjall_error)?;
+        for (store, config) in old_catalog(&catalog)? {
+            if !worker.contains(&store)? {
+                tracing::info!(%store, "migrating a store into the worker's shared keyspaces");
+                if let Err(error) = migrate_keyspace_store(&db, &store, config, worker) {
+                    tracing::error!(%store, %error, "the store cannot be migrated; its keyspaces are kept for the next start");
+                    kept.insert(store);
+                    continue;
+                }
+            }
+            let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+            batch.remove(&catalog, store.as_str());
+            batch.commit().map_err(fjall_error)?;
+            delete_keyspaces(&db, &old_keyspace_names(&store))?;
+        }
+        if kept.is_empty() {
+            db.delete_keyspace(catalog).map_err(fjall_error)?;
+        }
+    }
+    let orphans: Vec<String> = db
+        .list_keyspace_names()
+        .iter()
+        .filter(|name| store_of_old_keyspace(name).is_some_and(|store| !kept.contains(&store)))
+        .map(|name| name.to_string())
+        .collect();
+    if !orphans.is_empty() {
+        tracing::warn!(?orphans, "deleting the keyspaces of incomplete stores");
+    }
+    delete_keyspaces(&db, &orphans)
+}
+
+/// The stores the old catalog lists, with their configs.
+fn old_catalog(catalog: &Keyspace) -> Result<Vec<(StoreId, StoreConfig)>, Error> {
+    let mut stores = Vec::new();
+    for guard in catalog.iter() {
+        let (key, value) = guard.into_inner().map_err(fjall_error)?;
+        let store = std::str::from_utf8(&key)
+            .ok()
+            .and_then(|s| StoreId::new(s).ok())
+            .ok_or_else(|| corrupt("the old catalog holds an invalid store id"))?;
+        stores.push((store, postcard::from_bytes(&value).map_err(corrupt)?));
+    }
+    Ok(stores)
+}
+
+/// Copies the store in its own keyspaces of `db` into `worker`.
+fn migrate_keyspace_store(
+    db: &Database,
+    store: &StoreId,
+    config: StoreConfig,
+    worker: &WorkerDb,
+) -> Result<(), Error> {
+    let [log, index] = old_keyspace_names(store).map(|name| {
+        if !db.keyspace_exists(&name) {
+            return Err(corrupt(format!("the keyspace {name} is missing")));
+        }
+        db.keyspace(&name, KeyspaceCreateOptions::default)
+            .map_err(fjall_error)
+    });
+    let (log, index) = (log?, index?);
+    worker.import(store, config, |tables| {
+        let mut imported = Imported::default();
+        copy(db, &log, &tables.log, &mut imported)?;
+        copy(db, &index, &tables.index, &mut imported)?;
+        Ok(imported)
+    })
+}
+
+/// Deletes the keyspaces of `db` named in `names` where they exist.
+fn delete_keyspaces(db: &Database, names: &[String]) -> Result<(), Error> {
+    for name in names {
+        if !db.keyspace_exists(name) {
+            continue;
+        }
+        let keyspace = db
+            .keyspace(name, KeyspaceCreateOptions::default)
+            .map_err(fjall_error)?;
+        db.delete_keyspace(keyspace).map_err(fjall_error)?;
+    }
+    Ok(())
+}
 
 /// Migrates every store under `<data_dir>/stores` into `worker`, then
 /// deletes that directory once it is empty.
@@ -91,19 +211,32 @@ fn migrate_one(store: &StoreId, dir: &Path, worker: &WorkerDb) -> Result<(), Err
     let old_index = old
         .keyspace("index", KeyspaceCreateOptions::default)
         .map_err(fjall_error)?;
-    worker.import(store, config, |db, tables| {
-        copy(db, &old_log, &tables.log)?;
-        copy(db, &old_index, &tables.index)
+    worker.import(store, config, |tables| {
+        let mut imported = Imported::default();
+        copy(&tables.db, &old_log, &tables.log, &mut imported)?;
+        copy(&tables.db, &old_index, &tables.index, &mut imported)?;
+        Ok(imported)
     })
 }
 
-/// Copies every row of `from` into `to`, in batches that the import's
-/// final durable batch flushes.
-fn copy(db: &Database, from: &Keyspace, to: &Keyspace) -> Result<(), Error> {
+/// Copies every row of `from` into the store's table `to`, in batches
+/// that the import's final durable batch flushes, counting their bytes;
+/// the old counters row is decoded instead (the import writes the
+/// store's counters row), and the old config row is left out (the catalog
+/// holds the config).
+fn copy(db: &Database, from: &Keyspace, to: &Table, imported: &mut Imported) -> Result<(), Error> {
     let mut batch = db.batch();
     for guard in from.iter() {
         let (key, value) = guard.into_inner().map_err(fjall_error)?;
-        batch.insert(to, key, value);
+        if &*key == COUNTERS_KEY {
+            imported.counters = Some(keys::decode_counters(&value)?.0);
+            continue;
+        }
+        if &*key == CONFIG_KEY {
+            continue;
+        }
+        imported.bytes += row_bytes(&key, value.len()) as u64;
+        batch.insert(to.keyspace(), to.user_key(&key), value);
         if batch.len() == MIGRATE_BATCH_ROWS {
             std::mem::replace(&mut batch, db.batch())
                 .commit()
@@ -117,39 +250,158 @@ fn copy(db: &Database, from: &Keyspace, to: &Keyspace) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::backend::Counters;
-    use crate::embedded::keys::{self, CONFIG_KEY, COUNTERS_KEY};
+    use crate::embedded::checksum;
+    use gater_core::{Direction, EventData, EventId, Position, RecordedEvent, StreamId};
 
-    /// Writes a store in the earlier layout: its own database and config file.
-    fn legacy_store(root: &Path, id: &str, config: StoreConfig) {
+    fn config() -> StoreConfig {
+        StoreConfig {
+            fsync: false,
+            ..StoreConfig::default()
+        }
+    }
+
+    /// The events every old store below holds: one stream, ids that the
+    /// stores share.
+    fn events() -> Vec<RecordedEvent> {
+        (0..3u8)
+            .map(|i| RecordedEvent {
+                stream: StreamId::new("orders-1").unwrap(),
+                version: u64::from(i),
+                position: Position(u64::from(i)),
+                created_us: 1,
+                data: EventData::json(
+                    EventId::from_bytes([i + 1; 16]),
+                    "Placed",
+                    b"{}".to_vec(),
+                    Vec::new(),
+                ),
+            })
+            .collect()
+    }
+
+    /// Writes a store of `events` with its counters row as the layouts
+    /// before this one did (no store prefix, a 24-byte counters row).
+    fn write_old_rows(db: &Database, log: &Keyspace, index: &Keyspace, events: &[RecordedEvent]) {
+        let mut batch = db.batch();
+        for event in events {
+            let mut record = postcard::to_stdvec(event).unwrap();
+            record.extend_from_slice(&checksum::of(&record.clone()));
+            let stream = event.stream.as_str();
+            batch.insert(log, keys::position_key(event.position.0), record);
+            batch.insert(
+                index,
+                keys::stream_key(stream, event.version),
+                event.position.0.to_be_bytes(),
+            );
+            let mut id_value = Vec::new();
+            keys::put_id_value(&mut id_value, stream, event.version, event.position);
+            batch.insert(index, keys::id_key(&event.data.id), id_value);
+            let mut type_key = Vec::new();
+            keys::put_type_posting(&mut type_key, &event.data.event_type, event.position.0);
+            batch.insert(index, type_key, []);
+        }
+        let counters = Counters {
+            head: events.last().map(|e| e.position),
+            event_count: events.len() as u64,
+            stream_count: u64::from(!events.is_empty()),
+        };
+        batch.insert(index, CONFIG_KEY, postcard::to_stdvec(&config()).unwrap());
+        batch.insert(
+            index,
+            COUNTERS_KEY,
+            keys::encode_counters(&counters, 0)[..24].to_vec(),
+        );
+        batch.commit().unwrap();
+        db.persist(PersistMode::SyncAll).unwrap();
+    }
+
+    /// Writes a store in the per-directory layout: its own database and config file.
+    fn legacy_store(root: &Path, id: &str) {
         let dir = root.join(LEGACY_DIR).join(id);
         let db = Database::builder(&dir).worker_threads(1).open().unwrap();
         let log = db.keyspace("log", KeyspaceCreateOptions::default).unwrap();
         let index = db
             .keyspace("index", KeyspaceCreateOptions::default)
             .unwrap();
-        let config_bytes = postcard::to_stdvec(&config).unwrap();
-        let mut batch = db.batch();
-        batch.insert(&index, CONFIG_KEY, config_bytes.clone());
-        batch.insert(
-            &index,
-            COUNTERS_KEY,
-            keys::encode_counters(&Counters::default()).to_vec(),
-        );
-        batch.insert(&index, b"zkept".to_vec(), b"row".to_vec());
-        batch.commit().unwrap();
-        db.persist(fjall::PersistMode::SyncAll).unwrap();
+        write_old_rows(&db, &log, &index, &events());
         drop((log, index, db));
-        std::fs::write(dir.join(CONFIG_FILE), config_bytes).unwrap();
+        std::fs::write(
+            dir.join(CONFIG_FILE),
+            postcard::to_stdvec(&config()).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Writes stores `ids` in the keyspace-per-store layout, and the
+    /// keyspaces of an interrupted creation.
+    fn keyspace_stores(root: &Path, ids: &[&str]) {
+        let db = Database::builder(root.join(super::super::db::DB_DIR))
+            .worker_threads(1)
+            .open()
+            .unwrap();
+        let catalog = db
+            .keyspace(OLD_CATALOG, KeyspaceCreateOptions::default)
+            .unwrap();
+        for id in ids.iter().chain(&["half"]) {
+            let [log, index] = old_keyspace_names(&StoreId::new(*id).unwrap())
+                .map(|name| db.keyspace(&name, KeyspaceCreateOptions::default).unwrap());
+            write_old_rows(&db, &log, &index, &events());
+            if *id != "half" {
+                catalog
+                    .insert(*id, postcard::to_stdvec(&config()).unwrap())
+                    .unwrap();
+            }
+        }
+        db.persist(PersistMode::SyncAll).unwrap();
+    }
+
+    /// Checks that `id` holds exactly [`events`] and takes the next one at the next position.
+    fn check_migrated(worker: &Arc<WorkerDb>, id: &str) {
+        let store = worker.open_store(&StoreId::new(id).unwrap()).unwrap();
+        assert_eq!(store.config, config());
+        let stream = StreamId::new("orders-1").unwrap();
+        let read = store
+            .read_stream(&stream, 0, 10, Direction::Forward)
+            .unwrap();
+        assert_eq!(read, events(), "{id}");
+        let all = store
+            .read_all(Position::END, 10, Direction::Backward)
+            .unwrap();
+        assert_eq!(all.len(), 3, "{id}");
+        assert_eq!(store.counters().head, Some(Position(2)));
+        let verified = store.verify().unwrap();
+        assert!(verified.corrupt.is_empty() && verified.records == 3);
+        // Every copied row is counted: the log's records among them.
+        let record_bytes: u64 = store
+            .with_tables(|t| Ok(t.log.iter().map(|e| e.value().unwrap().len() as u64).sum()))
+            .unwrap();
+        assert!(store.store_bytes() > record_bytes);
+    }
+
+    /// Rows of the worker's shared keyspaces under no listed store and no
+    /// dead mark left: an import that was interrupted left nothing.
+    fn no_stray_rows(worker: &WorkerDb) {
+        let guard = worker.read();
+        let open = guard.open(None).unwrap();
+        assert_eq!(open.catalog.prefix(keys::DEAD_PREFIX).count(), 0);
+        let mut numbers = BTreeSet::new();
+        for entry in open.catalog.iter() {
+            let (key, value) = entry.into_inner().unwrap();
+            if !key.starts_with(b".") {
+                numbers.insert(keys::decode_catalog_value(&value).unwrap().0);
+            }
+        }
+        for number in 0..8 {
+            let t = open.tables(number);
+            let rows = t.log.iter().count() + t.index.iter().count();
+            assert_eq!(rows > 0, numbers.contains(&number), "store number {number}");
+        }
     }
 
     #[test]
-    fn a_store_of_the_earlier_layout_is_migrated_at_open_and_its_directory_deleted() {
+    fn a_store_of_the_per_directory_layout_is_migrated_at_open_and_its_directory_deleted() {
         let root = tempfile::tempdir().unwrap();
-        let config = StoreConfig {
-            fsync: false,
-            ..StoreConfig::default()
-        };
-        legacy_store(root.path(), "old", config);
+        legacy_store(root.path(), "old");
         // An interrupted creation of that layout: no config file.
         std::fs::create_dir_all(root.path().join(LEGACY_DIR).join("half")).unwrap();
         let worker = Arc::new(
@@ -160,15 +412,85 @@ mod tests {
             .unwrap(),
         );
         migrate(root.path(), &worker).unwrap();
-        let old = StoreId::new("old").unwrap();
-        assert_eq!(worker.list().unwrap(), vec![old.clone()]);
+        assert_eq!(worker.list().unwrap(), vec![StoreId::new("old").unwrap()]);
         assert!(!root.path().join(LEGACY_DIR).exists());
-        let store = worker.open_store(&old).unwrap();
-        assert_eq!(store.config, config);
-        assert_eq!(store.counters(), Counters::default());
-        let copied = store
-            .with_tables(|t| t.index.get(b"zkept").map_err(fjall_error))
-            .unwrap();
-        assert_eq!(copied.as_deref(), Some(&b"row"[..]));
+        check_migrated(&worker, "old");
+        no_stray_rows(&worker);
+    }
+
+    #[test]
+    fn stores_of_the_keyspace_per_store_layout_are_migrated_and_their_keyspaces_deleted() {
+        let root = tempfile::tempdir().unwrap();
+        keyspace_stores(root.path(), &["a", "b"]);
+        let worker = Arc::new(
+            WorkerDb::open(
+                root.path().join("db"),
+                crate::StoreOptions::BLOCK_CACHE_BYTES_DEFAULT,
+            )
+            .unwrap(),
+        );
+        migrate_keyspaces(&worker).unwrap();
+        let ids: Vec<StoreId> = ["a", "b"].map(|id| StoreId::new(id).unwrap()).into();
+        assert_eq!(worker.list().unwrap(), ids);
+        // Both hold the same stream and ids, each its own.
+        check_migrated(&worker, "a");
+        check_migrated(&worker, "b");
+        no_stray_rows(&worker);
+        let db = worker.read().open(None).unwrap().db.clone();
+        let mut names: Vec<String> = db
+            .list_keyspace_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["index", "log", "stores"]);
+    }
+
+    #[test]
+    fn a_migration_interrupted_mid_copy_loses_nothing_and_starts_over_at_the_next_open() {
+        let root = tempfile::tempdir().unwrap();
+        keyspace_stores(root.path(), &["a"]);
+        legacy_store(root.path(), "old");
+        let db_dir = root.path().join("db");
+        {
+            // Both migrations stop after copying the log, as a crash would.
+            let worker = Arc::new(
+                WorkerDb::open(
+                    db_dir.clone(),
+                    crate::StoreOptions::BLOCK_CACHE_BYTES_DEFAULT,
+                )
+                .unwrap(),
+            );
+            let db = worker.read().open(None).unwrap().db.clone();
+            let old_log = db
+                .keyspace("a#log", KeyspaceCreateOptions::default)
+                .unwrap();
+            let a = StoreId::new("a").unwrap();
+            let interrupted = worker.import(&a, config(), |t| {
+                copy(&t.db, &old_log, &t.log, &mut Imported::default())?;
+                Err(Error::Storage("crashed".into()))
+            });
+            assert!(interrupted.is_err());
+            let old = Database::builder(root.path().join(LEGACY_DIR).join("old"))
+                .open()
+                .unwrap();
+            let old_log = old.keyspace("log", KeyspaceCreateOptions::default).unwrap();
+            let interrupted = worker.import(&StoreId::new("old").unwrap(), config(), |t| {
+                copy(&t.db, &old_log, &t.log, &mut Imported::default())?;
+                Err(Error::Storage("crashed".into()))
+            });
+            assert!(interrupted.is_err());
+            drop((old_log, old));
+            assert!(worker.list().unwrap().is_empty());
+            worker.close();
+        }
+        let worker = Arc::new(
+            WorkerDb::open(db_dir, crate::StoreOptions::BLOCK_CACHE_BYTES_DEFAULT).unwrap(),
+        );
+        migrate_keyspaces(&worker).unwrap();
+        migrate(root.path(), &worker).unwrap();
+        check_migrated(&worker, "a");
+        check_migrated(&worker, "old");
+        no_stray_rows(&worker);
     }
 }

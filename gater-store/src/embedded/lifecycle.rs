@@ -13,8 +13,11 @@
 //! finds only what is left. It keeps what numbering needs: the log's last
 //! record (recovery checks the head against it) and the last event of a
 //! stream that is neither tombstoned nor truncated past it (its stream-index
-//! key is the stream's version). Then it flushes and major-compacts both
-//! keyspaces, so the space is back on disk when it returns.
+//! key is the stream's version). Then it flushes and major-compacts the
+//! worker's `log` and `index` keyspaces (every store's: the store has none
+//! of its own), so the space is back on disk when it returns. The bytes
+//! before and after are the store's byte count (see `table`), which every
+//! deletion batch lowers by what it deletes.
 
 use std::sync::Arc;
 
@@ -22,6 +25,7 @@ use fjall::PersistMode;
 use gater_core::{Error, Position, RecordedEvent, StreamId, StreamLifecycle};
 
 use super::keys::{self, corrupt};
+use super::table::StoreBatch;
 use super::{decode_record, encode_error, StoreInner, Tables};
 use crate::backend::Compacted;
 use crate::faults::fjall_error;
@@ -74,18 +78,20 @@ impl StoreInner {
             if next == current {
                 return Ok(());
             }
-            let mut batch = t.db.batch().durability(Some(self.persist_mode));
+            let mut batch = self.store_batch(t);
             let value = postcard::to_stdvec(&next).map_err(encode_error)?;
-            batch.insert(&t.index, keys::lifecycle_key(name), value);
+            batch
+                .put(&t.index, keys::lifecycle_key(name), value)
+                .map_err(fjall_error)?;
             if next.tombstoned {
                 for guard in t.index.prefix(keys::snapshots_all()) {
-                    let key = guard.key().map_err(fjall_error)?;
+                    let (key, value) = guard.into_inner().map_err(fjall_error)?;
                     if keys::decode_snapshot_key(&key)?.stream == name {
-                        batch.remove(&t.index, key);
+                        batch.remove_known(&t.index, key, value.len());
                     }
                 }
             }
-            batch.commit().map_err(fjall_error)?;
+            self.commit_counted(t, batch, &cache)?;
             let mut states = (*states).clone();
             states.insert(name.to_owned(), next);
             *self.lifecycles.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(states);
@@ -96,12 +102,7 @@ impl StoreInner {
 
     /// Deletes what `view` hides; see the module docs. Returns the events removed.
     pub(super) fn compact(&self, view: &View) -> Result<Compacted, Error> {
-        // Memtables and the journal are written out first, so the bytes
-        // before and after both count tables.
-        let bytes_before = self.with_tables(|t| {
-            flush(t)?;
-            Ok(t.disk_space())
-        })?;
+        let bytes_before = self.with_tables(|_| Ok(self.store_bytes()))?;
         let head = self.counters().head;
         let mut removed = 0u64;
         let mut from = Position::START;
@@ -109,11 +110,13 @@ impl StoreInner {
             let (doomed, next) = self.with_tables(|t| hidden_run(t, view, head, from))?;
             if !doomed.is_empty() {
                 self.with_tables(|t| {
-                    let mut batch = t.db.batch().durability(Some(PersistMode::SyncAll));
-                    for event in &doomed {
-                        remove_event(t, &mut batch, event);
+                    let writer = self.writer();
+                    let mut batch =
+                        StoreBatch::new(t.db.batch().durability(Some(PersistMode::SyncAll)));
+                    for (event, record_len) in &doomed {
+                        remove_event(t, &mut batch, event, *record_len);
                     }
-                    batch.commit().map_err(fjall_error)
+                    self.commit_counted(t, batch, &writer)
                 })?;
                 removed += doomed.len() as u64;
             }
@@ -124,11 +127,11 @@ impl StoreInner {
         }
         let bytes_after = self.with_tables(|t| {
             flush(t)?;
-            for keyspace in [&t.log, &t.index] {
-                keyspace.major_compact().map_err(fjall_error)?;
+            for table in [&t.log, &t.index] {
+                table.keyspace().major_compact().map_err(fjall_error)?;
             }
             t.db.persist(PersistMode::SyncAll).map_err(fjall_error)?;
-            Ok(t.disk_space())
+            Ok(self.store_bytes())
         })?;
         Ok(Compacted {
             removed,
@@ -140,11 +143,17 @@ impl StoreInner {
 
 /// Writes both keyspaces' memtables out to tables and waits for it.
 fn flush(t: &Tables) -> Result<(), Error> {
-    for keyspace in [&t.log, &t.index] {
-        keyspace.rotate_memtable_and_wait().map_err(fjall_error)?;
+    for table in [&t.log, &t.index] {
+        table
+            .keyspace()
+            .rotate_memtable_and_wait()
+            .map_err(fjall_error)?;
     }
     t.db.persist(PersistMode::SyncAll).map_err(fjall_error)
 }
+
+/// An event compaction deletes, with the bytes of its log record.
+type Doomed = (RecordedEvent, usize);
 
 /// From `from` on, up to [`COMPACT_BATCH_EVENTS`] events that compaction
 /// deletes, and where the walk goes on (`None`: the log is done).
@@ -153,7 +162,7 @@ fn hidden_run(
     view: &View,
     head: Option<Position>,
     from: Position,
-) -> Result<(Vec<RecordedEvent>, Option<Position>), Error> {
+) -> Result<(Vec<Doomed>, Option<Position>), Error> {
     let mut doomed = Vec::new();
     let mut lasts = std::collections::HashMap::new();
     for guard in t.log.range(keys::position_key(from.0)..) {
@@ -178,7 +187,7 @@ fn hidden_run(
         if !numbering_needs_it
             && !view.shows_stored(event.stream.as_str(), last, event.version, event.created_us)
         {
-            doomed.push(event);
+            doomed.push((event, value.len()));
             if doomed.len() == COMPACT_BATCH_EVENTS {
                 return Ok((doomed, Some(position.next())));
             }
@@ -191,15 +200,16 @@ fn hidden_run(
 /// one: the event-id entry (no data, only where the event was) stays, so a
 /// retry of an append made before a delete still answers its original
 /// result instead of writing the events again.
-fn remove_event(t: &Tables, batch: &mut fjall::OwnedWriteBatch, event: &RecordedEvent) {
+fn remove_event(t: &Tables, batch: &mut StoreBatch, event: &RecordedEvent, record_len: usize) {
     let stream = event.stream.as_str();
-    batch.remove(&t.log, keys::position_key(event.position.0));
-    batch.remove(&t.index, keys::stream_key(stream, event.version));
     let position = event.position.0;
+    batch.remove_known(&t.log, keys::position_key(position), record_len);
+    // A stream-index value is the event's position.
+    batch.remove_known(&t.index, keys::stream_key(stream, event.version), 8);
     let type_prefix = keys::type_prefix(&event.data.event_type);
-    batch.remove(&t.index, keys::posting_key(&type_prefix, position));
+    batch.remove_known(&t.index, keys::posting_key(&type_prefix, position), 0);
     for tag in &event.data.tags {
         let tag_prefix = keys::tag_prefix(tag);
-        batch.remove(&t.index, keys::posting_key(&tag_prefix, position));
+        batch.remove_known(&t.index, keys::posting_key(&tag_prefix, position), 0);
     }
 }

@@ -1,8 +1,8 @@
 //! The embedded backend: every store of a worker lives in one fjall
-//! database under `<data_dir>/db` (see `db`), each store a pair of
-//! keyspaces named from its id.
+//! database under `<data_dir>/db` (see `db`), in keyspaces every store
+//! shares, each store's rows under its own store number (see `table`).
 //!
-//! A store's two keyspaces: `log` (position → postcard `RecordedEvent`) and `index`,
+//! A store's two tables: `log` (position → postcard `RecordedEvent`) and `index`,
 //! which holds the other tables under one-byte prefixes (see `keys`): the
 //! stream index ((stream, version) → position; the last key of a stream's
 //! range gives its version, so there is no separate table of stream heads),
@@ -16,8 +16,10 @@
 //! the OS otherwise (that survives a process crash, not a power loss).
 //!
 //! A store exists once its catalog row does (see `db`); stores of the
-//! earlier layout, one database per store directory under
-//! `<data_dir>/stores`, are migrated when the backend opens (see `legacy`).
+//! earlier layouts (a pair of keyspaces per store, or a database per store
+//! directory under `<data_dir>/stores`) are migrated when the backend opens
+//! (see `legacy`). A store's `disk_bytes` is the byte count of its rows,
+//! kept with its counters (see `table`).
 //!
 //! Every log record ends with an xxh3 checksum of the record (see
 //! `checksum`), checked on every read and by `verify`, on top of fjall's own
@@ -45,6 +47,7 @@ mod last_postings;
 mod legacy;
 mod lifecycle;
 mod query;
+mod table;
 
 #[cfg(debug_assertions)]
 pub use inject::InjectedFault;
@@ -67,6 +70,7 @@ use crate::subscription::SubscriptionRecord;
 use db::{OpenDb, Tables, WorkerDb};
 use keys::{corrupt, COUNTERS_KEY};
 use query::Consistent;
+use table::StoreBatch;
 
 /// Reads of at most this many events run on the calling task: a few
 /// block reads (from the block cache, or the OS page cache at worst) cost
@@ -91,14 +95,15 @@ impl std::fmt::Debug for EmbeddedBackend {
 }
 
 impl EmbeddedBackend {
-    /// Opens the worker's database under `data_dir`, deleting the keyspaces
-    /// of interrupted creations and removals and migrating stores of the
-    /// earlier layout. Its block cache holds `block_cache_bytes`.
+    /// Opens the worker's database under `data_dir`, deleting the rows
+    /// of interrupted removals and imports and migrating stores of the
+    /// earlier layouts. Its block cache holds `block_cache_bytes`.
     pub(crate) fn open(data_dir: &Path, block_cache_bytes: u64) -> Result<Self, Error> {
         let worker = Arc::new(WorkerDb::open(
             data_dir.join(db::DB_DIR),
             block_cache_bytes,
         )?);
+        legacy::migrate_keyspaces(&worker)?;
         legacy::migrate(data_dir, &worker)?;
         Ok(EmbeddedBackend { worker })
     }
@@ -156,12 +161,17 @@ impl Tables {
         last_version_of(self.index.prefix(keys::stream_prefix(stream)))
     }
 
-    /// Reads the counters row and checks it against the log it describes.
-    fn recover_counters(&self) -> Result<Counters, Error> {
-        let counters = match self.index.get(COUNTERS_KEY).map_err(fjall_error)? {
-            Some(bytes) => keys::decode_counters(&bytes)?,
-            None => Counters::default(),
-        };
+    /// Reads the counters row (and the store's byte count) and checks it
+    /// against the log it describes.
+    fn recover_counters(&self) -> Result<(Counters, u64), Error> {
+        let bytes = self
+            .index
+            .get(COUNTERS_KEY)
+            .map_err(fjall_error)?
+            .ok_or_else(|| corrupt("the counters row is missing"))?;
+        let (counters, store_bytes) = keys::decode_counters(&bytes)?;
+        let store_bytes =
+            store_bytes.ok_or_else(|| corrupt("the counters row has no byte count"))?;
         let last = match self.log.last_key_value() {
             Some(guard) => Some(Position(keys::decode_u64(
                 &guard.key().map_err(fjall_error)?,
@@ -175,7 +185,7 @@ impl Tables {
                 counters.head, counters.event_count
             )));
         }
-        Ok(counters)
+        Ok((counters, store_bytes))
     }
 
     fn persist_mode(config: &StoreConfig) -> PersistMode {
@@ -197,19 +207,22 @@ struct EmbeddedStore {
 /// The shared state of an open store; blocking closures hold it by `Arc`.
 struct StoreInner {
     store: StoreId,
-    /// The worker's database, which holds this store's keyspaces.
+    /// The worker's database, which holds this store's rows.
     worker: Arc<WorkerDb>,
     config: StoreConfig,
     persist_mode: PersistMode,
     /// The counters as of the last commit; only the writer changes them.
     counters: Mutex<Counters>,
+    /// Bytes of the store's rows as of the last commit (see `table`);
+    /// changed only by a holder of `writer_cache`, with the counters row.
+    store_bytes: AtomicU64,
     /// Stream versions and event ids the writer remembers between
     /// batches; stream lifecycle changes hold it too, to stay in step with
     /// the writer.
     writer_cache: Mutex<append::WriterCache>,
     /// Every stream's lifecycle state, as stored; replaced whole on change.
     lifecycles: RwLock<Arc<Lifecycles>>,
-    /// The store's open keyspaces; taking them out under the write lock
+    /// The store's open tables; taking them out under the write lock
     /// waits for every call in progress.
     tables: RwLock<Slot>,
     /// The database's generation when a commit of this store last failed,
@@ -222,7 +235,7 @@ struct StoreInner {
     injected: Mutex<Option<inject::InjectedFault>>,
 }
 
-/// What a store's keyspaces are now.
+/// What a store's tables are now.
 enum Slot {
     /// Open and serving.
     Open(Tables),
@@ -234,7 +247,7 @@ enum Slot {
 }
 
 impl Slot {
-    /// Takes the keyspaces out, leaving `Closed`.
+    /// Takes the tables out, leaving `Closed`.
     fn take(&mut self) -> Option<Tables> {
         match std::mem::replace(self, Slot::Closed) {
             Slot::Open(tables) => Some(tables),
@@ -248,7 +261,7 @@ impl StoreInner {
         store: StoreId,
         worker: Arc<WorkerDb>,
         config: StoreConfig,
-        counters: Counters,
+        (counters, store_bytes): (Counters, u64),
         lifecycles: Lifecycles,
         tables: Tables,
     ) -> Self {
@@ -259,6 +272,7 @@ impl StoreInner {
             config,
             persist_mode: Tables::persist_mode(&config),
             counters: Mutex::new(counters),
+            store_bytes: AtomicU64::new(store_bytes),
             writer_cache: Mutex::new(append::WriterCache::default()),
             tables: RwLock::new(Slot::Open(tables)),
             fault_generation: Mutex::new(None),
@@ -273,7 +287,7 @@ impl StoreInner {
         self.worker.path()
     }
 
-    /// Runs `f` over the open keyspaces; its storage errors name this store.
+    /// Runs `f` over the open tables; its storage errors name this store.
     fn with_tables<R>(&self, f: impl FnOnce(&Tables) -> Result<R, Error>) -> Result<R, Error> {
         // Held through `f`: a reopen of the database waits for it.
         let db = self.worker.read();
@@ -324,7 +338,7 @@ impl StoreInner {
         }
     }
 
-    /// Whether the store's keyspaces are open (or closed for good).
+    /// Whether the store's tables are open (or closed for good).
     fn attached(&self) -> bool {
         matches!(
             *self.tables.read().unwrap_or_else(|p| p.into_inner()),
@@ -332,7 +346,7 @@ impl StoreInner {
         )
     }
 
-    /// Drops the store's keyspace handles while the database is reopened.
+    /// Drops the store's table handles while the database is reopened.
     fn detach(&self) {
         let mut slot = self.tables.write().unwrap_or_else(|p| p.into_inner());
         if !matches!(*slot, Slot::Closed) {
@@ -340,7 +354,7 @@ impl StoreInner {
         }
     }
 
-    /// Attaches the store to its keyspaces in `open` and reads back its
+    /// Attaches the store to its tables in `open` and reads back its
     /// counters and lifecycle states; the writer's stream versions and
     /// event-id filter start over. A closed store stays closed.
     fn attach(&self, open: &OpenDb) -> Result<(), Error> {
@@ -354,7 +368,8 @@ impl StoreInner {
             Ok((tables, counters, lifecycles))
         });
         match attached {
-            Ok((tables, counters, lifecycles)) => {
+            Ok((tables, (counters, store_bytes), lifecycles)) => {
+                self.set_store_bytes(store_bytes);
                 *slot = Slot::Open(tables);
                 *self.lifecycles.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(lifecycles);
                 match self.counters.lock() {
@@ -433,6 +448,47 @@ impl StoreInner {
             Ok(c) => *c,
             Err(poisoned) => *poisoned.into_inner(),
         }
+    }
+
+    /// Bytes of the store's rows as of the last commit.
+    fn store_bytes(&self) -> u64 {
+        self.store_bytes.load(Ordering::Acquire)
+    }
+
+    fn set_store_bytes(&self, bytes: u64) {
+        self.store_bytes.store(bytes, Ordering::Release);
+    }
+
+    /// A batch of this store's writes outside appends, flushed as the
+    /// store's config says; see [`StoreInner::commit_counted`].
+    fn store_batch(&self, t: &Tables) -> StoreBatch {
+        StoreBatch::new(t.db.batch().durability(Some(self.persist_mode)))
+    }
+
+    /// Commits `batch` with the counters row holding the store's new byte
+    /// count. `_writer` is the writer's lock, held by the caller: no append
+    /// writes the counters row meanwhile.
+    fn commit_counted(
+        &self,
+        t: &Tables,
+        batch: StoreBatch,
+        _writer: &append::WriterCache,
+    ) -> Result<(), Error> {
+        let StoreBatch { mut batch, delta } = batch;
+        let bytes = self.store_bytes().saturating_add_signed(delta);
+        batch.insert(
+            t.index.keyspace(),
+            t.index.user_key(COUNTERS_KEY),
+            keys::encode_counters(&self.counters(), bytes),
+        );
+        batch.commit().map_err(fjall_error)?;
+        self.set_store_bytes(bytes);
+        Ok(())
+    }
+
+    /// The writer's lock (see `append::WriterCache`).
+    fn writer(&self) -> std::sync::MutexGuard<'_, append::WriterCache> {
+        self.writer_cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read_stream(
@@ -553,9 +609,12 @@ impl StoreInner {
                     return Ok(StreamPage::new(streams, true));
                 }
                 let (stream, _) = keys::decode_stream_key(&guard.key().map_err(fjall_error)?)?;
-                let version = t.stream_version(stream.as_str())?.ok_or_else(|| {
-                    corrupt(format!("stream {stream} vanished while being listed"))
-                })?;
+                // A compaction running meanwhile may have deleted every key
+                // of the stream (a tombstoned one) since its first was read.
+                let Some(version) = t.stream_version(stream.as_str())? else {
+                    after = Some(stream);
+                    continue;
+                };
                 streams.push(StreamInfo {
                     stream: stream.clone(),
                     version,
@@ -574,9 +633,12 @@ impl StoreInner {
             let mut value = Vec::with_capacity(8 + snapshot.data.len());
             value.extend_from_slice(&snapshot.created_us.to_be_bytes());
             value.extend_from_slice(&snapshot.data);
-            let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.insert(&t.index, keys::snapshot_key(&snapshot.key), value);
-            batch.commit().map_err(fjall_error)
+            let writer = self.writer();
+            let mut batch = self.store_batch(t);
+            batch
+                .put(&t.index, keys::snapshot_key(&snapshot.key), value)
+                .map_err(fjall_error)?;
+            self.commit_counted(t, batch, &writer)
         })
     }
 
@@ -646,12 +708,13 @@ impl StoreInner {
     fn delete_snapshot(&self, key: &SnapshotKey) -> Result<bool, Error> {
         self.with_tables(|t| {
             let encoded = keys::snapshot_key(key);
-            if !t.index.contains_key(&encoded).map_err(fjall_error)? {
+            let writer = self.writer();
+            let Some(len) = t.index.size_of(&encoded).map_err(fjall_error)? else {
                 return Ok(false);
-            }
-            let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.remove(&t.index, encoded);
-            batch.commit().map_err(fjall_error)?;
+            };
+            let mut batch = self.store_batch(t);
+            batch.remove_known(&t.index, encoded, len as usize);
+            self.commit_counted(t, batch, &writer)?;
             Ok(true)
         })
     }
@@ -671,18 +734,20 @@ impl StoreInner {
         let key = keys::subscription_key(&record.spec.key).map_err(encode_error)?;
         let value = postcard::to_stdvec(record).map_err(encode_error)?;
         self.with_tables(|t| {
-            let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.insert(&t.index, key, value);
-            batch.commit().map_err(fjall_error)
+            let writer = self.writer();
+            let mut batch = self.store_batch(t);
+            batch.put(&t.index, key, value).map_err(fjall_error)?;
+            self.commit_counted(t, batch, &writer)
         })
     }
 
     fn delete_subscription(&self, key: &SubscriptionKey) -> Result<(), Error> {
         let key = keys::subscription_key(key).map_err(encode_error)?;
         self.with_tables(|t| {
-            let mut batch = t.db.batch().durability(Some(self.persist_mode));
-            batch.remove(&t.index, key);
-            batch.commit().map_err(fjall_error)
+            let writer = self.writer();
+            let mut batch = self.store_batch(t);
+            batch.remove(&t.index, key).map_err(fjall_error)?;
+            self.commit_counted(t, batch, &writer)
         })
     }
 
@@ -785,7 +850,7 @@ impl BackendStore for EmbeddedStore {
 
     async fn disk_bytes(&self) -> Result<u64, Error> {
         let inner = self.inner.clone();
-        blocking(move || inner.with_tables(|t| Ok(t.disk_space()))).await
+        blocking(move || inner.with_tables(|_| Ok(inner.store_bytes()))).await
     }
 
     async fn lifecycles(&self) -> Result<Arc<Lifecycles>, Error> {
@@ -896,7 +961,7 @@ impl BackendStore for EmbeddedStore {
 }
 
 /// The version of the last key of a stream's range in the stream index.
-fn last_version_of(mut range: fjall::Iter) -> Result<Option<Version>, Error> {
+fn last_version_of(mut range: table::Iter) -> Result<Option<Version>, Error> {
     let Some(guard) = range.next_back() else {
         return Ok(None);
     };
@@ -913,7 +978,7 @@ async fn blocking<R: Send + 'static>(
         .map_err(|e| Error::Storage(format!("storage task failed: {e}")))?
 }
 
-/// The last `count` entries of `keyspace` among the keys `key(0)..=key(high)`
+/// The last `count` entries of `table` among the keys `key(0)..=key(high)`
 /// (numbered keys that sort as their numbers), highest first.
 ///
 /// Iterating backward costs fjall several times what iterating forward
@@ -922,7 +987,7 @@ async fn blocking<R: Send + 'static>(
 /// when it holds fewer than `count` entries and more may lie below (a
 /// compaction removed some) does the iteration go backward.
 fn last_entries<K: AsRef<[u8]>>(
-    range: impl Fn(std::ops::RangeInclusive<K>) -> fjall::Iter,
+    range: impl Fn(std::ops::RangeInclusive<K>) -> table::Iter,
     key: impl Fn(u64) -> K,
     high: u64,
     count: usize,
@@ -1025,6 +1090,7 @@ fn encode_error(e: postcard::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use super::table::Table;
     use super::*;
 
     #[test]
@@ -1034,10 +1100,11 @@ mod tests {
         let log = db
             .keyspace("log", fjall::KeyspaceCreateOptions::default)
             .unwrap();
+        let log = Table::new(log, 3);
         // Positions 6 and 7 are gone, as a compaction leaves the log.
         for position in (0..=9u64).filter(|p| !(6..=7).contains(p)) {
-            log.insert(keys::position_key(position), position.to_be_bytes())
-                .unwrap();
+            let key = log.user_key(&keys::position_key(position));
+            log.keyspace().insert(key, position.to_be_bytes()).unwrap();
         }
         let last = |high, count| -> Vec<u64> {
             last_entries(|range| log.range(range), keys::position_key, high, count)

@@ -16,9 +16,10 @@
 
 use std::collections::BTreeSet;
 
-use fjall::{Readable, Snapshot};
+use fjall::Snapshot;
 use gater_core::{Direction, Error, Position, Query, QueryItem};
 
+use super::table::Iter;
 use super::{fjall_error, keys, Tables};
 
 /// A store's tables as of one instant: every read through it sees the same
@@ -38,37 +39,33 @@ impl<'t> Consistent<'t> {
     }
 
     /// The index entries in `range`.
-    pub(super) fn index_range<K: AsRef<[u8]>>(
-        &self,
-        range: impl std::ops::RangeBounds<K>,
-    ) -> fjall::Iter {
-        self.snapshot.range(&self.tables.index, range)
+    pub(super) fn index_range<K: AsRef<[u8]>>(&self, range: impl std::ops::RangeBounds<K>) -> Iter {
+        self.tables.index.range_at(&self.snapshot, range)
     }
 
     /// The index entries under `prefix`.
-    pub(super) fn index_prefix(&self, prefix: impl AsRef<[u8]>) -> fjall::Iter {
-        self.snapshot.prefix(&self.tables.index, prefix)
+    pub(super) fn index_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
+        self.tables.index.prefix_at(&self.snapshot, prefix)
     }
 
     /// Whether the index holds `key`.
     pub(super) fn index_has(&self, key: &[u8]) -> Result<bool, Error> {
-        self.snapshot
-            .contains_key(&self.tables.index, key)
+        self.tables
+            .index
+            .contains_key_at(&self.snapshot, key)
             .map_err(fjall_error)
     }
 
     /// The log records in `range`.
-    pub(super) fn log_range<K: AsRef<[u8]>>(
-        &self,
-        range: impl std::ops::RangeBounds<K>,
-    ) -> fjall::Iter {
-        self.snapshot.range(&self.tables.log, range)
+    pub(super) fn log_range<K: AsRef<[u8]>>(&self, range: impl std::ops::RangeBounds<K>) -> Iter {
+        self.tables.log.range_at(&self.snapshot, range)
     }
 
     /// The log record at `key`.
     pub(super) fn log_get(&self, key: &[u8]) -> Result<Option<fjall::Slice>, Error> {
-        self.snapshot
-            .get(&self.tables.log, key)
+        self.tables
+            .log
+            .get_at(&self.snapshot, key)
             .map_err(fjall_error)
     }
 }
@@ -172,7 +169,8 @@ fn postings<'t>(
     from: Position,
     direction: Direction,
 ) -> Box<dyn Iterator<Item = Result<u64, Error>> + 't> {
-    let decode = |guard: fjall::Guard| keys::decode_posting(&guard.key().map_err(fjall_error)?);
+    let decode =
+        |guard: super::table::Entry| keys::decode_posting(&guard.key().map_err(fjall_error)?);
     match direction {
         Direction::Forward => Box::new(
             t.index_range(keys::posting_key(prefix, from.0)..=keys::posting_key(prefix, u64::MAX))
