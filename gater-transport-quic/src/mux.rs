@@ -259,6 +259,10 @@ async fn write(
                 return;
             }
             outbox.ready.notified().await;
+            // Let every caller the runtime has ready queue its frame first:
+            // woken by the first frame, the writer would otherwise run
+            // right after its caller and send one frame per datagram.
+            tokio::task::yield_now().await;
             continue;
         }
         if let Err(e) = send.write_all(&spare).await {
