@@ -121,7 +121,7 @@ fn print_ratios_and_goals(report: &schema::Report) {
         println!(
             "{verdict:<6} {:<45} {actual} (goal {} {})",
             g.name,
-            g.operator(),
+            g.bound.operator(),
             markdown::number(g.threshold)
         );
     }

@@ -52,8 +52,10 @@ const ALLOWED_ARROWS: &[(&str, &[&str])] = &[
             "gater-transport-mem",
             "gater-transport-quic",
             "gater-proxy",
+            "gater-bench-report",
         ],
     ),
+    ("gater-bench-report", &[]),
     ("gater-cqrs-es", &["gater-core"]),
     // Test and benchmark helpers: a dev-dependency only, never shipped.
     ("gater-testkit", &[]),

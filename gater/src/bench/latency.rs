@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+
+use super::report::LatencySummary;
 
 /// Longest latency told apart from others: one minute.
 pub(crate) const LATENCY_NS_MAX: u64 = 60_000_000_000;
@@ -73,27 +74,6 @@ impl Latencies {
             curve: CURVE_PERCENTILES.iter().map(|&p| [p, at(p)]).collect(),
         })
     }
-}
-
-/// A latency distribution as reported: microseconds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct LatencySummary {
-    /// Operations measured.
-    pub(crate) count: u64,
-    /// Mean latency.
-    pub(crate) mean_us: f64,
-    /// Median.
-    pub(crate) p50_us: f64,
-    /// 95th percentile.
-    pub(crate) p95_us: f64,
-    /// 99th percentile.
-    pub(crate) p99_us: f64,
-    /// 99.9th percentile.
-    pub(crate) p999_us: f64,
-    /// Slowest operation.
-    pub(crate) max_us: f64,
-    /// `[percentile, latency_us]` pairs at [`CURVE_PERCENTILES`].
-    pub(crate) curve: Vec<[f64; 2]>,
 }
 
 #[cfg(test)]

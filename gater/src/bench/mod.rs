@@ -213,10 +213,7 @@ fn print_summary(report: &Report, json: bool) -> Result<()> {
                 out,
                 "{verdict:<6} {:<45} {actual} (goal {} {})",
                 goal.name,
-                match goal.bound {
-                    report::Bound::AtLeast => ">=",
-                    report::Bound::AtMost => "<=",
-                },
+                goal.bound.operator(),
                 goal.threshold
             )?;
         }

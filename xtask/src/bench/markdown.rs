@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use gater_bench_report::micros;
+
 use super::schema::{Case, Report, CPU_US_PER_APPEND};
 
 /// The whole report as a Markdown document titled with `stamp`.
@@ -45,7 +47,7 @@ pub(crate) fn render(report: &Report, stamp: &str) -> String {
                 md,
                 "| {} | {actual} | {} {} | {met} |",
                 cell(&g.name),
-                g.operator().replace('<', "&lt;").replace('>', "&gt;"),
+                g.bound.operator().replace('<', "&lt;").replace('>', "&gt;"),
                 number(g.threshold)
             );
         }
@@ -55,10 +57,7 @@ pub(crate) fn render(report: &Report, stamp: &str) -> String {
 
 fn row(case: &Case) -> String {
     let figure = |name: &str| case.figures.get(name).map_or(String::new(), |v| number(*v));
-    let ops = ["appends_per_s", "reads_per_s", "acks_per_s", "syncs_per_s"]
-        .iter()
-        .find_map(|m| case.figures.get(*m))
-        .map_or(String::new(), |v| number(*v));
+    let ops = case.operations_per_s().map_or(String::new(), number);
     let latency = |pick: fn(&super::schema::Latency) -> f64| {
         case.latency
             .as_ref()
@@ -129,17 +128,6 @@ pub(crate) fn number(v: f64) -> String {
     grouped
 }
 
-/// Microseconds in the unit that reads best.
-pub(crate) fn micros(us: f64) -> String {
-    if us >= 1e6 {
-        format!("{:.2} s", us / 1e6)
-    } else if us >= 1e3 {
-        format!("{:.2} ms", us / 1e3)
-    } else {
-        format!("{us:.1} µs")
-    }
-}
-
 /// Escapes the one character that breaks a table cell.
 fn cell(text: &str) -> String {
     text.replace('|', "\\|")
@@ -175,6 +163,5 @@ mod tests {
         assert_eq!(number(0.8125), "0.812");
         assert_eq!(number(0.5), "0.5");
         assert_eq!(number(-12_000.0), "-12,000");
-        assert_eq!(micros(2_500.0), "2.50 ms");
     }
 }

@@ -1,150 +1,18 @@
-//! The report `gater bench --out` writes, as far as this crate reads it.
-//!
-//! The writer is the `gater` binary (its `bench::report` module); this is
-//! the reader's side of the same JSON, checked by [`REPORT_SCHEMA`]. Fields
-//! not named here are ignored.
+//! The report `gater bench --out` writes: the `gater-bench-report` crate's
+//! types, which the writer uses too, and reading one from a file.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::{Context, Result};
+pub(crate) use gater_bench_report::{
+    metric::CPU_US_PER_APPEND, CaseResult as Case, LatencySummary as Latency, Report,
+};
 
-/// The report shape this crate understands.
-pub(crate) const REPORT_SCHEMA: u32 = 1;
-/// The figure of a case's CPU time per acknowledged append, microseconds;
-/// each process's share is this name, `_`, and its role.
-pub(crate) const CPU_US_PER_APPEND: &str = "cpu_us_per_append";
-
-/// One run of the benchmarks.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Report {
-    pub(crate) schema: u32,
-    pub(crate) started_unix_s: u64,
-    pub(crate) target: String,
-    pub(crate) seed: u64,
-    pub(crate) seconds: f64,
-    pub(crate) warmup_s: f64,
-    pub(crate) cores: usize,
-    pub(crate) cases: Vec<Case>,
-    pub(crate) ratios: Vec<Ratio>,
-    pub(crate) goals: Vec<Goal>,
-}
-
-/// One workload against one target.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Case {
-    pub(crate) id: String,
-    pub(crate) workload: String,
-    pub(crate) target: String,
-    pub(crate) group: String,
-    pub(crate) params: BTreeMap<String, u64>,
-    pub(crate) measured_s: f64,
-    pub(crate) figures: BTreeMap<String, f64>,
-    pub(crate) latency: Option<Latency>,
-    pub(crate) errors: BTreeMap<String, u64>,
-}
-
-/// A latency distribution, microseconds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Latency {
-    pub(crate) count: u64,
-    pub(crate) mean_us: f64,
-    pub(crate) p50_us: f64,
-    pub(crate) p95_us: f64,
-    pub(crate) p99_us: f64,
-    pub(crate) p999_us: f64,
-    pub(crate) max_us: f64,
-    /// `[percentile, latency_us]` pairs, ascending.
-    pub(crate) curve: Vec<[f64; 2]>,
-}
-
-/// A ratio between two cases' figures.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Ratio {
-    pub(crate) name: String,
-    pub(crate) numerator: String,
-    pub(crate) denominator: String,
-    pub(crate) metric: String,
-    pub(crate) value: Option<f64>,
-}
-
-/// A target figure and whether it was met.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Goal {
-    pub(crate) name: String,
-    /// `at_least` or `at_most`.
-    pub(crate) bound: String,
-    pub(crate) threshold: f64,
-    pub(crate) actual: Option<f64>,
-    pub(crate) met: bool,
-}
-
-impl Case {
-    /// The case's throughput figure: events/s, else acks/s, appends/s or reads/s.
-    pub(crate) fn rate(&self) -> Option<(&'static str, f64)> {
-        ["events_per_s", "acks_per_s", "appends_per_s", "reads_per_s"]
-            .into_iter()
-            .find_map(|m| self.figures.get(m).map(|v| (m, *v)))
-    }
-
-    /// CPU time per append of each process of the case, by role, in figure order.
-    pub(crate) fn cpu_per_append(&self) -> Vec<(&str, f64)> {
-        self.figures
-            .iter()
-            .filter_map(|(name, v)| {
-                let role = name.strip_prefix(CPU_US_PER_APPEND)?.strip_prefix('_')?;
-                Some((role, *v))
-            })
-            .collect()
-    }
-
-    /// Every figure, latency percentiles included, by name.
-    pub(crate) fn all_figures(&self) -> BTreeMap<String, f64> {
-        let mut all = self.figures.clone();
-        if let Some(l) = &self.latency {
-            for (name, v) in [
-                ("p50_us", l.p50_us),
-                ("p95_us", l.p95_us),
-                ("p99_us", l.p99_us),
-                ("p999_us", l.p999_us),
-                ("max_us", l.max_us),
-            ] {
-                all.insert(name.to_owned(), v);
-            }
-        }
-        all
-    }
-}
-
-impl Goal {
-    /// `>=` or `<=`.
-    pub(crate) fn operator(&self) -> &'static str {
-        if self.bound == "at_most" {
-            "<="
-        } else {
-            ">="
-        }
-    }
-}
-
-/// Parses a report, refusing other schema versions.
-pub(crate) fn parse(text: &str) -> Result<Report> {
-    let report: Report = serde_json::from_str(text).context("not a benchmark report")?;
-    if report.schema != REPORT_SCHEMA {
-        bail!(
-            "report schema {} is not the {REPORT_SCHEMA} this xtask reads",
-            report.schema
-        );
-    }
-    Ok(report)
-}
-
-/// Reads and parses a report file.
+/// Reads and parses a report file, refusing other schema versions.
 pub(crate) fn load(path: &Path) -> Result<Report> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse(&text).with_context(|| format!("in {}", path.display()))
+    Report::parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
 #[cfg(test)]
@@ -187,31 +55,16 @@ pub(crate) mod tests {
     }"#;
 
     pub(crate) fn sample() -> Report {
-        parse(SAMPLE).unwrap()
+        Report::parse(SAMPLE).unwrap()
     }
 
     #[test]
-    fn report_of_the_writer_parses_and_round_trips() {
-        let report = sample();
-        assert_eq!(report.cases.len(), 3);
-        assert_eq!(report.cases[0].rate(), Some(("events_per_s", 150_000.0)));
-        assert_eq!(report.cases[2].rate(), None);
-        assert_eq!(report.goals[1].operator(), "<=");
-        let again = parse(&serde_json::to_string(&report).unwrap()).unwrap();
-        assert_eq!(again, report);
-    }
-
-    #[test]
-    fn another_schema_version_is_refused() {
-        let text = SAMPLE.replace("\"schema\": 1", "\"schema\": 2");
-        let error = parse(&text).unwrap_err().to_string();
-        assert!(error.contains("schema 2"), "{error}");
-    }
-
-    #[test]
-    fn all_figures_include_latency_percentiles() {
-        let figures = sample().cases[0].all_figures();
-        assert_eq!(figures["p99_us"], 1500.0);
-        assert_eq!(figures["events_per_s"], 150_000.0);
+    fn a_report_file_is_read_and_a_missing_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        std::fs::write(&path, SAMPLE).unwrap();
+        assert_eq!(load(&path).unwrap(), sample());
+        let error = format!("{:#}", load(&dir.path().join("gone.json")).unwrap_err());
+        assert!(error.contains("gone.json"), "{error}");
     }
 }
