@@ -5,7 +5,9 @@
 //! A caller registers a waiter (getting the request id) and encodes its
 //! frame straight into the stream's outbox, a buffer shared with the
 //! writer. One writer task per stream takes every frame that is ready (the
-//! whole outbox, swapped for its own spare buffer) and writes them in one go:
+//! whole outbox, swapped for its own spare buffer; woken by a first frame it
+//! yields once, so callers the runtime has ready queue theirs too) and
+//! writes them in one go:
 //! coalesced writes, no buffer per request, two buffers reused for the
 //! stream's life. One reader task decodes answers and wakes their waiters. Losing the stream (its connection failed or
 //! went silent, or the server stopped it) hands every request in flight back
@@ -259,6 +261,10 @@ async fn write(
                 return;
             }
             outbox.ready.notified().await;
+            // Let every caller the runtime has ready queue its frame first:
+            // woken by the first frame, the writer would otherwise run
+            // right after its caller and send one frame per datagram.
+            tokio::task::yield_now().await;
             continue;
         }
         if let Err(e) = send.write_all(&spare).await {

@@ -39,16 +39,18 @@ impl fmt::Display for Glob {
 /// Whether `text` matches `pattern`, where `*` matches any run of characters.
 ///
 /// Linear in `pattern.len() × text.len()` at worst: on a mismatch it resumes
-/// from the last `*` only, never from earlier ones.
+/// from the last `*` only, never from earlier ones. Compares bytes, with no
+/// allocation (every request a guarded server answers is checked here):
+/// both are UTF-8, where no character's bytes start inside another's, so a
+/// `*` can only end where a character ends and bytes match as characters do.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     // The last `*` seen and the text position it is matched up to.
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         match p.get(pi) {
-            Some('*') => {
+            Some(b'*') => {
                 star = Some((pi, ti));
                 pi += 1;
             }
@@ -66,7 +68,7 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -97,5 +99,33 @@ mod tests {
         check("", "", true);
         check("", "x", false);
         check("**", "x", true);
+        check("é*", "été", true);
+        check("*é", "été", true);
+        check("*t*", "été", true);
+        check("é", "e", false);
+    }
+
+    /// The character-by-character reading of the rule, for comparison.
+    fn matches_by_chars(pattern: &[char], text: &[char]) -> bool {
+        match (pattern.split_first(), text.split_first()) {
+            (None, _) => text.is_empty(),
+            (Some(('*', rest)), _) => {
+                (0..=text.len()).any(|skip| matches_by_chars(rest, &text[skip..]))
+            }
+            (Some((c, rest)), Some((t, more))) => c == t && matches_by_chars(rest, more),
+            (Some(_), None) => false,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn byte_matching_agrees_with_matching_characters(
+            pattern in "[a\u{e9}\u{1f600}*]{0,6}",
+            text in "[a\u{e9}\u{1f600}b]{0,8}",
+        ) {
+            let p: Vec<char> = pattern.chars().collect();
+            let t: Vec<char> = text.chars().collect();
+            proptest::prop_assert_eq!(glob_matches(&pattern, &text), matches_by_chars(&p, &t));
+        }
     }
 }

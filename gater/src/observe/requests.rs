@@ -1,7 +1,8 @@
 //! The front door of a server: every request it answers is counted by
-//! method and outcome, timed, and logged inside a span that carries its
-//! request id (the one it arrived with, or a fresh one), which the calls it
-//! makes carry on to the next hop.
+//! method and outcome, timed, and logged inside a `request` span (a debug
+//! span: `RUST_LOG=gater=debug` shows it) that carries its request id (the
+//! one it arrived with, or a fresh one), which the calls it makes carry on
+//! to the next hop whatever the log level.
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
@@ -133,7 +134,10 @@ impl Instrumented {
         work: impl std::future::Future<Output = Result<T, Error>> + Send,
     ) -> Result<T, Error> {
         let id = trace::current().unwrap_or_else(fresh_id);
-        let span = tracing::info_span!(
+        // A debug span: at the default level it is never built, entered or
+        // formatted (at INFO it was about 7 % of a proxy's CPU under W1); the
+        // id travels to the next hop through `trace::scope` either way.
+        let span = tracing::debug_span!(
             "request",
             request_id = %trace::display(id),
             method,
