@@ -12,9 +12,9 @@
 //! tombstones and not-yet-compacted versions are not counted), exact, and
 //! persisted in the store's counters row by every commit that changes it.
 
-use std::io::Read;
 use std::ops::{Bound, RangeBounds};
 
+use byteview::ByteView;
 use fjall::{Keyspace, OwnedWriteBatch, Readable, Slice, Snapshot, UserKey, UserValue};
 
 use super::keys::{store_prefix, STORE_PREFIX_LEN};
@@ -40,16 +40,10 @@ impl Table {
         &self.keyspace
     }
 
-    /// `key` under the store's prefix, as fjall stores it.
+    /// `key` under the store's prefix, as fjall stores it: built in place,
+    /// in one allocation (none for short keys).
     pub(super) fn user_key(&self, key: &[u8]) -> UserKey {
-        let len = STORE_PREFIX_LEN + key.len();
-        let mut parts = (&self.prefix[..]).chain(key);
-        // Reading exactly the bytes of two slices cannot fail.
-        Slice::from_reader(&mut parts, len).unwrap_or_else(|_| {
-            let mut joined = self.prefix.to_vec();
-            joined.extend_from_slice(key);
-            Slice::from(joined)
-        })
+        UserKey::from(ByteView::fused(&self.prefix, key))
     }
 
     fn full_key(&self, key: &[u8]) -> Vec<u8> {
