@@ -402,32 +402,6 @@ pub fn micros(us: f64) -> String {
 mod tests {
     use super::*;
 
-    /// A small report in the shape `gater bench --suite compare` writes.
-    const SAMPLE: &str = r#"{
-      "schema": 1, "started_unix_s": 1764230400, "target": "compare", "seed": 7,
-      "seconds": 3.0, "warmup_s": 0.5, "cores": 2,
-      "cases": [
-        {"id": "w1/embedded/c64/e1", "workload": "w1", "target": "embedded", "group": "transport-w1",
-         "params": {"clients": 64}, "measured_s": 3.0,
-         "figures": {"events_per_s": 150000.0, "appends_per_s": 150000.0,
-                     "cpu_us_per_append": 12.5, "cpu_us_per_append_bench": 12.5},
-         "latency": {"count": 10, "mean_us": 400.0, "p50_us": 350.0, "p95_us": 900.0, "p99_us": 1500.0,
-                     "p999_us": 2000.0, "max_us": 2100.0,
-                     "curve": [[0.0, 100.0], [50.0, 350.0], [99.0, 1500.0], [100.0, 2100.0]]},
-         "errors": {}},
-        {"id": "w6/proxy-mem", "workload": "w6", "target": "proxy-mem", "group": "failover",
-         "params": {}, "measured_s": 2.0, "figures": {"lost": 0.0, "duplicated": 0.0},
-         "latency": null, "errors": {}}
-      ],
-      "ratios": [{"name": "a / b", "numerator": "a", "denominator": "b",
-                  "metric": "events_per_s", "value": null}],
-      "goals": [{"name": "fast", "subject": {"ratio": {"name": "a / b"}},
-                 "bound": "at_least", "threshold": 0.8, "actual": 0.9, "met": true},
-                {"name": "W5 live p99 µs",
-                 "subject": {"figure": {"case": "w5/embedded/live", "metric": "p99_us"}},
-                 "bound": "at_most", "threshold": 5000.0, "actual": null, "met": false}]
-    }"#;
-
     fn case(id: &str, figures: &[(&str, f64)]) -> CaseResult {
         let mut c = CaseResult::new("w1", "t", "g", "");
         c.id = id.to_owned();
@@ -435,25 +409,99 @@ mod tests {
         c
     }
 
+    /// A small report: an embedded W1 case with latency and CPU shares, a
+    /// failover case without either, a ratio and two goals.
+    fn sample() -> Report {
+        let mut embedded = case(
+            "w1/embedded/c64/e1",
+            &[
+                (metric::EVENTS_PER_S, 150_000.0),
+                (metric::APPENDS_PER_S, 150_000.0),
+                (metric::CPU_US_PER_APPEND, 12.5),
+                ("cpu_us_per_append_bench", 12.5),
+            ],
+        );
+        embedded.latency = Some(LatencySummary {
+            count: 10,
+            mean_us: 400.0,
+            p50_us: 350.0,
+            p95_us: 900.0,
+            p99_us: 1500.0,
+            p999_us: 2000.0,
+            max_us: 2100.0,
+            curve: vec![[0.0, 100.0], [50.0, 350.0], [100.0, 2100.0]],
+        });
+        let failover = case("w6/proxy-mem", &[(metric::LOST, 0.0)]);
+        let goal = |name: &str, subject, bound, threshold| Goal {
+            name: name.into(),
+            subject,
+            bound,
+            threshold,
+            actual: None,
+            met: false,
+        };
+        Report {
+            schema: REPORT_SCHEMA,
+            started_unix_s: 1_764_230_400,
+            target: "compare".into(),
+            seed: 7,
+            seconds: 3.0,
+            warmup_s: 0.5,
+            cores: 2,
+            cases: vec![embedded, failover],
+            ratios: vec![Ratio {
+                name: "a / b".into(),
+                numerator: "a".into(),
+                denominator: "b".into(),
+                metric: metric::EVENTS_PER_S.into(),
+                value: None,
+            }],
+            goals: vec![
+                goal(
+                    "fast",
+                    Subject::Ratio {
+                        name: "a / b".into(),
+                    },
+                    Bound::AtLeast,
+                    0.8,
+                ),
+                goal(
+                    "W5 live p99 µs",
+                    Subject::Figure {
+                        case: "w5/embedded/live".into(),
+                        metric: metric::P99_US.into(),
+                    },
+                    Bound::AtMost,
+                    5000.0,
+                ),
+            ],
+        }
+    }
+
     #[test]
-    fn report_parses_and_round_trips_through_json() {
-        let report = Report::parse(SAMPLE).unwrap();
-        assert_eq!(report.cases.len(), 2);
-        assert_eq!(report.goals[1].bound, Bound::AtMost);
+    fn report_round_trips_through_json_in_the_documented_shape() {
+        let report = sample();
         let text = serde_json::to_string(&report).unwrap();
         assert_eq!(Report::parse(&text).unwrap(), report);
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["schema"], REPORT_SCHEMA);
         assert_eq!(value["goals"][0]["bound"], "at_least");
         assert_eq!(value["goals"][0]["subject"]["ratio"]["name"], "a / b");
+        assert_eq!(value["goals"][1]["subject"]["figure"]["metric"], "p99_us");
         assert_eq!(value["cases"][0]["latency"]["p50_us"], 350.0);
+        assert!(value["cases"][1]["latency"].is_null());
     }
 
     #[test]
     fn another_schema_version_is_refused() {
-        let text = SAMPLE.replace("\"schema\": 1", "\"schema\": 2");
+        let mut report = sample();
+        report.schema = REPORT_SCHEMA + 1;
+        let text = serde_json::to_string(&report).unwrap();
         let error = Report::parse(&text).unwrap_err();
-        assert!(matches!(error, ReportError::Schema { found: 2 }), "{error}");
+        assert!(
+            matches!(error, ReportError::Schema { found } if found == REPORT_SCHEMA + 1),
+            "{error}"
+        );
         assert!(matches!(
             Report::parse("{}").unwrap_err(),
             ReportError::Malformed(_)
@@ -462,7 +510,7 @@ mod tests {
 
     #[test]
     fn a_case_answers_its_rate_operations_cpu_shares_and_percentiles() {
-        let report = Report::parse(SAMPLE).unwrap();
+        let report = sample();
         let embedded = &report.cases[0];
         assert_eq!(embedded.rate(), Some((metric::EVENTS_PER_S, 150_000.0)));
         assert_eq!(embedded.operations_per_s(), Some(150_000.0));

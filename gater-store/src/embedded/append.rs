@@ -38,9 +38,12 @@ pub(super) struct WriterCache {
     heads: FastMap<String, Version>,
     ids: IdFilter,
     /// Where each tag and type was last written, updated after each
-    /// successful commit: a condition looking only past it needs no index
-    /// read.
+    /// successful commit once the store has seen a condition: a condition
+    /// looking only past it needs no index read. A store that never checks
+    /// a condition does not pay for it on every append.
     postings: LastPostings,
+    /// Whether any append of the store since it opened carried a condition.
+    conditions_seen: bool,
 }
 
 impl WriterCache {
@@ -315,7 +318,10 @@ impl StoreInner {
                     Err(poisoned) => *poisoned.into_inner() = staged.counters,
                 }
                 cache.remember(&staged.heads);
-                cache.postings.remember(staged.events());
+                cache.conditions_seen |= appends.iter().any(|a| a.condition.is_some());
+                if cache.conditions_seen {
+                    cache.postings.remember(staged.events());
+                }
             }
             Ok(BatchOutcome {
                 results: staged.results,

@@ -46,21 +46,14 @@ impl Table {
         UserKey::from(ByteView::fused(&self.prefix, key))
     }
 
-    fn full_key(&self, key: &[u8]) -> Vec<u8> {
-        let mut full = Vec::with_capacity(STORE_PREFIX_LEN + key.len());
-        full.extend_from_slice(&self.prefix);
-        full.extend_from_slice(key);
-        full
-    }
-
     /// The value at `key`.
     pub(super) fn get(&self, key: impl AsRef<[u8]>) -> fjall::Result<Option<Slice>> {
-        self.keyspace.get(self.full_key(key.as_ref()))
+        self.keyspace.get(self.user_key(key.as_ref()))
     }
 
     /// The bytes of the value at `key`, if any.
     pub(super) fn size_of(&self, key: impl AsRef<[u8]>) -> fjall::Result<Option<u32>> {
-        self.keyspace.size_of(self.full_key(key.as_ref()))
+        self.keyspace.size_of(self.user_key(key.as_ref()))
     }
 
     /// Every row of the store, in key order.
@@ -70,12 +63,12 @@ impl Table {
 
     /// The rows whose keys start with `prefix`.
     pub(super) fn prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
-        Iter(self.keyspace.prefix(self.full_key(prefix.as_ref())))
+        Iter(self.keyspace.prefix(self.user_key(prefix.as_ref())))
     }
 
     /// The rows in `range`; an open end stops at the end of the store's rows.
     pub(super) fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
-        Iter(self.keyspace.range::<Vec<u8>, _>(self.bounds(range)))
+        Iter(self.keyspace.range::<UserKey, _>(self.bounds(range)))
     }
 
     /// The value at `key` as of `snapshot`.
@@ -84,7 +77,7 @@ impl Table {
         snapshot: &Snapshot,
         key: impl AsRef<[u8]>,
     ) -> fjall::Result<Option<Slice>> {
-        snapshot.get(&self.keyspace, self.full_key(key.as_ref()))
+        snapshot.get(&self.keyspace, self.user_key(key.as_ref()))
     }
 
     /// Whether `key` holds a value as of `snapshot`.
@@ -93,12 +86,12 @@ impl Table {
         snapshot: &Snapshot,
         key: impl AsRef<[u8]>,
     ) -> fjall::Result<bool> {
-        snapshot.contains_key(&self.keyspace, self.full_key(key.as_ref()))
+        snapshot.contains_key(&self.keyspace, self.user_key(key.as_ref()))
     }
 
     /// The rows whose keys start with `prefix`, as of `snapshot`.
     pub(super) fn prefix_at(&self, snapshot: &Snapshot, prefix: impl AsRef<[u8]>) -> Iter {
-        Iter(snapshot.prefix(&self.keyspace, self.full_key(prefix.as_ref())))
+        Iter(snapshot.prefix(&self.keyspace, self.user_key(prefix.as_ref())))
     }
 
     /// The rows in `range` as of `snapshot`; open ends as [`Table::range`].
@@ -107,24 +100,24 @@ impl Table {
         snapshot: &Snapshot,
         range: R,
     ) -> Iter {
-        Iter(snapshot.range::<Vec<u8>, _>(&self.keyspace, self.bounds(range)))
+        Iter(snapshot.range::<UserKey, _>(&self.keyspace, self.bounds(range)))
     }
 
     /// `range` in full keys, an open end stopping at the store's rows' end.
     fn bounds<K: AsRef<[u8]>, R: RangeBounds<K>>(
         &self,
         range: R,
-    ) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    ) -> (Bound<UserKey>, Bound<UserKey>) {
         let lower = match range.start_bound() {
-            Bound::Included(k) => Bound::Included(self.full_key(k.as_ref())),
-            Bound::Excluded(k) => Bound::Excluded(self.full_key(k.as_ref())),
-            Bound::Unbounded => Bound::Included(self.prefix.to_vec()),
+            Bound::Included(k) => Bound::Included(self.user_key(k.as_ref())),
+            Bound::Excluded(k) => Bound::Excluded(self.user_key(k.as_ref())),
+            Bound::Unbounded => Bound::Included(UserKey::from(&self.prefix[..])),
         };
         let upper = match range.end_bound() {
-            Bound::Included(k) => Bound::Included(self.full_key(k.as_ref())),
-            Bound::Excluded(k) => Bound::Excluded(self.full_key(k.as_ref())),
+            Bound::Included(k) => Bound::Included(self.user_key(k.as_ref())),
+            Bound::Excluded(k) => Bound::Excluded(self.user_key(k.as_ref())),
             Bound::Unbounded => match next_prefix(&self.prefix) {
-                Some(next) => Bound::Excluded(next.to_vec()),
+                Some(next) => Bound::Excluded(UserKey::from(&next[..])),
                 None => Bound::Unbounded,
             },
         };
