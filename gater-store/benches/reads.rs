@@ -5,7 +5,8 @@
 //!   pages of a random stream of 100 streams of 1,000 events (256 B data,
 //!   100 B metadata) from a random version (target: 1,000,000 events/s each);
 //! - `tags` (W8): one reader reading all ten events of a random tag of
-//!   100,000 (target: 200,000 events/s);
+//!   100,000 (target: 200,000 events/s); as in the suite, the store is
+//!   compacted once filled (its memtables flushed, its tables merged);
 //! - `catch-up` (W5): replay of 200,000 events through a transient `$all`
 //!   subscription (target: 500,000 events/s);
 //! - `query-catch-up`: a transient `ByQuery` subscription of one tag of the
@@ -17,6 +18,13 @@
 //! pause after each fill (to measure with fjall's flushes and compactions
 //! done; `gater bench` measures right after its fill). A steady loop to profile:
 //! `perf record -g target/release/deps/reads-* --bench` with one case.
+//!
+//! Instruction counts of the `tags` case: `GATER_BENCH_DIR` keeps the data
+//! in that directory (the tag store is filled on the first run only) and
+//! `GATER_BENCH_QUERIES` makes the case read that many random tags instead
+//! of a timed loop, so a run under
+//! `valgrind --tool=callgrind --toggle-collect='*StoreInner::read_query*'`
+//! counts the instructions of that many queries and nothing else.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,9 +88,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(Duration::ZERO, Duration::from_secs_f64);
+    let queries = std::env::var("GATER_BENCH_QUERIES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = Store::open(StoreOptions::new(dir.path()))
+        let temporary = tempfile::tempdir().expect("a temporary directory");
+        let dir = std::env::var_os("GATER_BENCH_DIR")
+            .map_or_else(|| temporary.path().to_owned(), std::path::PathBuf::from);
+        let store = Store::open(StoreOptions::new(&dir))
             .await
             .expect("the store opens");
         if wants("page-forward") || wants("page-backward") {
@@ -105,7 +118,10 @@ fn main() {
         if wants("tags") || wants("query-catch-up") {
             let id = tag_store(&store).await;
             tokio::time::sleep(settle).await;
-            if wants("tags") {
+            if let (true, Some(queries)) = (wants("tags"), queries) {
+                let read = counted_tags(&store, &id, queries).await;
+                println!("reads/tags: {queries} queries read {read} events");
+            } else if wants("tags") {
                 let rate = tags(&store, &id, measure).await;
                 println!("reads/tags: {rate:.0} events/s (target >= 200000)");
             }
@@ -264,6 +280,14 @@ async fn catch_up(gater: &Store) -> f64 {
 
 async fn tag_store(gater: &Store) -> StoreId {
     let store = new_store(gater, "bench-tags").await;
+    let status = gater
+        .get_store_status(&store)
+        .await
+        .expect("the store has a status");
+    if status.event_count == TAGS * EVENTS_PER_TAG {
+        // Filled by an earlier run in `GATER_BENCH_DIR`.
+        return store;
+    }
     let s = stream(0);
     let mut n = 0;
     let mut first = 0;
@@ -279,6 +303,10 @@ async fn tag_store(gater: &Store) -> StoreId {
         append(gater, &store, &s, events).await;
         first = last;
     }
+    gater
+        .compact_store(&store)
+        .await
+        .expect("the filled store compacts");
     store
 }
 
@@ -301,6 +329,27 @@ async fn tags(gater: &Store, store: &StoreId, measure: Duration) -> f64 {
         }
     })
     .await
+}
+
+/// Reads every event of `queries` random tags, one after another; the
+/// events read.
+async fn counted_tags(gater: &Store, store: &StoreId, queries: u64) -> u64 {
+    let mut rng = Rng::from_seed(1);
+    let mut read = 0;
+    for _ in 0..queries {
+        let events = gater
+            .read_query(
+                store,
+                &tag_query(rng.next_u64() % TAGS),
+                Position::START,
+                EVENTS_PER_TAG as u32,
+                Direction::Forward,
+            )
+            .await
+            .expect("the tag read succeeds");
+        read += events.len() as u64;
+    }
+    read
 }
 
 /// How long a `ByQuery` subscription of one tag takes to catch up.
