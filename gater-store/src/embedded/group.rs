@@ -25,7 +25,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode, UserKey, UserValue};
 use gater_core::Error;
 
-use super::table::{row_bytes, Table};
+use super::table::Table;
 use crate::faults::fjall_error;
 
 /// The writes of one store's batch, staged before they are committed.
@@ -60,7 +60,7 @@ impl Staged {
     /// store does not hold yet: the row's bytes are added to the store's.
     pub(crate) fn insert<V: Into<UserValue>>(&mut self, table: &Table, key: &[u8], value: V) {
         let value = value.into();
-        self.bytes += row_bytes(key, value.len()) as u64;
+        self.bytes += table.row_bytes(key, value.len()) as u64;
         self.replace(table, key, value);
     }
 
