@@ -74,6 +74,17 @@ impl Staged {
         });
     }
 
+    /// Where the batch stands now, to go back to with [`Staged::rollback`].
+    pub(super) fn mark(&self) -> (usize, u64) {
+        (self.items.len(), self.bytes)
+    }
+
+    /// Drops every write staged since `mark`.
+    pub(super) fn rollback(&mut self, (len, bytes): (usize, u64)) {
+        self.items.truncate(len);
+        self.bytes = bytes;
+    }
+
     /// The fjall batch of these writes alone, flushed as `mode` says.
     pub(super) fn into_batch(self, mode: PersistMode) -> OwnedWriteBatch {
         let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), self.items.len())
