@@ -64,6 +64,8 @@ pub(super) const COUNTERS_KEY: &[u8] = b"mcounters";
 /// The meta row holding the config.
 pub(super) const CONFIG_KEY: &[u8] = b"mconfig";
 
+/// Most bytes of a LEB128 varint of a u64.
+const VARINT_BYTES_MAX: usize = 10;
 /// Bytes of a store number in catalog rows (big-endian).
 pub(super) const NUMBER_LEN: usize = 4;
 /// Bytes of the longest store prefix.
@@ -399,32 +401,83 @@ fn id_value(stream: &str, version: Version, position: Position) -> Vec<u8> {
     value
 }
 
+/// Starts an event-id index value of the compact layout. Values of the
+/// earlier layout start with the big-endian version's high byte, which is
+/// 0xFF only for versions past 2^63 that no stream reaches (every event
+/// of a stream takes a position of the store too).
+const ID_VALUE_COMPACT: u8 = 0xFF;
+/// Bytes of an event-id index value of the earlier layout before its stream id.
+const ID_VALUE_WIDE_HEADER: usize = 16;
+
 /// Appends the event-id index value of an event stored at `(stream,
-/// version)`, `position` to `value`.
+/// version)`, `position` to `value`: [`ID_VALUE_COMPACT`], the version and
+/// the position as LEB128 varints, then the stream id. A value of at most
+/// 20 bytes (streams of up to a dozen bytes for the first versions and
+/// positions) is kept inline by fjall, no allocation of its own.
 pub(super) fn put_id_value(
     value: &mut Vec<u8>,
     stream: &str,
     version: Version,
     position: Position,
 ) {
-    value.extend_from_slice(&version.to_be_bytes());
-    value.extend_from_slice(&position.0.to_be_bytes());
+    value.push(ID_VALUE_COMPACT);
+    put_varint(value, version);
+    put_varint(value, position.0);
     value.extend_from_slice(stream.as_bytes());
 }
 
-/// Decodes an event-id index value, borrowing the stream id from it.
+/// Decodes an event-id index value of either layout, borrowing the stream
+/// id from it.
 pub(super) fn decode_id_value(bytes: &[u8]) -> Result<Location<'_>, Error> {
-    if bytes.len() < 17 {
-        return Err(corrupt("event-id index value too short"));
+    let (version, position, stream) = match bytes.split_first() {
+        Some((&ID_VALUE_COMPACT, rest)) => {
+            let (version, rest) = take_varint(rest)?;
+            let (position, stream) = take_varint(rest)?;
+            (version, position, stream)
+        }
+        _ if bytes.len() > ID_VALUE_WIDE_HEADER => {
+            let (version, rest) = bytes.split_at(8);
+            let (position, stream) = rest.split_at(8);
+            (decode_u64(version)?, decode_u64(position)?, stream)
+        }
+        _ => return Err(corrupt("event-id index value too short")),
+    };
+    if stream.is_empty() {
+        return Err(corrupt("event-id index value without a stream id"));
     }
-    let (version, rest) = bytes.split_at(8);
-    let (position, stream) = rest.split_at(8);
     let stream = std::str::from_utf8(stream).map_err(|_| corrupt("stream id is not UTF-8"))?;
     Ok(Location {
         stream,
-        version: decode_u64(version)?,
-        position: Position(decode_u64(position)?),
+        version,
+        position: Position(position),
     })
+}
+
+/// Appends `n` as a LEB128 varint: seven bits a byte, low bits first, the
+/// high bit set on every byte but the last.
+fn put_varint(bytes: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        bytes.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    bytes.push(n as u8);
+}
+
+/// Decodes a LEB128 varint from the start of `bytes`; the rest follows.
+fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), Error> {
+    let mut n = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(VARINT_BYTES_MAX) {
+        let bits = u64::from(byte & 0x7F);
+        let shift = 7 * i as u32;
+        if shift == 63 && bits > 1 {
+            return Err(corrupt("varint past u64"));
+        }
+        n |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Ok((n, &bytes[i + 1..]));
+        }
+    }
+    Err(corrupt("unterminated varint"))
 }
 
 /// The snapshot key of `(source, stream, version)`.
@@ -721,12 +774,48 @@ mod tests {
         assert!(decode_id_key(&stream_key("a", 1)).is_err());
     }
 
+    proptest! {
+        #[test]
+        fn id_values_round_trip(
+            stream in "[ -~]{1,12}", version in any::<u64>(), position in any::<u64>(),
+        ) {
+            let bytes = id_value(&stream, version, Position(position));
+            let location = decode_id_value(&bytes).unwrap();
+            prop_assert_eq!(location.stream, stream.as_str());
+            prop_assert_eq!((location.version, location.position), (version, Position(position)));
+            // Cut before the stream id, it does not decode.
+            let header = bytes.len() - stream.len();
+            for cut in 0..header {
+                prop_assert!(decode_id_value(&bytes[..cut]).is_err());
+            }
+        }
+    }
+
     #[test]
-    fn id_values_round_trip() {
-        let bytes = id_value("orders-1", 7, Position(42));
+    fn id_values_of_the_first_versions_and_positions_fit_fjall_inline() {
+        assert!(id_value("stream-999", 1_000, Position(1_000_000)).len() <= 20);
+    }
+
+    #[test]
+    fn id_values_of_the_earlier_layout_still_decode() {
+        let mut bytes = 7u64.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&42u64.to_be_bytes());
+        bytes.extend_from_slice(b"orders-1");
         let location = decode_id_value(&bytes).unwrap();
         assert_eq!(location.stream, "orders-1");
         assert_eq!((location.version, location.position), (7, Position(42)));
+        assert!(decode_id_value(&bytes[..16]).is_err());
         assert!(decode_id_value(&bytes[..10]).is_err());
+    }
+
+    #[test]
+    fn varints_refuse_values_past_u64_and_missing_ends() {
+        let mut bytes = Vec::new();
+        put_varint(&mut bytes, u64::MAX);
+        assert_eq!(take_varint(&bytes).unwrap(), (u64::MAX, &[][..]));
+        assert!(take_varint(&bytes[..bytes.len() - 1]).is_err());
+        let mut past = vec![0xFF; 9];
+        past.push(0x02);
+        assert!(take_varint(&past).is_err());
     }
 }
