@@ -124,6 +124,12 @@ pub(crate) async fn serve(
         .ok()
         .map(|permit| (permit, reader.take_permit(), Ok(Some(first))));
     let mut reading = true;
+    // Made once, not per turn of the loop: a `select!` drops the branches
+    // that lose, and remaking these cost a watch registration, a permit
+    // taken and given back and the stream's read state on every answer.
+    let stopped = stopping(&mut stop);
+    tokio::pin!(stopped);
+    let mut next_permit: Option<OwnedSemaphorePermit> = None;
     loop {
         out.clear();
         if let Some((permit, bytes, frame)) = read.take() {
@@ -191,11 +197,12 @@ pub(crate) async fn serve(
                     break;
                 }
             }
-            () = stopping(&mut stop), if reading => {
+            // Polled only while reading, which it ends: never after it is done.
+            () = &mut stopped, if reading => {
                 let _ = recv.stop(STREAM_REFUSED.into());
                 reading = false;
             }
-            next = next_request(&mut reader, &mut recv, &permits), if reading => {
+            next = next_request(&mut reader, &mut recv, &permits, &mut next_permit), if reading => {
                 read = next.map(|(permit, frame)| (permit, reader.take_permit(), frame));
             }
             else => break,
@@ -206,16 +213,21 @@ pub(crate) async fn serve(
     let _ = send.stopped().await;
 }
 
-/// Takes a permit, then reads the next request frame. Cancel-safe: the
-/// reader keeps a partial frame, and a permit taken is given back.
+/// Takes a permit (unless `held` has one already), then reads the next
+/// request frame. Cancel-safe: the reader keeps a partial frame, and a
+/// permit taken stays in `held` for the next call.
 async fn next_request(
     reader: &mut FrameReader,
     recv: &mut quinn::RecvStream,
     permits: &Arc<Semaphore>,
+    held: &mut Option<OwnedSemaphorePermit>,
 ) -> Option<(OwnedSemaphorePermit, Result<Option<Read>, ReadFailure>)> {
-    // The semaphore is never closed.
-    let permit = Arc::clone(permits).acquire_owned().await.ok()?;
-    Some((permit, reader.next(recv, read_request).await))
+    if held.is_none() {
+        // The semaphore is never closed.
+        *held = Some(Arc::clone(permits).acquire_owned().await.ok()?);
+    }
+    let frame = reader.next(recv, read_request).await;
+    Some((held.take()?, frame))
 }
 
 /// Answers one request; its in-flight permit and the budget bytes of its
