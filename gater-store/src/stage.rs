@@ -103,6 +103,19 @@ pub(crate) struct Staged<'a> {
     events: Vec<StagedEvent<'a>>,
     /// The tags and types among `events`, for conditions.
     names: StagedNames<'a>,
+    /// Working lists of the append being staged.
+    scratch: PartScratch,
+}
+
+/// Per-part working lists of one append, kept from append to append of a
+/// batch so that staging an append allocates none of them.
+#[derive(Debug, Default)]
+struct PartScratch {
+    lifecycles: Vec<StreamLifecycle>,
+    currents: Vec<Option<Version>>,
+    first_versions: Vec<Version>,
+    /// The idempotency check's findings, one per part.
+    found: Vec<Option<(Version, Position)>>,
 }
 
 /// The tags and types of a batch's first `upto` staged events, kept from
@@ -174,6 +187,7 @@ pub(crate) fn stage_batch<'a>(
         ids: FastMap::with_capacity_and_hasher(events, Default::default()),
         events: Vec::with_capacity(events),
         names: StagedNames::default(),
+        scratch: PartScratch::default(),
     };
     for append in appends {
         let result = staged.stage(stored, writes, append);
@@ -190,10 +204,32 @@ impl<'a> Staged<'a> {
         writes: &mut impl Writes<'a>,
         append: &'a PendingAppend,
     ) -> Result<AppendOutcome, Error> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.stage_with(&mut scratch, stored, writes, append);
+        self.scratch = scratch;
+        result
+    }
+
+    /// [`Staged::stage`] with the batch's working lists.
+    fn stage_with(
+        &mut self,
+        scratch: &mut PartScratch,
+        stored: &mut impl Stored,
+        writes: &mut impl Writes<'a>,
+        append: &'a PendingAppend,
+    ) -> Result<AppendOutcome, Error> {
         if append.parts.is_empty() {
             return Err(Error::invalid("an append needs at least one part"));
         }
-        let mut lifecycles = Vec::with_capacity(append.parts.len());
+        let PartScratch {
+            lifecycles,
+            currents,
+            first_versions,
+            found,
+        } = scratch;
+        lifecycles.clear();
+        currents.clear();
+        first_versions.clear();
         for part in &append.parts {
             let lifecycle = stored.lifecycle(part.stream.as_str())?;
             if lifecycle.tombstoned {
@@ -203,11 +239,10 @@ impl<'a> Staged<'a> {
             }
             lifecycles.push(lifecycle);
         }
-        if let Some(original) = self.earlier_outcome(stored, append)? {
+        if let Some(original) = self.earlier_outcome(stored, append, found)? {
             return Ok(original);
         }
-        let mut currents = Vec::with_capacity(append.parts.len());
-        for (part, lifecycle) in append.parts.iter().zip(&lifecycles) {
+        for (part, lifecycle) in append.parts.iter().zip(lifecycles.iter()) {
             let stream = part.stream.as_str();
             let current = match self.heads.get(stream) {
                 Some(&version) => Some(version),
@@ -230,14 +265,16 @@ impl<'a> Staged<'a> {
                 return Err(Error::AppendConditionFailed { position });
             }
         }
-        let first_versions: Vec<Version> =
-            currents.iter().map(|c| c.map_or(0, |v| v + 1)).collect();
+        first_versions.extend(currents.iter().map(|c| c.map_or(0, |v| v + 1)));
         let first_position = self.counters.head.map_or(0, |h| h.0 + 1);
-        writes.stage(append, &first_versions, Position(first_position))?;
+        writes.stage(append, first_versions, Position(first_position))?;
         let mut position = first_position;
         let mut streams = Vec::with_capacity(append.parts.len());
-        for ((part, &first_version), current) in
-            append.parts.iter().zip(&first_versions).zip(&currents)
+        for ((part, &first_version), current) in append
+            .parts
+            .iter()
+            .zip(first_versions.iter())
+            .zip(currents.iter())
         {
             let stream = part.stream.as_str();
             for (i, event) in part.events.iter().enumerate() {
@@ -301,8 +338,9 @@ impl<'a> Staged<'a> {
         &self,
         stored: &mut impl Stored,
         append: &PendingAppend,
+        found: &mut Vec<Option<(Version, Position)>>,
     ) -> Result<Option<AppendOutcome>, Error> {
-        let mut found = Vec::with_capacity(append.parts.len());
+        found.clear();
         for part in &append.parts {
             found.push(self.earlier_result(stored, part)?);
         }
@@ -314,7 +352,7 @@ impl<'a> Staged<'a> {
             let (part, _) = append
                 .parts
                 .iter()
-                .zip(&found)
+                .zip(found.iter())
                 .find(|(_, f)| f.is_some())
                 .expect("some part was found stored: checked above");
             return Err(Error::DuplicateEventId {
@@ -323,7 +361,7 @@ impl<'a> Staged<'a> {
         }
         let mut streams = Vec::with_capacity(found.len());
         let mut position = Position(0);
-        for (part, (version, last)) in append.parts.iter().zip(found.into_iter().flatten()) {
+        for (part, &(version, last)) in append.parts.iter().zip(found.iter().flatten()) {
             position = position.max(last);
             streams.push(StreamVersion {
                 stream: part.stream.clone(),

@@ -214,9 +214,27 @@ impl<'a> Writes<'a> for Batch<'_> {
         first_versions: &[Version],
         first_position: Position,
     ) -> Result<(), Error> {
+        // A failure part-way takes back what this append staged.
+        let mark = self.batch.mark();
+        let staged = self.stage_events(append, first_versions, first_position);
+        if staged.is_err() {
+            self.batch.rollback(mark);
+        }
+        staged
+    }
+}
+
+impl Batch<'_> {
+    /// Stages the rows of every event of `append`: each key and value is
+    /// built in one reused buffer and copied once, into the bytes fjall keeps.
+    fn stage_events(
+        &mut self,
+        append: &PendingAppend,
+        first_versions: &[Version],
+        first_position: Position,
+    ) -> Result<(), Error> {
         let t = self.tables;
-        // Encode everything before staging anything, so a failure stages nothing.
-        let mut encoded = Vec::with_capacity(append.event_count());
+        let key = &mut self.scratch;
         let mut position = first_position;
         for (part, &first_version) in append.parts.iter().zip(first_versions) {
             let stream = part.stream.as_str();
@@ -231,31 +249,25 @@ impl<'a> Writes<'a> for Batch<'_> {
                         record_value(stream, version, position, self.created_us, &payload)?
                     }
                 };
-                encoded.push((stream, event, version, position, value));
-                position = position.next();
-            }
-        }
-        // Keys and values are built in one reused buffer and copied once,
-        // into the bytes fjall keeps.
-        let key = &mut self.scratch;
-        for (stream, event, version, position, value) in encoded {
-            self.batch
-                .insert(&t.log, &keys::position_key(position.0), value);
-            key.clear();
-            keys::put_stream_key(key, stream, version);
-            self.batch
-                .insert(&t.index, key.as_slice(), position.0.to_be_bytes());
-            key.clear();
-            keys::put_id_value(key, stream, version, position);
-            self.batch
-                .insert(&t.index, &keys::id_key(&event.id), key.as_slice());
-            key.clear();
-            keys::put_type_posting(key, &event.event_type, position.0);
-            self.batch.insert(&t.index, key.as_slice(), []);
-            for tag in &event.tags {
+                self.batch
+                    .insert(&t.log, &keys::position_key(position.0), value);
                 key.clear();
-                keys::put_tag_posting(key, tag, position.0);
+                keys::put_stream_key(key, stream, version);
+                self.batch
+                    .insert(&t.index, key.as_slice(), position.0.to_be_bytes());
+                key.clear();
+                keys::put_id_value(key, stream, version, position);
+                self.batch
+                    .insert(&t.index, &keys::id_key(&event.id), key.as_slice());
+                key.clear();
+                keys::put_type_posting(key, &event.event_type, position.0);
                 self.batch.insert(&t.index, key.as_slice(), []);
+                for tag in &event.tags {
+                    key.clear();
+                    keys::put_tag_posting(key, tag, position.0);
+                    self.batch.insert(&t.index, key.as_slice(), []);
+                }
+                position = position.next();
             }
         }
         Ok(())

@@ -36,8 +36,9 @@ use fjall::config::{BlockSizePolicy, PartitioningPolicy, PinningPolicy, RestartI
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gater_core::{Error, StoreConfig, StoreId};
 
+use super::keys::StorePrefix;
 use super::keys::{self, corrupt, COUNTERS_KEY};
-use super::table::{row_bytes, Table};
+use super::table::Table;
 use super::{encode_error, StoreInner};
 use crate::backend::Counters;
 use crate::faults::{self, fjall_error};
@@ -94,6 +95,8 @@ pub(super) struct OpenDb {
     pub(super) catalog: Keyspace,
     log: Keyspace,
     index: Keyspace,
+    /// The first store number of the short prefix code (`keys::LAYOUT_KEY`).
+    short_from: u32,
     /// Counts the times the database was opened by this process.
     pub(super) generation: u64,
 }
@@ -101,10 +104,11 @@ pub(super) struct OpenDb {
 impl OpenDb {
     /// The tables of store `number`.
     pub(super) fn tables(&self, number: u32) -> Tables {
+        let prefix = StorePrefix::of(number, self.short_from);
         Tables {
             db: self.db.clone(),
-            log: Table::new(self.log.clone(), number),
-            index: Table::new(self.index.clone(), number),
+            log: Table::new(self.log.clone(), prefix),
+            index: Table::new(self.index.clone(), prefix),
             generation: self.generation,
         }
     }
@@ -221,6 +225,7 @@ impl WorkerDb {
             group: super::group::GroupCommit::default(),
         };
         worker.purge_dead()?;
+        worker.renumber_wide()?;
         Ok(worker)
     }
 
@@ -291,7 +296,10 @@ impl WorkerDb {
             let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
             let guard = self.read();
             let open = guard.open(Some(store))?;
-            let number = Self::unused_number(open, store)?;
+            if open.catalog_row(store)?.is_some() {
+                return Err(Error::Storage(format!("store {store} already exists")));
+            }
+            let number = open.next_number()?;
             let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
             Self::stage_catalog_row(open, &mut batch, store, number, config, Imported::default())?;
             batch.commit().map_err(fjall_error)?;
@@ -311,31 +319,73 @@ impl WorkerDb {
         config: StoreConfig,
         fill: impl FnOnce(&Tables) -> Result<Imported, Error>,
     ) -> Result<(), Error> {
+        self.import_as(store, config, None, fill)
+    }
+
+    /// [`WorkerDb::import`] of `store`, which holds number `replaces` now
+    /// (`None`: it must not exist): the durable batch that writes its new
+    /// catalog row also marks `replaces` dead, whose rows are deleted then.
+    fn import_as(
+        &self,
+        store: &StoreId,
+        config: StoreConfig,
+        replaces: Option<u32>,
+        fill: impl FnOnce(&Tables) -> Result<Imported, Error>,
+    ) -> Result<(), Error> {
         let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
         let guard = self.read();
         let open = guard.open(Some(store))?;
-        let number = Self::unused_number(open, store)?;
+        if open.catalog_row(store)?.map(|(number, _)| number) != replaces {
+            return Err(Error::Storage(format!("store {store} already exists")));
+        }
+        let number = open.next_number()?;
         let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
         batch.insert(
             &open.catalog,
             keys::NEXT_NUMBER_KEY,
-            keys::store_prefix(number + 1),
+            keys::number_bytes(number + 1),
         );
         batch.insert(&open.catalog, keys::dead_key(number), []);
         batch.commit().map_err(fjall_error)?;
         let imported = fill(&open.tables(number))?;
         let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
         batch.remove(&open.catalog, keys::dead_key(number));
+        if let Some(old) = replaces {
+            batch.insert(&open.catalog, keys::dead_key(old), []);
+        }
         Self::stage_catalog_row(open, &mut batch, store, number, config, imported)?;
-        batch.commit().map_err(fjall_error)
+        batch.commit().map_err(fjall_error)?;
+        match replaces {
+            Some(old) => open.purge(old),
+            None => Ok(()),
+        }
     }
 
-    /// The next store number, once sure `store` does not exist.
-    fn unused_number(open: &OpenDb, store: &StoreId) -> Result<u32, Error> {
-        if open.catalog_row(store)?.is_some() {
-            return Err(Error::Storage(format!("store {store} already exists")));
+    /// Moves every store that still has a wide prefix (see `keys`) to a
+    /// new number with a short one, through [`WorkerDb::import_as`]: a
+    /// crash before its catalog row changes leaves the copy's rows to the
+    /// next open's purge and the store as it was, a crash after leaves the
+    /// old rows to it. A store that cannot be moved is logged and served
+    /// under its wide prefix; the next open tries again.
+    fn renumber_wide(&self) -> Result<(), Error> {
+        let mut wide = Vec::new();
+        for store in self.list()? {
+            let guard = self.read();
+            let open = guard.open(None)?;
+            if let Some((number, config)) = open.catalog_row(&store)? {
+                if number < open.short_from {
+                    wide.push((store, number, config, open.tables(number)));
+                }
+            }
         }
-        open.next_number()
+        for (store, number, config, from) in wide {
+            tracing::info!(%store, number, "moving a store to a short key prefix");
+            let moved = self.import_as(&store, config, Some(number), |to| copy_rows(&from, to));
+            if let Err(error) = moved {
+                tracing::error!(%store, %error, "the store cannot be moved to a short key prefix; it keeps its wide one until the next open");
+            }
+        }
+        Ok(())
     }
 
     /// Stages the rows that make store `number` exist as `store`: the
@@ -352,13 +402,16 @@ impl WorkerDb {
         let config_bytes = postcard::to_stdvec(&config).map_err(encode_error)?;
         let tables = open.tables(number);
         let counters = imported.counters.unwrap_or_default();
-        let bytes = imported
-            .bytes
-            .saturating_add(row_bytes(COUNTERS_KEY, keys::COUNTERS_LEN) as u64);
+        let bytes = imported.bytes.saturating_add(
+            tables
+                .index
+                .row_bytes(COUNTERS_KEY, keys::COUNTERS_LEN)
+                .unsigned_abs(),
+        );
         batch.insert(
             &open.catalog,
             keys::NEXT_NUMBER_KEY,
-            keys::store_prefix(number + 1),
+            keys::number_bytes(number + 1),
         );
         batch.insert(
             &open.catalog,
@@ -545,13 +598,65 @@ fn open_db(path: &Path, generation: u64, block_cache_bytes: u64) -> Result<OpenD
     let index = db
         .keyspace(INDEX, KeyspaceCreateOptions::default)
         .map_err(fjall_error)?;
+    let short_from = short_from(&db, &catalog)?;
     Ok(OpenDb {
         db,
         catalog,
         log,
         index,
+        short_from,
         generation,
     })
+}
+
+/// The first store number of the short prefix code (see `keys`): the
+/// catalog's layout row, written here durably when the database has none
+/// (a new database, or one of the wide layout, whose stores up to its
+/// next number keep wide prefixes until they are renumbered).
+fn short_from(db: &Database, catalog: &Keyspace) -> Result<u32, Error> {
+    if let Some(bytes) = catalog.get(keys::LAYOUT_KEY).map_err(fjall_error)? {
+        return keys::decode_number(&bytes);
+    }
+    let next = match catalog.get(keys::NEXT_NUMBER_KEY).map_err(fjall_error)? {
+        Some(bytes) => keys::decode_number(&bytes)?,
+        None => 0,
+    };
+    if next > keys::WIDE_NUMBERS_END {
+        return Err(corrupt(format!(
+            "the catalog's next store number {next} is past the wide layout's last one"
+        )));
+    }
+    let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+    batch.insert(catalog, keys::LAYOUT_KEY, keys::number_bytes(next));
+    batch.commit().map_err(fjall_error)?;
+    Ok(next)
+}
+
+/// Copies every row of a store's tables `from` into the tables `to` (of
+/// another number) in batches that the import's durable batch flushes,
+/// counting their bytes; the counters row is decoded instead (the import
+/// writes the store's counters row).
+fn copy_rows(from: &Tables, to: &Tables) -> Result<Imported, Error> {
+    let mut imported = Imported::default();
+    for (source, target) in [(&from.log, &to.log), (&from.index, &to.index)] {
+        let mut batch = to.db.batch();
+        for entry in source.iter() {
+            let (key, value) = entry.into_inner().map_err(fjall_error)?;
+            if &*key == COUNTERS_KEY {
+                imported.counters = Some(keys::decode_counters(&value)?.0);
+                continue;
+            }
+            imported.bytes += target.row_bytes(&key, value.len()).unsigned_abs();
+            batch.insert(target.keyspace(), target.user_key(&key), value);
+            if batch.len() == PURGE_BATCH_ROWS {
+                std::mem::replace(&mut batch, to.db.batch())
+                    .commit()
+                    .map_err(fjall_error)?;
+            }
+        }
+        batch.commit().map_err(fjall_error)?;
+    }
+    Ok(imported)
 }
 
 #[cfg(test)]

@@ -6,8 +6,11 @@
 //! fjall batch) and hands it to [`GroupCommit::commit`], which queues it.
 //! When no leader is writing, the committer becomes the leader: it takes
 //! every queued batch, writes them as one fjall batch, flushes once, hands
-//! each waiter the outcome and wakes them all at once. While it flushes,
-//! the next group queues up and its first waiter to wake leads it. One store alone commits
+//! each waiter the outcome and wakes exactly those waiters, each on its own
+//! condition variable (a shared one woke every thread waiting, the next
+//! group's too, for most to sleep again). While it flushes, the next group
+//! queues up; the leader then wakes that group's first waiter, which leads
+//! it unless a newcomer took the lead first. One store alone commits
 //! exactly as before (a batch of its own, one flush); many stores share
 //! flushes, so a thousand stores with one append each cost far fewer than
 //! a thousand fdatasyncs.
@@ -20,12 +23,12 @@
 //! Batches of stores that do not flush (`fsync` off) skip the queue: they
 //! gain nothing from sharing and would only wait for others' flushes.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode, UserKey, UserValue};
 use gater_core::Error;
 
-use super::table::{row_bytes, Table};
+use super::table::Table;
 use crate::faults::fjall_error;
 
 /// The writes of one store's batch, staged before they are committed.
@@ -60,7 +63,7 @@ impl Staged {
     /// store does not hold yet: the row's bytes are added to the store's.
     pub(crate) fn insert<V: Into<UserValue>>(&mut self, table: &Table, key: &[u8], value: V) {
         let value = value.into();
-        self.bytes += row_bytes(key, value.len()) as u64;
+        self.bytes += table.row_bytes(key, value.len()) as u64;
         self.replace(table, key, value);
     }
 
@@ -72,6 +75,17 @@ impl Staged {
             key: table.user_key(key),
             value: value.into(),
         });
+    }
+
+    /// Where the batch stands now, to go back to with [`Staged::rollback`].
+    pub(super) fn mark(&self) -> (usize, u64) {
+        (self.items.len(), self.bytes)
+    }
+
+    /// Drops every write staged since `mark`.
+    pub(super) fn rollback(&mut self, (len, bytes): (usize, u64)) {
+        self.items.truncate(len);
+        self.bytes = bytes;
     }
 
     /// The fjall batch of these writes alone, flushed as `mode` says.
@@ -92,18 +106,23 @@ impl Staged {
 /// A batch waiting for the leader, and where its outcome goes.
 struct Waiting {
     staged: Staged,
-    outcome: Arc<Outcome>,
+    slot: Arc<Slot>,
 }
 
-/// The outcome of a queued batch, once its group committed.
-type Outcome = Mutex<Option<Result<(), Error>>>;
+/// Where a queued batch's committer waits for its outcome.
+#[derive(Default)]
+struct Slot {
+    /// Set, under the queue's lock, once the batch's group committed.
+    outcome: Mutex<Option<Result<(), Error>>>,
+    /// Signalled, under the queue's lock, when the outcome is set or the
+    /// committer may lead the next group.
+    wake: Condvar,
+}
 
 /// The queue of batches waiting to share a flush; one per worker database.
 #[derive(Default)]
 pub(crate) struct GroupCommit {
     queue: Mutex<Queue>,
-    /// Signalled when a leader has handed out its group's outcomes.
-    done: Condvar,
 }
 
 /// Batches waiting, and whether a leader is writing a group now.
@@ -120,19 +139,19 @@ impl GroupCommit {
         if matches!(mode, PersistMode::Buffer) {
             return staged.into_batch(mode).commit().map_err(fjall_error);
         }
-        let outcome = Arc::new(Mutex::new(None));
+        let slot = Arc::new(Slot::default());
         let mut queue = lock(&self.queue);
         queue.waiting.push(Waiting {
             staged,
-            outcome: Arc::clone(&outcome),
+            slot: Arc::clone(&slot),
         });
         loop {
-            let done = lock(&outcome).take();
+            let done = lock(&slot.outcome).take();
             if let Some(done) = done {
                 return done;
             }
             if queue.leading {
-                queue = self.done.wait(queue).unwrap_or_else(|p| p.into_inner());
+                queue = slot.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             // No leader: this thread writes every queued batch, its own
@@ -140,34 +159,38 @@ impl GroupCommit {
             queue.leading = true;
             let group = std::mem::take(&mut queue.waiting);
             drop(queue);
-            write_group(group, mode);
+            let (slots, result) = write_group(group, mode);
             queue = lock(&self.queue);
+            for slot in slots {
+                *lock(&slot.outcome) = Some(result.clone());
+                slot.wake.notify_one();
+            }
             queue.leading = false;
-            self.done.notify_all();
+            if let Some(next) = queue.waiting.first() {
+                next.slot.wake.notify_one();
+            }
         }
     }
 }
 
-/// Writes `group` as one fjall batch with one flush and hands each waiter the outcome.
-fn write_group(group: Vec<Waiting>, mode: PersistMode) {
+/// Writes `group` as one fjall batch with one flush; gives back the
+/// group's slots and the outcome, for the caller to hand out.
+fn write_group(group: Vec<Waiting>, mode: PersistMode) -> (Vec<Arc<Slot>>, Result<(), Error>) {
     let Some(first) = group.first() else {
-        return;
+        return (Vec::new(), Ok(()));
     };
     let len = group.iter().map(|w| w.staged.items.len()).sum();
     let mut batch =
         OwnedWriteBatch::with_capacity(first.staged.db.clone(), len).durability(Some(mode));
-    let mut outcomes = Vec::with_capacity(group.len());
+    let mut slots = Vec::with_capacity(group.len());
     for waiting in group {
         waiting.staged.drain_into(&mut batch);
-        outcomes.push(waiting.outcome);
+        slots.push(waiting.slot);
     }
-    let result = batch.commit().map_err(fjall_error);
-    for outcome in outcomes {
-        *lock(&outcome) = Some(result.clone());
-    }
+    (slots, batch.commit().map_err(fjall_error))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a push, a take or a store: a panic cannot
     // leave the value half-changed.
     mutex.lock().unwrap_or_else(|p| p.into_inner())

@@ -2,11 +2,25 @@
 //!
 //! Every store of a worker shares the database's `log` and `index`
 //! keyspaces: each key a store writes starts with its store number
-//! ([`store_prefix`], four big-endian bytes allocated from the catalog and
-//! never reused), so a store's rows are one contiguous range of each
-//! keyspace and no range of one store reaches into another's. The
-//! functions below build the keys *within* a store; `table` adds and strips
-//! the store prefix, so nothing else handles it.
+//! ([`StorePrefix`], allocated from the catalog and never reused), so a
+//! store's rows are one contiguous range of each keyspace and no range of
+//! one store reaches into another's. The functions below build the keys
+//! *within* a store; `table` adds and strips the store prefix, so nothing
+//! else handles it.
+//!
+//! A store prefix is short ([`StorePrefix::short`]): a prefix-free,
+//! order-preserving code of one byte for the first 127 stores, two for
+//! the next 16,384, up to five, never starting with a NUL. Short keys
+//! matter to fjall: its keys keep their first four bytes inline for
+//! comparisons and are stored inline up to 20 bytes, and a long common
+//! prefix on every key sends every comparison of a memtable insert to
+//! `memcmp` and every event-id key to the heap. Databases of the first
+//! shared layout gave every store four big-endian bytes
+//! ([`StorePrefix::wide`]); their stores keep those until `db` has
+//! renumbered them, and the catalog's layout row ([`LAYOUT_KEY`]) holds
+//! the first number of the short code: numbers below it are wide. Since
+//! wide numbers stay below [`WIDE_NUMBERS_END`], every wide prefix starts
+//! with a NUL and no wide prefix shares a byte range with a short one.
 //!
 //! Everything but the global log lives in the `index` keyspace, each table
 //! under its own one-byte prefix after the store's.
@@ -50,8 +64,18 @@ pub(super) const COUNTERS_KEY: &[u8] = b"mcounters";
 /// The meta row holding the config.
 pub(super) const CONFIG_KEY: &[u8] = b"mconfig";
 
-/// Bytes of a store number at the start of every key of the store.
-pub(super) const STORE_PREFIX_LEN: usize = 4;
+/// Most bytes of a LEB128 varint of a u64.
+const VARINT_BYTES_MAX: usize = 10;
+/// Bytes of a store number in catalog rows (big-endian).
+pub(super) const NUMBER_LEN: usize = 4;
+/// Bytes of the longest store prefix.
+pub(super) const STORE_PREFIX_LEN_MAX: usize = 5;
+/// Store numbers with a wide prefix stay below this: their prefixes all
+/// start with a NUL, which no short prefix does.
+pub(super) const WIDE_NUMBERS_END: u32 = 1 << 24;
+/// The catalog row holding the first store number of the short prefix
+/// code (absent in databases of the wide layout, see the module docs).
+pub(super) const LAYOUT_KEY: &[u8] = b".layout";
 /// The catalog row holding the next store number to allocate.
 pub(super) const NEXT_NUMBER_KEY: &[u8] = b".next";
 /// Starts the catalog rows of store numbers whose rows are being deleted.
@@ -70,30 +94,116 @@ const ESCAPED_NUL: u8 = 0xFF;
 /// `ESCAPE` then this ends a part; it sorts before every continuation.
 const PART_END: u8 = 0x01;
 
-/// The first bytes of every key of store `number` in a shared keyspace.
-pub(super) fn store_prefix(number: u32) -> [u8; STORE_PREFIX_LEN] {
+/// The first bytes of every key of one store in a shared keyspace.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct StorePrefix {
+    bytes: [u8; STORE_PREFIX_LEN_MAX],
+    len: u8,
+}
+
+/// The short code's two- to four-byte classes: the tag of their first
+/// byte, the bits of the number they hold, and their length in bytes.
+const SHORT_CLASSES: [(u8, u32, usize); 3] = [(0x80, 14, 2), (0xC0, 21, 3), (0xE0, 28, 4)];
+/// The tag and length of the short code's last class, which holds every
+/// number past the others in four bytes after its tag byte.
+const SHORT_LAST_CLASS: (u8, usize) = (0xF0, 5);
+/// Numbers the one-byte class holds (bytes 0x01 to 0x7F).
+const SHORT_ONE_BYTE: u32 = 0x7F;
+
+impl StorePrefix {
+    /// The prefix of store `number` in the short code: 0x01–0x7F for the
+    /// first 127 numbers, then classes of two to five bytes whose first
+    /// byte's high bits say the length (as UTF-8 does), each holding the
+    /// numbers past the previous ones in big-endian order. Lengths are
+    /// known from the first byte (prefix-free) and byte order is number
+    /// order; no prefix starts with a NUL.
+    pub(super) fn short(number: u32) -> Self {
+        if number < SHORT_ONE_BYTE {
+            return Self::from_slice(&[number as u8 + 1]);
+        }
+        let mut rest = u64::from(number - SHORT_ONE_BYTE);
+        for (tag, bits, len) in SHORT_CLASSES {
+            if rest < 1 << bits {
+                return Self::tagged(rest, tag, len);
+            }
+            rest -= 1 << bits;
+        }
+        let (tag, len) = SHORT_LAST_CLASS;
+        Self::tagged(rest, tag, len)
+    }
+
+    /// The last `len` big-endian bytes of `rest`, `tag` set in the first.
+    fn tagged(rest: u64, tag: u8, len: usize) -> Self {
+        let mut prefix = Self::from_slice(&rest.to_be_bytes()[8 - len..]);
+        prefix.bytes[0] |= tag;
+        prefix
+    }
+
+    /// The prefix of store `number` in the first shared layout: four
+    /// big-endian bytes.
+    pub(super) fn wide(number: u32) -> Self {
+        Self::from_slice(&number.to_be_bytes())
+    }
+
+    /// The prefix of store `number` in a database whose short code starts
+    /// at number `short_from` (the catalog's [`LAYOUT_KEY`]).
+    pub(super) fn of(number: u32, short_from: u32) -> Self {
+        if number < short_from {
+            Self::wide(number)
+        } else {
+            Self::short(number)
+        }
+    }
+
+    fn from_slice(slice: &[u8]) -> Self {
+        let mut bytes = [0; STORE_PREFIX_LEN_MAX];
+        bytes[..slice.len()].copy_from_slice(slice);
+        StorePrefix {
+            bytes,
+            len: slice.len() as u8,
+        }
+    }
+
+    /// The prefix's bytes.
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The first key after every key that starts with this prefix (`None`
+    /// when no key is: the prefix is all 0xFF).
+    pub(super) fn successor(&self) -> Option<Vec<u8>> {
+        let bytes = self.as_bytes();
+        let last = bytes.iter().rposition(|&b| b != 0xFF)?;
+        let mut next = bytes[..=last].to_vec();
+        next[last] += 1;
+        Some(next)
+    }
+}
+
+/// A store number as catalog rows hold it: four big-endian bytes.
+pub(super) fn number_bytes(number: u32) -> [u8; NUMBER_LEN] {
     number.to_be_bytes()
 }
 
 /// The catalog value of a store: its number, then its postcard config.
 pub(super) fn catalog_value(number: u32, config: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(STORE_PREFIX_LEN + config.len());
-    value.extend_from_slice(&store_prefix(number));
+    let mut value = Vec::with_capacity(NUMBER_LEN + config.len());
+    value.extend_from_slice(&number_bytes(number));
     value.extend_from_slice(config);
     value
 }
 
 /// Decodes a catalog value into the store's number and postcard config.
 pub(super) fn decode_catalog_value(bytes: &[u8]) -> Result<(u32, &[u8]), Error> {
-    let Some((number, config)) = bytes.split_first_chunk::<STORE_PREFIX_LEN>() else {
+    let Some((number, config)) = bytes.split_first_chunk::<NUMBER_LEN>() else {
         return Err(corrupt("catalog value too short"));
     };
     Ok((u32::from_be_bytes(*number), config))
 }
 
-/// Decodes the catalog's next store number.
+/// Decodes a store number of the catalog (its next number, its layout row).
 pub(super) fn decode_number(bytes: &[u8]) -> Result<u32, Error> {
-    let array: [u8; STORE_PREFIX_LEN] = bytes
+    let array: [u8; NUMBER_LEN] = bytes
         .try_into()
         .map_err(|_| corrupt("store number is not 4 bytes"))?;
     Ok(u32::from_be_bytes(array))
@@ -102,7 +212,7 @@ pub(super) fn decode_number(bytes: &[u8]) -> Result<u32, Error> {
 /// The catalog row marking store number `number`'s rows as being deleted.
 pub(super) fn dead_key(number: u32) -> Vec<u8> {
     let mut key = DEAD_PREFIX.to_vec();
-    key.extend_from_slice(&store_prefix(number));
+    key.extend_from_slice(&number_bytes(number));
     key
 }
 
@@ -291,32 +401,83 @@ fn id_value(stream: &str, version: Version, position: Position) -> Vec<u8> {
     value
 }
 
+/// Starts an event-id index value of the compact layout. Values of the
+/// earlier layout start with the big-endian version's high byte, which is
+/// 0xFF only for versions past 2^63 that no stream reaches (every event
+/// of a stream takes a position of the store too).
+const ID_VALUE_COMPACT: u8 = 0xFF;
+/// Bytes of an event-id index value of the earlier layout before its stream id.
+const ID_VALUE_WIDE_HEADER: usize = 16;
+
 /// Appends the event-id index value of an event stored at `(stream,
-/// version)`, `position` to `value`.
+/// version)`, `position` to `value`: [`ID_VALUE_COMPACT`], the version and
+/// the position as LEB128 varints, then the stream id. A value of at most
+/// 20 bytes (streams of up to a dozen bytes for the first versions and
+/// positions) is kept inline by fjall, no allocation of its own.
 pub(super) fn put_id_value(
     value: &mut Vec<u8>,
     stream: &str,
     version: Version,
     position: Position,
 ) {
-    value.extend_from_slice(&version.to_be_bytes());
-    value.extend_from_slice(&position.0.to_be_bytes());
+    value.push(ID_VALUE_COMPACT);
+    put_varint(value, version);
+    put_varint(value, position.0);
     value.extend_from_slice(stream.as_bytes());
 }
 
-/// Decodes an event-id index value, borrowing the stream id from it.
+/// Decodes an event-id index value of either layout, borrowing the stream
+/// id from it.
 pub(super) fn decode_id_value(bytes: &[u8]) -> Result<Location<'_>, Error> {
-    if bytes.len() < 17 {
-        return Err(corrupt("event-id index value too short"));
+    let (version, position, stream) = match bytes.split_first() {
+        Some((&ID_VALUE_COMPACT, rest)) => {
+            let (version, rest) = take_varint(rest)?;
+            let (position, stream) = take_varint(rest)?;
+            (version, position, stream)
+        }
+        _ if bytes.len() > ID_VALUE_WIDE_HEADER => {
+            let (version, rest) = bytes.split_at(8);
+            let (position, stream) = rest.split_at(8);
+            (decode_u64(version)?, decode_u64(position)?, stream)
+        }
+        _ => return Err(corrupt("event-id index value too short")),
+    };
+    if stream.is_empty() {
+        return Err(corrupt("event-id index value without a stream id"));
     }
-    let (version, rest) = bytes.split_at(8);
-    let (position, stream) = rest.split_at(8);
     let stream = std::str::from_utf8(stream).map_err(|_| corrupt("stream id is not UTF-8"))?;
     Ok(Location {
         stream,
-        version: decode_u64(version)?,
-        position: Position(decode_u64(position)?),
+        version,
+        position: Position(position),
     })
+}
+
+/// Appends `n` as a LEB128 varint: seven bits a byte, low bits first, the
+/// high bit set on every byte but the last.
+fn put_varint(bytes: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        bytes.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    bytes.push(n as u8);
+}
+
+/// Decodes a LEB128 varint from the start of `bytes`; the rest follows.
+fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), Error> {
+    let mut n = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(VARINT_BYTES_MAX) {
+        let bits = u64::from(byte & 0x7F);
+        let shift = 7 * i as u32;
+        if shift == 63 && bits > 1 {
+            return Err(corrupt("varint past u64"));
+        }
+        n |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Ok((n, &bytes[i + 1..]));
+        }
+    }
+    Err(corrupt("unterminated varint"))
 }
 
 /// The snapshot key of `(source, stream, version)`.
@@ -527,11 +688,60 @@ mod tests {
         assert!(gater_core::StoreId::new(String::from_utf8_lossy(NEXT_NUMBER_KEY)).is_err());
     }
 
+    /// Numbers around every class boundary of the short code, and random ones.
+    fn number() -> impl Strategy<Value = u32> {
+        let edges: Vec<u32> = [0u64, 0x7F, 0x7F + (1 << 14), 0x7F + (1 << 14) + (1 << 21)]
+            .into_iter()
+            .chain([0x7F + (1 << 14) + (1 << 21) + (1 << 28)])
+            .flat_map(|edge| [edge.saturating_sub(1), edge, edge + 1])
+            .chain([u64::from(u32::MAX) - 1, u64::from(u32::MAX)])
+            .map(|n| n as u32)
+            .collect();
+        prop_oneof![proptest::sample::select(edges), any::<u32>()]
+    }
+
     proptest! {
         #[test]
-        fn store_prefixes_sort_as_their_numbers(a in any::<u32>(), b in any::<u32>()) {
-            prop_assert_eq!(store_prefix(a).cmp(&store_prefix(b)), a.cmp(&b));
+        fn short_prefixes_sort_as_their_numbers_and_none_starts_another_or_with_a_nul(
+            a in number(), b in number(),
+        ) {
+            let (pa, pb) = (StorePrefix::short(a), StorePrefix::short(b));
+            prop_assert_eq!(pa.as_bytes().cmp(pb.as_bytes()), a.cmp(&b));
+            prop_assert_eq!(pa.as_bytes().starts_with(pb.as_bytes()), a == b);
+            prop_assert_ne!(pa.as_bytes()[0], 0);
+            // Every key under a prefix sorts before its successor, which
+            // sorts at or before the next store's prefix.
+            let mut key = pa.as_bytes().to_vec();
+            key.extend_from_slice(&[0xFF; 12]);
+            match pa.successor() {
+                Some(next) => {
+                    prop_assert!(key < next);
+                    if let Some(c) = a.checked_add(1) {
+                        prop_assert!(next.as_slice() <= StorePrefix::short(c).as_bytes());
+                    }
+                }
+                None => prop_assert_eq!(a, u32::MAX),
+            }
         }
+
+        #[test]
+        fn wide_prefixes_sort_as_their_numbers_and_never_meet_a_short_one(
+            a in 0..WIDE_NUMBERS_END, b in number(),
+        ) {
+            let wide = StorePrefix::wide(a);
+            prop_assert_eq!(wide.as_bytes(), &a.to_be_bytes()[..]);
+            prop_assert!(wide.successor().unwrap().as_slice() <= StorePrefix::short(b).as_bytes());
+        }
+    }
+
+    #[test]
+    fn the_first_stores_have_one_byte_prefixes() {
+        assert_eq!(StorePrefix::short(0).as_bytes(), [0x01]);
+        assert_eq!(StorePrefix::short(126).as_bytes(), [0x7F]);
+        assert_eq!(StorePrefix::short(127).as_bytes(), [0x80, 0x00]);
+        assert_eq!(StorePrefix::short(u32::MAX).as_bytes().len(), 5);
+        assert_eq!(StorePrefix::of(3, 5), StorePrefix::wide(3));
+        assert_eq!(StorePrefix::of(5, 5), StorePrefix::short(5));
     }
 
     proptest! {
@@ -564,12 +774,48 @@ mod tests {
         assert!(decode_id_key(&stream_key("a", 1)).is_err());
     }
 
+    proptest! {
+        #[test]
+        fn id_values_round_trip(
+            stream in "[ -~]{1,12}", version in any::<u64>(), position in any::<u64>(),
+        ) {
+            let bytes = id_value(&stream, version, Position(position));
+            let location = decode_id_value(&bytes).unwrap();
+            prop_assert_eq!(location.stream, stream.as_str());
+            prop_assert_eq!((location.version, location.position), (version, Position(position)));
+            // Cut before the stream id, it does not decode.
+            let header = bytes.len() - stream.len();
+            for cut in 0..header {
+                prop_assert!(decode_id_value(&bytes[..cut]).is_err());
+            }
+        }
+    }
+
     #[test]
-    fn id_values_round_trip() {
-        let bytes = id_value("orders-1", 7, Position(42));
+    fn id_values_of_the_first_versions_and_positions_fit_fjall_inline() {
+        assert!(id_value("stream-999", 1_000, Position(1_000_000)).len() <= 20);
+    }
+
+    #[test]
+    fn id_values_of_the_earlier_layout_still_decode() {
+        let mut bytes = 7u64.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&42u64.to_be_bytes());
+        bytes.extend_from_slice(b"orders-1");
         let location = decode_id_value(&bytes).unwrap();
         assert_eq!(location.stream, "orders-1");
         assert_eq!((location.version, location.position), (7, Position(42)));
+        assert!(decode_id_value(&bytes[..16]).is_err());
         assert!(decode_id_value(&bytes[..10]).is_err());
+    }
+
+    #[test]
+    fn varints_refuse_values_past_u64_and_missing_ends() {
+        let mut bytes = Vec::new();
+        put_varint(&mut bytes, u64::MAX);
+        assert_eq!(take_varint(&bytes).unwrap(), (u64::MAX, &[][..]));
+        assert!(take_varint(&bytes[..bytes.len() - 1]).is_err());
+        let mut past = vec![0xFF; 9];
+        past.push(0x02);
+        assert!(take_varint(&past).is_err());
     }
 }

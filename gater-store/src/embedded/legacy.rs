@@ -30,7 +30,7 @@ use gater_core::{Error, StoreConfig, StoreId};
 
 use super::db::{Imported, WorkerDb};
 use super::keys::{self, corrupt, CONFIG_KEY, COUNTERS_KEY};
-use super::table::{row_bytes, Table};
+use super::table::Table;
 use crate::faults::{fjall_error, io_error};
 
 /// The directory of the per-directory layout, inside the data directory.
@@ -235,7 +235,7 @@ fn copy(db: &Database, from: &Keyspace, to: &Table, imported: &mut Imported) -> 
         if &*key == CONFIG_KEY {
             continue;
         }
-        imported.bytes += row_bytes(&key, value.len()) as u64;
+        imported.bytes += to.row_bytes(&key, value.len()) as u64;
         batch.insert(to.keyspace(), to.user_key(&key), value);
         if batch.len() == MIGRATE_BATCH_ROWS {
             std::mem::replace(&mut batch, db.batch())
@@ -492,5 +492,169 @@ mod tests {
         check_migrated(&worker, "a");
         check_migrated(&worker, "old");
         no_stray_rows(&worker);
+    }
+
+    /// A database of the wide layout holding stores "a" (number 0) and
+    /// "b" (number 1) with [`events`]; `crash` edits it before it is
+    /// closed, as an interrupted renumbering would have left it.
+    fn wide_layout(root: &Path, crash: impl FnOnce(&Database, &[Keyspace; 3])) {
+        legacy_store(root, "a");
+        legacy_store(root, "b");
+        {
+            let worker = Arc::new(
+                WorkerDb::open(
+                    root.join("db"),
+                    crate::StoreOptions::BLOCK_CACHE_BYTES_DEFAULT,
+                )
+                .unwrap(),
+            );
+            migrate(root, &worker).unwrap();
+            worker.close();
+        }
+        let db = Database::builder(root.join("db")).open().unwrap();
+        let spaces = ["stores", "log", "index"]
+            .map(|name| db.keyspace(name, KeyspaceCreateOptions::default).unwrap());
+        let [catalog, log, index] = &spaces;
+        for number in 0..2 {
+            move_rows(&db, [log, index], number, keys::StorePrefix::wide(number));
+        }
+        catalog.remove(keys::LAYOUT_KEY).unwrap();
+        crash(&db, &spaces);
+        db.persist(PersistMode::SyncAll).unwrap();
+    }
+
+    /// Copies the rows of store `number` (a short prefix) under `to`,
+    /// removing the originals.
+    fn move_rows(db: &Database, spaces: [&Keyspace; 2], number: u32, to: keys::StorePrefix) {
+        let from = keys::StorePrefix::short(number);
+        let mut batch = db.batch();
+        for keyspace in spaces {
+            for guard in keyspace.prefix(from.as_bytes()) {
+                let (key, value) = guard.into_inner().unwrap();
+                let mut moved = to.as_bytes().to_vec();
+                moved.extend_from_slice(&key[from.as_bytes().len()..]);
+                batch.insert(keyspace, moved, value);
+                batch.remove(keyspace, key);
+            }
+        }
+        batch.commit().unwrap();
+    }
+
+    /// Opens the worker after [`wide_layout`] and checks that both stores
+    /// hold their events under short prefixes, with exact byte counts, and
+    /// that no wide or stray row is left.
+    fn check_renumbered(root: &Path) {
+        let worker = Arc::new(
+            WorkerDb::open(
+                root.join("db"),
+                crate::StoreOptions::BLOCK_CACHE_BYTES_DEFAULT,
+            )
+            .unwrap(),
+        );
+        let ids: Vec<StoreId> = ["a", "b"].map(|id| StoreId::new(id).unwrap()).into();
+        assert_eq!(worker.list().unwrap(), ids);
+        for id in ["a", "b"] {
+            check_migrated(&worker, id);
+            let store = worker.open_store(&StoreId::new(id).unwrap()).unwrap();
+            let counted: u64 = store
+                .with_tables(|t| {
+                    let mut bytes = 0;
+                    for table in [&t.log, &t.index] {
+                        for entry in table.iter() {
+                            let (key, value) = entry.into_inner().unwrap();
+                            bytes += table.row_bytes(&key, value.len()) as u64;
+                        }
+                    }
+                    Ok(bytes)
+                })
+                .unwrap();
+            assert_eq!(store.store_bytes(), counted, "{id}");
+        }
+        no_stray_rows(&worker);
+        let guard = worker.read();
+        let open = guard.open(None).unwrap();
+        assert_eq!(
+            open.tables(0).log.keyspace().prefix([0u8]).count()
+                + open.tables(0).index.keyspace().prefix([0u8]).count(),
+            0,
+            "no row under a wide prefix is left"
+        );
+    }
+
+    #[test]
+    fn stores_of_the_wide_prefix_layout_are_renumbered_to_short_prefixes_at_open() {
+        let root = tempfile::tempdir().unwrap();
+        wide_layout(root.path(), |_, _| {});
+        check_renumbered(root.path());
+    }
+
+    #[test]
+    fn a_renumbering_interrupted_mid_copy_loses_nothing_and_starts_over() {
+        let root = tempfile::tempdir().unwrap();
+        wide_layout(root.path(), |db, [catalog, log, _]| {
+            // The layout row was written, number 2 taken and marked dead,
+            // and store number 0's log copied under it.
+            catalog
+                .insert(keys::LAYOUT_KEY, keys::number_bytes(2))
+                .unwrap();
+            catalog
+                .insert(keys::NEXT_NUMBER_KEY, keys::number_bytes(3))
+                .unwrap();
+            catalog.insert(keys::dead_key(2), []).unwrap();
+            let mut batch = db.batch();
+            for guard in log.prefix(keys::StorePrefix::wide(0).as_bytes()) {
+                let (key, value) = guard.into_inner().unwrap();
+                let mut copied = keys::StorePrefix::short(2).as_bytes().to_vec();
+                copied.extend_from_slice(&key[4..]);
+                batch.insert(log, copied, value);
+            }
+            batch.commit().unwrap();
+        });
+        check_renumbered(root.path());
+    }
+
+    #[test]
+    fn a_renumbering_interrupted_after_its_catalog_row_deletes_the_old_rows_at_the_next_open() {
+        let root = tempfile::tempdir().unwrap();
+        wide_layout(root.path(), |db, [catalog, log, index]| {
+            // a moved to number 2 in full; its old number (0 or 1: the
+            // stores were migrated in directory order) is marked dead,
+            // its old rows not yet deleted.
+            catalog
+                .insert(keys::LAYOUT_KEY, keys::number_bytes(2))
+                .unwrap();
+            catalog
+                .insert(keys::NEXT_NUMBER_KEY, keys::number_bytes(3))
+                .unwrap();
+            let row = catalog.get("a").unwrap().unwrap();
+            let (old, config) = keys::decode_catalog_value(&row).unwrap();
+            catalog.insert(keys::dead_key(old), []).unwrap();
+            catalog.insert("a", keys::catalog_value(2, config)).unwrap();
+            let short = keys::StorePrefix::short(2);
+            let (mut batch, mut bytes, mut counters) = (db.batch(), 0, None);
+            for keyspace in [log, index] {
+                for guard in keyspace.prefix(keys::StorePrefix::wide(old).as_bytes()) {
+                    let (key, value) = guard.into_inner().unwrap();
+                    let mut copied = short.as_bytes().to_vec();
+                    copied.extend_from_slice(&key[4..]);
+                    bytes += (copied.len() + value.len()) as u64;
+                    if &key[4..] == COUNTERS_KEY {
+                        counters = Some(keys::decode_counters(&value).unwrap().0);
+                    }
+                    batch.insert(keyspace, copied, value);
+                }
+            }
+            // The renumbering's catalog batch wrote the counters row with the
+            // rows' bytes under the new prefix.
+            let mut counters_key = short.as_bytes().to_vec();
+            counters_key.extend_from_slice(COUNTERS_KEY);
+            batch.insert(
+                index,
+                counters_key,
+                keys::encode_counters(&counters.unwrap(), bytes).to_vec(),
+            );
+            batch.commit().unwrap();
+        });
+        check_renumbered(root.path());
     }
 }

@@ -1100,7 +1100,7 @@ mod tests {
         let log = db
             .keyspace("log", fjall::KeyspaceCreateOptions::default)
             .unwrap();
-        let log = Table::new(log, 3);
+        let log = Table::new(log, keys::StorePrefix::short(3));
         // Positions 6 and 7 are gone, as a compaction leaves the log.
         for position in (0..=9u64).filter(|p| !(6..=7).contains(p)) {
             let key = log.user_key(&keys::position_key(position));

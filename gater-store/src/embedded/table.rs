@@ -1,11 +1,11 @@
 //! One store's view of a keyspace every store of the worker shares: the
-//! store's rows are the keys under its store number (`keys::store_prefix`),
+//! store's rows are the keys under its store number (`keys::StorePrefix`),
 //! and a [`Table`] adds that prefix to every key it is given and strips it
 //! from every key it hands back, so the rest of `embedded` builds and
 //! decodes keys exactly as if the store had the keyspace to itself, and no
 //! read of a store can reach another store's rows.
 //!
-//! It also keeps the store's byte count ([`StoreBatch`], [`row_bytes`]): the
+//! It also keeps the store's byte count ([`StoreBatch`], [`Table::row_bytes`]): the
 //! bytes of the keys (prefix included) and values of every row the store
 //! holds in the shared keyspaces, the measure of a store's `disk_bytes` now
 //! that it has no files of its own. It is logical (before compression,
@@ -17,22 +17,19 @@ use std::ops::{Bound, RangeBounds};
 use byteview::ByteView;
 use fjall::{Keyspace, OwnedWriteBatch, Readable, Slice, Snapshot, UserKey, UserValue};
 
-use super::keys::{store_prefix, STORE_PREFIX_LEN};
+use super::keys::StorePrefix;
 
 /// A store's rows in one shared keyspace.
 #[derive(Clone)]
 pub(super) struct Table {
     keyspace: Keyspace,
-    prefix: [u8; STORE_PREFIX_LEN],
+    prefix: StorePrefix,
 }
 
 impl Table {
-    /// Store `number`'s rows in `keyspace`.
-    pub(super) fn new(keyspace: Keyspace, number: u32) -> Self {
-        Table {
-            keyspace,
-            prefix: store_prefix(number),
-        }
+    /// The rows under `prefix` in `keyspace`.
+    pub(super) fn new(keyspace: Keyspace, prefix: StorePrefix) -> Self {
+        Table { keyspace, prefix }
     }
 
     /// The shared keyspace itself (for writes, flushes and compactions).
@@ -43,7 +40,7 @@ impl Table {
     /// `key` under the store's prefix, as fjall stores it: built in place,
     /// in one allocation (none for short keys).
     pub(super) fn user_key(&self, key: &[u8]) -> UserKey {
-        UserKey::from(ByteView::fused(&self.prefix, key))
+        UserKey::from(ByteView::fused(self.prefix.as_bytes(), key))
     }
 
     /// The value at `key`.
@@ -63,12 +60,12 @@ impl Table {
 
     /// The rows whose keys start with `prefix`.
     pub(super) fn prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
-        Iter(self.keyspace.prefix(self.user_key(prefix.as_ref())))
+        self.rows(self.keyspace.prefix(self.user_key(prefix.as_ref())))
     }
 
     /// The rows in `range`; an open end stops at the end of the store's rows.
     pub(super) fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
-        Iter(self.keyspace.range::<UserKey, _>(self.bounds(range)))
+        self.rows(self.keyspace.range::<UserKey, _>(self.bounds(range)))
     }
 
     /// The value at `key` as of `snapshot`.
@@ -91,7 +88,7 @@ impl Table {
 
     /// The rows whose keys start with `prefix`, as of `snapshot`.
     pub(super) fn prefix_at(&self, snapshot: &Snapshot, prefix: impl AsRef<[u8]>) -> Iter {
-        Iter(snapshot.prefix(&self.keyspace, self.user_key(prefix.as_ref())))
+        self.rows(snapshot.prefix(&self.keyspace, self.user_key(prefix.as_ref())))
     }
 
     /// The rows in `range` as of `snapshot`; open ends as [`Table::range`].
@@ -100,7 +97,14 @@ impl Table {
         snapshot: &Snapshot,
         range: R,
     ) -> Iter {
-        Iter(snapshot.range::<UserKey, _>(&self.keyspace, self.bounds(range)))
+        self.rows(snapshot.range::<UserKey, _>(&self.keyspace, self.bounds(range)))
+    }
+
+    fn rows(&self, rows: fjall::Iter) -> Iter {
+        Iter {
+            rows,
+            prefix_len: self.prefix.as_bytes().len(),
+        }
     }
 
     /// `range` in full keys, an open end stopping at the store's rows' end.
@@ -111,12 +115,12 @@ impl Table {
         let lower = match range.start_bound() {
             Bound::Included(k) => Bound::Included(self.user_key(k.as_ref())),
             Bound::Excluded(k) => Bound::Excluded(self.user_key(k.as_ref())),
-            Bound::Unbounded => Bound::Included(UserKey::from(&self.prefix[..])),
+            Bound::Unbounded => Bound::Included(UserKey::from(self.prefix.as_bytes())),
         };
         let upper = match range.end_bound() {
             Bound::Included(k) => Bound::Included(self.user_key(k.as_ref())),
             Bound::Excluded(k) => Bound::Excluded(self.user_key(k.as_ref())),
-            Bound::Unbounded => match next_prefix(&self.prefix) {
+            Bound::Unbounded => match self.prefix.successor() {
                 Some(next) => Bound::Excluded(UserKey::from(&next[..])),
                 None => Bound::Unbounded,
             },
@@ -128,60 +132,69 @@ impl Table {
     pub(super) fn last_key_value(&self) -> Option<Entry> {
         self.iter().next_back()
     }
-}
 
-/// The prefix right after `prefix` (`None` past the last one).
-fn next_prefix(prefix: &[u8; STORE_PREFIX_LEN]) -> Option<[u8; STORE_PREFIX_LEN]> {
-    let number = u32::from_be_bytes(*prefix).checked_add(1)?;
-    Some(store_prefix(number))
+    /// What a row of `key` (without the store prefix) and `value_len`
+    /// bytes of value adds to its store's byte count.
+    pub(super) fn row_bytes(&self, key: &[u8], value_len: usize) -> i64 {
+        (self.prefix.as_bytes().len() + key.len() + value_len) as i64
+    }
 }
 
 /// Rows of a [`Table`], their keys without the store prefix.
-pub(super) struct Iter(fjall::Iter);
+pub(super) struct Iter {
+    rows: fjall::Iter,
+    /// Bytes of the store prefix to strip from every key.
+    prefix_len: usize,
+}
 
 impl Iterator for Iter {
     type Item = Entry;
 
     fn next(&mut self) -> Option<Entry> {
-        self.0.next().map(Entry)
+        let prefix_len = self.prefix_len;
+        self.rows.next().map(|guard| Entry { guard, prefix_len })
     }
 }
 
 impl DoubleEndedIterator for Iter {
     fn next_back(&mut self) -> Option<Entry> {
-        self.0.next_back().map(Entry)
+        let prefix_len = self.prefix_len;
+        self.rows
+            .next_back()
+            .map(|guard| Entry { guard, prefix_len })
     }
 }
 
 /// One row of a [`Table`]; read like `fjall::Guard`.
-pub(super) struct Entry(fjall::Guard);
+pub(super) struct Entry {
+    guard: fjall::Guard,
+    prefix_len: usize,
+}
 
 impl Entry {
     /// The row's key, without the store prefix.
     pub(super) fn key(self) -> fjall::Result<UserKey> {
-        self.0.key().map(|k| strip(&k))
+        let prefix_len = self.prefix_len;
+        self.guard.key().map(|k| strip(&k, prefix_len))
     }
 
     /// The row's value.
     pub(super) fn value(self) -> fjall::Result<UserValue> {
-        self.0.value()
+        self.guard.value()
     }
 
     /// The row's key (without the store prefix) and value.
     pub(super) fn into_inner(self) -> fjall::Result<(UserKey, UserValue)> {
-        self.0.into_inner().map(|(k, v)| (strip(&k), v))
+        let prefix_len = self.prefix_len;
+        self.guard
+            .into_inner()
+            .map(|(k, v)| (strip(&k, prefix_len), v))
     }
 }
 
-fn strip(key: &[u8]) -> UserKey {
+fn strip(key: &[u8], prefix_len: usize) -> UserKey {
     // Every key of a table's iterator starts with its prefix.
-    Slice::from(key.get(STORE_PREFIX_LEN..).unwrap_or_default())
-}
-
-/// What a row of `key` (without the store prefix) and `value_len` bytes
-/// of value adds to its store's byte count.
-pub(super) fn row_bytes(key: &[u8], value_len: usize) -> i64 {
-    (STORE_PREFIX_LEN + key.len() + value_len) as i64
+    Slice::from(key.get(prefix_len..).unwrap_or_default())
 }
 
 /// A fjall batch of one store's writes that counts what they change of
@@ -208,9 +221,9 @@ impl StoreBatch {
         let key = key.as_ref();
         let value = value.into();
         if let Some(old) = table.size_of(key)? {
-            self.delta -= row_bytes(key, old as usize);
+            self.delta -= table.row_bytes(key, old as usize);
         }
-        self.delta += row_bytes(key, value.len());
+        self.delta += table.row_bytes(key, value.len());
         self.batch
             .insert(table.keyspace(), table.user_key(key), value);
         Ok(())
@@ -228,7 +241,7 @@ impl StoreBatch {
     /// Removes `key`, known to hold `value_len` bytes.
     pub(super) fn remove_known(&mut self, table: &Table, key: impl AsRef<[u8]>, value_len: usize) {
         let key = key.as_ref();
-        self.delta -= row_bytes(key, value_len);
+        self.delta -= table.row_bytes(key, value_len);
         self.batch.remove(table.keyspace(), table.user_key(key));
     }
 }
@@ -244,12 +257,13 @@ mod tests {
         let keyspace = db
             .keyspace("index", fjall::KeyspaceCreateOptions::default)
             .unwrap();
-        let (a, b, last) = (
-            Table::new(keyspace.clone(), 1),
-            Table::new(keyspace.clone(), 2),
-            Table::new(keyspace, u32::MAX),
+        let (a, b, last, wide) = (
+            Table::new(keyspace.clone(), StorePrefix::short(1)),
+            Table::new(keyspace.clone(), StorePrefix::short(200)),
+            Table::new(keyspace.clone(), StorePrefix::short(u32::MAX)),
+            Table::new(keyspace, StorePrefix::wide(1)),
         );
-        for table in [&a, &b, &last] {
+        for table in [&a, &b, &last, &wide] {
             for key in [&b"k1"[..], b"k2", b"\xff\xff"] {
                 table.keyspace().insert(table.user_key(key), key).unwrap();
             }
@@ -257,7 +271,7 @@ mod tests {
         let keys =
             |iter: Iter| -> Vec<Vec<u8>> { iter.map(|e| e.key().unwrap().to_vec()).collect() };
         let all = vec![b"k1".to_vec(), b"k2".to_vec(), b"\xff\xff".to_vec()];
-        for table in [&a, &b, &last] {
+        for table in [&a, &b, &last, &wide] {
             assert_eq!(keys(table.iter()), all);
             assert_eq!(keys(table.range::<&[u8], _>(..)), all);
             assert_eq!(keys(table.range(&b"k2"[..]..)), all[1..].to_vec());
