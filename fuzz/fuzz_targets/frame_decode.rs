@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     if let (Ok(head), Ok(request)) = (RequestHead::read(data), wire::decode_body::<Request>(data)) {
         assert_eq!(head, request.head());
     }
-    if let Ok(encoded) = EncodedRequest::from_bytes(data.to_vec()) {
+    if let Ok(encoded) = EncodedRequest::from_bytes(data.to_vec().into()) {
         if let Ok(request) = encoded.decode() {
             assert_eq!(encoded.head(), &request.head());
         }

@@ -23,6 +23,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -496,13 +497,15 @@ impl RequestHead {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedRequest {
     head: RequestHead,
-    bytes: Vec<u8>,
+    /// Shared, not copied, by a clone (a proxy's attempt that may be retried).
+    bytes: Bytes,
 }
 
 impl EncodedRequest {
-    /// Takes the encoding of a request as it arrived, reading its head; the
-    /// rest is checked only when the request is decoded.
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<EncodedRequest, FrameError> {
+    /// Takes the encoding of a request as it arrived (kept as it is, not
+    /// copied), reading its head; the rest is checked only when the request
+    /// is decoded.
+    pub fn from_bytes(bytes: Bytes) -> Result<EncodedRequest, FrameError> {
         Ok(EncodedRequest {
             head: RequestHead::read(&bytes)?,
             bytes,
@@ -514,7 +517,7 @@ impl EncodedRequest {
         let bytes = postcard::to_stdvec(request).map_err(|e| FrameError::Encode(e.to_string()))?;
         Ok(EncodedRequest {
             head: request.head(),
-            bytes,
+            bytes: bytes.into(),
         })
     }
 

@@ -839,7 +839,7 @@ proptest! {
         let mut head_only = encoded.bytes()[..cut].to_vec();
         head_only.extend_from_slice(&rest);
         prop_assert_eq!(RequestHead::read(&head_only), Ok(request.head()));
-        let again = EncodedRequest::from_bytes(encoded.bytes().to_vec()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let again = EncodedRequest::from_bytes(encoded.bytes().to_vec().into()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(again, encoded);
     }
 

@@ -95,7 +95,7 @@ async fn a_body_that_does_not_decode_is_refused_by_the_worker_that_reads_it() {
         .bytes()
         .to_vec();
     bytes.truncate(bytes.len() - 1);
-    let encoded = EncodedRequest::from_bytes(bytes.clone()).unwrap();
+    let encoded = EncodedRequest::from_bytes(bytes.clone().into()).unwrap();
     let error = proxy.call_encoded(encoded, None).await.unwrap_err();
     assert_eq!(error.kind(), "protocol", "{error}");
     assert_eq!(*worker.encoded.lock().unwrap(), vec![bytes]);

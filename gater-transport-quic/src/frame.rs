@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
+
 use gater_core::wire::{self, FrameError, FRAME_HEADER_LEN};
 use gater_core::{Error, Side};
 use serde::Serialize;
@@ -63,6 +65,15 @@ struct Budgeted {
     wait_slot: Arc<Semaphore>,
 }
 
+/// Where a frame read is.
+enum Ready {
+    /// In the reader's buffer: a body of this many bytes after the frame
+    /// header at `start`.
+    Buffered(usize),
+    /// In a buffer of its own (see [`FrameReader::next_owned`]).
+    Owned(Bytes),
+}
+
 /// A frame being read past: what is left of its body and its first bytes.
 #[derive(Debug)]
 struct Skip {
@@ -89,6 +100,11 @@ struct Skip {
 /// of its connection waits for bytes the budget may only get back from it.
 /// An exact reader (a server's subscription stream) asks for no byte past a
 /// frame either, without a budget: its frames are small and bounded.
+///
+/// [`FrameReader::next`] decodes a frame where it lies in the reader's
+/// buffer; [`FrameReader::next_owned`] reads a body into a buffer of its own
+/// (exactly its length) and hands it over, so a request kept while it is
+/// served (and passed on by a proxy) is never copied out of the buffer.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
@@ -102,6 +118,8 @@ pub(crate) struct FrameReader {
     read: Option<BudgetPermit>,
     waiting: Option<OwnedSemaphorePermit>,
     skipping: Option<Skip>,
+    /// The body being read into a buffer of its own, and its length.
+    owned: Option<(BytesMut, usize)>,
 }
 
 impl FrameReader {
@@ -116,6 +134,7 @@ impl FrameReader {
             read: None,
             waiting: None,
             skipping: None,
+            owned: None,
         }
     }
 
@@ -150,12 +169,56 @@ impl FrameReader {
         self.read.take()
     }
 
-    /// The next frame decoded by `decode`; `None` when the stream ended cleanly between frames.
+    /// The next frame decoded by `decode` where it lies in the reader's
+    /// buffer; `None` when the stream ended cleanly between frames.
     pub(crate) async fn next<T>(
         &mut self,
         recv: &mut quinn::RecvStream,
         decode: impl Fn(&[u8]) -> Result<T, FrameError>,
     ) -> Result<Option<T>, ReadFailure> {
+        let msg = match self.fill(recv, false).await? {
+            None => return Ok(None),
+            Some(Ready::Buffered(len)) => {
+                let body = self.start + FRAME_HEADER_LEN;
+                let msg = decode(&self.buf[body..body + len]);
+                self.consume(len);
+                msg
+            }
+            Some(Ready::Owned(body)) => decode(&body),
+        };
+        msg.map(Some).map_err(ReadFailure::Frame)
+    }
+
+    /// The next frame, its body handed to `decode` in a buffer of its own:
+    /// once its header is in, the body is read into a buffer of exactly its
+    /// length, so what `decode` keeps of it needs no further copy. `None`
+    /// when the stream ended cleanly between frames.
+    pub(crate) async fn next_owned<T>(
+        &mut self,
+        recv: &mut quinn::RecvStream,
+        decode: impl Fn(Bytes) -> Result<T, FrameError>,
+    ) -> Result<Option<T>, ReadFailure> {
+        let body = match self.fill(recv, true).await? {
+            None => return Ok(None),
+            Some(Ready::Owned(body)) => body,
+            // The whole frame came in with bytes read ahead before it.
+            Some(Ready::Buffered(len)) => {
+                let start = self.start + FRAME_HEADER_LEN;
+                let body = Bytes::copy_from_slice(&self.buf[start..start + len]);
+                self.consume(len);
+                body
+            }
+        };
+        decode(body).map(Some).map_err(ReadFailure::Frame)
+    }
+
+    /// Reads until a whole frame is in; `owned` reads a body not already
+    /// begun in the buffer into a buffer of its own.
+    async fn fill(
+        &mut self,
+        recv: &mut quinn::RecvStream,
+        owned: bool,
+    ) -> Result<Option<Ready>, ReadFailure> {
         loop {
             if let Some(skip) = &mut self.skipping {
                 if skip.remaining == 0 {
@@ -173,6 +236,21 @@ impl FrameReader {
                 }
                 continue;
             }
+            if let Some((body, len)) = &mut self.owned {
+                let missing = len.saturating_sub(body.len());
+                if missing > 0 {
+                    match recv.read_chunk(missing, true).await {
+                        Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+                        Ok(None) => return Err(ReadFailure::Truncated),
+                        Err(e) => return Err(ReadFailure::Stream(e)),
+                    }
+                    continue;
+                }
+            }
+            if let Some((body, _)) = self.owned.take() {
+                self.read = self.reading.take();
+                return Ok(Some(Ready::Owned(body.freeze())));
+            }
             let len = self.body_len()?;
             if let (Some(len), Some(_), None) = (len, &self.budget, &self.reading) {
                 if let Some(error) = self.reserve(len).await {
@@ -183,15 +261,18 @@ impl FrameReader {
             let held = self.buf.len() - self.start;
             let wanted = match len {
                 Some(len) if held >= FRAME_HEADER_LEN + len => {
-                    let body = self.start + FRAME_HEADER_LEN;
-                    let msg = decode(&self.buf[body..body + len]);
-                    self.start = body + len;
-                    if self.start == self.buf.len() {
-                        self.buf.clear();
-                        self.start = 0;
-                    }
                     self.read = self.reading.take();
-                    return msg.map(Some).map_err(ReadFailure::Frame);
+                    return Ok(Some(Ready::Buffered(len)));
+                }
+                Some(len) if owned => {
+                    // What the buffer holds past the header is the body's start.
+                    let start = self.start + FRAME_HEADER_LEN;
+                    let mut body = BytesMut::with_capacity(len);
+                    body.extend_from_slice(&self.buf[start..]);
+                    self.buf.clear();
+                    self.start = 0;
+                    self.owned = Some((body, len));
+                    continue;
                 }
                 Some(len) => FRAME_HEADER_LEN + len - held,
                 None if self.read_ahead => READ_AHEAD,
@@ -207,6 +288,15 @@ impl FrameReader {
                 Ok(None) => return Err(ReadFailure::Truncated),
                 Err(e) => return Err(ReadFailure::Stream(e)),
             }
+        }
+    }
+
+    /// Moves past the buffered frame at `start`, whose body is `len` bytes.
+    fn consume(&mut self, len: usize) {
+        self.start += FRAME_HEADER_LEN + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
         }
     }
 

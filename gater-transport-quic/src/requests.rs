@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use gater_core::wire::{
@@ -41,22 +42,27 @@ pub(crate) enum Read {
     Refused { id: u64, error: Error, fatal: bool },
 }
 
-/// Reads one request frame body; never fails (refusals are answers).
-pub(crate) fn read_request(body: &[u8]) -> Result<Read, FrameError> {
-    Ok(match wire::split_request(body) {
+/// Reads one request frame body, keeping the request's bytes as they are
+/// (a slice of `body`, not a copy); never fails (refusals are answers).
+pub(crate) fn read_request(body: Bytes) -> Result<Read, FrameError> {
+    Ok(match wire::split_request(&body) {
         Err(e) => Read::Refused {
             id: 0,
             error: e.into(),
             fatal: true,
         },
-        Ok((header, request)) => match EncodedRequest::from_bytes(request.to_vec()) {
-            Ok(request) => Read::Request { header, request },
-            Err(e) => Read::Refused {
-                id: header.id,
-                error: e.into(),
-                fatal: false,
-            },
-        },
+        Ok((header, request)) => {
+            // The request is what follows the header: the body's tail.
+            let request = body.slice(body.len() - request.len()..);
+            match EncodedRequest::from_bytes(request) {
+                Ok(request) => Read::Request { header, request },
+                Err(e) => Read::Refused {
+                    id: header.id,
+                    error: e.into(),
+                    fatal: false,
+                },
+            }
+        }
     })
 }
 
@@ -226,7 +232,7 @@ async fn next_request(
         // The semaphore is never closed.
         *held = Some(Arc::clone(permits).acquire_owned().await.ok()?);
     }
-    let frame = reader.next(recv, read_request).await;
+    let frame = reader.next_owned(recv, read_request).await;
     Some((held.take()?, frame))
 }
 

@@ -423,7 +423,10 @@ impl Stream {
             self.shared.side,
             Arc::clone(&self.wait_slot),
         );
-        let first = match reader.next(&mut self.recv, requests::read_request).await {
+        let first = match reader
+            .next_owned(&mut self.recv, requests::read_request)
+            .await
+        {
             Ok(Some(first)) => first,
             Ok(None) => Read::Refused {
                 id: 0,
