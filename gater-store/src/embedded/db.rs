@@ -296,10 +296,7 @@ impl WorkerDb {
             let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
             let guard = self.read();
             let open = guard.open(Some(store))?;
-            if open.catalog_row(store)?.is_some() {
-                return Err(Error::Storage(format!("store {store} already exists")));
-            }
-            let number = open.next_number()?;
+            let number = Self::unused_number(open, store, None)?;
             let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
             Self::stage_catalog_row(open, &mut batch, store, number, config, Imported::default())?;
             batch.commit().map_err(fjall_error)?;
@@ -335,10 +332,7 @@ impl WorkerDb {
         let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
         let guard = self.read();
         let open = guard.open(Some(store))?;
-        if open.catalog_row(store)?.map(|(number, _)| number) != replaces {
-            return Err(Error::Storage(format!("store {store} already exists")));
-        }
-        let number = open.next_number()?;
+        let number = Self::unused_number(open, store, replaces)?;
         let mut batch = open.db.batch().durability(Some(PersistMode::SyncAll));
         batch.insert(
             &open.catalog,
@@ -361,6 +355,15 @@ impl WorkerDb {
         }
     }
 
+    /// The next store number, once sure `store` holds number `holds` now
+    /// (`None`: it does not exist).
+    fn unused_number(open: &OpenDb, store: &StoreId, holds: Option<u32>) -> Result<u32, Error> {
+        if open.catalog_row(store)?.map(|(number, _)| number) != holds {
+            return Err(Error::Storage(format!("store {store} already exists")));
+        }
+        open.next_number()
+    }
+
     /// Moves every store that still has a wide prefix (see `keys`) to a
     /// new number with a short one, through [`WorkerDb::import_as`]: a
     /// crash before its catalog row changes leaves the copy's rows to the
@@ -380,7 +383,14 @@ impl WorkerDb {
         }
         for (store, number, config, from) in wide {
             tracing::info!(%store, number, "moving a store to a short key prefix");
-            let moved = self.import_as(&store, config, Some(number), |to| copy_rows(&from, to));
+            let moved = self.import_as(&store, config, Some(number), |to| {
+                let mut imported = Imported::default();
+                for (source, target) in [(&from.log, &to.log), (&from.index, &to.index)] {
+                    let rows = source.iter().map(super::table::Entry::into_inner);
+                    super::legacy::copy(&to.db, rows, target, &mut imported)?;
+                }
+                Ok(imported)
+            });
             if let Err(error) = moved {
                 tracing::error!(%store, %error, "the store cannot be moved to a short key prefix; it keeps its wide one until the next open");
             }
@@ -630,33 +640,6 @@ fn short_from(db: &Database, catalog: &Keyspace) -> Result<u32, Error> {
     batch.insert(catalog, keys::LAYOUT_KEY, keys::number_bytes(next));
     batch.commit().map_err(fjall_error)?;
     Ok(next)
-}
-
-/// Copies every row of a store's tables `from` into the tables `to` (of
-/// another number) in batches that the import's durable batch flushes,
-/// counting their bytes; the counters row is decoded instead (the import
-/// writes the store's counters row).
-fn copy_rows(from: &Tables, to: &Tables) -> Result<Imported, Error> {
-    let mut imported = Imported::default();
-    for (source, target) in [(&from.log, &to.log), (&from.index, &to.index)] {
-        let mut batch = to.db.batch();
-        for entry in source.iter() {
-            let (key, value) = entry.into_inner().map_err(fjall_error)?;
-            if &*key == COUNTERS_KEY {
-                imported.counters = Some(keys::decode_counters(&value)?.0);
-                continue;
-            }
-            imported.bytes += target.row_bytes(&key, value.len()).unsigned_abs();
-            batch.insert(target.keyspace(), target.user_key(&key), value);
-            if batch.len() == PURGE_BATCH_ROWS {
-                std::mem::replace(&mut batch, to.db.batch())
-                    .commit()
-                    .map_err(fjall_error)?;
-            }
-        }
-        batch.commit().map_err(fjall_error)?;
-    }
-    Ok(imported)
 }
 
 #[cfg(test)]

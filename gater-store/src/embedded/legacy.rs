@@ -25,7 +25,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, UserKey, UserValue};
 use gater_core::{Error, StoreConfig, StoreId};
 
 use super::db::{Imported, WorkerDb};
@@ -136,8 +136,8 @@ fn migrate_keyspace_store(
     let (log, index) = (log?, index?);
     worker.import(store, config, |tables| {
         let mut imported = Imported::default();
-        copy(db, &log, &tables.log, &mut imported)?;
-        copy(db, &index, &tables.index, &mut imported)?;
+        copy(db, rows_of(&log), &tables.log, &mut imported)?;
+        copy(db, rows_of(&index), &tables.index, &mut imported)?;
         Ok(imported)
     })
 }
@@ -213,21 +213,32 @@ fn migrate_one(store: &StoreId, dir: &Path, worker: &WorkerDb) -> Result<(), Err
         .map_err(fjall_error)?;
     worker.import(store, config, |tables| {
         let mut imported = Imported::default();
-        copy(&tables.db, &old_log, &tables.log, &mut imported)?;
-        copy(&tables.db, &old_index, &tables.index, &mut imported)?;
+        copy(&tables.db, rows_of(&old_log), &tables.log, &mut imported)?;
+        copy(
+            &tables.db,
+            rows_of(&old_index),
+            &tables.index,
+            &mut imported,
+        )?;
         Ok(imported)
     })
 }
 
-/// Copies every row of `from` into the store's table `to`, in batches
-/// that the import's final durable batch flushes, counting their bytes;
-/// the old counters row is decoded instead (the import writes the
-/// store's counters row), and the old config row is left out (the catalog
-/// holds the config).
-fn copy(db: &Database, from: &Keyspace, to: &Table, imported: &mut Imported) -> Result<(), Error> {
+/// Copies `rows` (keys without any store prefix) into the store's table
+/// `to`, in batches that the import's final durable batch flushes,
+/// counting their bytes; a counters row is decoded instead (the import
+/// writes the store's counters row), and a config row of an older layout is
+/// left out (the catalog holds the config). Every import copies through
+/// here: the earlier layouts and the renumbering of wide prefixes.
+pub(super) fn copy(
+    db: &Database,
+    rows: impl Iterator<Item = fjall::Result<(UserKey, UserValue)>>,
+    to: &Table,
+    imported: &mut Imported,
+) -> Result<(), Error> {
     let mut batch = db.batch();
-    for guard in from.iter() {
-        let (key, value) = guard.into_inner().map_err(fjall_error)?;
+    for row in rows {
+        let (key, value) = row.map_err(fjall_error)?;
         if &*key == COUNTERS_KEY {
             imported.counters = Some(keys::decode_counters(&value)?.0);
             continue;
@@ -244,6 +255,12 @@ fn copy(db: &Database, from: &Keyspace, to: &Table, imported: &mut Imported) -> 
         }
     }
     batch.commit().map_err(fjall_error)
+}
+
+/// Every row of a keyspace of an earlier layout, whose keys have no store
+/// prefix.
+fn rows_of(keyspace: &Keyspace) -> impl Iterator<Item = fjall::Result<(UserKey, UserValue)>> {
+    keyspace.iter().map(|guard| guard.into_inner())
 }
 
 #[cfg(test)]
@@ -467,7 +484,7 @@ mod tests {
                 .unwrap();
             let a = StoreId::new("a").unwrap();
             let interrupted = worker.import(&a, config(), |t| {
-                copy(&t.db, &old_log, &t.log, &mut Imported::default())?;
+                copy(&t.db, rows_of(&old_log), &t.log, &mut Imported::default())?;
                 Err(Error::Storage("crashed".into()))
             });
             assert!(interrupted.is_err());
@@ -476,7 +493,7 @@ mod tests {
                 .unwrap();
             let old_log = old.keyspace("log", KeyspaceCreateOptions::default).unwrap();
             let interrupted = worker.import(&StoreId::new("old").unwrap(), config(), |t| {
-                copy(&t.db, &old_log, &t.log, &mut Imported::default())?;
+                copy(&t.db, rows_of(&old_log), &t.log, &mut Imported::default())?;
                 Err(Error::Storage("crashed".into()))
             });
             assert!(interrupted.is_err());
